@@ -1,0 +1,154 @@
+"""Values <-> JSON-ready data, driven by type annotations.
+
+The default :class:`PydanticCodec` builds one pydantic ``TypeAdapter`` per annotation
+and caches it. Plain JSON scalars annotated as themselves skip pydantic entirely: that
+is the common case and the hot path of replay.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any, Protocol, Union
+
+import pydantic
+
+__all__ = ["UNANNOTATED", "Codec", "JSONValue", "PydanticCodec", "describe_type"]
+
+JSONValue = Union[  # noqa: UP007 - a recursive alias needs Union
+    None, bool, int, float, str, list["JSONValue"], dict[str, "JSONValue"]
+]
+
+
+class _Unannotated:
+    """Marker for a parameter or return value that carries no annotation."""
+
+    _instance: _Unannotated | None = None
+
+    def __new__(cls) -> _Unannotated:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "<unannotated>"
+
+
+UNANNOTATED: Any = _Unannotated()
+"""The annotation Duron passes to a codec for values that have none."""
+
+
+class Codec(Protocol):
+    """Turns values into JSON-ready data for the log and back.
+
+    Plug your own with ``@duron.durable(codec=...)``; it is used for the job's
+    arguments and result and for every effect's inputs and result in that job.
+    Raise any exception to refuse a value: Duron reports it as a
+    :class:`~duron.PayloadError` naming the payload.
+    """
+
+    def encode(self, value: object, annotation: Any, /) -> JSONValue:
+        """Return ``value`` as JSON-ready data (dicts, lists, str, numbers, bool, None).
+
+        ``annotation`` is the declared type, or :data:`UNANNOTATED`.
+        """
+        ...
+
+    def decode(self, data: JSONValue, annotation: Any, /) -> object:
+        """Rebuild a value of type ``annotation`` from data :meth:`encode` returned."""
+        ...
+
+
+_SCALARS: frozenset[Any] = frozenset({str, int, float, bool, type(None)})
+_JSON_NATIVE = (str, int, float, bool, type(None))
+
+
+class PydanticCodec:
+    """The default codec: pydantic ``TypeAdapter`` per annotation, cached.
+
+    Encoding uses ``dump_python(mode="json")``; decoding validates (lax mode) into
+    the annotated type, so a ``datetime`` comes back as a ``datetime``, a model as
+    the model. Unannotated values must be JSON-native.
+    """
+
+    __slots__ = ("_adapters",)
+
+    def __init__(self) -> None:
+        self._adapters: dict[Any, pydantic.TypeAdapter[Any]] = {}
+
+    def adapter(self, annotation: Any) -> pydantic.TypeAdapter[Any]:
+        """Return the cached ``TypeAdapter`` for ``annotation``, building it once."""
+        key = _key(annotation)
+        adapter = self._adapters.get(key)
+        if adapter is None:
+            adapter = pydantic.TypeAdapter(annotation)
+            self._adapters[key] = adapter
+        return adapter
+
+    def encode(self, value: object, annotation: Any, /) -> JSONValue:
+        if annotation is UNANNOTATED:
+            return _check_json_native(value)
+        if annotation in _SCALARS and type(value) is annotation:
+            return value  # type: ignore[return-value]
+        return self.adapter(annotation).dump_python(value, mode="json")  # type: ignore[no-any-return]
+
+    def decode(self, data: JSONValue, annotation: Any, /) -> object:
+        if annotation is UNANNOTATED:
+            return data
+        if annotation in _SCALARS and type(data) is annotation:
+            return data
+        return self.adapter(annotation).validate_python(data)
+
+
+def _key(annotation: Any) -> Any:
+    try:
+        hash(annotation)
+    except TypeError:
+        return ("id", id(annotation))
+    return annotation
+
+
+def _check_json_native(value: object) -> JSONValue:
+    if isinstance(value, _JSON_NATIVE):
+        return value
+    if isinstance(value, list):
+        for item in value:
+            _check_json_native(item)
+        return value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"dict key {k!r} is a {type(k).__name__}, not a str")
+            _check_json_native(v)
+        return value
+    raise TypeError(
+        f"a value of type {type(value).__qualname__} is not JSON-native; annotate "
+        "the type so it can be encoded"
+    )
+
+
+def describe_type(annotation: Any) -> str:
+    """A short, readable name for an annotation, for error messages."""
+    if annotation is UNANNOTATED:
+        return "unannotated"
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__qualname__
+    text = repr(annotation)
+    return text.replace("typing.", "")
+
+
+def explain(exc: BaseException) -> str:
+    """Condense a codec exception into one line (pydantic's errors, field by field)."""
+    if isinstance(exc, pydantic.ValidationError):
+        parts = []
+        for err in exc.errors(include_url=False):
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"]
+            if err["type"] == "missing" and loc:
+                parts.append(f"field '{loc}' required")
+            elif loc:
+                parts.append(f"field '{loc}': {msg}")
+            else:
+                parts.append(msg)
+        return "; ".join(parts)
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

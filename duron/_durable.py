@@ -1,0 +1,175 @@
+"""``@duron.durable``: the orchestrating function and how it is invoked."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Coroutine
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    ParamSpec,
+    TypeVar,
+    overload,
+)
+
+from duron._codec import Codec, PydanticCodec
+from duron._errors import UsageError
+from duron._signature import Signature, qualified_name
+
+if TYPE_CHECKING:
+    from duron._context import Context
+    from duron._job import Job
+    from duron._storage import LogStorage
+
+__all__ = ["DurableFn", "Provided", "durable"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class _ProvidedType:
+    _instance: _ProvidedType | None = None
+
+    def __new__(cls) -> _ProvidedType:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "duron.Provided"
+
+
+Provided: Any = _ProvidedType()
+"""Default value marking a durable parameter that the job injects (streams, signals)."""
+
+_default_codec = PydanticCodec()
+
+
+class DurableFn(Generic[_P, _T]):
+    """A function decorated with ``@duron.durable``. Run it with :meth:`invoke`.
+
+    Do not construct it yourself.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[Concatenate[Context, _P], Coroutine[Any, Any, _T]],
+        *,
+        name: str | None,
+        codec: Codec | None,
+    ) -> None:
+        if not inspect.iscoroutinefunction(fn):
+            raise UsageError(
+                f"@duron.durable needs an async def function, but "
+                f"{qualified_name(fn)} is not one"
+            )
+        self.fn = fn
+        self.name = name or qualified_name(fn)
+        self.module = getattr(fn, "__module__", "") or ""
+        self.codec: Codec = codec if codec is not None else _default_codec
+        self.sig = Signature(fn, self.name)
+        params = list(self.sig.sig.parameters.values())
+        if not params or params[0].kind not in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            raise UsageError(
+                f"durable function {self.name} must take the context as its first "
+                "parameter: async def fn(ctx: duron.Context, ...)"
+            )
+        self.provided: tuple[str, ...] = tuple(
+            p.name for p in params[1:] if p.default is Provided
+        )
+        self.__wrapped__ = fn
+        self.__doc__ = fn.__doc__
+        self.__qualname__ = getattr(fn, "__qualname__", self.name)
+        self.__name__ = getattr(fn, "__name__", self.name)
+        self.__module__ = self.module
+
+    def invoke(self, storage: LogStorage) -> Job[_P, _T]:
+        """Open a job on ``storage``; use it as an async context manager.
+
+        Example:
+            ```python
+            async with greeting_flow.invoke(FileLogStorage(Path("log.jsonl"))) as job:
+                await job.start("Alice")  # or: await job.resume()
+                result = await job.wait()
+            ```
+
+        Args:
+            storage: Where the job's log lives.
+
+        Returns:
+            The job handle.
+        """
+        from duron._job import Job
+
+        return Job(self, storage)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise UsageError(
+            f"durable function {self.name} is not called directly; run it as a job: "
+            f"async with {self.__name__}.invoke(storage) as job: await job.start(...)"
+        )
+
+    def __repr__(self) -> str:
+        return f"<durable {self.name}>"
+
+
+@overload
+def durable(
+    fn: Callable[Concatenate[Context, _P], Coroutine[Any, Any, _T]], /
+) -> DurableFn[_P, _T]: ...
+@overload
+def durable(
+    *, name: str | None = None, codec: Codec | None = None
+) -> Callable[
+    [Callable[Concatenate[Context, _P], Coroutine[Any, Any, _T]]], DurableFn[_P, _T]
+]: ...
+def durable(
+    fn: Callable[Concatenate[Context, _P], Coroutine[Any, Any, _T]] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    codec: Codec | None = None,
+) -> (
+    DurableFn[_P, _T]
+    | Callable[
+        [Callable[Concatenate[Context, _P], Coroutine[Any, Any, _T]]], DurableFn[_P, _T]
+    ]
+):
+    """Mark an async function as durable: replayed from its log, never re-doing effects.
+
+    The function takes a :class:`~duron.Context` first. It must be deterministic:
+    everything that touches the world goes through ``ctx.run`` (effects), time
+    through ``ctx.time()`` or ``asyncio.sleep`` (a durable timer), randomness
+    through ``ctx.random()``. Concurrency with ``asyncio`` or ``anyio`` primitives is
+    fine: it replays identically.
+
+    Args:
+        fn: The function (when used without parentheses).
+        name: The name recorded in the log (default: ``__qualname__``). A log can only
+            be resumed by the function of the same name.
+        codec: How payloads are encoded (default: :class:`~duron.PydanticCodec`).
+
+    Returns:
+        A :class:`DurableFn`; run it with ``fn.invoke(storage)``.
+
+    Example:
+        ```python
+        @duron.durable
+        async def greeting_flow(ctx: duron.Context, name: str) -> str:
+            return await ctx.run(work, name)
+        ```
+    """
+
+    def decorate(
+        f: Callable[Concatenate[Context, _P], Coroutine[Any, Any, _T]],
+    ) -> DurableFn[_P, _T]:
+        return DurableFn(f, name=name, codec=codec)
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate

@@ -1,0 +1,230 @@
+"""Duron's exceptions, split by who has to act.
+
+* :class:`NonDeterminismError`, :class:`JobMismatchError`: the durable code and the
+  log disagree; the user's code changed (or is not deterministic).
+* :class:`CorruptLogError`: the stored bytes are damaged.
+* :class:`StorageError`, :class:`LogLockedError`, :class:`LeaseLostError`: the storage
+  backend failed or refused.
+* :class:`PayloadError`: a value could not be encoded into, or decoded from, the log.
+* :class:`UsageError`: the API was used the wrong way.
+* :class:`EffectError`: an effect raised an exception whose type cannot be rebuilt.
+* :class:`InternalError`: a bug in Duron itself.
+
+Every error keeps its facts as attributes and builds its message from them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorruptLogError",
+    "DuronError",
+    "EffectError",
+    "InternalError",
+    "JobMismatchError",
+    "JobNotStartedError",
+    "LeaseLostError",
+    "LogLockedError",
+    "NonDeterminismError",
+    "PayloadError",
+    "StorageError",
+    "UsageError",
+]
+
+
+class DuronError(Exception):
+    """Base class of every error Duron raises itself."""
+
+
+class UsageError(DuronError, TypeError):
+    """The API was used in a way it does not support (raised early, with advice)."""
+
+
+class NonDeterminismError(DuronError):
+    """The durable code asked for something other than what the log recorded.
+
+    Attributes:
+        job: The job's label (a log path or a job id).
+        position: The operation's position in the job (0 for its first operation).
+        recorded: What the log recorded at that position, or ``None`` if nothing.
+        requested: What the code asks for now, or ``None`` if it asked for nothing.
+        offset: Where the recorded entry is in the log (byte offset or row), if known.
+    """
+
+    def __init__(
+        self,
+        *,
+        job: str,
+        position: int,
+        recorded: str | None,
+        requested: str | None,
+        offset: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.job = job
+        self.position = position
+        self.recorded = recorded
+        self.requested = requested
+        self.offset = offset
+        self.hint = hint
+        where = f"position {position}"
+        if offset is not None:
+            where += f" (log offset {offset})"
+        rec = recorded if recorded is not None else "nothing"
+        req = requested if requested is not None else "nothing"
+        msg = (
+            f"job {job}: at {where} the log recorded {rec} but the code now asks "
+            f"for {req}"
+        )
+        msg += f"; {hint}" if hint else ""
+        msg += (
+            ". The durable function no longer replays this log: restore the old "
+            "code path (ctx.patched can carry both) or start a new job"
+        )
+        super().__init__(msg)
+
+
+class JobMismatchError(DuronError):
+    """The log belongs to another job: other durable function or other arguments.
+
+    Attributes:
+        job: The job's label.
+        field: What differs (``"function"`` or ``"arguments"``).
+        recorded: What the log recorded.
+        requested: What the caller asked for.
+    """
+
+    def __init__(self, *, job: str, field: str, recorded: str, requested: str) -> None:
+        self.job = job
+        self.field = field
+        self.recorded = recorded
+        self.requested = requested
+        if field == "function":
+            msg = (
+                f"job {job}: the log was written by durable function {recorded}, "
+                f"not {requested}; open the log with the function that wrote it"
+            )
+        else:
+            msg = (
+                f"job {job}: the log was started with {recorded} but start() was "
+                f"called with {requested}; use resume() to continue the logged job, "
+                "or a new log for new arguments"
+            )
+        super().__init__(msg)
+
+
+class JobNotStartedError(DuronError):
+    """``resume()`` was called on a log that holds no job."""
+
+    def __init__(self, *, job: str) -> None:
+        self.job = job
+        super().__init__(
+            f"job {job}: resume() found an empty log; call start(...) to begin the job"
+        )
+
+
+class CorruptLogError(DuronError):
+    """The stored log is damaged (not a crash's torn tail, which is repaired).
+
+    Attributes:
+        job: The job's label (for a file: its path).
+        offset: Byte offset (file) or row number (SQL) of the damaged entry.
+        reason: What is wrong with it.
+    """
+
+    def __init__(self, *, job: str, offset: int, reason: str) -> None:
+        self.job = job
+        self.offset = offset
+        self.reason = reason
+        super().__init__(
+            f"log {job} is damaged at offset {offset}: {reason}. Duron does not skip "
+            "damaged entries; restore the log from a backup or truncate it before "
+            "this offset to re-run from there"
+        )
+
+
+class StorageError(DuronError):
+    """The storage backend failed (I/O error, driver error, refused write)."""
+
+
+class LogLockedError(StorageError):
+    """Another writer holds the log.
+
+    Attributes:
+        job: The job's label.
+        holder: Who holds it, when the backend knows.
+    """
+
+    def __init__(self, *, job: str, holder: str | None = None) -> None:
+        self.job = job
+        self.holder = holder
+        by = f" (held by {holder})" if holder else ""
+        super().__init__(
+            f"log {job} is already open for writing by another job{by}; a log has "
+            "one writer at a time: close the other job or wait for it to finish"
+        )
+
+
+class LeaseLostError(StorageError):
+    """This writer lost its lease on the log; another owner continues the job."""
+
+    def __init__(self, *, job: str, detail: str) -> None:
+        self.job = job
+        self.detail = detail
+        super().__init__(f"job {job}: lease lost, nothing was written: {detail}")
+
+
+class PayloadError(DuronError):
+    """A value could not be encoded for the log, or a logged value no longer decodes.
+
+    Attributes:
+        what: Which payload (``"result of work"``, ``"argument 'name' of work"``).
+        type_name: The annotated type (or the value's type when unannotated).
+        detail: The codec's explanation (for pydantic, its validation message).
+        position: The operation's position, when the payload belongs to one.
+    """
+
+    def __init__(
+        self,
+        *,
+        what: str,
+        type_name: str,
+        detail: str,
+        position: int | None = None,
+        job: str | None = None,
+    ) -> None:
+        self.what = what
+        self.type_name = type_name
+        self.detail = detail
+        self.position = position
+        self.job = job
+        where = ""
+        if job is not None:
+            where += f"job {job}: "
+        if position is not None:
+            where += f"position {position}: "
+        super().__init__(f"{where}{what} ({type_name}): {detail}")
+
+
+class EffectError(DuronError):
+    """An effect failed with an exception that cannot be rebuilt as its own type.
+
+    Durable code receives the effect's own exception type whenever it can be
+    imported and built from its recorded arguments; otherwise this error, which
+    names the original type.
+
+    Attributes:
+        type_name: The original exception's qualified type name.
+        message: ``str()`` of the original exception.
+    """
+
+    def __init__(self, type_name: str, message: str) -> None:
+        self.type_name = type_name
+        self.message = message
+        super().__init__(f"{type_name}: {message}")
+
+    def __reduce__(self) -> tuple[type[EffectError], tuple[str, str]]:
+        return (type(self), (self.type_name, self.message))
+
+
+class InternalError(DuronError):
+    """A bug in Duron: please report it with the log that triggered it."""

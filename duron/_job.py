@@ -1,0 +1,296 @@
+"""``Job``: the host's handle on one durable function running over one log."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+import anyio
+
+from duron._codec import describe_type, explain
+from duron._context import Context
+from duron._errors import (
+    JobMismatchError,
+    JobNotStartedError,
+    NonDeterminismError,
+    PayloadError,
+    UsageError,
+)
+from duron._log import JobStarted, decode_entry, encode_entry
+from duron._runtime import Outcome, Runtime
+from duron._signature import format_call
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from anyio.abc import TaskGroup
+
+    from duron._durable import DurableFn
+    from duron._storage import LogStorage
+
+__all__ = ["Job"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class Job(Generic[_P, _T]):
+    """A durable function running over one log. Get one from ``fn.invoke(storage)``.
+
+    Use it as an async context manager: entering takes the log's writer lease,
+    leaving stops the job at a safe point (live effects are cancelled; their results
+    were not recorded, so a later ``resume()`` runs them again) and releases the log.
+
+    Do not construct it yourself.
+    """
+
+    def __init__(self, dfn: DurableFn[_P, _T], storage: LogStorage) -> None:
+        self._dfn = dfn
+        self._storage = storage
+        self._tg: TaskGroup | None = None
+        self._runtime: Runtime | None = None
+        self._state = "new"
+        self._done = anyio.Event()
+        self._outcome: Outcome | None = None
+        self._failure: BaseException | None = None
+
+    @property
+    def id(self) -> str:
+        """The job's label: its log path or job id."""
+        return self._storage.label
+
+    @property
+    def state(self) -> str:
+        """``new``, ``open``, ``running``, ``finished``, ``failed`` or ``closed``."""
+        return self._state
+
+    async def __aenter__(self) -> Job[_P, _T]:
+        if self._state != "new":
+            raise UsageError(
+                f"job {self.id} was already opened; invoke() again for a new one"
+            )
+        await self._storage.acquire()
+        try:
+            tg = anyio.create_task_group()
+            await tg.__aenter__()
+        except BaseException:
+            await self._storage.release()
+            raise
+        self._tg = tg
+        self._state = "open"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self, *args: _P.args, **kwargs: _P.kwargs) -> None:
+        """Start the job with these arguments, or continue it if the log has it.
+
+        On a new log the job entry is written first. On a log that already holds
+        this job, the logged run is replayed and continued: the arguments must be
+        the logged ones.
+
+        Raises:
+            JobMismatchError: The log holds another function or other arguments.
+            PayloadError: An argument cannot be encoded.
+        """
+        dfn = self._dfn
+        bound = dfn.sig.bind((None, *args), kwargs)
+        params = list(dfn.sig.sig.parameters)
+        bound.pop(params[0], None)
+        for name in dfn.provided:
+            if name in bound:
+                raise UsageError(
+                    f"parameter {name!r} of {dfn.name} is provided by the job "
+                    "(= duron.Provided); do not pass it to start()"
+                )
+        encoded = dfn.sig.encode_inputs(dfn.codec, bound)
+        await self._begin(encoded)
+
+    async def resume(self) -> None:
+        """Continue the job recorded in the log: replay it, then carry on live.
+
+        Raises:
+            JobNotStartedError: The log is empty.
+            JobMismatchError: The log was written by another durable function.
+        """
+        await self._begin(None)
+
+    async def _begin(self, encoded: dict[str, Any] | None) -> None:
+        if self._state != "open":
+            raise UsageError(
+                f"job {self.id} is {self._state}: start()/resume() once, inside "
+                "`async with fn.invoke(storage) as job`"
+            )
+        dfn = self._dfn
+        label = self._storage.label
+        records = self._storage.read().__aiter__()
+        first: JobStarted | None = None
+        try:
+            offset, raw = await records.__anext__()
+        except StopAsyncIteration:
+            pass
+        else:
+            entry = decode_entry(raw, job=label, offset=offset)
+            if not isinstance(entry, JobStarted):
+                raise NonDeterminismError(
+                    job=label,
+                    position=0,
+                    recorded=f"a {entry.type} entry",
+                    requested="the job entry",
+                    offset=offset,
+                    hint="a log must begin with its job entry",
+                )
+            first = entry
+        if first is None:
+            await _aclose(records)
+            if encoded is None:
+                raise JobNotStartedError(job=label)
+            first = JobStarted(
+                dfn.name, encoded, secrets.token_hex(8), time.time(), dfn.module
+            )
+            await self._storage.append([encode_entry(first)])
+            replay: AsyncIterator[tuple[int, bytes]] | None = None
+        else:
+            if first.fn != dfn.name:
+                await _aclose(records)
+                raise JobMismatchError(
+                    job=label, field="function", recorded=first.fn, requested=dfn.name
+                )
+            if encoded is not None and encoded != first.args:
+                await _aclose(records)
+                raise JobMismatchError(
+                    job=label,
+                    field="arguments",
+                    recorded=format_call(dfn.name, first.args),
+                    requested=format_call(dfn.name, encoded),
+                )
+            replay = records
+        args = self._decode_args(first.args)
+        runtime = Runtime(
+            dfn,
+            self._storage,
+            seed=first.seed,
+            clock=first.t,
+            replaying=replay is not None,
+        )
+        self._runtime = runtime
+        self._state = "running"
+        assert self._tg is not None
+        self._tg.start_soon(
+            self._drive, runtime, args, replay, name=f"duron job {label}"
+        )
+
+    def _decode_args(self, encoded: dict[str, Any]) -> dict[str, Any]:
+        dfn = self._dfn
+        out: dict[str, Any] = {}
+        for name, data in encoded.items():
+            try:
+                p = dfn.sig.param(name)
+            except KeyError:
+                raise JobMismatchError(
+                    job=self.id,
+                    field="arguments",
+                    recorded=format_call(dfn.name, encoded),
+                    requested=f"{dfn.name} without a parameter {name!r}",
+                ) from None
+            try:
+                out[name] = dfn.codec.decode(data, p.annotation)
+            except Exception as exc:
+                raise PayloadError(
+                    what=f"recorded argument {name!r} of {dfn.name}",
+                    type_name=describe_type(p.annotation),
+                    detail=f"no longer validates: {explain(exc)}",
+                    job=self.id,
+                ) from exc
+        return out
+
+    async def _drive(
+        self,
+        runtime: Runtime,
+        args: dict[str, Any],
+        records: AsyncIterator[tuple[int, bytes]] | None,
+    ) -> None:
+        dfn = self._dfn
+        ctx = Context(runtime)
+
+        fn: Any = dfn.fn
+
+        async def main() -> Any:
+            return await fn(ctx, **args)
+
+        assert self._tg is not None
+        try:
+            self._outcome = await runtime.run(self._tg, main, records)
+            self._state = "failed" if self._outcome.error is not None else "finished"
+        except Exception as exc:
+            self._failure = exc
+            self._state = "failed"
+        finally:
+            runtime.loop.close()
+            if records is not None:
+                await _aclose(records)
+            self._done.set()
+
+    async def wait(self) -> _T:
+        """Wait for the job to end and return its result (recorded or fresh).
+
+        Returns:
+            The durable function's return value, decoded into its annotated type.
+
+        Raises:
+            Exception: What the durable function raised (its own type when it can be
+                rebuilt, else :class:`~duron.EffectError`).
+            NonDeterminismError: The code no longer replays the log.
+            PayloadError: A recorded payload no longer validates.
+        """
+        if self._state in ("new", "open"):
+            raise UsageError(
+                f"job {self.id} was not started: call start() or resume() first"
+            )
+        await self._done.wait()
+        if self._failure is not None:
+            raise self._failure
+        if self._outcome is None:
+            raise UsageError(
+                f"job {self.id} was closed before it finished; resume() it later"
+            )
+        if self._outcome.error is not None:
+            raise self._outcome.error
+        return self._outcome.result  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        """Stop the job at a safe point and release the log (idempotent)."""
+        if self._state in ("closed", "new"):
+            self._state = "closed"
+            return
+        tg, self._tg = self._tg, None
+        try:
+            if tg is not None:
+                tg.cancel_scope.cancel()
+                await tg.__aexit__(None, None, None)
+        finally:
+            if self._runtime is not None:
+                self._runtime.loop.close()
+            await self._storage.release()
+            if self._state in ("open", "running"):
+                self._state = "closed"
+            self._done.set()
+
+    def __repr__(self) -> str:
+        rt = self._runtime
+        position = rt.replayer.next_id if rt is not None else 0
+        return f"<Job {self._dfn.name} id={self.id} state={self._state} position={position}>"
+
+
+async def _aclose(it: AsyncIterator[Any]) -> None:
+    aclose = getattr(it, "aclose", None)
+    if aclose is not None:
+        await aclose()

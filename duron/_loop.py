@@ -1,0 +1,246 @@
+"""The deterministic asyncio loop that durable code runs on.
+
+It never waits and never polls: the job driver steps it. Ready callbacks run in FIFO
+order until none is left (:meth:`DurableLoop.run_ready`); timers fire only when the
+driver advances the virtual clock (:meth:`DurableLoop.advance`), one at a time, in
+``(when, scheduling order)`` order, each followed by everything it made ready. Given
+the same sequence of deliveries and clock advances, durable code therefore takes the
+same path, issues the same operations in the same order and sees the same times.
+
+Because it is a real ``asyncio.AbstractEventLoop``, durable code may use
+``asyncio.gather``, ``create_task``, ``TaskGroup``, ``wait_for``, ``timeout``,
+``sleep``, and anyio's task groups and ``sleep`` (anyio sees an asyncio loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import sys
+from asyncio import events
+from collections import deque
+from collections.abc import Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from duron._errors import UsageError
+
+if TYPE_CHECKING:
+    import contextvars
+
+try:  # anyio finds its backend through sniffio when it is installed
+    import sniffio as _sniffio
+except ImportError:  # pragma: no cover - sniffio is present wherever anyio is
+    _sniffio = None  # type: ignore[assignment]
+
+__all__ = ["DurableLoop", "in_durable_code"]
+
+_T = TypeVar("_T")
+_log = logging.getLogger("duron")
+
+
+def in_durable_code() -> bool:
+    """True when called from code running on a :class:`DurableLoop`."""
+    return isinstance(events._get_running_loop(), DurableLoop)
+
+
+class DurableLoop(asyncio.AbstractEventLoop):
+    """An asyncio loop with a virtual clock, stepped by the job driver."""
+
+    def __init__(self, clock: float) -> None:
+        self._ready: deque[asyncio.Handle] = deque()
+        self._timers: list[tuple[float, int, asyncio.TimerHandle]] = []
+        self._seq = 0
+        self._clock = clock
+        self._closed = False
+        self._exception_handler: Any = None
+        self._task_factory: Any = None
+        self.errors: list[dict[str, Any]] = []
+
+    # -- stepping (used by the driver) ------------------------------------------------
+
+    def run_ready(self) -> None:
+        """Run ready callbacks until none is left."""
+        ready = self._ready
+        if not ready:
+            return
+        prev_loop = events._get_running_loop()
+        events._set_running_loop(self)
+        hooks = sys.get_asyncgen_hooks()
+        sys.set_asyncgen_hooks(self._asyncgen_firstiter, self._asyncgen_finalizer)
+        prev_lib = None
+        if _sniffio is not None:
+            prev_lib = _sniffio.thread_local.name
+            _sniffio.thread_local.name = "asyncio"
+        try:
+            while ready:
+                handle = ready.popleft()
+                if not handle._cancelled:
+                    handle._run()
+        finally:
+            if _sniffio is not None:
+                _sniffio.thread_local.name = prev_lib
+            sys.set_asyncgen_hooks(*hooks)
+            events._set_running_loop(prev_loop)
+
+    def next_deadline(self) -> float | None:
+        """When the earliest pending timer is due, or None."""
+        timers = self._timers
+        while timers and timers[0][2]._cancelled:
+            heapq.heappop(timers)
+        return timers[0][0] if timers else None
+
+    def advance(self, to: float) -> None:
+        """Move the clock to ``to``, firing every timer due by then, in order."""
+        timers = self._timers
+        while timers and timers[0][0] <= to:
+            when, _, handle = heapq.heappop(timers)
+            if handle._cancelled:
+                continue
+            if when > self._clock:
+                self._clock = when
+            self._ready.append(handle)
+            self.run_ready()
+        if to > self._clock:
+            self._clock = to
+
+    def spawn(
+        self, coro: Coroutine[Any, Any, _T], context: contextvars.Context
+    ) -> asyncio.Task[_T]:
+        """Create the root task inside ``context`` (a copy is taken, as asyncio does)."""
+        return context.run(self.create_task, coro)
+
+    # -- the asyncio API durable code uses ------------------------------------------
+
+    def time(self) -> float:
+        return self._clock
+
+    def call_soon(  # type: ignore[override]
+        self,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Handle:
+        handle = asyncio.Handle(callback, args, self, context)
+        self._ready.append(handle)
+        return handle
+
+    def call_later(  # type: ignore[override]
+        self,
+        delay: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        return self.call_at(self._clock + delay, callback, *args, context=context)
+
+    def call_at(  # type: ignore[override]
+        self,
+        when: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        handle = asyncio.TimerHandle(when, callback, args, self, context)
+        heapq.heappush(self._timers, (when, self._seq, handle))
+        self._seq += 1
+        handle._scheduled = True  # type: ignore[attr-defined]
+        return handle
+
+    def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
+        pass  # cancelled timers are dropped lazily when they reach the heap's top
+
+    def create_future(self) -> asyncio.Future[Any]:
+        return asyncio.Future(loop=self)
+
+    def create_task(
+        self,
+        coro: Coroutine[Any, Any, _T] | Generator[Any, None, _T],
+        *,
+        name: str | None = None,
+        context: contextvars.Context | None = None,
+        **kwargs: Any,
+    ) -> asyncio.Task[_T]:
+        if self._task_factory is not None:
+            return self._task_factory(self, coro, **kwargs)  # type: ignore[no-any-return]
+        if context is None:
+            return asyncio.Task(coro, loop=self, name=name, **kwargs)
+        return asyncio.Task(coro, loop=self, name=name, context=context, **kwargs)  # type: ignore[call-arg]
+
+    def set_task_factory(self, factory: Any) -> None:
+        self._task_factory = factory
+
+    def get_task_factory(self) -> Any:
+        return self._task_factory
+
+    def get_debug(self) -> bool:
+        return False
+
+    def set_debug(self, enabled: bool) -> None:
+        pass
+
+    def is_running(self) -> bool:
+        return not self._closed
+
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.clear()
+        self._timers.clear()
+
+    def call_soon_threadsafe(  # type: ignore[override]
+        self, callback: Callable[..., object], *args: Any, **kwargs: Any
+    ) -> asyncio.Handle:
+        raise UsageError(
+            "durable code cannot receive callbacks from other threads; do thread "
+            "work in an effect and await it with ctx.run"
+        )
+
+    def run_in_executor(  # type: ignore[override]
+        self, executor: Any, func: Callable[..., _T], *args: Any
+    ) -> asyncio.Future[_T]:
+        raise UsageError(
+            "durable code cannot run work in an executor; make it a plain-def "
+            "@duron.effect and call it with ctx.run (effects run in worker threads)"
+        )
+
+    def get_exception_handler(self) -> Any:
+        return self._exception_handler
+
+    def set_exception_handler(self, handler: Any) -> None:
+        self._exception_handler = handler
+
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
+        if self._closed:
+            return
+        exc = context.get("exception")
+        _log.error(
+            "unhandled error in durable code: %s",
+            context.get("message", "error"),
+            exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
+        )
+
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
+        self.errors.append(context)
+        if self._exception_handler is not None:
+            self._exception_handler(self, context)
+        else:
+            self.default_exception_handler(context)
+
+    def _asyncgen_firstiter(self, agen: Any) -> None:
+        pass
+
+    def _asyncgen_finalizer(self, agen: Any) -> None:
+        if not self._closed:
+            self.call_soon(self.create_task, agen.aclose())
+
+    async def shutdown_asyncgens(self) -> None:
+        pass
+
+    async def shutdown_default_executor(self, timeout: float | None = None) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<DurableLoop clock={self._clock:.6f} ready={len(self._ready)} timers={len(self._timers)}>"

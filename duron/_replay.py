@@ -1,0 +1,195 @@
+"""The replay core: a pure state machine, no I/O, no event loop, no clock.
+
+It is fed two streams and keeps them consistent:
+
+* the operations the durable code issues (:meth:`Replayer.issue`), numbered 0, 1, 2...
+  in the order the deterministic loop issues them;
+* the entries read from the log (:meth:`Replayer.feed`), in log order.
+
+For each entry it answers what the driver must do (deliver a recorded result, a
+recorded emission, the recorded end) or raises :class:`~duron.NonDeterminismError`
+when the entry does not match what the code asked for at that position. When the log
+is exhausted, :meth:`Replayer.end_of_log` names the operations to run live.
+
+The ordering rule that makes this possible: a live driver writes an operation's
+``start``/``done`` entry only after the code issued it, so when replay reads an entry
+for position *k*, the code has already issued *k* (or never will: a divergence).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from duron._codec import JSONValue
+from duron._errors import NonDeterminismError
+from duron._log import (
+    Entry,
+    ErrorInfo,
+    JobFinished,
+    JobStarted,
+    OpCompleted,
+    OpEmitted,
+    OpStarted,
+)
+from duron._signature import format_call
+
+__all__ = ["Deliver", "Emit", "Finish", "OpRecord", "Replayer"]
+
+
+@dataclass(slots=True)
+class OpRecord:
+    """What the code asked for at one position."""
+
+    id: int
+    kind: str
+    name: str
+    inputs: dict[str, JSONValue] | None
+    start_logged: bool = False
+
+    def describe(self) -> str:
+        return _describe(self.kind, self.name, self.inputs)
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Hand the recorded outcome of operation ``op`` to the code."""
+
+    op: OpRecord
+    result: JSONValue
+    error: ErrorInfo | None
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Hand one recorded value of operation ``op`` (a stream item) to the code."""
+
+    op: OpRecord
+    value: JSONValue
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The log records the job's end."""
+
+    result: JSONValue
+    error: ErrorInfo | None
+
+
+def _describe(kind: str, name: str, inputs: dict[str, Any] | None) -> str:
+    if kind == "effect":
+        return format_call(name, inputs)
+    if inputs is None:
+        return f"{kind} {name}"
+    return f"{kind} {format_call(name, inputs)}"
+
+
+class Replayer:
+    """Matches issued operations against recorded entries.
+
+    Args:
+        job: Label used in error messages.
+        replaying: False for a new job (nothing to replay).
+    """
+
+    __slots__ = ("_pending", "finished", "job", "next_id", "replaying")
+
+    def __init__(self, job: str, *, replaying: bool = True) -> None:
+        self.job = job
+        self.next_id = 0
+        self.replaying = replaying
+        self.finished = False
+        self._pending: dict[int, OpRecord] = {}
+
+    @property
+    def pending(self) -> dict[int, OpRecord]:
+        """Issued operations that have no recorded outcome yet."""
+        return self._pending
+
+    def issue(
+        self, kind: str, name: str, inputs: dict[str, JSONValue] | None
+    ) -> OpRecord:
+        """Register an operation the code asks for; returns it with its position."""
+        op = OpRecord(self.next_id, kind, name, inputs)
+        self.next_id += 1
+        self._pending[op.id] = op
+        return op
+
+    def forget(self, op_id: int) -> None:
+        """The code no longer waits for ``op_id`` (it completed live, or was dropped)."""
+        self._pending.pop(op_id, None)
+
+    def feed(
+        self, entry: Entry, offset: int | None = None
+    ) -> Deliver | Emit | Finish | None:
+        """Consume one recorded entry; returns what to deliver, if anything."""
+        match entry:
+            case OpCompleted():
+                op = self._match(entry.id, entry.kind, entry.name, entry.inputs, offset)
+                del self._pending[op.id]
+                return Deliver(op, entry.result, entry.error)
+            case OpEmitted():
+                op = self._match(entry.id, None, None, None, offset)
+                return Emit(op, entry.value)
+            case OpStarted():
+                op = self._match(entry.id, entry.kind, entry.name, entry.inputs, offset)
+                op.start_logged = True
+                return None
+            case JobFinished():
+                self.finished = True
+                return Finish(entry.result, entry.error)
+            case JobStarted():
+                raise NonDeterminismError(
+                    job=self.job,
+                    position=self.next_id,
+                    recorded="a second job entry",
+                    requested=None,
+                    offset=offset,
+                    hint="the log holds two jobs",
+                )
+
+    def _match(
+        self,
+        op_id: int,
+        kind: str | None,
+        name: str | None,
+        inputs: dict[str, JSONValue] | None,
+        offset: int | None,
+    ) -> OpRecord:
+        op = self._pending.get(op_id)
+        if op is None:
+            recorded = (
+                _describe(kind, name, inputs)
+                if kind and name
+                else f"operation #{op_id}"
+            )
+            if op_id < self.next_id:
+                hint = "the code already finished with that position"
+                requested = "nothing more for it"
+            else:
+                hint = "the code did not reach that operation"
+                requested = None
+            raise NonDeterminismError(
+                job=self.job,
+                position=op_id,
+                recorded=recorded,
+                requested=requested,
+                offset=offset,
+                hint=hint,
+            )
+        if name is not None and (
+            op.name != name or op.kind != kind or op.inputs != inputs
+        ):
+            raise NonDeterminismError(
+                job=self.job,
+                position=op_id,
+                recorded=_describe(kind or op.kind, name, inputs),
+                requested=op.describe(),
+                offset=offset,
+            )
+        return op
+
+    def end_of_log(self) -> list[OpRecord]:
+        """Switch to live; returns the issued operations that must now run live."""
+        self.replaying = False
+        return list(self._pending.values())

@@ -1,0 +1,176 @@
+"""Read a function's type hints once and bind calls to named, encoded inputs.
+
+Inputs are recorded by parameter name and only for the arguments the caller passed
+(defaults are not recorded), so ``work(name)`` and ``work(name=name)`` are the same
+call, and a new parameter with a default does not break old logs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from duron._codec import UNANNOTATED, Codec, JSONValue, describe_type, explain
+from duron._errors import PayloadError, UsageError
+
+__all__ = ["Param", "Signature", "qualified_name"]
+
+_POSITIONAL = (
+    inspect.Parameter.POSITIONAL_ONLY,
+    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    kind: inspect._ParameterKind
+    annotation: Any
+    has_default: bool
+    extras: tuple[Any, ...] = ()
+
+
+def qualified_name(fn: Callable[..., Any]) -> str:
+    """``fn``'s qualified name, as recorded in logs and shown in errors."""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    return name if isinstance(name, str) else type(fn).__qualname__
+
+
+class Signature:
+    """The parameters and return type of one function, with hints resolved lazily."""
+
+    __slots__ = (
+        "_fn",
+        "_hints",
+        "_positional",
+        "_simple",
+        "name",
+        "params",
+        "return_annotation",
+        "sig",
+    )
+
+    def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
+        self._fn = fn
+        self.name = name or qualified_name(fn)
+        try:
+            self.sig = inspect.signature(fn)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(
+                f"cannot read the signature of {self.name}: {exc}"
+            ) from exc
+        self._hints: dict[str, Any] | None = None
+        self.params: tuple[Param, ...] = ()
+        self.return_annotation: Any = UNANNOTATED
+        self._positional: tuple[str, ...] = ()
+        self._simple = False
+        self.resolve(strict=False)
+
+    def resolve(self, *, strict: bool = True) -> None:
+        """Read the type hints; with ``strict=False`` an unresolved name is retried later."""
+        if self._hints is not None:
+            return
+        try:
+            hints = typing.get_type_hints(self._fn, include_extras=True)
+        except NameError as exc:
+            if strict:
+                raise UsageError(
+                    f"cannot resolve the type hints of {self.name}: {exc}"
+                ) from exc
+            return
+        except Exception:
+            hints = dict(getattr(self._fn, "__annotations__", {}) or {})
+        self._hints = hints
+        params = []
+        for p in self.sig.parameters.values():
+            ann = hints.get(p.name, UNANNOTATED)
+            _, extras = _split_annotated(ann)
+            params.append(
+                Param(
+                    p.name,
+                    p.kind,
+                    ann,
+                    p.default is not inspect.Parameter.empty,
+                    extras,
+                )
+            )
+        self.params = tuple(params)
+        self.return_annotation = hints.get("return", UNANNOTATED)
+        self._positional = tuple(p.name for p in params if p.kind in _POSITIONAL)
+        self._simple = all(p.kind in _POSITIONAL for p in params)
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Map a call's explicit arguments to parameter names (defaults left out)."""
+        self.resolve()
+        if self._simple and len(args) <= len(self._positional):
+            bound = dict(zip(self._positional, args, strict=False))
+            if kwargs:
+                for key in kwargs:
+                    if key in bound or key not in self._positional:
+                        break
+                else:
+                    bound.update(kwargs)
+                    return bound
+            else:
+                return bound
+        try:
+            ba = self.sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise UsageError(f"{self.name}() called with bad arguments: {exc}") from exc
+        return dict(ba.arguments)
+
+    def param(self, name: str) -> Param:
+        self.resolve()
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)  # pragma: no cover - bind() only yields known names
+
+    def encode_inputs(
+        self, codec: Codec, bound: dict[str, Any], *, lenient: bool = True
+    ) -> dict[str, JSONValue]:
+        """Encode bound arguments by their parameter annotations."""
+        out: dict[str, JSONValue] = {}
+        for key, value in bound.items():
+            p = self.param(key)
+            ann = p.annotation
+            if p.kind is inspect.Parameter.VAR_POSITIONAL and ann is not UNANNOTATED:
+                ann = tuple[ann, ...]  # type: ignore[valid-type]
+            elif p.kind is inspect.Parameter.VAR_KEYWORD and ann is not UNANNOTATED:
+                ann = dict[str, ann]  # type: ignore[valid-type]
+            if ann is UNANNOTATED and lenient:
+                ann = Any
+            try:
+                out[key] = codec.encode(value, ann)
+            except Exception as exc:
+                raise PayloadError(
+                    what=f"argument {key!r} of {self.name}",
+                    type_name=describe_type(ann)
+                    if ann is not Any
+                    else type(value).__qualname__,
+                    detail=f"cannot encode {type(value).__qualname__}: {explain(exc)}",
+                ) from exc
+        return out
+
+
+def _split_annotated(ann: Any) -> tuple[Any, tuple[Any, ...]]:
+    if typing.get_origin(ann) is typing.Annotated:
+        args = typing.get_args(ann)
+        return args[0], tuple(args[1:])
+    return ann, ()
+
+
+def format_call(name: str, inputs: dict[str, Any] | None) -> str:
+    """``name(a=1, b='x')``: how an operation is shown in errors and by inspect."""
+    if not inputs:
+        return f"{name}()"
+    parts = []
+    for key, value in inputs.items():
+        text = repr(value)
+        if len(text) > 60:
+            text = text[:57] + "..."
+        parts.append(f"{key}={text}")
+    return f"{name}({', '.join(parts)})"

@@ -1,0 +1,66 @@
+"""The storage protocol: where a job's log lives.
+
+A log is an ordered list of entries, each an opaque JSON document (bytes) produced by
+Duron. A backend stores them in order and gives them back in order; it knows nothing
+else about them. Four operations, all async:
+
+* :meth:`LogStorage.acquire` / :meth:`LogStorage.release`: become (stop being) the
+  single writer. A second writer gets :class:`~duron.LogLockedError`.
+* :meth:`LogStorage.read`: every committed entry, oldest first, with its position.
+* :meth:`LogStorage.append`: add a batch of entries, all-or-prefix: after a crash the
+  log holds a prefix of the batch, never a damaged entry in the middle.
+
+Every backend passes the same contract test suite (``tests/test_storage_contract.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol, runtime_checkable
+
+__all__ = ["LogStorage"]
+
+
+@runtime_checkable
+class LogStorage(Protocol):
+    """Where one job's log lives. Implement this to add a backend.
+
+    Attributes:
+        label: How errors and tools name this log (a path, a job id).
+    """
+
+    label: str
+
+    async def acquire(self) -> None:
+        """Become the log's only writer, repairing a crash's torn tail if any.
+
+        Raises:
+            LogLockedError: Another writer (any process) holds the log.
+        """
+        ...
+
+    async def release(self) -> None:
+        """Stop being the writer; safe to call when not holding the log."""
+        ...
+
+    def read(self) -> AsyncIterator[tuple[int, bytes]]:
+        """Yield ``(position, entry)`` for every committed entry, oldest first.
+
+        ``position`` locates the entry for error messages (a byte offset for a
+        file, a sequence number for a table). Reading does not need the lease.
+
+        Raises:
+            CorruptLogError: Stored data is damaged (not a torn tail).
+        """
+        ...
+
+    async def append(self, entries: Sequence[bytes], /) -> None:
+        """Append a batch of entries, in order, as one write.
+
+        Returns once the batch is committed to the backend's durability level.
+
+        Raises:
+            StorageError: The write failed; nothing after the committed prefix.
+            LeaseLostError: This writer no longer owns the log.
+        """
+        ...

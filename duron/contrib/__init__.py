@@ -1,0 +1,1 @@
+"""Batteries that plug into Duron's protocols (storage backends)."""

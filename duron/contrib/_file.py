@@ -1,0 +1,173 @@
+"""The embedded default: one job's log in a JSON Lines file.
+
+Each entry is one line. A batch is written with a single ``write`` on a file opened
+for appending, so a crash leaves a prefix of the batch and at most one torn line at
+the very end; :meth:`FileLogStorage.acquire` cuts that torn line off before the next
+append. The writer holds an OS lock (``flock``) on the file, so a second process (or a
+second job in this process) gets :class:`~duron.LogLockedError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+import anyio.to_thread
+
+from duron._errors import LogLockedError, StorageError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["Durability", "FileLogStorage"]
+
+Durability = Literal["flush", "fsync"]
+_CHUNK = 1 << 20
+_log = logging.getLogger("duron")
+
+
+class FileLogStorage:
+    """A job's log in a JSON Lines file.
+
+    Args:
+        path: The log file (created on first write).
+        durability: ``"flush"`` (default) hands each batch to the OS before durable
+            code sees its results: safe against the process crashing. ``"fsync"``
+            also fsyncs each batch (in a worker thread): safe against the machine
+            losing power, at the cost of one fsync per scheduler step.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, durability: Durability = "flush"
+    ) -> None:
+        if durability not in ("flush", "fsync"):
+            raise ValueError(
+                f"durability must be 'flush' or 'fsync', not {durability!r}"
+            )
+        self.path = Path(path)
+        self.durability: Durability = durability
+        self.label = str(self.path)
+        self._fd: int | None = None
+
+    async def acquire(self) -> None:
+        if self._fd is not None:
+            raise LogLockedError(job=self.label, holder="this storage object")
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot open log {self.label}: {exc}") from exc
+        try:
+            _lock(fd, self.label)
+            _repair_tail(fd, self.label)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    async def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor drops the flock
+
+    async def read(self) -> AsyncIterator[tuple[int, bytes]]:
+        try:
+            f = open(self.path, "rb")  # noqa: SIM115 - closed in finally, across yields
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StorageError(f"cannot read log {self.label}: {exc}") from exc
+        try:
+            offset = 0
+            rest = b""
+            while True:
+                chunk = await anyio.to_thread.run_sync(f.read, _CHUNK)
+                if not chunk:
+                    break
+                data = rest + chunk if rest else chunk
+                start = 0
+                while True:
+                    end = data.find(b"\n", start)
+                    if end < 0:
+                        break
+                    yield offset + start, data[start:end]
+                    start = end + 1
+                offset += start
+                rest = data[start:]
+            # ``rest`` is a torn tail: never committed, so never read.
+        finally:
+            f.close()
+
+    async def append(self, entries: Sequence[bytes], /) -> None:
+        fd = self._fd
+        if fd is None:
+            raise StorageError(
+                f"log {self.label} is not open for writing (acquire() first)"
+            )
+        data = b"\n".join(entries) + b"\n"
+        try:
+            if self.durability == "fsync":
+                await anyio.to_thread.run_sync(_write_all, fd, data, True)
+            else:
+                _write_all(fd, data, False)
+        except OSError as exc:
+            raise StorageError(f"cannot append to log {self.label}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"<FileLogStorage {self.label} durability={self.durability}>"
+
+
+def _write_all(fd: int, data: bytes, sync: bool) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+    if sync:
+        os.fsync(fd)
+
+
+def _lock(fd: int, label: str) -> None:
+    if fcntl is None:  # pragma: no cover - Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError as exc:
+            raise LogLockedError(job=label) from exc
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        raise LogLockedError(job=label, holder="another process or job") from exc
+
+
+def _repair_tail(fd: int, label: str) -> None:
+    """Cut off a last line that has no newline: a write the crash interrupted."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return
+    pos = size
+    while pos > 0:
+        step = min(pos, 64 * 1024)
+        block = os.pread(fd, step, pos - step)
+        if pos == size and block.endswith(b"\n"):
+            return
+        nl = block.rfind(b"\n")
+        if nl >= 0:
+            keep = pos - step + nl + 1
+            break
+        pos -= step
+    else:
+        keep = 0
+    _log.warning(
+        "log %s: removed a torn last entry (%d bytes at offset %d) left by a crash",
+        label,
+        size - keep,
+        keep,
+    )
+    os.ftruncate(fd, keep)
+    os.fsync(fd)

@@ -1,0 +1,59 @@
+"""A log kept in memory: for tests, examples and benchmarks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+from duron._errors import LogLockedError
+from duron._log import Entry, decode_entry
+
+__all__ = ["MemoryLogStorage"]
+
+
+class MemoryLogStorage:
+    """Keeps the log in a list; nothing survives the process.
+
+    Args:
+        entries: Encoded entries to start from (e.g. copied from another log).
+        label: Name used in error messages.
+    """
+
+    def __init__(
+        self, entries: Sequence[bytes] = (), *, label: str = "<memory>"
+    ) -> None:
+        self.label = label
+        self._entries: list[bytes] = list(entries)
+        self._held = False
+
+    async def acquire(self) -> None:
+        if self._held:
+            raise LogLockedError(job=self.label, holder="another job in this process")
+        self._held = True
+
+    async def release(self) -> None:
+        self._held = False
+
+    async def read(self) -> AsyncIterator[tuple[int, bytes]]:
+        i = 0
+        entries = self._entries
+        while i < len(entries):  # entries appended while reading are read too
+            yield i, entries[i]
+            i += 1
+
+    async def append(self, entries: Sequence[bytes], /) -> None:
+        self._entries.extend(entries)
+
+    @property
+    def raw(self) -> list[bytes]:
+        """The stored entries, as encoded bytes (a copy)."""
+        return list(self._entries)
+
+    def entries(self) -> list[Entry]:
+        """The stored entries, decoded."""
+        return [
+            decode_entry(e, job=self.label, offset=i)
+            for i, e in enumerate(self._entries)
+        ]
+
+    def __repr__(self) -> str:
+        return f"<MemoryLogStorage {self.label} entries={len(self._entries)}>"
