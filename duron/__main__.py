@@ -1,0 +1,9 @@
+"""``python -m duron`` runs the command line."""
+
+from __future__ import annotations
+
+import sys
+
+from duron._cli import main
+
+sys.exit(main())
