@@ -8,15 +8,13 @@ is the common case and the hot path of replay.
 from __future__ import annotations
 
 import typing
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 import pydantic
 
-__all__ = ["UNANNOTATED", "Codec", "JSONValue", "PydanticCodec", "describe_type"]
+from duron._json import JSONValue
 
-JSONValue = Union[  # noqa: UP007 - a recursive alias needs Union
-    None, bool, int, float, str, list["JSONValue"], dict[str, "JSONValue"]
-]
+__all__ = ["UNANNOTATED", "Codec", "JSONValue", "PydanticCodec", "describe_type"]
 
 
 class _Unannotated:

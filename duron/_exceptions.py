@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
+from duron._entries import ErrorInfo
 from duron._errors import EffectError
-from duron._log import ErrorInfo
 
 if TYPE_CHECKING:
     from duron._codec import JSONValue

@@ -1,26 +1,25 @@
-"""Log entries: the records, their JSON form and the format version.
+"""Log entries as bytes: orjson encoding and decoding, and the format version check.
 
-One entry is one JSON object (one line in a file log). Kinds, by their ``type`` tag:
-
-* ``job``: first entry: format version, durable function, encoded arguments, seed.
-* ``start``: an operation began (written when it is still running at a flush).
-* ``done``: an operation finished, with its encoded result or error. When no
-  ``start`` entry was written for it, it carries the operation's name and inputs.
-* ``emit``: a streaming effect produced a value (or a host input arrived).
-* ``end``: the job returned or raised.
-
-Every entry but ``job`` carries ``t``, the job's clock (seconds since the epoch) when
-it was recorded: replay takes time from here, never from the host.
+The records themselves live in :mod:`duron._entries` (re-exported here); a damaged
+entry is reported as :class:`~duron.CorruptLogError` naming its offset.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any
 
 import orjson
 
-from duron._codec import JSONValue
+from duron._entries import (
+    FORMAT_VERSION,
+    Entry,
+    ErrorInfo,
+    JobFinished,
+    JobStarted,
+    OpCompleted,
+    OpEmitted,
+    OpStarted,
+)
 from duron._errors import CorruptLogError
 
 __all__ = [
@@ -35,130 +34,6 @@ __all__ = [
     "decode_entry",
     "encode_entry",
 ]
-
-FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorInfo:
-    """An exception as recorded: its qualified type, ``str()`` and JSON-native args."""
-
-    type: str
-    message: str
-    args: list[JSONValue] | None = None
-
-    def to_json(self) -> dict[str, JSONValue]:
-        d: dict[str, JSONValue] = {"type": self.type, "message": self.message}
-        if self.args is not None:
-            d["args"] = self.args
-        return d
-
-    @classmethod
-    def from_json(cls, d: Any) -> ErrorInfo:
-        args = d.get("args")
-        return cls(
-            str(d["type"]), str(d["message"]), args if isinstance(args, list) else None
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class JobStarted:
-    fn: str
-    args: dict[str, JSONValue]
-    seed: str
-    t: float
-    module: str = ""
-    version: int = FORMAT_VERSION
-    type: Literal["job"] = "job"
-
-    def to_json(self) -> dict[str, JSONValue]:
-        return {
-            "type": "job",
-            "version": self.version,
-            "fn": self.fn,
-            "module": self.module,
-            "args": self.args,
-            "seed": self.seed,
-            "t": self.t,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class OpStarted:
-    id: int
-    t: float
-    kind: str
-    name: str
-    inputs: dict[str, JSONValue] | None
-    type: Literal["start"] = "start"
-
-    def to_json(self) -> dict[str, JSONValue]:
-        d: dict[str, JSONValue] = {
-            "type": "start",
-            "id": self.id,
-            "t": self.t,
-            "kind": self.kind,
-            "name": self.name,
-        }
-        if self.inputs is not None:
-            d["inputs"] = self.inputs
-        return d
-
-
-@dataclass(frozen=True, slots=True)
-class OpCompleted:
-    id: int
-    t: float
-    result: JSONValue = None
-    error: ErrorInfo | None = None
-    # Present when no ``start`` entry was written for this operation.
-    kind: str | None = None
-    name: str | None = None
-    inputs: dict[str, JSONValue] | None = None
-    type: Literal["done"] = "done"
-
-    def to_json(self) -> dict[str, JSONValue]:
-        d: dict[str, JSONValue] = {"type": "done", "id": self.id, "t": self.t}
-        if self.name is not None:
-            d["kind"] = self.kind
-            d["name"] = self.name
-            if self.inputs is not None:
-                d["inputs"] = self.inputs
-        if self.error is not None:
-            d["error"] = self.error.to_json()
-        else:
-            d["result"] = self.result
-        return d
-
-
-@dataclass(frozen=True, slots=True)
-class OpEmitted:
-    id: int
-    t: float
-    value: JSONValue
-    type: Literal["emit"] = "emit"
-
-    def to_json(self) -> dict[str, JSONValue]:
-        return {"type": "emit", "id": self.id, "t": self.t, "value": self.value}
-
-
-@dataclass(frozen=True, slots=True)
-class JobFinished:
-    t: float
-    result: JSONValue = None
-    error: ErrorInfo | None = None
-    type: Literal["end"] = "end"
-
-    def to_json(self) -> dict[str, JSONValue]:
-        d: dict[str, JSONValue] = {"type": "end", "t": self.t}
-        if self.error is not None:
-            d["error"] = self.error.to_json()
-        else:
-            d["result"] = self.result
-        return d
-
-
-Entry = Union[JobStarted, OpStarted, OpCompleted, OpEmitted, JobFinished]  # noqa: UP007
 
 
 def encode_entry(entry: Entry) -> bytes:

@@ -21,9 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from duron._codec import JSONValue
-from duron._errors import NonDeterminismError
-from duron._log import (
+from duron._entries import (
     Entry,
     ErrorInfo,
     JobFinished,
@@ -32,7 +30,8 @@ from duron._log import (
     OpEmitted,
     OpStarted,
 )
-from duron._signature import format_call
+from duron._errors import NonDeterminismError
+from duron._json import JSONValue, format_call
 
 __all__ = ["Deliver", "Emit", "Finish", "OpRecord", "Replayer"]
 

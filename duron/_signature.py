@@ -15,6 +15,7 @@ from typing import Any
 
 from duron._codec import UNANNOTATED, Codec, JSONValue, describe_type, explain
 from duron._errors import PayloadError, UsageError
+from duron._json import format_call as format_call
 
 __all__ = ["Param", "Signature", "qualified_name"]
 
@@ -161,16 +162,3 @@ def _split_annotated(ann: Any) -> tuple[Any, tuple[Any, ...]]:
         args = typing.get_args(ann)
         return args[0], tuple(args[1:])
     return ann, ()
-
-
-def format_call(name: str, inputs: dict[str, Any] | None) -> str:
-    """``name(a=1, b='x')``: how an operation is shown in errors and by inspect."""
-    if not inputs:
-        return f"{name}()"
-    parts = []
-    for key, value in inputs.items():
-        text = repr(value)
-        if len(text) > 60:
-            text = text[:57] + "..."
-        parts.append(f"{key}={text}")
-    return f"{name}({', '.join(parts)})"
