@@ -24,16 +24,17 @@ from typing import Any
 from duron._entries import (
     Entry,
     ErrorInfo,
+    JobCancelled,
     JobFinished,
     JobStarted,
     OpCompleted,
     OpEmitted,
     OpStarted,
 )
-from duron._errors import NonDeterminismError
+from duron._errors import CorruptLogError, NonDeterminismError
 from duron._json import JSONValue, format_call
 
-__all__ = ["Deliver", "Emit", "Finish", "OpRecord", "Replayer"]
+__all__ = ["Cancel", "Deliver", "Emit", "Finish", "OpRecord", "Replayer"]
 
 
 @dataclass(slots=True)
@@ -73,6 +74,11 @@ class Finish:
 
     result: JSONValue
     error: ErrorInfo | None
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """The log records that the host cancelled the job here."""
 
 
 def _describe(kind: str, name: str, inputs: dict[str, Any] | None) -> str:
@@ -119,12 +125,40 @@ class Replayer:
         self._pending.pop(op_id, None)
 
     def feed(
-        self, entry: Entry, offset: int | None = None
-    ) -> Deliver | Emit | Finish | None:
-        """Consume one recorded entry; returns what to deliver, if anything."""
+        self, entry: Entry, offset: int
+    ) -> Deliver | Emit | Finish | Cancel | None:
+        """Consume one recorded entry; returns what to deliver, if anything.
+
+        Args:
+            entry: The next entry of the log (after its job entry).
+            offset: Where the entry is stored (byte offset or row), for errors.
+
+        Raises:
+            NonDeterminismError: The entry does not match what the code asked for.
+            CorruptLogError: The entries contradict each other (a second job entry,
+                an entry after the job's end, a completion without its start).
+        """
+        if self.finished:
+            raise CorruptLogError(
+                job=self.job,
+                offset=offset,
+                reason=f"an entry of type {entry.type!r} after the job's end entry",
+            )
         match entry:
             case OpCompleted():
                 op = self._match(entry.id, entry.kind, entry.name, entry.inputs, offset)
+                if entry.name is None and not op.start_logged:
+                    # Without a name the entry relies on an earlier start entry to
+                    # say what it completes; delivering it unchecked could hand a
+                    # result to another call.
+                    raise CorruptLogError(
+                        job=self.job,
+                        offset=offset,
+                        reason=(
+                            f"operation #{op.id} completes here but the log holds "
+                            "no start entry naming it"
+                        ),
+                    )
                 del self._pending[op.id]
                 return Deliver(op, entry.result, entry.error)
             case OpEmitted():
@@ -134,17 +168,16 @@ class Replayer:
                 op = self._match(entry.id, entry.kind, entry.name, entry.inputs, offset)
                 op.start_logged = True
                 return None
+            case JobCancelled():
+                return Cancel()
             case JobFinished():
                 self.finished = True
                 return Finish(entry.result, entry.error)
             case JobStarted():
-                raise NonDeterminismError(
+                raise CorruptLogError(
                     job=self.job,
-                    position=self.next_id,
-                    recorded="a second job entry",
-                    requested=None,
                     offset=offset,
-                    hint="the log holds two jobs",
+                    reason="a second job entry (a log holds exactly one job)",
                 )
 
     def _match(
@@ -153,7 +186,7 @@ class Replayer:
         kind: str | None,
         name: str | None,
         inputs: dict[str, JSONValue] | None,
-        offset: int | None,
+        offset: int,
     ) -> OpRecord:
         op = self._pending.get(op_id)
         if op is None:
