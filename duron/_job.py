@@ -153,6 +153,9 @@ class Job(Generic[_P, _T]):
             await _aclose(records)
             if encoded is None:
                 raise JobNotStartedError(job=label)
+            # Durable code gets its arguments as replay will rebuild them, and
+            # arguments that cannot be rebuilt are refused before the log holds them.
+            args = self._decode_args(encoded, recorded=False)
             first = JobStarted(
                 dfn.name, encoded, secrets.token_hex(8), time.time(), dfn.module
             )
@@ -173,7 +176,7 @@ class Job(Generic[_P, _T]):
                     requested=format_call(dfn.name, encoded),
                 )
             replay = records
-        args = self._decode_args(first.args)
+            args = self._decode_args(first.args)
         runtime = Runtime(
             dfn,
             self._storage,
@@ -188,7 +191,9 @@ class Job(Generic[_P, _T]):
             self._drive, runtime, args, replay, name=f"duron job {label}"
         )
 
-    def _decode_args(self, encoded: dict[str, Any]) -> dict[str, Any]:
+    def _decode_args(
+        self, encoded: dict[str, Any], *, recorded: bool = True
+    ) -> dict[str, Any]:
         dfn = self._dfn
         out: dict[str, Any] = {}
         for name, data in encoded.items():
@@ -204,10 +209,16 @@ class Job(Generic[_P, _T]):
             try:
                 out[name] = dfn.codec.decode(data, p.annotation)
             except Exception as exc:
+                if recorded:
+                    what = f"recorded argument {name!r} of {dfn.name}"
+                    detail = f"no longer validates: {explain(exc)}"
+                else:
+                    what = f"argument {name!r} of {dfn.name}"
+                    detail = f"does not validate: {explain(exc)}"
                 raise PayloadError(
-                    what=f"recorded argument {name!r} of {dfn.name}",
+                    what=what,
                     type_name=describe_type(p.annotation),
-                    detail=f"no longer validates: {explain(exc)}",
+                    detail=detail,
                     job=self.id,
                 ) from exc
         return out

@@ -86,23 +86,37 @@ class Outcome:
     position: int = 0
 
 
+_UNDECODED: Any = object()
+"""Marks an outcome whose value durable code has not seen decoded yet."""
+
+
 @dataclass(slots=True)
 class _Done:
     op: LiveOp
     result: JSONValue = None
     error: ErrorInfo | None = None
     cause: BaseException | None = None
+    decoded: Any = _UNDECODED
 
 
 @dataclass(slots=True)
 class _Emitted:
     op: LiveOp
     value: JSONValue
+    decoded: Any = _UNDECODED
 
 
 @dataclass(slots=True)
 class _Fatal:
     error: BaseException
+
+
+class _Refused(Exception):
+    """Raised inside an effect's task: Duron refused its output; fail the job."""
+
+    def __init__(self, error: DuronError) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 @dataclass(slots=True)
@@ -156,7 +170,16 @@ class Runtime:
             )
         sig = spec.sig
         bound = sig.bind(args, kwargs)
-        inputs = sig.encode_inputs(self.codec, bound)
+        try:
+            inputs = sig.encode_inputs(self.codec, bound)
+        except PayloadError as err:
+            raise PayloadError(
+                what=err.what,
+                type_name=err.type_name,
+                detail=err.detail,
+                position=self.replayer.next_id,
+                job=self.label,
+            ) from err.__cause__
         rec = self.replayer.issue("effect", spec.name, inputs)
         fut = self.loop.create_future()
         lop = LiveOp(rec, fut, spec, args, kwargs, sink=sink)
@@ -276,6 +299,7 @@ class Runtime:
         ann = self.dfn.sig.return_annotation
         try:
             data = self.codec.encode(root.result(), ann)
+            self.codec.decode(data, ann)  # an end replay could not decode: refuse it
         except Exception as err:
             raise PayloadError(
                 what=f"result of durable function {self.dfn.name}",
@@ -339,7 +363,7 @@ class Runtime:
             t = max(loop.time(), time.time())
             batch = list(events)
             events.clear()
-            entries: list[Entry] = self._take_starts(t)
+            entries: list[Entry] = self._take_starts(t, _finishing(batch))
             for ev in batch:
                 if type(ev) is _Fatal:
                     raise ev.error
@@ -356,9 +380,9 @@ class Runtime:
                 if type(ev) is _Done:
                     del self.ops[lop.rec.id]
                     self.replayer.forget(lop.rec.id)
-                    self._deliver_done(lop, ev.result, ev.error, ev.cause)
+                    self._deliver_done(lop, ev.result, ev.error, ev.cause, ev.decoded)
                 else:
-                    self._deliver_emit(lop, ev.value)  # type: ignore[union-attr]
+                    self._deliver_emit(lop, ev.value, ev.decoded)  # type: ignore[union-attr]
                 loop.run_ready()
         for lop in self.ops.values():
             if lop.scope is not None:
@@ -376,12 +400,15 @@ class Runtime:
             cause = root.exception()
         return self._outcome_from(end.result, end.error, cause)
 
-    def _take_starts(self, t: float) -> list[Entry]:
+    def _take_starts(self, t: float, finishing: set[int] | None = None) -> list[Entry]:
+        """``start`` entries for the ops still running (``finishing``: done in this batch)."""
         if not self._unflushed:
             return []
         out: list[Entry] = []
         for lop in self._unflushed:
             rec = lop.rec
+            if finishing and rec.id in finishing:
+                continue  # its ``done`` entry in this batch names it
             if rec.id in self.ops and not lop.fut.done():
                 rec.start_logged = True
                 out.append(
@@ -466,12 +493,18 @@ class Runtime:
                     value = spec.fn(*lop.args, **lop.kwargs)
                     if inspect.isawaitable(value):
                         value = await value
+            except _Refused as refused:
+                self._push(_Fatal(refused.error))
+                return
             except Exception as exc:
                 self._push(_Done(lop, None, error_info(exc), exc))
                 return
             ann = spec.result_annotation
             try:
                 data = self.codec.encode(value, ann)
+                # Durable code gets the value as replay will rebuild it, and what
+                # cannot be rebuilt never reaches the log.
+                decoded = self.codec.decode(data, ann)
             except Exception as err:
                 self._push(
                     _Fatal(
@@ -487,7 +520,7 @@ class Runtime:
                     )
                 )
                 return
-            self._push(_Done(lop, data))
+            self._push(_Done(lop, data, decoded=decoded))
 
     async def _run_stream(self, lop: LiveOp) -> Any:
         spec = lop.spec
@@ -502,15 +535,20 @@ class Runtime:
             while True:
                 try:
                     data = self.codec.encode(action, spec.action_annotation)
+                    # Fold what replay will fold: the action as the log gives it back.
+                    action = self.codec.decode(data, spec.action_annotation)
                 except Exception as err:
-                    raise PayloadError(
+                    refused = PayloadError(
                         what=f"value yielded by streaming effect {spec.name}",
                         type_name=describe_type(spec.action_annotation),
-                        detail=explain(err),
+                        detail=f"cannot encode {type(action).__qualname__}: "
+                        f"{explain(err)}",
                         position=lop.rec.id,
                         job=self.label,
-                    ) from err
-                self._push(_Emitted(lop, data))
+                    )
+                    refused.__cause__ = err
+                    raise _Refused(refused) from err
+                self._push(_Emitted(lop, data, action))
                 state = spec.reducer(state, action)
                 action = await agen.asend(state)
         except StopAsyncIteration:
@@ -526,6 +564,7 @@ class Runtime:
         result: JSONValue,
         error: ErrorInfo | None,
         cause: BaseException | None,
+        decoded: Any = _UNDECODED,
     ) -> None:
         fut = lop.fut
         if lop.sink is not None:
@@ -537,6 +576,9 @@ class Runtime:
             if cause is not None and exc is not cause:
                 exc.__cause__ = cause
             fut.set_exception(exc)
+            return
+        if decoded is not _UNDECODED:
+            fut.set_result(decoded)
             return
         spec = lop.spec
         ann = spec.result_annotation
@@ -552,25 +594,45 @@ class Runtime:
             ) from err
         fut.set_result(value)
 
-    def _deliver_emit(self, lop: LiveOp, value: JSONValue) -> None:
+    def _deliver_emit(
+        self, lop: LiveOp, value: JSONValue, decoded: Any = _UNDECODED
+    ) -> None:
         spec = lop.spec
         if spec.kind != "stream":
             raise InternalError(
                 f"emission recorded for non-streaming operation {spec.name}"
             )
-        try:
-            action = self.codec.decode(value, spec.action_annotation)
-        except Exception as err:
-            raise PayloadError(
-                what=f"recorded value yielded by {spec.name}",
-                type_name=describe_type(spec.action_annotation),
-                detail=f"no longer validates: {explain(err)}",
-                position=lop.rec.id,
-                job=self.label,
-            ) from err
+        action = decoded
+        if action is _UNDECODED:
+            try:
+                action = self.codec.decode(value, spec.action_annotation)
+            except Exception as err:
+                raise PayloadError(
+                    what=f"recorded value yielded by {spec.name}",
+                    type_name=describe_type(spec.action_annotation),
+                    detail=f"no longer validates: {explain(err)}",
+                    position=lop.rec.id,
+                    job=self.label,
+                ) from err
         lop.state = spec.reducer(lop.state, action)
         if lop.sink is not None:
             lop.sink._ch.put(lop.state)
+
+
+def _finishing(batch: list[_Done | _Emitted | _Fatal]) -> set[int] | None:
+    """Ops whose ``done`` entry is in ``batch`` and who emitted nothing in it."""
+    done: set[int] | None = None
+    emitted: set[int] | None = None
+    for ev in batch:
+        if type(ev) is _Done:
+            done = done or set()
+            done.add(ev.op.rec.id)
+        elif type(ev) is _Emitted:
+            emitted = emitted or set()
+            emitted.add(ev.op.rec.id)
+    if done and emitted:
+        done -= emitted
+    return done
 
 
 def _comparable(d: dict[str, Any]) -> Any:
