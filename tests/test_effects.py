@@ -1,0 +1,409 @@
+"""Effects: the forms ``ctx.run`` accepts, how they run live, and how they replay."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import re
+import threading
+from collections.abc import AsyncGenerator
+from typing import Annotated, Any
+
+import anyio
+import pytest
+
+import duron
+from duron.contrib.storage import MemoryLogStorage
+
+pytestmark = pytest.mark.anyio
+
+
+async def run_job(
+    dfn: duron.DurableFn[..., Any], storage: duron.LogStorage, *args: Any
+) -> Any:
+    async with dfn.invoke(storage) as job:
+        await job.start(*args)
+        return await job.wait()
+
+
+def entry_names(storage: MemoryLogStorage) -> list[str | None]:
+    return [
+        getattr(e, "name", None)
+        for e in storage.entries()
+        if e.type in ("start", "done") and getattr(e, "name", None)
+    ]
+
+
+# -- async and plain-def effects ------------------------------------------------------
+
+calls: list[str] = []
+
+
+@duron.effect
+async def fetch(key: str) -> str:
+    await anyio.sleep(0)
+    calls.append(f"fetch {key}")
+    return key.upper()
+
+
+@duron.durable
+async def fetch_flow(ctx: duron.Context, keys: list[str]) -> list[str]:
+    return list(await asyncio.gather(*(ctx.run(fetch, k) for k in keys)))
+
+
+async def test_async_effects_run_once_and_replay() -> None:
+    calls.clear()
+    storage = MemoryLogStorage()
+    assert await run_job(fetch_flow, storage, ["a", "b", "c"]) == ["A", "B", "C"]
+    assert sorted(calls) == ["fetch a", "fetch b", "fetch c"]
+    assert await run_job(fetch_flow, storage, ["a", "b", "c"]) == ["A", "B", "C"]
+    assert len(calls) == 3
+
+
+handshake = threading.Event()
+threads: dict[str, int] = {}
+
+
+@duron.effect
+def wait_for_handshake(timeout: float) -> str:
+    threads["sync"] = threading.get_ident()
+    # Set by an async effect on the event loop: if this ran on the loop, the loop
+    # would be stuck here and the handshake could never happen.
+    if not handshake.wait(timeout):
+        raise TimeoutError("the sync effect blocked the event loop")
+    return "shook"
+
+
+@duron.effect
+async def give_handshake() -> str:
+    threads["async"] = threading.get_ident()
+    await anyio.sleep(0)
+    handshake.set()
+    return "given"
+
+
+@duron.durable
+async def handshake_flow(ctx: duron.Context) -> list[str]:
+    return list(
+        await asyncio.gather(ctx.run(wait_for_handshake, 5.0), ctx.run(give_handshake))
+    )
+
+
+async def test_plain_def_effect_runs_in_a_worker_thread_not_on_the_loop() -> None:
+    handshake.clear()
+    threads.clear()
+    storage = MemoryLogStorage()
+    with anyio.fail_after(20):
+        assert await run_job(handshake_flow, storage) == ["shook", "given"]
+    assert threads["async"] == threading.get_ident()
+    assert threads["sync"] != threading.get_ident()
+    handshake.clear()
+    threads.clear()
+    assert await run_job(handshake_flow, storage) == ["shook", "given"]
+    assert threads == {}, "replay ran an effect"
+
+
+# -- streaming effects ---------------------------------------------------------------
+
+starts: list[int] = []
+hold_at: int | None = None
+
+
+@duron.effect
+async def download(
+    done: Annotated[int, duron.Reducer(operator.add)], total: int
+) -> AsyncGenerator[int, int]:
+    starts.append(done)
+    while done < total:
+        if done == hold_at:
+            await anyio.sleep_forever()
+        done = yield 1
+
+
+@duron.durable
+async def download_flow(ctx: duron.Context, total: int) -> int:
+    return await ctx.run(download, 0, total)
+
+
+states_seen: list[int] = []
+reached: list[anyio.Event] = []
+
+
+@duron.durable
+async def watched_download(ctx: duron.Context, total: int) -> tuple[list[int], int]:
+    seen = []
+    async with ctx.stream(download, 0, total) as (states, final):
+        async for state in states:
+            seen.append(state)
+            states_seen.append(state)
+            if reached and state == hold_at:
+                reached[0].set()
+        result = await final
+    return seen, result
+
+
+async def test_streaming_effect_returns_the_folded_final_state() -> None:
+    starts.clear()
+    storage = MemoryLogStorage()
+    assert await run_job(download_flow, storage, 4) == 4
+    assert starts == [0]
+    assert [e.type for e in storage.entries()].count("emit") == 4
+    assert await run_job(download_flow, storage, 4) == 4
+    assert starts == [0], "replay ran the streaming effect"
+
+
+async def test_ctx_stream_shows_partial_states_live_and_on_replay() -> None:
+    starts.clear()
+    storage = MemoryLogStorage()
+    assert await run_job(watched_download, storage, 3) == ([1, 2, 3], 3)
+    assert await run_job(watched_download, storage, 3) == ([1, 2, 3], 3)
+    assert starts == [0]
+
+
+async def test_stream_stopped_midway_resumes_from_the_last_recorded_state() -> None:
+    global hold_at
+    starts.clear()
+    states_seen.clear()
+    storage = MemoryLogStorage()
+    hold_at = 2
+    reached[:] = [anyio.Event()]
+    try:
+        async with watched_download.invoke(storage) as job:
+            await job.start(5)
+            with anyio.fail_after(10):
+                await reached[0].wait()
+            # Durable code saw state 2, so both emissions are in the log; stopping
+            # here is what a crash in the middle of the stream looks like.
+    finally:
+        hold_at = None
+        reached.clear()
+    assert states_seen == [1, 2]
+    assert [e.type for e in storage.entries()] == ["job", "start", "emit", "emit"]
+
+    states_seen.clear()
+    assert await run_job(watched_download, storage, 5) == ([1, 2, 3, 4, 5], 5)
+    assert starts == [0, 2]  # restarted from the recorded state, not from 0
+    assert states_seen == [1, 2, 3, 4, 5]
+    assert await run_job(watched_download, storage, 5) == ([1, 2, 3, 4, 5], 5)
+    assert starts == [0, 2]
+
+
+@duron.effect(name="bad_stream")
+async def bad_stream(state: Annotated[Any, duron.Reducer(operator.add)]):  # type: ignore[no-untyped-def]
+    yield {1, 2}
+
+
+@duron.durable
+async def bad_stream_flow(ctx: duron.Context) -> None:
+    await ctx.run(bad_stream, 0)
+
+
+async def test_streaming_effect_yielding_a_non_json_value_fails_the_job() -> None:
+    storage = MemoryLogStorage(label="streams")
+    async with bad_stream_flow.invoke(storage) as job:
+        await job.start()
+        with pytest.raises(duron.PayloadError) as info:
+            await job.wait()
+    assert str(info.value) == (
+        "job streams: position 0: value yielded by streaming effect bad_stream "
+        "(unannotated): cannot encode set: a value of type set is not JSON-native; "
+        "annotate the type so it can be encoded"
+    )
+    assert "emit" not in [e.type for e in storage.entries()]
+    assert "done" not in [e.type for e in storage.entries()]
+
+
+# -- undecorated callables and names ---------------------------------------------------
+
+
+async def plain_double(x: int) -> int:
+    calls.append(f"double {x}")
+    return 2 * x
+
+
+def plain_sync_triple(x: int) -> int:
+    calls.append(f"triple {x} in worker {threading.get_ident() != main_thread[0]}")
+    return 3 * x
+
+
+main_thread = [0]
+
+
+async def _echo(x: Any) -> Any:
+    await anyio.sleep(0)
+    return x
+
+
+@duron.effect(name="billing.charge")
+async def charge(amount: int) -> str:
+    calls.append(f"charge {amount}")
+    return f"charged {amount}"
+
+
+@duron.durable
+async def mixed_flow(ctx: duron.Context) -> list[Any]:
+    return [
+        await ctx.run(plain_double, 4),
+        await ctx.run(plain_sync_triple, 5),
+        await ctx.run(lambda: plain_double(10)),
+        await ctx.run(lambda x: _echo(x), "echoed"),
+        await ctx.run(charge, 7),
+    ]
+
+
+async def test_undecorated_callables_and_lambdas_are_effects_too() -> None:
+    calls.clear()
+    main_thread[0] = threading.get_ident()
+    storage = MemoryLogStorage()
+    want = [8, 15, 20, "echoed", "charged 7"]
+    assert await run_job(mixed_flow, storage) == want
+    assert calls == [
+        "double 4",
+        "triple 5 in worker True",
+        "double 10",
+        "charge 7",
+    ]
+    assert entry_names(storage) == [
+        "plain_double",
+        "plain_sync_triple",
+        "mixed_flow.<locals>.<lambda>",
+        "mixed_flow.<locals>.<lambda>",
+        "billing.charge",
+    ]
+    assert await run_job(mixed_flow, storage) == want
+    assert len(calls) == 4
+
+
+# -- misuse ----------------------------------------------------------------------------
+
+
+@duron.durable
+async def direct_call_flow(ctx: duron.Context) -> str:
+    return await fetch("x")
+
+
+@duron.durable
+async def direct_sync_call_flow(ctx: duron.Context) -> str:
+    return wait_for_handshake(0.0)
+
+
+@pytest.mark.parametrize(
+    ("dfn", "name"),
+    [
+        pytest.param(direct_call_flow, "fetch", id="async"),
+        pytest.param(direct_sync_call_flow, "wait_for_handshake", id="sync"),
+    ],
+)
+async def test_calling_an_effect_directly_in_durable_code_is_a_usage_error(
+    dfn: duron.DurableFn[[], str], name: str
+) -> None:
+    storage = MemoryLogStorage()
+    async with dfn.invoke(storage) as job:
+        await job.start()
+        with pytest.raises(
+            duron.UsageError,
+            match=re.escape(
+                f"effect {name} was called directly inside durable code; run it "
+                f"through the context: await ctx.run({name}, ...)"
+            ),
+        ):
+            await job.wait()
+    # A bug in the code, not the job's outcome: nothing is recorded as its end.
+    assert [e.type for e in storage.entries()] == ["job"]
+
+
+async def test_effects_stay_plain_functions_outside_durable_code() -> None:
+    calls.clear()
+    assert await fetch("q") == "Q"
+    handshake.set()
+    assert wait_for_handshake(1.0) == "shook"
+    assert calls == ["fetch q"]
+
+
+# -- exceptions --------------------------------------------------------------------------
+
+attempts: list[str] = []
+
+
+@duron.effect
+async def parse(text: str) -> int:
+    attempts.append(text)
+    return int(text)
+
+
+@duron.durable
+async def parse_flow(ctx: duron.Context, text: str) -> str:
+    try:
+        return str(await ctx.run(parse, text))
+    except ValueError as exc:
+        return f"caught {type(exc).__name__}: {exc}"
+
+
+async def test_effect_exception_is_caught_by_its_own_type_live_and_on_replay() -> None:
+    attempts.clear()
+    storage = MemoryLogStorage()
+    want = "caught ValueError: invalid literal for int() with base 10: 'x1'"
+    assert await run_job(parse_flow, storage, "x1") == want
+    assert await run_job(parse_flow, storage, "x1") == want
+    assert attempts == ["x1"]
+    done = next(e for e in storage.entries() if e.type == "done")
+    assert done.error is not None
+    assert done.error.type == "builtins.ValueError"
+
+
+class QuotaExceeded(Exception):
+    def __init__(self, *, user: str, limit: int) -> None:
+        super().__init__(f"{user} is over the limit of {limit}")
+
+
+@duron.effect
+async def reserve(user: str) -> None:
+    raise QuotaExceeded(user=user, limit=3)
+
+
+@duron.durable
+async def reserve_flow(ctx: duron.Context) -> str:
+    try:
+        await ctx.run(reserve, "ada")
+    except duron.EffectError as exc:
+        return f"{exc.type_name} | {exc.message} | {exc}"
+    return "reserved"
+
+
+async def test_exception_that_cannot_be_rebuilt_becomes_effect_error() -> None:
+    storage = MemoryLogStorage()
+    qualified = f"{QuotaExceeded.__module__}.QuotaExceeded"
+    want = (
+        f"{qualified} | ada is over the limit of 3 | {qualified}: ada is over the "
+        "limit of 3"
+    )
+    # The first run sees what replay will see: the same EffectError.
+    assert await run_job(reserve_flow, storage) == want
+    assert await run_job(reserve_flow, storage) == want
+
+
+class FlowFailed(Exception):
+    pass
+
+
+@duron.durable
+async def failing_flow(ctx: duron.Context, order: int) -> None:
+    await ctx.run(fetch, f"order-{order}")
+    raise FlowFailed(f"order {order} cannot ship")
+
+
+async def test_durable_function_exception_is_raised_by_wait_live_and_on_replay() -> (
+    None
+):
+    calls.clear()
+    storage = MemoryLogStorage()
+    for _ in range(2):
+        async with failing_flow.invoke(storage) as job:
+            await job.start(7)
+            with pytest.raises(FlowFailed, match=r"^order 7 cannot ship$"):
+                await job.wait()
+    assert calls == ["fetch order-7"]
+    end = storage.entries()[-1]
+    assert end.type == "end"
+    assert end.error is not None
+    assert end.error.message == "order 7 cannot ship"
