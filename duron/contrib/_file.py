@@ -53,6 +53,7 @@ class FileLogStorage:
         self.durability: Durability = durability
         self.label = str(self.path)
         self._fd: int | None = None
+        self._end = 0  # size of the committed log while we hold it
 
     async def acquire(self) -> None:
         if self._fd is not None:
@@ -63,11 +64,17 @@ class FileLogStorage:
             raise StorageError(f"cannot open log {self.label}: {exc}") from exc
         try:
             _lock(fd, self.label)
-            _repair_tail(fd, self.label)
+            end = _repair_tail(fd, self.label)
+            if self.durability == "fsync":
+                _sync_dir(self.path.parent)  # a new file must survive power loss too
+        except OSError as exc:
+            os.close(fd)
+            raise StorageError(f"cannot open log {self.label}: {exc}") from exc
         except BaseException:
             os.close(fd)
             raise
         self._fd = fd
+        self._end = end
 
     async def release(self) -> None:
         fd, self._fd = self._fd, None
@@ -108,6 +115,8 @@ class FileLogStorage:
             raise StorageError(
                 f"log {self.label} is not open for writing (acquire() first)"
             )
+        if not entries:
+            return  # an empty write would put an empty, undecodable line in the log
         data = b"\n".join(entries) + b"\n"
         try:
             if self.durability == "fsync":
@@ -115,7 +124,19 @@ class FileLogStorage:
             else:
                 _write_all(fd, data, False)
         except OSError as exc:
+            self._undo_partial_write(fd)
             raise StorageError(f"cannot append to log {self.label}: {exc}") from exc
+        self._end += len(data)
+
+    def _undo_partial_write(self, fd: int) -> None:
+        # A failed write may have left part of the batch behind; the next append
+        # would be glued to it. Cut back to the committed end, or, if even that
+        # fails, give up the lease so that the next acquire() repairs the tail.
+        try:
+            os.ftruncate(fd, self._end)
+        except OSError:
+            self._fd = None
+            os.close(fd)
 
     def __repr__(self) -> str:
         return f"<FileLogStorage {self.label} durability={self.durability}>"
@@ -145,17 +166,31 @@ def _lock(fd: int, label: str) -> None:
         raise LogLockedError(job=label, holder="another process or job") from exc
 
 
-def _repair_tail(fd: int, label: str) -> None:
-    """Cut off a last line that has no newline: a write the crash interrupted."""
+def _sync_dir(path: Path) -> None:
+    if not hasattr(os, "O_DIRECTORY"):  # pragma: no cover - Windows
+        return
+    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _repair_tail(fd: int, label: str) -> int:
+    """Cut off a last line that has no newline: a write the crash interrupted.
+
+    Returns:
+        The size of the log once repaired.
+    """
     size = os.fstat(fd).st_size
     if size == 0:
-        return
+        return 0
     pos = size
     while pos > 0:
         step = min(pos, 64 * 1024)
         block = os.pread(fd, step, pos - step)
         if pos == size and block.endswith(b"\n"):
-            return
+            return size
         nl = block.rfind(b"\n")
         if nl >= 0:
             keep = pos - step + nl + 1
@@ -171,3 +206,4 @@ def _repair_tail(fd: int, label: str) -> None:
     )
     os.ftruncate(fd, keep)
     os.fsync(fd)
+    return keep

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
-from duron._errors import LogLockedError
+from duron._errors import LogLockedError, StorageError
 from duron._log import Entry, decode_entry
 
 __all__ = ["MemoryLogStorage"]
@@ -41,6 +41,10 @@ class MemoryLogStorage:
             i += 1
 
     async def append(self, entries: Sequence[bytes], /) -> None:
+        if not self._held:
+            raise StorageError(
+                f"log {self.label} is not open for writing (acquire() first)"
+            )
         self._entries.extend(entries)
 
     @property
