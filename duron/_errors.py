@@ -129,17 +129,25 @@ class CorruptLogError(DuronError):
         job: The job's label (for a file: its path).
         offset: Byte offset (file) or row number (SQL) of the damaged entry.
         reason: What is wrong with it.
+        advice: What to do about it, when it is not the default (restore or
+            truncate), e.g. a log written in a newer format needs a newer Duron.
     """
 
-    def __init__(self, *, job: str, offset: int, reason: str) -> None:
+    def __init__(
+        self, *, job: str, offset: int, reason: str, advice: str | None = None
+    ) -> None:
         self.job = job
         self.offset = offset
         self.reason = reason
-        super().__init__(
-            f"log {job} is damaged at offset {offset}: {reason}. Duron does not skip "
-            "damaged entries; restore the log from a backup or truncate it before "
-            "this offset to re-run from there"
-        )
+        self.advice = advice
+        state = "cannot be read"
+        if advice is None:
+            state = "is damaged"
+            advice = (
+                "Duron does not skip damaged entries; restore the log from a backup "
+                "or truncate it before this offset to re-run from there"
+            )
+        super().__init__(f"log {job} {state} at offset {offset}: {reason}. {advice}")
 
 
 class StorageError(DuronError):

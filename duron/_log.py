@@ -51,9 +51,24 @@ def decode_entry(data: bytes | str, *, job: str, offset: int) -> Entry:
         ) from exc
     try:
         return _from_json(d)
+    except _NewerFormat as exc:
+        raise CorruptLogError(
+            job=job,
+            offset=offset,
+            reason=(
+                f"it was written in log format version {exc.version}, newer than "
+                f"this Duron reads (up to {FORMAT_VERSION})"
+            ),
+            advice="Upgrade duron to read it: pip install --upgrade duron",
+        ) from None
     except (KeyError, TypeError, ValueError) as exc:
         reason = f"not a Duron log entry ({type(exc).__name__}: {exc})"
         raise CorruptLogError(job=job, offset=offset, reason=reason) from exc
+
+
+class _NewerFormat(Exception):
+    def __init__(self, version: int) -> None:
+        self.version = version
 
 
 def _from_json(d: Any) -> Entry:
@@ -82,10 +97,7 @@ def _from_json(d: Any) -> Entry:
         case "job":
             version = _int(d["version"])
             if version > FORMAT_VERSION:
-                raise ValueError(
-                    f"log format version {version} is newer than this Duron "
-                    f"understands ({FORMAT_VERSION}); upgrade duron"
-                )
+                raise _NewerFormat(version)
             args = d["args"]
             if not isinstance(args, dict):
                 raise TypeError("job arguments must be an object")
