@@ -17,6 +17,7 @@ from duron._errors import (
     DuronError,
     EffectError,
     InternalError,
+    JobCancelledError,
     JobMismatchError,
     JobNotStartedError,
     LeaseLostError,
@@ -26,7 +27,9 @@ from duron._errors import (
     StorageError,
     UsageError,
 )
+from duron._host import HostReader, HostWriter
 from duron._job import Job
+from duron._signal import Signal, SignalInterrupt, SignalWriter
 from duron._storage import LogStorage
 from duron._stream import Stream, StreamClosed, StreamWriter
 
@@ -40,9 +43,12 @@ __all__ = [
     "DurableFn",
     "DuronError",
     "EffectError",
+    "HostReader",
+    "HostWriter",
     "InternalError",
     "JSONValue",
     "Job",
+    "JobCancelledError",
     "JobMismatchError",
     "JobNotStartedError",
     "LeaseLostError",
@@ -53,6 +59,9 @@ __all__ = [
     "Provided",
     "PydanticCodec",
     "Reducer",
+    "Signal",
+    "SignalInterrupt",
+    "SignalWriter",
     "StorageError",
     "Stream",
     "StreamClosed",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 from duron._effect import effect_spec
 from duron._errors import UsageError
+from duron._signal import Signal, SignalWriter
 from duron._stream import Stream, StreamWriter, channel
 
 if TYPE_CHECKING:
@@ -141,6 +142,55 @@ class Context:
             ``(reader, writer)``.
         """
         return channel(name or "stream")
+
+    async def create_signal(
+        self, dtype: type[_T] | Any, /, *, name: str | None = None
+    ) -> tuple[Signal[_T], SignalWriter[_T]]:
+        """A signal between tasks of this durable function.
+
+        Args:
+            dtype: The type of the values it carries.
+            name: A name shown in ``repr``.
+
+        Returns:
+            ``(signal, writer)``: ``async with signal:`` blocks are interrupted by
+            ``await writer.send(value)``.
+        """
+        signal: Signal[_T] = Signal(name or "signal")
+        return signal, SignalWriter(signal)
+
+    async def create_future(
+        self, dtype: type[_T] | Any, /, *, name: str | None = None
+    ) -> tuple[str, Awaitable[_T]]:
+        """A future the host completes: ``job.complete_future(id, result=...)``.
+
+        The completion is recorded when it arrives and delivered at the same point
+        on replay. Await it with ``asyncio.wait_for`` for a durable deadline.
+
+        Args:
+            dtype: The result's type: the host's value is validated against it.
+            name: A name for logs and ``duron inspect``.
+
+        Returns:
+            ``(future_id, awaitable)``; send the id to whoever completes it.
+        """
+        return self._rt.issue_future(dtype, name)
+
+    async def patched(self, change_id: str) -> bool:
+        """Whether this job takes the new code path introduced by ``change_id``.
+
+        True for jobs that reach this point under code that has the patch (new
+        jobs, and old jobs whose log ends before this point); False for logs that
+        recorded something else here before the change. Keep both branches until no
+        job that could answer False is still running, then remove the old one.
+
+        Example:
+            ```python
+            if await ctx.patched("send-receipt"):
+                await ctx.run(send_receipt, order)
+            ```
+        """
+        return await self._rt.patch_query(change_id)
 
     async def time(self) -> float:
         """The job's clock in seconds since the epoch: recorded, so replay sees the same.

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -14,7 +16,7 @@ from typing import (
     overload,
 )
 
-from duron._codec import Codec, PydanticCodec
+from duron._codec import UNANNOTATED, Codec, PydanticCodec, describe_type
 from duron._errors import UsageError
 from duron._signature import Signature, qualified_name
 
@@ -45,6 +47,38 @@ Provided: Any = _ProvidedType()
 """Default value marking a durable parameter that the job injects (streams, signals)."""
 
 _default_codec = PydanticCodec()
+
+
+@dataclass(frozen=True, slots=True)
+class Injection:
+    """A parameter the job provides: ``Stream[T]`` and ``Signal[T]`` carry host input
+    into the job (kinds ``stream``, ``signal``), ``StreamWriter[T]`` carries values
+    out to the host (kind ``writer``)."""
+
+    name: str
+    kind: str
+    annotation: Any
+
+
+def _injection(fn_name: str, name: str, annotation: Any) -> Injection:
+    from duron._signal import Signal
+    from duron._stream import Stream, StreamWriter
+
+    base = annotation
+    if typing.get_origin(base) is typing.Annotated:
+        base = typing.get_args(base)[0]
+    origin = typing.get_origin(base) or base
+    args = typing.get_args(base)
+    item = args[0] if args else UNANNOTATED
+    kinds = {Stream: "stream", Signal: "signal", StreamWriter: "writer"}
+    kind = kinds.get(origin)
+    if kind is None:
+        raise UsageError(
+            f"parameter {name!r} of durable function {fn_name} is marked "
+            f"= duron.Provided but annotated {describe_type(annotation)}; provided "
+            "parameters are duron.Stream[T], duron.StreamWriter[T] or duron.Signal[T]"
+        )
+    return Injection(name, kind, item)
 
 
 class DurableFn(Generic[_P, _T]):
@@ -82,11 +116,26 @@ class DurableFn(Generic[_P, _T]):
         self.provided: tuple[str, ...] = tuple(
             p.name for p in params[1:] if p.default is Provided
         )
+        self._injections: tuple[Injection, ...] | None = None
+        if self.sig.resolved:
+            _ = self.injections  # report a bad Provided annotation at decoration
         self.__wrapped__ = fn
         self.__doc__ = fn.__doc__
         self.__qualname__ = getattr(fn, "__qualname__", self.name)
         self.__name__ = getattr(fn, "__name__", self.name)
         self.__module__ = self.module
+
+    @property
+    def injections(self) -> tuple[Injection, ...]:
+        """The ``= duron.Provided`` parameters, with what to inject into each."""
+        if self._injections is None:
+            self.sig.resolve()
+            self._injections = tuple(
+                _injection(self.name, p.name, p.annotation)
+                for p in self.sig.params
+                if p.name in self.provided
+            )
+        return self._injections
 
     def invoke(self, storage: LogStorage) -> Job[_P, _T]:
         """Open a job on ``storage``; use it as an async context manager.

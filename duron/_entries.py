@@ -7,6 +7,7 @@ One entry is one JSON object (one line in a file log). Kinds, by their ``type`` 
 * ``done``: an operation finished, with its encoded result or error. When no
   ``start`` entry was written for it, it carries the operation's name and inputs.
 * ``emit``: a streaming effect produced a value (or a host input arrived).
+* ``cancel``: the host cancelled the job (delivered to the code at that point).
 * ``end``: the job returned or raised.
 
 Every entry but ``job`` carries ``t``, the job's clock (seconds since the epoch) when
@@ -27,6 +28,7 @@ __all__ = [
     "FORMAT_VERSION",
     "Entry",
     "ErrorInfo",
+    "JobCancelled",
     "JobFinished",
     "JobStarted",
     "OpCompleted",
@@ -156,4 +158,17 @@ class JobFinished:
         return d
 
 
-Entry = Union[JobStarted, OpStarted, OpCompleted, OpEmitted, JobFinished]  # noqa: UP007
+@dataclass(frozen=True, slots=True)
+class JobCancelled:
+    """The host asked for the job to be cancelled (delivered as cancellation)."""
+
+    t: float
+    type: Literal["cancel"] = "cancel"
+
+    def to_json(self) -> dict[str, JSONValue]:
+        return {"type": "cancel", "t": self.t}
+
+
+Entry = Union[  # noqa: UP007
+    JobStarted, OpStarted, OpCompleted, OpEmitted, JobCancelled, JobFinished
+]

@@ -17,16 +17,21 @@ from __future__ import annotations
 
 __all__ = [
     "CorruptLogError",
+    "DuplicateJobError",
     "DuronError",
     "EffectError",
     "InternalError",
+    "JobCancelledError",
     "JobMismatchError",
+    "JobNotFoundError",
     "JobNotStartedError",
     "LeaseLostError",
     "LogLockedError",
     "NonDeterminismError",
     "PayloadError",
+    "SchemaError",
     "StorageError",
+    "UnknownFunctionError",
     "UsageError",
 ]
 
@@ -112,6 +117,10 @@ class JobMismatchError(DuronError):
         super().__init__(msg)
 
 
+class JobCancelledError(DuronError):
+    """The job was cancelled (``job.cancel()``) and its durable code let it end there."""
+
+
 class JobNotStartedError(DuronError):
     """``resume()`` was called on a log that holds no job."""
 
@@ -179,6 +188,78 @@ class LeaseLostError(StorageError):
         self.job = job
         self.detail = detail
         super().__init__(f"job {job}: lease lost, nothing was written: {detail}")
+
+
+class SchemaError(StorageError):
+    """The store's database is not a Duron store, or its schema is not one we can use.
+
+    Attributes:
+        store: The store (a file path, a database URL without its password).
+        detail: What is wrong and what to do about it.
+    """
+
+    def __init__(self, *, store: str, detail: str) -> None:
+        self.store = store
+        self.detail = detail
+        super().__init__(f"{store}: {detail}")
+
+
+class JobNotFoundError(DuronError, LookupError):
+    """The store holds no job with this id.
+
+    Attributes:
+        job: The job id asked for.
+        store: The store that was searched.
+    """
+
+    def __init__(self, *, job: str, store: str) -> None:
+        self.job = job
+        self.store = store
+        super().__init__(
+            f"no job {job!r} in {store}; list the store's jobs with "
+            "store.list_jobs() or `duron jobs list`"
+        )
+
+
+class DuplicateJobError(DuronError):
+    """``submit()`` reused a job id that names a different call.
+
+    Attributes:
+        job: The job id.
+        recorded: The call the store holds under that id.
+        requested: The call ``submit()`` was given.
+    """
+
+    def __init__(self, *, job: str, recorded: str, requested: str) -> None:
+        self.job = job
+        self.recorded = recorded
+        self.requested = requested
+        super().__init__(
+            f"job {job} was already submitted as {recorded}, not {requested}; a job "
+            "id names one call: submit the same arguments to get the same job, or "
+            "use another job_id"
+        )
+
+
+class UnknownFunctionError(DuronError):
+    """A worker claimed a job whose durable function it was not given.
+
+    Attributes:
+        job: The job id.
+        function: The durable function the job's log names.
+        known: The functions the worker runs.
+    """
+
+    def __init__(self, *, job: str, function: str, known: tuple[str, ...]) -> None:
+        self.job = job
+        self.function = function
+        self.known = known
+        names = ", ".join(known) if known else "none"
+        super().__init__(
+            f"job {job}: durable function {function} is not registered with this "
+            f"worker (it runs: {names}); pass it to duron.Worker(store, [...]) and "
+            "requeue the job with store.requeue() or `duron jobs resume`"
+        )
 
 
 class PayloadError(DuronError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 import anyio
 
@@ -18,6 +18,7 @@ from duron._errors import (
     PayloadError,
     UsageError,
 )
+from duron._host import HostReader, HostWriter
 from duron._log import JobStarted, decode_entry, encode_entry
 from duron._runtime import Outcome, Runtime
 from duron._signature import format_call
@@ -188,7 +189,7 @@ class Job(Generic[_P, _T]):
         self._state = "running"
         assert self._tg is not None
         self._tg.start_soon(
-            self._drive, runtime, args, replay, name=f"duron job {label}"
+            self._drive, self._tg, runtime, args, replay, name=f"duron job {label}"
         )
 
     def _decode_args(
@@ -225,6 +226,7 @@ class Job(Generic[_P, _T]):
 
     async def _drive(
         self,
+        tg: TaskGroup,
         runtime: Runtime,
         args: dict[str, Any],
         records: AsyncIterator[tuple[int, bytes]] | None,
@@ -235,20 +237,105 @@ class Job(Generic[_P, _T]):
         fn: Any = dfn.fn
 
         async def main() -> Any:
-            return await fn(ctx, **args)
+            return await fn(ctx, **args, **runtime.injected)
 
-        assert self._tg is not None
         try:
-            self._outcome = await runtime.run(self._tg, main, records)
+            self._outcome = await runtime.run(tg, main, records)
             self._state = "failed" if self._outcome.error is not None else "finished"
         except Exception as exc:
             self._failure = exc
             self._state = "failed"
         finally:
-            runtime.loop.close()
+            runtime.shutdown()
             if records is not None:
                 await _aclose(records)
             self._done.set()
+
+    # -- live input and output --------------------------------------------------------
+
+    async def _running(self, what: str) -> Runtime:
+        if self._runtime is None:
+            raise UsageError(
+                f"job {self.id}: {what} needs a started job: call start() or resume() first"
+            )
+        return self._runtime
+
+    @overload
+    async def open_stream(self, name: str, mode: Literal["w"]) -> HostWriter[Any]: ...
+    @overload
+    async def open_stream(
+        self, name: str, mode: Literal["r"], *, start: int = 0
+    ) -> HostReader[Any]: ...
+    async def open_stream(
+        self, name: str, mode: Literal["r", "w"], *, start: int = 0
+    ) -> HostWriter[Any] | HostReader[Any]:
+        """Open the host's end of an injected parameter, by its name.
+
+        * ``"w"`` for a ``Stream[T]`` or ``Signal[T]`` parameter: a writer whose
+          ``send(value)`` returns once the value is in the log;
+        * ``"r"`` for a ``StreamWriter[T]`` parameter: an async iterator of what the
+          durable code sends. It yields once replay is over, from value ``start``
+          (every value again after a restart, so a UI can redraw).
+
+        Raises:
+            UsageError: No such parameter, or the wrong direction for it.
+        """
+        runtime = await self._running(f"open_stream({name!r})")
+        injections = {inj.name: inj for inj in self._dfn.injections}
+        inj = injections.get(name)
+        if inj is None:
+            known = ", ".join(sorted(injections)) or "none"
+            raise UsageError(
+                f"durable function {self._dfn.name} has no provided parameter "
+                f"{name!r} (provided parameters: {known})"
+            )
+        if mode == "w":
+            if inj.kind == "writer":
+                raise UsageError(
+                    f"{name!r} is a StreamWriter the durable code writes to; the host "
+                    f"reads it: open_stream({name!r}, 'r')"
+                )
+            return HostWriter(
+                name, inj.annotation, self._dfn.codec, runtime.submit_input
+            )
+        if mode == "r":
+            if inj.kind != "writer":
+                raise UsageError(
+                    f"{name!r} is a {inj.kind} the durable code reads; the host writes "
+                    f"it: open_stream({name!r}, 'w')"
+                )
+            return HostReader(runtime.outputs[name], runtime, start)
+        raise UsageError(f"open_stream mode must be 'r' or 'w', not {mode!r}")
+
+    async def complete_future(
+        self,
+        future_id: str,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        """Complete a future made by ``ctx.create_future``; returns once it is logged.
+
+        Raises:
+            UsageError: Unknown, already completed, or abandoned future.
+            PayloadError: ``result`` does not validate as the future's type.
+        """
+        runtime = await self._running("complete_future")
+        await runtime.complete_future(future_id, result, exception)
+
+    def is_future_pending(self, future_id: str) -> bool:
+        """Whether durable code still waits on this future (exact once replay is over)."""
+        rt = self._runtime
+        return rt is not None and not rt.ended and rt.find_future(future_id) is not None
+
+    async def cancel(self) -> None:
+        """Cancel the job: recorded, then delivered as cancellation at its next await.
+
+        If the durable code lets the cancellation end it, :meth:`wait` raises
+        :class:`~duron.JobCancelledError`; the log records that end.
+        """
+        runtime = await self._running("cancel")
+        await runtime.cancel()
 
     async def wait(self) -> _T:
         """Wait for the job to end and return its result (recorded or fresh).
@@ -283,6 +370,8 @@ class Job(Generic[_P, _T]):
             self._state = "closed"
             return
         tg, self._tg = self._tg, None
+        if self._runtime is not None:
+            self._runtime.closing = True
         try:
             if tg is not None:
                 tg.cancel_scope.cancel()

@@ -14,6 +14,7 @@ from duron._entries import (
     FORMAT_VERSION,
     Entry,
     ErrorInfo,
+    JobCancelled,
     JobFinished,
     JobStarted,
     OpCompleted,
@@ -26,6 +27,7 @@ __all__ = [
     "FORMAT_VERSION",
     "Entry",
     "ErrorInfo",
+    "JobCancelled",
     "JobFinished",
     "JobStarted",
     "OpCompleted",
@@ -116,6 +118,8 @@ def _from_json(d: Any) -> Entry:
                 d.get("result"),
                 ErrorInfo.from_json(err) if err is not None else None,
             )
+        case "cancel":
+            return JobCancelled(float(d["t"]))
         case other:
             raise ValueError(f"unknown entry type {other!r}")
 

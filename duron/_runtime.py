@@ -2,11 +2,17 @@
 
 Replay: every recorded entry first advances the virtual clock to the entry's time
 (firing the timers due by then, in order), then is matched by the replay core and
-delivered. Live: effects run as anyio tasks; their outcomes queue up; the driver
-takes all that are ready, appends them in one batch (group commit), and only then
-delivers them, one at a time, each at the batch's time. Operations the code issues
-are recorded by ``start`` entries when they are still running at the next write or
-after a short idle period, or else inside their ``done`` entry.
+delivered. Live: effects run as anyio tasks and host inputs arrive; their outcomes
+queue up; the driver takes all that are ready, appends them in one batch (group
+commit), and only then delivers them, one at a time, each at the batch's time.
+Operations the code issues are recorded by ``start`` entries when they are still
+running at the next write or after a short idle period, or else inside their
+``done`` entry.
+
+Both phases share one stepping discipline so that they cannot drift apart: the clock
+moves one timer deadline at a time (:meth:`Runtime._advance`), every delivery is
+followed by running the loop until nothing is ready, and ``ctx.patched`` questions
+are answered only at those points (:meth:`Runtime._settle`).
 """
 
 from __future__ import annotations
@@ -14,18 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import inspect
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.to_thread
 
-from duron._codec import JSONValue, describe_type, explain
-from duron._effect import EffectSpec
+from duron._codec import describe_type, explain
+from duron._entries import JobCancelled
 from duron._errors import (
     DuronError,
     EffectError,
@@ -35,6 +38,7 @@ from duron._errors import (
     UsageError,
 )
 from duron._exceptions import error_info, rebuild
+from duron._host import OutputChannel
 from duron._log import (
     Entry,
     ErrorInfo,
@@ -46,14 +50,28 @@ from duron._log import (
     encode_entry,
 )
 from duron._loop import DurableLoop
-from duron._replay import Deliver, Emit, Finish, OpRecord, Replayer
-from duron._stream import StreamWriter
+from duron._ops import (
+    UNDECODED,
+    CancelRequest,
+    Done,
+    Emitted,
+    Event,
+    Fatal,
+    LiveOp,
+    Outcome,
+)
+from duron._replay import Cancel, Deliver, Emit, Finish, Replayer
+from duron._runner import run_effect
+from duron._signal import Signal
+from duron._stream import Stream, StreamWriter, _Channel
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from duron._codec import Codec
     from duron._durable import DurableFn
+    from duron._effect import EffectSpec
+    from duron._json import JSONValue
     from duron._storage import LogStorage
 
 __all__ = ["Outcome", "Runtime"]
@@ -61,68 +79,7 @@ __all__ = ["Outcome", "Runtime"]
 START_FLUSH_DELAY = 0.05
 """Seconds an operation may run before its ``start`` entry is written on its own."""
 
-
-@dataclass(slots=True)
-class LiveOp:
-    """Runtime state of one operation: its future in durable code, its live task."""
-
-    rec: OpRecord
-    fut: asyncio.Future[Any]
-    spec: EffectSpec
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    scope: anyio.CancelScope | None = None
-    state: Any = None
-    sink: StreamWriter[Any] | None = None
-
-
-@dataclass(slots=True)
-class Outcome:
-    """How a job ended: a decoded result, or an exception to raise from ``wait()``."""
-
-    result: Any = None
-    error: BaseException | None = None
-    recorded_error: ErrorInfo | None = None
-    position: int = 0
-
-
-_UNDECODED: Any = object()
-"""Marks an outcome whose value durable code has not seen decoded yet."""
-
-
-@dataclass(slots=True)
-class _Done:
-    op: LiveOp
-    result: JSONValue = None
-    error: ErrorInfo | None = None
-    cause: BaseException | None = None
-    decoded: Any = _UNDECODED
-
-
-@dataclass(slots=True)
-class _Emitted:
-    op: LiveOp
-    value: JSONValue
-    decoded: Any = _UNDECODED
-
-
-@dataclass(slots=True)
-class _Fatal:
-    error: BaseException
-
-
-class _Refused(Exception):
-    """Raised inside an effect's task: Duron refused its output; fail the job."""
-
-    def __init__(self, error: DuronError) -> None:
-        super().__init__(error)
-        self.error = error
-
-
-@dataclass(slots=True)
-class _Pending:
-    events: deque[_Done | _Emitted | _Fatal] = field(default_factory=deque)
-    wake: anyio.Event | None = None
+_now = time.time  # the host clock; a seam for tests
 
 
 class Runtime:
@@ -145,33 +102,71 @@ class Runtime:
         self.loop = DurableLoop(clock)  # type: ignore[abstract]
         self.replayer = Replayer(self.label, replaying=replaying)
         self.ops: dict[int, LiveOp] = {}
-        self._to_launch: list[LiveOp] = []
-        self._unflushed: list[LiveOp] = []
-        self._pending = _Pending()
-        self._tg: TaskGroup | None = None
-        self._random_calls = 0
+        self.inputs: dict[str, LiveOp] = {}
+        self.outputs: dict[str, OutputChannel] = {}
+        self.live = anyio.Event()
+        self.ended = False
+        self.closing = False  # the host is stopping the job: start no more effects
         self.root: asyncio.Task[Any] | None = None
         self.entries_written = 0
         self.entries_read = 0
+        self._to_launch: list[LiveOp] = []
+        self._unflushed: list[LiveOp] = []
+        self._events: deque[Event] = deque()
+        self._wake: anyio.Event | None = None
+        self._tg: TaskGroup | None = None
+        self._random_calls = 0
+        self._patch_queries: list[tuple[str, asyncio.Future[bool]]] = []
+        self._records: AsyncIterator[tuple[int, bytes]] | None = None
+        self._lookahead: deque[tuple[int, Entry]] = deque()
+        self.injected: dict[str, Any] = self._inject()
+
+    # -- injected parameters ----------------------------------------------------------
+
+    def _inject(self) -> dict[str, Any]:
+        """Build the objects for ``= duron.Provided`` parameters, host inputs first."""
+        out: dict[str, Any] = {}
+        for inj in self.dfn.injections:
+            if inj.kind == "writer":
+                ch = OutputChannel(inj.name, inj.annotation, self.codec)
+                self.outputs[inj.name] = ch
+                out[inj.name] = StreamWriter(ch)  # type: ignore[arg-type]
+                continue
+            target: Any
+            if inj.kind == "signal":
+                target = out[inj.name] = Signal(inj.name)
+            else:
+                target = _Channel(inj.name)
+                out[inj.name] = Stream(target)
+            rec = self.replayer.issue("input", inj.name, None)
+            lop = LiveOp(rec, self.loop.create_future(), annotation=inj.annotation)
+            lop.target = target
+            self.ops[rec.id] = lop
+            self.inputs[inj.name] = lop
+            if not self.replayer.replaying:
+                self._unflushed.append(lop)
+        return out
 
     # -- called from durable code (through Context) -------------------------------
+
+    def _check_loop(self, what: str) -> None:
+        if asyncio.events._get_running_loop() is not self.loop:
+            raise UsageError(
+                f"{what} was called outside this job's durable code; a Context is "
+                "only valid inside the durable function it was given to"
+            )
 
     def issue_effect(
         self,
         spec: EffectSpec,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        sink: StreamWriter[Any] | None = None,
+        sink: Any = None,
     ) -> asyncio.Future[Any]:
-        if asyncio.events._get_running_loop() is not self.loop:
-            raise UsageError(
-                f"ctx.run({spec.name}) was called outside this job's durable code; "
-                "a Context is only valid inside the durable function it was given to"
-            )
+        self._check_loop(f"ctx.run({spec.name})")
         sig = spec.sig
-        bound = sig.bind(args, kwargs)
         try:
-            inputs = sig.encode_inputs(self.codec, bound)
+            inputs = sig.encode_inputs(self.codec, sig.bind(args, kwargs))
         except PayloadError as err:
             raise PayloadError(
                 what=err.what,
@@ -192,10 +187,30 @@ class Runtime:
         fut.add_done_callback(functools.partial(self._op_settled, lop))
         return fut
 
+    def issue_future(
+        self, annotation: Any, name: str | None
+    ) -> tuple[str, asyncio.Future[Any]]:
+        self._check_loop("ctx.create_future")
+        rec = self.replayer.issue("future", name or "future", None)
+        fut = self.loop.create_future()
+        lop = LiveOp(rec, fut, annotation=annotation)
+        self.ops[rec.id] = lop
+        if not self.replayer.replaying:
+            self._unflushed.append(lop)
+        fut.add_done_callback(functools.partial(self._op_settled, lop))
+        return str(rec.id), fut
+
+    def patch_query(self, change_id: str) -> asyncio.Future[bool]:
+        self._check_loop(f"ctx.patched({change_id!r})")
+        fut: asyncio.Future[bool] = self.loop.create_future()
+        self._patch_queries.append((change_id, fut))
+        return fut
+
     def _op_settled(self, lop: LiveOp, fut: asyncio.Future[Any]) -> None:
         if not fut.cancelled() or self.replayer.replaying:
             return  # while replaying, a later entry may still name it: keep it
         # Durable code gave up on it: stop the live effect, record nothing more.
+        lop.abandoned = True
         self.ops.pop(lop.rec.id, None)
         self.replayer.forget(lop.rec.id)
         if lop.scope is not None:
@@ -204,6 +219,79 @@ class Runtime:
     def next_random_seed(self) -> str:
         self._random_calls += 1
         return f"{self.seed}:{self._random_calls}"
+
+    # -- called from the host (through Job) -----------------------------------------
+
+    async def wait_live(self) -> None:
+        """Return once replay is over and host input can be recorded."""
+        await self.live.wait()
+        if self.ended:
+            raise UsageError(f"job {self.label} has ended; it takes no more input")
+
+    async def submit_input(
+        self, name: str, data: JSONValue, error: BaseException | None, close: bool
+    ) -> None:
+        await self.wait_live()
+        lop = self.inputs[name]
+        if lop.closed:
+            raise UsageError(
+                f"job {self.label}: {name!r} is closed; it takes no more values"
+            )
+        ev: Done | Emitted
+        if close:
+            lop.closed = True
+            info = error_info(error) if error is not None else None
+            ev = Done(lop, None, info, error, ack=anyio.Event())
+        else:
+            ev = Emitted(lop, data, ack=anyio.Event())
+        await self._submit(ev, f"the value for {name!r}")
+
+    def find_future(self, future_id: str) -> LiveOp | None:
+        try:
+            lop = self.ops.get(int(future_id))
+        except ValueError:
+            return None
+        if lop is None or lop.rec.kind != "future" or lop.fut.done() or lop.closed:
+            return None
+        return lop
+
+    async def complete_future(
+        self, future_id: str, result: Any, exception: BaseException | None
+    ) -> None:
+        await self.wait_live()
+        lop = self.find_future(future_id)
+        if lop is None:
+            raise UsageError(
+                f"job {self.label}: no pending future {future_id!r} (unknown, already "
+                "completed, or no longer awaited); check job.is_future_pending first"
+            )
+        if exception is not None:
+            ev = Done(lop, None, error_info(exception), exception, ack=anyio.Event())
+        else:
+            try:
+                data = self.codec.encode(result, lop.annotation)
+                decoded = self.codec.decode(data, lop.annotation)
+            except Exception as err:
+                raise PayloadError(
+                    what=f"result for future {future_id!r} ({lop.rec.name})",
+                    type_name=describe_type(lop.annotation),
+                    detail=explain(err),
+                    job=self.label,
+                ) from err
+            ev = Done(lop, data, decoded=decoded, ack=anyio.Event())
+        lop.closed = True
+        await self._submit(ev, f"the result of future {future_id!r}")
+
+    async def cancel(self) -> None:
+        await self.wait_live()
+        await self._submit(CancelRequest(ack=anyio.Event()), "the cancellation")
+
+    async def _submit(self, ev: Done | Emitted | CancelRequest, what: str) -> None:
+        assert ev.ack is not None
+        self._push(ev)
+        await ev.ack.wait()
+        if not ev.recorded:
+            raise UsageError(f"job {self.label} ended before {what} was recorded")
 
     # -- driving ----------------------------------------------------------------
 
@@ -215,55 +303,133 @@ class Runtime:
     ) -> Outcome:
         """Replay ``records`` (the log after its job entry), then run live to the end."""
         self._tg = tg
-        loop = self.loop
-        ctx = contextvars.copy_context()
-        self.root = loop.spawn(main(), ctx)
-        loop.run_ready()
-        finish: Finish | None = None
+        self._records = records
+        self.root = self.loop.spawn(main(), contextvars.copy_context())
+        await self._settle()
         if records is not None:
-            label = self.label
-            async for offset, raw in records:
-                self.entries_read += 1
-                entry = decode_entry(raw, job=label, offset=offset)
+            while (item := await self._next_entry()) is not None:
+                offset, entry = item
+                finish = await self._replay(entry, offset)
                 if finish is not None:
-                    raise NonDeterminismError(
-                        job=label,
-                        position=self.replayer.next_id,
-                        recorded=f"an entry after the job's end ({entry.type})",
-                        requested=None,
-                        offset=offset,
-                    )
-                finish = self._replay(entry, offset)
-        if finish is not None:
-            return self._finished_from_log(finish)
+                    extra = await self._next_entry()
+                    if extra is not None:
+                        self.replayer.feed(extra[1], extra[0])  # raises: after the end
+                    return self._finished_from_log(finish)
         return await self._live()
 
-    def _replay(self, entry: Entry, offset: int) -> Finish | None:
+    def shutdown(self) -> None:
+        """The run is over: wake host readers and writers still waiting on it."""
+        self.ended = True
+        self.live.set()
+        for ch in self.outputs.values():
+            ch.notify()
+        for ev in self._events:
+            if not isinstance(ev, Fatal) and ev.ack is not None:
+                ev.ack.set()
+        self._events.clear()
+        self.loop.close()
+
+    async def _next_entry(self) -> tuple[int, Entry] | None:
+        if self._lookahead:
+            return self._lookahead.popleft()
+        return await self._read_entry()
+
+    async def _read_entry(self) -> tuple[int, Entry] | None:
+        records = self._records
+        if records is None:
+            return None
+        try:
+            offset, raw = await records.__anext__()
+        except StopAsyncIteration:
+            self._records = None
+            return None
+        self.entries_read += 1
+        return offset, decode_entry(raw, job=self.label, offset=offset)
+
+    async def _replay(self, entry: Entry, offset: int) -> Finish | None:
         loop = self.loop
-        loop.advance(entry.t)
+        t = entry.t
+        deadline = loop.next_deadline()
+        if deadline is not None and deadline <= t:
+            await self._advance(t)
+        else:
+            loop.advance(t)
         action = self.replayer.feed(entry, offset)
         if action is None:
             return None
         if type(action) is Deliver:
-            lop = self.ops.pop(action.op.id)
-            self._deliver_done(lop, action.result, action.error, None)
-            loop.run_ready()
-            return None
-        if type(action) is Emit:
+            self._deliver_done(self.ops.pop(action.op.id), action.result, action.error)
+        elif type(action) is Emit:
             self._deliver_emit(self.ops[action.op.id], action.value)
+        elif type(action) is Cancel:
+            self._cancel_root()
+        else:
+            assert type(action) is Finish
+            return action
+        loop.run_ready()
+        if self._patch_queries:
+            await self._settle()
+        return None
+
+    async def _advance(self, to: float) -> None:
+        """Move the clock to ``to`` one timer deadline at a time."""
+        loop = self.loop
+        while (deadline := loop.next_deadline()) is not None and deadline <= to:
+            loop.advance(deadline)
+            if self._patch_queries:
+                await self._settle()
+        loop.advance(to)
+
+    async def _settle(self) -> None:
+        """Run the loop until nothing is ready, answering ``ctx.patched`` questions."""
+        loop = self.loop
+        loop.run_ready()
+        while self._patch_queries:
+            queries, self._patch_queries = self._patch_queries, []
+            for change_id, fut in queries:
+                if fut.done():
+                    continue
+                if self.replayer.replaying:
+                    taken = await self._recorded_patch(change_id)
+                else:
+                    taken = True
+                if taken:
+                    rec = self.replayer.issue("patch", change_id, None)
+                    lop = LiveOp(rec, fut)
+                    self.ops[rec.id] = lop
+                    if not self.replayer.replaying:
+                        self._push(Done(lop, True))
+                fut.set_result(taken)
             loop.run_ready()
-            return None
-        assert type(action) is Finish
-        return action
+
+    async def _recorded_patch(self, change_id: str) -> bool:
+        """While replaying: does the log take the patched path at the next position?
+
+        Yes if the log's entry for that position is this patch's marker, or if the
+        log ends before recording anything for it (the job goes live from there).
+        No if it records another operation there, or the job's end.
+        """
+        position = self.replayer.next_id
+        for _, entry in self._lookahead:
+            verdict = _patch_verdict(entry, position, change_id)
+            if verdict is not None:
+                return verdict
+        while (item := await self._read_entry()) is not None:
+            self._lookahead.append(item)
+            verdict = _patch_verdict(item[1], position, change_id)
+            if verdict is not None:
+                return verdict
+        return True
 
     def _finished_from_log(self, finish: Finish) -> Outcome:
         root = self.root
         assert root is not None
         if not root.done():
-            asking = [op.describe() for op in self.replayer.pending.values()]
+            pending = self.replayer.pending
+            asking = [op.describe() for op in pending.values() if op.kind != "input"]
             raise NonDeterminismError(
                 job=self.label,
-                position=self.replayer.next_id,
+                position=min(pending) if pending else self.replayer.next_id,
                 recorded="the job's end",
                 requested=", ".join(asking) if asking else "to wait for something",
             )
@@ -282,12 +448,19 @@ class Runtime:
             )
         return self._outcome_from(finish.result, finish.error, None)
 
+    def _cancel_root(self) -> None:
+        root = self.root
+        if root is not None and not root.done():
+            root.cancel("the job was cancelled")
+
     def _root_outcome_json(self) -> dict[str, Any]:
         root = self.root
         assert root is not None
         if root.cancelled():
+            from duron._errors import JobCancelledError
+
             return error_info(
-                asyncio.CancelledError("the durable function was cancelled")
+                JobCancelledError(f"job {self.label} was cancelled")
             ).to_json()
         exc = root.exception()
         if exc is not None:
@@ -337,19 +510,11 @@ class Runtime:
         loop = self.loop
         root = self.root
         assert root is not None
-        resumed = self.replayer.end_of_log() if self.replayer.replaying else []
-        for rec in resumed:
-            lop = self.ops[rec.id]
-            if lop.fut.done():  # cancelled by durable code before the log ended
-                self.replayer.forget(rec.id)
-                del self.ops[rec.id]
-                continue
-            self._to_launch.append(lop)
-            if not rec.start_logged:
-                self._unflushed.append(lop)
-        loop.advance(max(loop.time(), time.time()))
-        pending = self._pending
-        events = pending.events
+        if self.replayer.replaying:
+            self._resume_pending()
+        self.live.set()
+        await self._advance(max(loop.time(), _now()))
+        events = self._events
         while not root.done():
             if self._to_launch:
                 self._launch()
@@ -357,33 +522,12 @@ class Runtime:
                 await self._wait()
                 if not events:
                     deadline = loop.next_deadline()
-                    if deadline is not None and deadline <= time.time():
+                    if deadline is not None and deadline <= _now():
                         loop.advance(deadline)
+                        if self._patch_queries:
+                            await self._settle()
                     continue
-            t = max(loop.time(), time.time())
-            batch = list(events)
-            events.clear()
-            entries: list[Entry] = self._take_starts(t, _finishing(batch))
-            for ev in batch:
-                if type(ev) is _Fatal:
-                    raise ev.error
-                if ev.op.fut.done():  # type: ignore[union-attr]
-                    continue  # durable code stopped waiting for it: nothing to record
-                entries.append(self._entry_for(ev, t))  # type: ignore[arg-type]
-            if entries:
-                await self._append(entries)
-            for ev in batch:
-                lop = ev.op  # type: ignore[union-attr]
-                if lop.fut.done():
-                    continue
-                loop.advance(t)
-                if type(ev) is _Done:
-                    del self.ops[lop.rec.id]
-                    self.replayer.forget(lop.rec.id)
-                    self._deliver_done(lop, ev.result, ev.error, ev.cause, ev.decoded)
-                else:
-                    self._deliver_emit(lop, ev.value, ev.decoded)  # type: ignore[union-attr]
-                loop.run_ready()
+            await self._commit_and_deliver()
         for lop in self.ops.values():
             if lop.scope is not None:
                 lop.scope.cancel()
@@ -396,32 +540,91 @@ class Runtime:
         entries.append(end)
         await self._append(entries)
         cause = None
-        if root.done() and not root.cancelled():
+        if not root.cancelled():
             cause = root.exception()
         return self._outcome_from(end.result, end.error, cause)
+
+    def _resume_pending(self) -> None:
+        """The log ended: what was issued but not finished continues live."""
+        for rec in self.replayer.end_of_log():
+            lop = self.ops[rec.id]
+            if rec.kind == "patch":
+                self._push(Done(lop, True))  # taken at the log's end: record it now
+                continue
+            if lop.fut.cancelled():  # durable code stopped waiting before the log ended
+                lop.abandoned = True
+                self.replayer.forget(rec.id)
+                del self.ops[rec.id]
+                continue
+            if rec.kind == "effect":
+                self._to_launch.append(lop)
+            if not rec.start_logged:
+                self._unflushed.append(lop)
+
+    async def _commit_and_deliver(self) -> None:
+        """Append every ready event in one batch, then deliver them in order."""
+        loop = self.loop
+        t = max(loop.time(), _now())
+        batch = list(self._events)
+        self._events.clear()
+        entries: list[Entry] = self._take_starts(t, _finishing(batch))
+        for ev in batch:
+            if type(ev) is Fatal:
+                raise ev.error
+            if type(ev) is CancelRequest:
+                entries.append(JobCancelled(t))
+            elif not ev.op.abandoned:  # type: ignore[union-attr]
+                entries.append(self._entry_for(ev, t))  # type: ignore[arg-type]
+        if entries:
+            await self._append(entries)
+        for ev in batch:
+            if ev.ack is not None:  # type: ignore[union-attr]
+                ev.recorded = True  # type: ignore[union-attr]
+                ev.ack.set()  # type: ignore[union-attr]
+        for ev in batch:
+            deadline = loop.next_deadline()
+            if deadline is not None and deadline <= t:
+                await self._advance(t)
+            else:
+                loop.advance(t)
+            if type(ev) is CancelRequest:
+                self._cancel_root()
+            else:
+                lop = ev.op  # type: ignore[union-attr]
+                if type(ev) is Done:
+                    self.ops.pop(lop.rec.id, None)
+                    self.replayer.forget(lop.rec.id)
+                if lop.abandoned:
+                    continue
+                if type(ev) is Done:
+                    self._deliver_done(lop, ev.result, ev.error, ev.cause, ev.decoded)
+                else:
+                    self._deliver_emit(lop, ev.value, ev.decoded)  # type: ignore[union-attr]
+            loop.run_ready()
+            if self._patch_queries:
+                await self._settle()
 
     def _take_starts(self, t: float, finishing: set[int] | None = None) -> list[Entry]:
         """``start`` entries for the ops still running (``finishing``: done in this batch)."""
         if not self._unflushed:
             return []
         out: list[Entry] = []
+        now = self.loop.time()
         for lop in self._unflushed:
             rec = lop.rec
             if finishing and rec.id in finishing:
                 continue  # its ``done`` entry in this batch names it
-            if rec.id in self.ops and not lop.fut.done():
+            if rec.id in self.ops and not lop.abandoned and not rec.start_logged:
                 rec.start_logged = True
-                out.append(
-                    OpStarted(rec.id, self.loop.time(), rec.kind, rec.name, rec.inputs)
-                )
+                out.append(OpStarted(rec.id, now, rec.kind, rec.name, rec.inputs))
         self._unflushed.clear()
         return out
 
-    def _entry_for(self, ev: _Done | _Emitted, t: float) -> Entry:
+    def _entry_for(self, ev: Done | Emitted, t: float) -> Entry:
         rec = ev.op.rec
-        if type(ev) is _Emitted:
+        if type(ev) is Emitted:
             return OpEmitted(rec.id, t, ev.value)
-        assert type(ev) is _Done
+        assert type(ev) is Done
         if rec.start_logged:
             return OpCompleted(rec.id, t, ev.result, ev.error)
         return OpCompleted(
@@ -434,127 +637,54 @@ class Runtime:
 
     async def _wait(self) -> None:
         loop = self.loop
-        pending = self._pending
         if self._unflushed:
             deadline = loop.next_deadline()
             delay = START_FLUSH_DELAY
             if deadline is not None:
-                delay = min(delay, deadline - time.time())
+                delay = min(delay, deadline - _now())
             if delay > 0:
-                pending.wake = anyio.Event()
+                self._wake = wake = anyio.Event()
                 with anyio.move_on_after(delay):
-                    await pending.wake.wait()
-            if pending.events:
+                    await wake.wait()
+            if self._events:
                 return
             starts = self._take_starts(loop.time())
             if starts:
                 await self._append(starts)
         deadline = loop.next_deadline()
-        pending.wake = wake = anyio.Event()
-        if pending.events:
+        self._wake = wake = anyio.Event()
+        if self._events:
             return
         if deadline is None:
             await wake.wait()
         else:
-            delay = deadline - time.time()
+            delay = deadline - _now()
             if delay > 0:
                 with anyio.move_on_after(delay):
                     await wake.wait()
 
-    def _push(self, ev: _Done | _Emitted | _Fatal) -> None:
-        pending = self._pending
-        pending.events.append(ev)
-        if pending.wake is not None:
-            pending.wake.set()
+    def _push(self, ev: Event) -> None:
+        self._events.append(ev)
+        if self._wake is not None:
+            self._wake.set()
 
     def _launch(self) -> None:
         tg = self._tg
         assert tg is not None
+        if self.closing:
+            self._to_launch.clear()
+            return
         for lop in self._to_launch:
-            tg.start_soon(self._run_op, lop, name=f"duron effect {lop.spec.name}")
+            assert lop.spec is not None
+            tg.start_soon(
+                run_effect,
+                lop,
+                self.codec,
+                self.label,
+                self._push,
+                name=f"duron effect {lop.spec.name}",
+            )
         self._to_launch.clear()
-
-    async def _run_op(self, lop: LiveOp) -> None:
-        spec = lop.spec
-        with anyio.CancelScope() as scope:
-            lop.scope = scope
-            if lop.fut.done():
-                return
-            try:
-                if spec.kind == "async":
-                    value = await spec.fn(*lop.args, **lop.kwargs)
-                elif spec.kind == "sync":
-                    value = await anyio.to_thread.run_sync(
-                        functools.partial(spec.fn, *lop.args, **lop.kwargs)
-                    )
-                elif spec.kind == "stream":
-                    value = await self._run_stream(lop)
-                else:
-                    value = spec.fn(*lop.args, **lop.kwargs)
-                    if inspect.isawaitable(value):
-                        value = await value
-            except _Refused as refused:
-                self._push(_Fatal(refused.error))
-                return
-            except Exception as exc:
-                self._push(_Done(lop, None, error_info(exc), exc))
-                return
-            ann = spec.result_annotation
-            try:
-                data = self.codec.encode(value, ann)
-                # Durable code gets the value as replay will rebuild it, and what
-                # cannot be rebuilt never reaches the log.
-                decoded = self.codec.decode(data, ann)
-            except Exception as err:
-                self._push(
-                    _Fatal(
-                        PayloadError(
-                            what=f"result of effect {spec.name}",
-                            type_name=describe_type(ann)
-                            if ann is not None
-                            else type(value).__qualname__,
-                            detail=f"cannot encode {type(value).__qualname__}: {explain(err)}",
-                            position=lop.rec.id,
-                            job=self.label,
-                        )
-                    )
-                )
-                return
-            self._push(_Done(lop, data, decoded=decoded))
-
-    async def _run_stream(self, lop: LiveOp) -> Any:
-        spec = lop.spec
-        rest = lop.args[1:] if lop.args else ()
-        kwargs = dict(lop.kwargs)
-        first = spec.sig.params[0].name
-        kwargs.pop(first, None)
-        state = lop.state
-        agen = spec.fn(state, *rest, **kwargs)
-        try:
-            action = await agen.__anext__()
-            while True:
-                try:
-                    data = self.codec.encode(action, spec.action_annotation)
-                    # Fold what replay will fold: the action as the log gives it back.
-                    action = self.codec.decode(data, spec.action_annotation)
-                except Exception as err:
-                    refused = PayloadError(
-                        what=f"value yielded by streaming effect {spec.name}",
-                        type_name=describe_type(spec.action_annotation),
-                        detail=f"cannot encode {type(action).__qualname__}: "
-                        f"{explain(err)}",
-                        position=lop.rec.id,
-                        job=self.label,
-                    )
-                    refused.__cause__ = err
-                    raise _Refused(refused) from err
-                self._push(_Emitted(lop, data, action))
-                state = spec.reducer(state, action)
-                action = await agen.asend(state)
-        except StopAsyncIteration:
-            return state
-        finally:
-            await agen.aclose()
 
     # -- delivery into durable code ----------------------------------------------
 
@@ -563,12 +693,22 @@ class Runtime:
         lop: LiveOp,
         result: JSONValue,
         error: ErrorInfo | None,
-        cause: BaseException | None,
-        decoded: Any = _UNDECODED,
+        cause: BaseException | None = None,
+        decoded: Any = UNDECODED,
     ) -> None:
-        fut = lop.fut
+        kind = lop.rec.kind
+        if kind == "input":
+            lop.closed = True
+            if not lop.fut.done():
+                lop.fut.set_result(None)
+            if isinstance(lop.target, _Channel):
+                lop.target.close(rebuild(error) if error is not None else None)
+            return
+        if kind == "patch":
+            return
         if lop.sink is not None:
             lop.sink._ch.close()
+        fut = lop.fut
         if fut.done():
             return
         if error is not None:
@@ -577,57 +717,76 @@ class Runtime:
                 exc.__cause__ = cause
             fut.set_exception(exc)
             return
-        if decoded is not _UNDECODED:
-            fut.set_result(decoded)
+        if decoded is UNDECODED:
+            decoded = self._decode(
+                lop, result, lop.annotation if kind == "future" else None
+            )
+        fut.set_result(decoded)
+
+    def _deliver_emit(
+        self, lop: LiveOp, value: JSONValue, decoded: Any = UNDECODED
+    ) -> None:
+        kind = lop.rec.kind
+        if kind == "input":
+            if decoded is UNDECODED:
+                decoded = self._decode(lop, value, lop.annotation, "value sent to")
+            if isinstance(lop.target, Signal):
+                lop.target.trigger(decoded)
+            else:
+                lop.target.put(decoded)
             return
         spec = lop.spec
-        ann = spec.result_annotation
+        if spec is None or spec.kind != "stream":
+            raise InternalError(
+                f"emission recorded for non-streaming operation {lop.rec.name}"
+            )
+        if decoded is UNDECODED:
+            decoded = self._decode(
+                lop, value, spec.action_annotation, "value yielded by"
+            )
+        lop.state = spec.reducer(lop.state, decoded)
+        if lop.sink is not None:
+            lop.sink._ch.put(lop.state)
+
+    def _decode(
+        self, lop: LiveOp, data: JSONValue, annotation: Any, what: str = "result of"
+    ) -> Any:
+        if annotation is None:
+            assert lop.spec is not None
+            annotation = lop.spec.result_annotation
         try:
-            value = self.codec.decode(result, ann)
+            return self.codec.decode(data, annotation)
         except Exception as err:
             raise PayloadError(
-                what=f"recorded result of {spec.name}",
-                type_name=describe_type(ann),
+                what=f"recorded {what} {lop.rec.name}",
+                type_name=describe_type(annotation),
                 detail=f"no longer validates: {explain(err)}",
                 position=lop.rec.id,
                 job=self.label,
             ) from err
-        fut.set_result(value)
-
-    def _deliver_emit(
-        self, lop: LiveOp, value: JSONValue, decoded: Any = _UNDECODED
-    ) -> None:
-        spec = lop.spec
-        if spec.kind != "stream":
-            raise InternalError(
-                f"emission recorded for non-streaming operation {spec.name}"
-            )
-        action = decoded
-        if action is _UNDECODED:
-            try:
-                action = self.codec.decode(value, spec.action_annotation)
-            except Exception as err:
-                raise PayloadError(
-                    what=f"recorded value yielded by {spec.name}",
-                    type_name=describe_type(spec.action_annotation),
-                    detail=f"no longer validates: {explain(err)}",
-                    position=lop.rec.id,
-                    job=self.label,
-                ) from err
-        lop.state = spec.reducer(lop.state, action)
-        if lop.sink is not None:
-            lop.sink._ch.put(lop.state)
 
 
-def _finishing(batch: list[_Done | _Emitted | _Fatal]) -> set[int] | None:
+def _patch_verdict(entry: Entry, position: int, change_id: str) -> bool | None:
+    if isinstance(entry, JobFinished):
+        return False
+    if getattr(entry, "id", None) != position:
+        return None
+    return (
+        isinstance(entry, OpCompleted)
+        and entry.kind == "patch"
+        and entry.name == change_id
+    )
+
+
+def _finishing(batch: list[Event]) -> set[int] | None:
     """Ops whose ``done`` entry is in ``batch`` and who emitted nothing in it."""
     done: set[int] | None = None
     emitted: set[int] | None = None
     for ev in batch:
-        if type(ev) is _Done:
+        if type(ev) is Done:
             done = done or set()
             done.add(ev.op.rec.id)
-        elif type(ev) is _Emitted:
+        elif type(ev) is Emitted:
             emitted = emitted or set()
             emitted.add(ev.op.rec.id)
     if done and emitted:

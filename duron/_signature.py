@@ -103,6 +103,11 @@ class Signature:
         self._positional = tuple(p.name for p in params if p.kind in _POSITIONAL)
         self._simple = all(p.kind in _POSITIONAL for p in params)
 
+    @property
+    def resolved(self) -> bool:
+        """Whether the type hints could be read (else they are retried on use)."""
+        return self._hints is not None
+
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Map a call's explicit arguments to parameter names (defaults left out)."""
         self.resolve()

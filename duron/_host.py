@@ -1,0 +1,158 @@
+"""The host's ends of a job's injected streams and signals (``job.open_stream``).
+
+* A durable parameter ``Stream[T]`` or ``Signal[T]`` (host -> job) is opened with
+  mode ``"w"``: :class:`HostWriter`. Each value is validated, recorded in the log
+  when it arrives, and delivered to the durable code at that point, on the first run
+  and on every replay.
+* A durable parameter ``StreamWriter[T]`` (job -> host) is opened with mode ``"r"``:
+  :class:`HostReader`, an async iterator. Values are not recorded (replay produces
+  them again), so a reader opened after a restart sees every value from the start,
+  or from the ``start`` index it passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+import anyio
+
+from duron._codec import Codec, describe_type, explain
+from duron._errors import PayloadError
+
+__all__ = ["HostReader", "HostWriter", "OutputChannel"]
+
+_T = TypeVar("_T")
+
+
+class _RunState(Protocol):
+    live: anyio.Event
+    ended: bool
+
+
+class OutputChannel:
+    """Values the durable code sends to the host, kept for readers to replay."""
+
+    __slots__ = ("_wake", "annotation", "closed", "codec", "error", "name", "values")
+
+    def __init__(self, name: str, annotation: Any, codec: Codec) -> None:
+        self.name = name
+        self.annotation = annotation
+        self.codec = codec
+        self.values: list[Any] = []
+        self.closed = False
+        self.error: BaseException | None = None
+        self._wake: anyio.Event | None = None
+
+    # durable side (called from durable code through StreamWriter)
+    def put(self, value: Any) -> None:
+        if self.closed:
+            from duron._stream import StreamClosed
+
+            raise StreamClosed(f"stream {self.name} is closed")
+        try:
+            data = self.codec.encode(value, self.annotation)
+            value = self.codec.decode(data, self.annotation)
+        except Exception as exc:
+            raise PayloadError(
+                what=f"value sent to stream {self.name!r}",
+                type_name=describe_type(self.annotation),
+                detail=explain(exc),
+            ) from exc
+        self.values.append(value)
+        self.notify()
+
+    def close(self, error: BaseException | None = None) -> None:
+        if not self.closed:
+            self.closed = True
+            self.error = error
+            self.notify()
+
+    def notify(self) -> None:
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            wake.set()
+
+    # host side
+    async def wait_for_more(self) -> None:
+        if self._wake is None:
+            self._wake = anyio.Event()
+        await self._wake.wait()
+
+
+class HostReader(Generic[_T]):
+    """Reads what the durable code sends on a ``StreamWriter`` parameter.
+
+    Iteration ends when the durable code closes the stream or the job ends; a
+    stream closed with an error raises it.
+    """
+
+    def __init__(
+        self, channel: OutputChannel, runtime: _RunState, start: int = 0
+    ) -> None:
+        self._ch = channel
+        self._run = runtime
+        self._index = start
+
+    def __aiter__(self) -> HostReader[_T]:
+        return self
+
+    async def __anext__(self) -> _T:
+        ch = self._ch
+        # Values appear once replay is over, so what the host sees next to them
+        # (e.g. job.is_future_pending) is already the live state.
+        await self._run.live.wait()
+        while self._index >= len(ch.values):
+            if ch.closed:
+                if ch.error is not None:
+                    raise ch.error
+                raise StopAsyncIteration
+            if self._run.ended:
+                raise StopAsyncIteration
+            await ch.wait_for_more()
+        value = ch.values[self._index]
+        self._index += 1
+        return value  # type: ignore[no-any-return]
+
+    @property
+    def position(self) -> int:
+        """How many values this reader has consumed (pass as ``start`` to resume)."""
+        return self._index
+
+
+class HostWriter(Generic[_T]):
+    """Sends values into a durable ``Stream`` or ``Signal`` parameter."""
+
+    def __init__(
+        self,
+        name: str,
+        annotation: Any,
+        codec: Codec,
+        submit: Callable[[str, Any, BaseException | None, bool], Awaitable[None]],
+    ) -> None:
+        self._name = name
+        self._annotation = annotation
+        self._codec = codec
+        self._submit = submit
+
+    async def send(self, value: _T) -> None:
+        """Validate, record and deliver ``value``; returns once it is in the log.
+
+        Raises:
+            PayloadError: The value does not validate as the parameter's type
+                (nothing is written).
+        """
+        try:
+            data = self._codec.encode(value, self._annotation)
+            self._codec.decode(data, self._annotation)
+        except Exception as exc:
+            raise PayloadError(
+                what=f"value sent to {self._name!r}",
+                type_name=describe_type(self._annotation),
+                detail=explain(exc),
+            ) from exc
+        await self._submit(self._name, data, None, False)
+
+    async def close(self, error: BaseException | None = None) -> None:
+        """End the stream; durable readers then stop (or raise ``error``)."""
+        await self._submit(self._name, None, error, True)

@@ -1,0 +1,101 @@
+"""Runtime state of operations, and the events that finish them.
+
+An operation is anything durable code waits on that the log must record: an effect,
+a durable future, a host input (stream or signal parameter), a patch marker. Its
+:class:`LiveOp` links the replay core's record, the future durable code awaits and,
+for a live effect, the cancel scope of the task running it.
+
+Events (:class:`Done`, :class:`Emitted`, :class:`CancelRequest`, :class:`Fatal`)
+queue up in the driver; each batch of them is appended to the log before any is
+delivered to durable code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from duron._codec import UNANNOTATED
+from duron._effect import EffectSpec
+from duron._entries import ErrorInfo
+from duron._json import JSONValue
+from duron._replay import OpRecord
+
+__all__ = [
+    "UNDECODED",
+    "CancelRequest",
+    "Done",
+    "Emitted",
+    "Event",
+    "Fatal",
+    "LiveOp",
+    "Outcome",
+]
+
+UNDECODED: Any = object()
+"""Marks an outcome whose value durable code has not seen decoded yet."""
+
+
+@dataclass(slots=True, eq=False)
+class LiveOp:
+    """One operation: what it is, the future durable code awaits, its live task."""
+
+    rec: OpRecord
+    fut: asyncio.Future[Any]
+    spec: EffectSpec | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    scope: anyio.CancelScope | None = None
+    state: Any = None
+    sink: Any = None  # stream channel receiving a streaming effect's partial states
+    annotation: Any = UNANNOTATED  # value type of a future or host input
+    target: Any = None  # channel or Signal a host input feeds
+    abandoned: bool = False  # durable code cancelled its wait: record nothing more
+    closed: bool = False  # host input closed
+
+
+@dataclass(slots=True, eq=False)
+class Done:
+    op: LiveOp
+    result: JSONValue = None
+    error: ErrorInfo | None = None
+    cause: BaseException | None = None
+    decoded: Any = UNDECODED
+    ack: anyio.Event | None = None
+    recorded: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class Emitted:
+    op: LiveOp
+    value: JSONValue
+    decoded: Any = UNDECODED
+    ack: anyio.Event | None = None
+    recorded: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class CancelRequest:
+    ack: anyio.Event | None = None
+    recorded: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class Fatal:
+    error: BaseException
+
+
+Event = Done | Emitted | CancelRequest | Fatal
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a job ended: a decoded result, or an exception to raise from ``wait()``."""
+
+    result: Any = None
+    error: BaseException | None = None
+    recorded_error: ErrorInfo | None = None
+    position: int = 0
