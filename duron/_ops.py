@@ -99,3 +99,4 @@ class Outcome:
     error: BaseException | None = None
     recorded_error: ErrorInfo | None = None
     position: int = 0
+    finished: bool = True  # False: replay stopped where an unfinished log ends

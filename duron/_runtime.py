@@ -300,8 +300,15 @@ class Runtime:
         tg: TaskGroup,
         main: Callable[[], Any],
         records: AsyncIterator[tuple[int, bytes]] | None,
+        *,
+        replay_only: bool = False,
     ) -> Outcome:
-        """Replay ``records`` (the log after its job entry), then run live to the end."""
+        """Replay ``records`` (the log after its job entry), then run live to the end.
+
+        With ``replay_only`` (verification), stop where the log ends instead: no
+        effect runs and nothing is written; the outcome then has ``finished=False``
+        unless the log recorded the job's end.
+        """
         self._tg = tg
         self._records = records
         self.root = self.loop.spawn(main(), contextvars.copy_context())
@@ -315,6 +322,8 @@ class Runtime:
                     if extra is not None:
                         self.replayer.feed(extra[1], extra[0])  # raises: after the end
                     return self._finished_from_log(finish)
+        if replay_only:
+            return Outcome(finished=False, position=self.replayer.next_id)
         return await self._live()
 
     def shutdown(self) -> None:
