@@ -6,8 +6,7 @@ stopped or is simply run again replays what it already did and carries on live f
 where the log ends.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: it would export a name `annotations`.
 from duron._codec import UNANNOTATED, Codec, JSONValue, PydanticCodec
 from duron._context import Context
 from duron._durable import DurableFn, Provided, durable

@@ -1,7 +1,6 @@
 """Storage backends: ``from duron.contrib.storage import FileLogStorage``."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: it would export a name `annotations`.
 from duron._storage import LogStorage
 from duron.contrib._file import Durability, FileLogStorage
 from duron.contrib._memory import MemoryLogStorage
