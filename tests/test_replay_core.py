@@ -17,13 +17,14 @@ import pytest
 from duron import CorruptLogError, NonDeterminismError
 from duron._entries import (
     ErrorInfo,
+    JobCancelled,
     JobFinished,
     JobStarted,
     OpCompleted,
     OpEmitted,
     OpStarted,
 )
-from duron._replay import Deliver, Emit, Finish, Replayer
+from duron._replay import Cancel, Deliver, Emit, Finish, Replayer
 
 JOB = "logs/greet.jsonl"
 T = 1_700_000_000.0
@@ -308,6 +309,17 @@ def test_job_end_is_returned_and_nothing_may_follow_it() -> None:
         match=corrupt(760, "an entry of type 'emit' after the job's end entry"),
     ):
         r.feed(OpEmitted(0, T, 1), 760)
+
+
+def test_host_cancel_is_returned_and_the_job_goes_on() -> None:
+    r = Replayer(JOB)
+    op = r.issue("effect", "cleanup", {})
+    assert r.feed(JobCancelled(T), 10) == Cancel()
+    assert not r.finished
+    # The code may still wait for work after the cancel (cleanup on the way out).
+    r.feed(OpCompleted(0, T, None, None, "effect", "cleanup", {}), 40)
+    assert r.feed(JobFinished(T, None), 80) == Finish(None, None)
+    assert op.id == 0
 
 
 def test_job_end_with_a_result() -> None:
