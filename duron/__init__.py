@@ -13,43 +13,56 @@ from duron._durable import DurableFn, Provided, durable
 from duron._effect import Reducer, effect
 from duron._errors import (
     CorruptLogError,
+    DuplicateJobError,
     DuronError,
     EffectError,
     InternalError,
     JobCancelledError,
     JobMismatchError,
+    JobNotFoundError,
     JobNotStartedError,
     LeaseLostError,
     LogLockedError,
     NonDeterminismError,
     PayloadError,
+    SchemaError,
     StorageError,
+    UnknownFunctionError,
     UsageError,
 )
 from duron._host import HostReader, HostWriter
 from duron._job import Job
+from duron._jobstore import Claim, Heartbeat, JobInfo, JobStatus, JobStore
 from duron._signal import Signal, SignalInterrupt, SignalWriter
 from duron._storage import LogStorage
 from duron._stream import Stream, StreamClosed, StreamWriter
+from duron._worker import Worker
 
 __version__ = "0.1.0"
 
 __all__ = [
     "UNANNOTATED",
+    "Claim",
     "Codec",
     "Context",
     "CorruptLogError",
+    "DuplicateJobError",
     "DurableFn",
     "DuronError",
     "EffectError",
+    "Heartbeat",
     "HostReader",
     "HostWriter",
     "InternalError",
     "JSONValue",
     "Job",
     "JobCancelledError",
+    "JobInfo",
     "JobMismatchError",
+    "JobNotFoundError",
     "JobNotStartedError",
+    "JobStatus",
+    "JobStore",
     "LeaseLostError",
     "LogLockedError",
     "LogStorage",
@@ -58,6 +71,7 @@ __all__ = [
     "Provided",
     "PydanticCodec",
     "Reducer",
+    "SchemaError",
     "Signal",
     "SignalInterrupt",
     "SignalWriter",
@@ -65,7 +79,9 @@ __all__ = [
     "Stream",
     "StreamClosed",
     "StreamWriter",
+    "UnknownFunctionError",
     "UsageError",
+    "Worker",
     "__version__",
     "durable",
     "effect",

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from duron import LogLockedError, LogStorage, StorageError
-from duron.contrib.storage import FileLogStorage, MemoryLogStorage
+from duron.contrib.storage import FileLogStorage, MemoryLogStorage, SQLiteStore
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -48,9 +48,18 @@ class FileBackend:
         return FileLogStorage(tmp_path / f"{name}.jsonl")
 
 
+class SQLiteBackend:
+    """Every handle comes from its own store object: a lease owner of its own, as
+    another process would be."""
+
+    def make_storage(self, tmp_path: Path, name: str) -> LogStorage:
+        return SQLiteStore(tmp_path / "jobs.db").log(name)
+
+
 BACKENDS: dict[str, Callable[[], Backend]] = {
     "memory": MemoryBackend,
     "file": FileBackend,
+    "sqlite": SQLiteBackend,
 }
 
 

@@ -4,5 +4,13 @@
 from duron._storage import LogStorage
 from duron.contrib._file import Durability, FileLogStorage
 from duron.contrib._memory import MemoryLogStorage
+from duron.contrib._sqlite import SQLiteLog, SQLiteStore
 
-__all__ = ["Durability", "FileLogStorage", "LogStorage", "MemoryLogStorage"]
+__all__ = [
+    "Durability",
+    "FileLogStorage",
+    "LogStorage",
+    "MemoryLogStorage",
+    "SQLiteLog",
+    "SQLiteStore",
+]

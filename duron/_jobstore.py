@@ -1,0 +1,454 @@
+"""Job stores: many jobs in one database, and what a :class:`~duron.Worker` needs.
+
+A job store keeps many job logs (each one a :class:`~duron.LogStorage`, from
+``store.log(job_id)``) plus a table of jobs: which durable function, which
+arguments, the status, the result or error, and who holds the job's lease. The
+SQLite store (one machine) and the PostgreSQL store (many machines) implement the
+same :class:`JobStore` protocol, so one :class:`~duron.Worker` runs either.
+
+This module holds the protocol, the records it returns and the store-independent
+logic every backend shares (encoding a submitted call, cutting a log for a fork,
+reading a job's outcome from its end entry).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
+
+import orjson
+
+from duron._codec import describe_type, explain
+from duron._errors import (
+    DuplicateJobError,
+    JobCancelledError,
+    PayloadError,
+    UsageError,
+)
+from duron._exceptions import rebuild
+from duron._json import JSONValue, format_call
+from duron._log import ErrorInfo, JobFinished, JobStarted, decode_entry
+
+if TYPE_CHECKING:
+    from duron._durable import DurableFn
+    from duron._storage import LogStorage
+
+__all__ = [
+    "TERMINAL",
+    "Claim",
+    "Heartbeat",
+    "JobInfo",
+    "JobStatus",
+    "JobStore",
+    "end_outcome",
+    "fork_prefix",
+    "job_entry_for",
+    "new_job_id",
+    "outcome_of",
+    "parse_job_entry",
+]
+
+_T = TypeVar("_T")
+
+JobStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
+"""Where a job is in its life:
+
+* ``pending``: submitted (or stopped at a safe point, or requeued) and waiting for a
+  worker;
+* ``running``: a worker or a ``store.log()`` writer holds its lease (after a crash
+  the lease expires and another worker takes the job over);
+* ``completed``, ``failed``, ``cancelled``: it ended; ``failed`` also covers a job a
+  worker could not run (unknown function, a log the code no longer replays), which
+  ``store.requeue()`` makes runnable again.
+"""
+
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+STATUSES: tuple[JobStatus, ...] = (
+    "pending",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+)
+
+_CANCELLED_TYPES = frozenset(
+    {
+        f"{JobCancelledError.__module__}.{JobCancelledError.__qualname__}",
+        "asyncio.exceptions.CancelledError",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """One job as the store's job table records it (a snapshot).
+
+    Attributes:
+        id: The job id.
+        function: The durable function's recorded name (``None`` for a log opened
+            with ``store.log()`` that has no job entry yet).
+        status: See :data:`JobStatus`.
+        args: The encoded arguments, as the job entry records them.
+        result: The encoded result of a completed job.
+        error: The recorded error of a failed or cancelled job.
+        created: When the job was submitted (or its log first opened).
+        updated: The job's last change (status, lease, appended entries).
+        lease_owner: Who holds the lease (``host:pid:nonce`` of a store instance).
+        lease_expires: When that lease runs out unless renewed.
+        epoch: How many times a writer took the job: every append checks it.
+        cancel_requested: ``store.cancel()`` asked for cancellation, not yet done.
+        forked_from: The job this one was forked from, if any.
+    """
+
+    id: str
+    function: str | None
+    status: JobStatus
+    args: dict[str, JSONValue] | None
+    result: JSONValue
+    error: ErrorInfo | None
+    created: datetime
+    updated: datetime
+    lease_owner: str | None
+    lease_expires: datetime | None
+    epoch: int
+    cancel_requested: bool
+    forked_from: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job ended (completed, failed or cancelled)."""
+        return self.status in TERMINAL
+
+    def describe_call(self) -> str:
+        """The job's call as ``fn(a=1, b='x')`` (or ``?`` before its job entry)."""
+        if self.function is None:
+            return "?"
+        return format_call(self.function, self.args)
+
+    def __str__(self) -> str:
+        text = f"{self.id} {self.status} {self.describe_call()}"
+        if self.status == "running" and self.lease_owner is not None:
+            text += f" (owner {self.lease_owner})"
+        if self.error is not None:
+            text += f" [{self.error.type}: {self.error.message}]"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A job a worker just took, with the lease epoch that fences its writes."""
+
+    job_id: str
+    function: str
+    epoch: int
+    cancel_requested: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """What a worker learns about the jobs it runs.
+
+    Attributes:
+        lost: Jobs whose lease this store instance no longer holds.
+        cancel: Jobs whose cancellation was requested.
+    """
+
+    lost: frozenset[str] = frozenset()
+    cancel: frozenset[str] = frozenset()
+
+
+class JobStore(Protocol):
+    """Many jobs in one database: what :class:`~duron.Worker` and the CLI rely on.
+
+    One store object is one lease owner (:attr:`owner`). The store keeps the leases
+    it holds alive while it holds them; every append to a job's log checks, in the
+    same transaction, that the lease epoch is still the one it took.
+
+    Attributes:
+        label: How messages name the store (a path, a URL without password).
+        owner: This store instance's lease owner id.
+        lease: Seconds a lease lasts without renewal.
+    """
+
+    label: str
+    owner: str
+    lease: float
+
+    def log(self, job_id: str) -> LogStorage:
+        """A :class:`~duron.LogStorage` for one job: ``fn.invoke(store.log(id))``."""
+        ...
+
+    async def submit(
+        self,
+        fn: DurableFn[..., Any],
+        /,
+        *args: Any,
+        job_id: str | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Add a job for a worker to run; idempotent by ``job_id``."""
+        ...
+
+    async def get(self, job_id: str) -> JobInfo:
+        """The job's row."""
+        ...
+
+    async def list_jobs(
+        self, status: JobStatus | None = None, *, limit: int | None = None
+    ) -> list[JobInfo]:
+        """Jobs, oldest first, optionally of one status."""
+        ...
+
+    async def result(
+        self,
+        job_id: str,
+        fn: DurableFn[..., Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Wait for the job to end; its result, or raise its error."""
+        ...
+
+    async def cancel(self, job_id: str) -> bool:
+        """Ask for the job to be cancelled; ``False`` if it had already ended."""
+        ...
+
+    async def requeue(self, job_id: str) -> None:
+        """Make a job a worker gave up on runnable again."""
+        ...
+
+    async def fork(self, job_id: str, *, at: int, new_id: str | None = None) -> str:
+        """A new job whose log is this one's, cut before operation ``at``."""
+        ...
+
+    async def prune(
+        self, *, status: JobStatus | Iterable[JobStatus], older_than: timedelta
+    ) -> int:
+        """Delete ended jobs last changed before ``now - older_than``."""
+        ...
+
+    def read_log(self, job_id: str) -> AsyncIterator[tuple[int, bytes]]:
+        """The job's entries, oldest first (``JobNotFoundError`` if unknown)."""
+        ...
+
+    # -- what a worker uses ----------------------------------------------------
+
+    async def claim(self, limit: int) -> list[Claim]:
+        """Take the leases of up to ``limit`` runnable jobs, oldest first."""
+        ...
+
+    async def heartbeat(self, job_ids: Iterable[str]) -> Heartbeat:
+        """Which of these jobs this owner lost, and which were asked to cancel."""
+        ...
+
+    async def fail(self, job_id: str, epoch: int, error: BaseException) -> None:
+        """Mark a job failed with ``error`` unless it ended or changed owner."""
+        ...
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when a job may have become runnable, or after ``timeout`` s."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the store holds (connections, threads)."""
+        ...
+
+
+# -- shared logic ---------------------------------------------------------------
+
+
+def new_job_id() -> str:
+    """A fresh random job id."""
+    return secrets.token_hex(12)
+
+
+def check_job_id(job_id: object) -> str:
+    if not isinstance(job_id, str) or not job_id or len(job_id) > 255:
+        raise UsageError(
+            f"a job id is a non-empty string of at most 255 characters, not {job_id!r}"
+        )
+    return job_id
+
+
+def job_entry_for(
+    fn: DurableFn[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> JobStarted:
+    """The job entry ``fn.invoke(...).start(*args, **kwargs)`` would write.
+
+    Arguments are encoded, and checked to decode back, before anything is stored.
+
+    Raises:
+        UsageError: Bad arguments for ``fn``.
+        PayloadError: An argument cannot be encoded or would not decode.
+    """
+    from duron._durable import DurableFn
+
+    if not isinstance(fn, DurableFn):
+        raise UsageError(
+            f"submit() takes a @duron.durable function, not {fn!r}; decorate it "
+            "with @duron.durable"
+        )
+    sig = fn.sig
+    bound = sig.bind((None, *args), kwargs)
+    params = list(sig.sig.parameters)
+    bound.pop(params[0], None)
+    for name in fn.provided:
+        if name in bound:
+            raise UsageError(
+                f"parameter {name!r} of {fn.name} is provided by the job "
+                "(= duron.Provided); do not pass it to submit()"
+            )
+    encoded = sig.encode_inputs(fn.codec, bound)
+    for name, data in encoded.items():
+        ann = sig.param(name).annotation
+        try:
+            fn.codec.decode(data, ann)
+        except Exception as exc:
+            raise PayloadError(
+                what=f"argument {name!r} of {fn.name}",
+                type_name=describe_type(ann),
+                detail=f"would not decode from the log: {explain(exc)}",
+            ) from exc
+    return JobStarted(fn.name, encoded, secrets.token_hex(8), time.time(), fn.module)
+
+
+def check_resubmit(job_id: str, wanted: JobStarted, recorded: JobStarted) -> None:
+    """Refuse a ``submit()`` whose call differs from the job stored under its id."""
+    if recorded.fn != wanted.fn or recorded.args != wanted.args:
+        raise DuplicateJobError(
+            job=job_id,
+            recorded=format_call(recorded.fn, recorded.args),
+            requested=format_call(wanted.fn, wanted.args),
+        )
+
+
+def parse_job_entry(raw: bytes | str, job_id: str) -> JobStarted | None:
+    """The job entry, if ``raw`` (a log's first entry) is one."""
+    entry = decode_entry(raw, job=job_id, offset=0)
+    return entry if isinstance(entry, JobStarted) else None
+
+
+def is_entry_type(raw: bytes, kind: str) -> bool:
+    """Whether an encoded entry is of ``kind``, without decoding it.
+
+    Entries are written by :func:`~duron._log.encode_entry` with ``type`` first.
+    """
+    return raw.startswith(b'{"type":"' + kind.encode() + b'"')
+
+
+def end_outcome(
+    raw: bytes, job_id: str, offset: int
+) -> tuple[JobStatus, JSONValue, ErrorInfo | None]:
+    """Status, encoded result and error recorded by an ``end`` entry."""
+    entry = decode_entry(raw, job=job_id, offset=offset)
+    assert isinstance(entry, JobFinished)
+    if entry.error is None:
+        return "completed", entry.result, None
+    if entry.error.type in _CANCELLED_TYPES:
+        return "cancelled", None, entry.error
+    return "failed", None, entry.error
+
+
+def fork_prefix(
+    entries: Iterable[tuple[int, bytes]], job_id: str, at: int
+) -> list[bytes]:
+    """The entries a fork ``at`` operation ``at`` copies (see :meth:`JobStore.fork`).
+
+    The prefix ends right before the first entry that belongs to an operation
+    numbered ``at`` or more, before a cancel request, or before the job's end:
+    operations ``0 .. at-1`` that had completed by then replay, everything from
+    operation ``at`` on runs live.
+
+    Raises:
+        UsageError: ``at`` is negative, or the log holds no job entry.
+    """
+    if type(at) is not int or at < 0:
+        raise UsageError(f"fork(at=...) takes an operation number >= 0, not {at!r}")
+    out: list[bytes] = []
+    for offset, raw in entries:
+        entry = decode_entry(raw, job=job_id, offset=offset)
+        if not out:
+            if not isinstance(entry, JobStarted):
+                raise UsageError(f"job {job_id} has no job entry: nothing to fork")
+            out.append(raw)
+            continue
+        op_id = getattr(entry, "id", None)
+        if op_id is None or op_id >= at:
+            break  # the end, a cancel request, or the first op not kept
+        out.append(raw)
+    if not out:
+        raise UsageError(f"job {job_id} has no job entry: nothing to fork")
+    return out
+
+
+def decode_error(text: str | None) -> ErrorInfo | None:
+    if text is None:
+        return None
+    return ErrorInfo.from_json(orjson.loads(text))
+
+
+def timestamp(t: float | None) -> datetime | None:
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, tz=timezone.utc)
+
+
+def seconds(delta: timedelta | float) -> float:
+    value = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
+    if math.isnan(value) or value < 0:
+        raise UsageError(f"older_than must be a duration >= 0, not {delta!r}")
+    return value
+
+
+def statuses(status: JobStatus | Iterable[JobStatus], *, ended: bool) -> list[str]:
+    wanted: list[str] = [status] if isinstance(status, str) else list(status)
+    allowed = TERMINAL if ended else frozenset(STATUSES)
+    for s in wanted:
+        if s not in allowed:
+            choices = ", ".join(repr(a) for a in STATUSES if a in allowed)
+            raise UsageError(f"status must be one of {choices}, not {s!r}")
+    if not wanted:
+        raise UsageError("status must name at least one status")
+    return wanted
+
+
+@overload
+def outcome_of(info: JobInfo, fn: DurableFn[..., _T]) -> _T: ...
+@overload
+def outcome_of(info: JobInfo, fn: None = None) -> Any: ...
+def outcome_of(info: JobInfo, fn: DurableFn[..., Any] | None = None) -> Any:
+    """An ended job's result (decoded by ``fn``'s return type if given), or raise.
+
+    Raises:
+        JobCancelledError: The job was cancelled.
+        Exception: The job's recorded error, rebuilt as its own type when possible.
+        PayloadError: The recorded result does not validate as ``fn``'s return type.
+    """
+    if info.status == "cancelled":
+        message = info.error.message if info.error else f"job {info.id} was cancelled"
+        raise JobCancelledError(message)
+    if info.status == "failed":
+        assert info.error is not None
+        raise rebuild(info.error)
+    if fn is None:
+        return info.result
+    if info.function is not None and info.function != fn.name:
+        raise UsageError(
+            f"job {info.id} ran durable function {info.function}, not {fn.name}; "
+            "pass the function that ran it to decode its result"
+        )
+    ann = fn.sig.return_annotation
+    try:
+        return fn.codec.decode(info.result, ann)
+    except Exception as exc:
+        raise PayloadError(
+            what=f"recorded result of durable function {fn.name}",
+            type_name=describe_type(ann),
+            detail=f"no longer validates: {explain(exc)}",
+            job=info.id,
+        ) from exc

@@ -1,0 +1,458 @@
+"""The SQLite store's engine: one connection, one thread, one transaction per batch.
+
+Every call from async code becomes a request on a queue. A dedicated thread owns the
+connection; it takes every request waiting in the queue, runs them all in one
+transaction (each inside its own savepoint, so one refused request does not undo
+the others) and commits once. That is the group commit: the entries many jobs
+produce in one scheduler step share one commit and, in the ``fsync`` mode, one
+fsync. Requests queue up while the thread waits for the disk, so the busier the
+store, the bigger the batches.
+
+The thread wakes the waiting tasks through their event loop's thread-safe
+``call_soon`` (asyncio) or ``run_sync_soon`` (trio), once per loop per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import anyio
+
+from duron._errors import DuronError, SchemaError, StorageError
+
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Engine"]
+
+_R = TypeVar("_R")
+_log = logging.getLogger("duron")
+
+APPLICATION_ID = 0x4475726E  # "Durn": marks the file as a Duron store
+SCHEMA_VERSION = 1
+
+WORK = 1  # a job may have become runnable (or was asked to cancel)
+DONE = 2  # a job ended
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY NOT NULL,
+    function TEXT,
+    args TEXT,
+    status TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    lease_owner TEXT,
+    lease_expires REAL,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    forked_from TEXT
+) STRICT;
+CREATE INDEX IF NOT EXISTS jobs_runnable ON jobs (created)
+    WHERE status IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS jobs_lease_owner ON jobs (lease_owner)
+    WHERE lease_owner IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, updated);
+CREATE TABLE IF NOT EXISTS entries (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    entry TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) STRICT, WITHOUT ROWID;
+"""
+
+
+def _caller() -> Callable[..., object]:
+    """How the DB thread schedules a call on the event loop running this task."""
+    try:
+        return asyncio.get_running_loop().call_soon_threadsafe
+    except RuntimeError:
+        pass
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            return trio.lowlevel.current_trio_token().run_sync_soon  # type: ignore[no-any-return]
+        except RuntimeError:
+            pass
+    raise RuntimeError(
+        "the SQLite store is used from async code only"
+    )  # pragma: no cover
+
+
+def _set_all(events: list[anyio.Event]) -> None:
+    for ev in events:
+        ev.set()
+
+
+@dataclass(slots=True, eq=False)
+class _Request:
+    fn: Callable[[sqlite3.Connection], Any]
+    write: bool
+    call: Callable[..., object]
+    event: anyio.Event
+    signal: int = 0
+    job: str | None = None
+    result: Any = None
+    error: BaseException | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Watcher:
+    mask: int
+    job: str | None
+    call: Callable[..., object]
+    event: anyio.Event
+
+
+@dataclass(slots=True, eq=False)
+class _Stats:
+    transactions: int = 0
+    requests: int = 0
+    largest_batch: int = 0
+
+
+@dataclass(eq=False)
+class Engine:
+    """The connection, its thread and the request queue of one store object."""
+
+    path: str
+    label: str
+    synchronous: str
+    busy_timeout: float
+    create: bool
+    owner: str
+    lease_seconds: float
+    held: dict[str, int] = field(default_factory=dict)
+    stats: _Stats = field(default_factory=_Stats)
+
+    def __post_init__(self) -> None:
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._watchers: list[_Watcher] = []
+        self._closed = False
+
+    # -- async side -------------------------------------------------------------
+
+    async def call(
+        self,
+        fn: Callable[[sqlite3.Connection], _R],
+        *,
+        write: bool = True,
+        signal: int = 0,
+        job: str | None = None,
+    ) -> _R:
+        """Run ``fn(conn)`` on the DB thread (inside the batch's transaction if
+        ``write``) and return its result once committed.
+
+        The request is queued before the first await, so a caller cancelled while
+        waiting does not unqueue it: it still runs, like a write already handed to
+        the OS.
+        """
+        req = _Request(fn, write, _caller(), anyio.Event(), signal, job)
+        self._put(req)
+        await req.event.wait()
+        if req.error is not None:
+            raise req.error
+        return req.result  # type: ignore[no-any-return]
+
+    def _put(self, req: _Request) -> None:
+        with self._lock:
+            if self._closed:
+                raise StorageError(f"SQLite store {self.label} is closed")
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._serve, name=f"duron sqlite {self.label}", daemon=True
+                )
+                self._thread.start()
+            self._queue.put(req)
+
+    async def wait_signal(
+        self, mask: int, timeout: float, job: str | None = None
+    ) -> None:
+        """Return when a committed batch carries ``mask`` (for ``job``), or timeout."""
+        w = _Watcher(mask, job, _caller(), anyio.Event())
+        with self._lock:
+            self._watchers.append(w)
+        try:
+            with anyio.move_on_after(timeout):
+                await w.event.wait()
+        finally:
+            with self._lock:
+                if w in self._watchers:
+                    self._watchers.remove(w)
+
+    def stop(self) -> threading.Thread | None:
+        """Stop the thread once the queued requests ran; later calls fail."""
+        with self._lock:
+            if self._closed:
+                return None
+            self._closed = True
+            thread = self._thread
+            if thread is not None:
+                self._queue.put(None)
+            return thread
+
+    async def close(self) -> None:
+        thread = self.stop()
+        if thread is not None:
+            await anyio.to_thread.run_sync(thread.join)
+
+    # -- the DB thread ------------------------------------------------------------
+
+    def _serve(self) -> None:
+        conn: sqlite3.Connection | None = None
+        renew_every = self.lease_seconds / 3
+        next_renew = time.monotonic() + renew_every
+        q = self._queue
+        try:
+            while True:
+                timeout = max(0.0, next_renew - time.monotonic()) if self.held else None
+                batch: list[_Request] = []
+                stop = False
+                try:
+                    first = q.get(timeout=timeout)
+                except queue.Empty:
+                    pass  # time to renew the leases
+                else:
+                    if first is None:
+                        stop = True
+                    else:
+                        batch.append(first)
+                while True:
+                    try:
+                        more = q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                    else:
+                        batch.append(more)
+                renew = bool(self.held) and time.monotonic() >= next_renew
+                if batch or renew:
+                    if conn is None:
+                        try:
+                            conn = self._connect()
+                        except DuronError as exc:
+                            for req in batch:
+                                req.error = exc
+                            self._wake(batch)
+                            if stop:
+                                return
+                            continue
+                    self._execute(conn, batch, renew)
+                    if renew:
+                        next_renew = time.monotonic() + renew_every
+                    self._wake(batch)
+                if stop:
+                    return
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        path = self.path
+        if not self.create and not os.path.exists(path):
+            raise SchemaError(
+                store=self.label,
+                detail="no such file; a store is created by SQLiteStore(path) in "
+                "the application that submits jobs",
+            )
+        try:
+            conn = sqlite3.connect(
+                path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open SQLite store {self.label}: {exc}") from exc
+        try:
+            self._prepare(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        label = self.label
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise SchemaError(
+                store=label,
+                detail=f"not a Duron store: not a SQLite database ({exc})",
+            ) from exc
+        try:
+            if app_id == 0 and version == 0:
+                self._create(conn)
+            elif app_id != APPLICATION_ID:
+                raise SchemaError(
+                    store=label,
+                    detail=f"not a Duron store: a SQLite database of another "
+                    f"application (application_id {app_id:#x})",
+                )
+            elif version > SCHEMA_VERSION:
+                raise SchemaError(
+                    store=label,
+                    detail=f"written by a newer Duron (store schema version "
+                    f"{version}, this Duron knows up to {SCHEMA_VERSION}): "
+                    "upgrade duron",
+                )
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open SQLite store {label}: {exc}") from exc
+
+    def _create(self, conn: sqlite3.Connection) -> None:
+        label = self.label
+        tables = conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+        ).fetchone()[0]
+        if tables:
+            raise SchemaError(
+                store=label,
+                detail="not a Duron store: a SQLite database with other tables; "
+                "keep Duron's jobs in a file of their own",
+            )
+        if not self.create:
+            raise SchemaError(
+                store=label,
+                detail="not a Duron store: an empty SQLite database; a store is "
+                "created by SQLiteStore(path) in the application that submits jobs",
+            )
+        # WAL must be chosen outside a transaction; it sticks to the file.
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StorageError(
+                f"SQLite store {label}: cannot use write-ahead logging (journal "
+                f"mode stays {mode!r}); put the store on a local file system"
+            )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have created it while we waited for the lock.
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            if app_id == 0:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _execute(
+        self, conn: sqlite3.Connection, batch: list[_Request], renew: bool
+    ) -> None:
+        writes = [r for r in batch if r.write]
+        if not writes and not renew:
+            for req in batch:
+                self._run(conn, req, savepoint=False)
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            error = StorageError(f"SQLite store {self.label}: {exc}")
+            error.__cause__ = exc
+            for req in batch:
+                req.error = error
+            return
+        # One write alone needs no savepoint: if it is refused, the whole
+        # transaction is rolled back.
+        savepoint = len(writes) > 1 or renew
+        try:
+            for req in batch:
+                self._run(conn, req, savepoint=savepoint and req.write)
+            if not savepoint and writes[0].error is not None:
+                conn.execute("ROLLBACK")  # its only write was refused
+            else:
+                if renew:
+                    # Only the leases this store object holds: a claim whose
+                    # caller went away is left to expire.
+                    expires = time.time() + self.lease_seconds
+                    conn.executemany(
+                        "UPDATE jobs SET lease_expires = ? "
+                        "WHERE id = ? AND lease_owner = ? AND epoch = ?",
+                        [
+                            (expires, job_id, self.owner, epoch)
+                            for job_id, epoch in list(self.held.items())
+                        ],
+                    )
+                conn.execute("COMMIT")
+                self.stats.transactions += 1
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            error = StorageError(f"SQLite store {self.label}: commit failed: {exc}")
+            error.__cause__ = exc
+            for req in writes:
+                if req.error is None:
+                    req.error = error
+                    req.result = None
+        stats = self.stats
+        stats.requests += len(batch)
+        stats.largest_batch = max(stats.largest_batch, len(writes))
+
+    def _run(self, conn: sqlite3.Connection, req: _Request, *, savepoint: bool) -> None:
+        if savepoint:
+            conn.execute("SAVEPOINT request")
+        try:
+            req.result = req.fn(conn)
+        except Exception as exc:
+            if savepoint:
+                conn.execute("ROLLBACK TO request")
+                conn.execute("RELEASE request")
+            if isinstance(exc, sqlite3.Error):
+                error: BaseException = StorageError(f"SQLite store {self.label}: {exc}")
+                error.__cause__ = exc
+            else:
+                error = exc
+            req.error = error
+        else:
+            if savepoint:
+                conn.execute("RELEASE request")
+
+    def _wake(self, batch: list[_Request]) -> None:
+        by_loop: dict[Callable[..., object], list[anyio.Event]] = {}
+        signals = 0
+        done_jobs: set[str] = set()
+        for req in batch:
+            by_loop.setdefault(req.call, []).append(req.event)
+            if req.error is None and req.signal:
+                signals |= req.signal
+                if req.signal & DONE and req.job is not None:
+                    done_jobs.add(req.job)
+        if signals:
+            with self._lock:
+                fire = [
+                    w
+                    for w in self._watchers
+                    if w.mask & signals & WORK
+                    or (
+                        w.mask & signals & DONE
+                        and (w.job is None or w.job in done_jobs)
+                    )
+                ]
+                for w in fire:
+                    self._watchers.remove(w)
+            for w in fire:
+                by_loop.setdefault(w.call, []).append(w.event)
+        for call, events in by_loop.items():
+            # RuntimeError: that event loop is gone, so nobody is waiting.
+            with contextlib.suppress(RuntimeError):
+                call(_set_all, events)
