@@ -129,9 +129,17 @@ class Context:
             if not fut.done():
                 fut.cancel()
 
+    @overload
     async def create_stream(
-        self, dtype: type[_T] | Any, /, *, name: str | None = None
-    ) -> tuple[Stream[_T], StreamWriter[_T]]:
+        self, dtype: type[_T], /, *, name: str | None = None
+    ) -> tuple[Stream[_T], StreamWriter[_T]]: ...
+    @overload
+    async def create_stream(
+        self, dtype: Any, /, *, name: str | None = None
+    ) -> tuple[Stream[Any], StreamWriter[Any]]: ...
+    async def create_stream(
+        self, dtype: Any, /, *, name: str | None = None
+    ) -> tuple[Stream[Any], StreamWriter[Any]]:
         """A stream between tasks of this durable function.
 
         Args:
@@ -143,9 +151,17 @@ class Context:
         """
         return channel(name or "stream")
 
+    @overload
     async def create_signal(
-        self, dtype: type[_T] | Any, /, *, name: str | None = None
-    ) -> tuple[Signal[_T], SignalWriter[_T]]:
+        self, dtype: type[_T], /, *, name: str | None = None
+    ) -> tuple[Signal[_T], SignalWriter[_T]]: ...
+    @overload
+    async def create_signal(
+        self, dtype: Any, /, *, name: str | None = None
+    ) -> tuple[Signal[Any], SignalWriter[Any]]: ...
+    async def create_signal(
+        self, dtype: Any, /, *, name: str | None = None
+    ) -> tuple[Signal[Any], SignalWriter[Any]]:
         """A signal between tasks of this durable function.
 
         Args:
@@ -156,12 +172,20 @@ class Context:
             ``(signal, writer)``: ``async with signal:`` blocks are interrupted by
             ``await writer.send(value)``.
         """
-        signal: Signal[_T] = Signal(name or "signal")
+        signal: Signal[Any] = Signal(name or "signal")
         return signal, SignalWriter(signal)
 
+    @overload
     async def create_future(
-        self, dtype: type[_T] | Any, /, *, name: str | None = None
-    ) -> tuple[str, Awaitable[_T]]:
+        self, dtype: type[_T], /, *, name: str | None = None
+    ) -> tuple[str, Awaitable[_T]]: ...
+    @overload
+    async def create_future(
+        self, dtype: Any, /, *, name: str | None = None
+    ) -> tuple[str, Awaitable[Any]]: ...
+    async def create_future(
+        self, dtype: Any, /, *, name: str | None = None
+    ) -> tuple[str, Awaitable[Any]]:
         """A future the host completes: ``job.complete_future(id, result=...)``.
 
         The completion is recorded when it arrives and delivered at the same point
