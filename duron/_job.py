@@ -133,23 +133,7 @@ class Job(Generic[_P, _T]):
         dfn = self._dfn
         label = self._storage.label
         records = self._storage.read().__aiter__()
-        first: JobStarted | None = None
-        try:
-            offset, raw = await records.__anext__()
-        except StopAsyncIteration:
-            pass
-        else:
-            entry = decode_entry(raw, job=label, offset=offset)
-            if not isinstance(entry, JobStarted):
-                raise NonDeterminismError(
-                    job=label,
-                    position=0,
-                    recorded=f"a {entry.type} entry",
-                    requested="the job entry",
-                    offset=offset,
-                    hint="a log must begin with its job entry",
-                )
-            first = entry
+        first = await read_job_entry(records, label)
         if first is None:
             await _aclose(records)
             if encoded is None:
@@ -168,7 +152,7 @@ class Job(Generic[_P, _T]):
                 raise JobMismatchError(
                     job=label, field="function", recorded=first.fn, requested=dfn.name
                 )
-            if encoded is not None and encoded != first.args:
+            if encoded is not None and not _same_args(dfn, encoded, first.args):
                 await _aclose(records)
                 raise JobMismatchError(
                     job=label,
@@ -195,34 +179,7 @@ class Job(Generic[_P, _T]):
     def _decode_args(
         self, encoded: dict[str, Any], *, recorded: bool = True
     ) -> dict[str, Any]:
-        dfn = self._dfn
-        out: dict[str, Any] = {}
-        for name, data in encoded.items():
-            try:
-                p = dfn.sig.param(name)
-            except KeyError:
-                raise JobMismatchError(
-                    job=self.id,
-                    field="arguments",
-                    recorded=format_call(dfn.name, encoded),
-                    requested=f"{dfn.name} without a parameter {name!r}",
-                ) from None
-            try:
-                out[name] = dfn.codec.decode(data, p.annotation)
-            except Exception as exc:
-                if recorded:
-                    what = f"recorded argument {name!r} of {dfn.name}"
-                    detail = f"no longer validates: {explain(exc)}"
-                else:
-                    what = f"argument {name!r} of {dfn.name}"
-                    detail = f"does not validate: {explain(exc)}"
-                raise PayloadError(
-                    what=what,
-                    type_name=describe_type(p.annotation),
-                    detail=detail,
-                    job=self.id,
-                ) from exc
-        return out
+        return decode_job_args(self._dfn, encoded, self.id, recorded=recorded)
 
     async def _drive(
         self,
@@ -247,8 +204,10 @@ class Job(Generic[_P, _T]):
             self._state = "failed"
         finally:
             runtime.shutdown()
-            if records is not None:
-                await _aclose(records)
+            with anyio.CancelScope(shield=True):
+                await runtime.aclose()  # effects still running stop here
+                if records is not None:
+                    await _aclose(records)
             self._done.set()
 
     # -- live input and output --------------------------------------------------------
@@ -379,6 +338,8 @@ class Job(Generic[_P, _T]):
         finally:
             if self._runtime is not None:
                 self._runtime.loop.close()
+                with anyio.CancelScope(shield=True):
+                    await self._runtime.aclose()
             await self._storage.release()
             if self._state in ("open", "running"):
                 self._state = "closed"
@@ -388,6 +349,93 @@ class Job(Generic[_P, _T]):
         rt = self._runtime
         position = rt.replayer.next_id if rt is not None else 0
         return f"<Job {self._dfn.name} id={self.id} state={self._state} position={position}>"
+
+
+async def read_job_entry(
+    records: AsyncIterator[tuple[int, bytes]], label: str
+) -> JobStarted | None:
+    """Read a log's first entry, which must be its job entry (``None``: empty log).
+
+    Shared by :class:`Job` and ``duron verify``, which replays a log without a job.
+
+    Raises:
+        NonDeterminismError: The log begins with another kind of entry.
+        CorruptLogError: The first entry is damaged.
+    """
+    try:
+        offset, raw = await records.__anext__()
+    except StopAsyncIteration:
+        return None
+    entry = decode_entry(raw, job=label, offset=offset)
+    if not isinstance(entry, JobStarted):
+        raise NonDeterminismError(
+            job=label,
+            position=0,
+            recorded=f"a {entry.type} entry",
+            requested="the job entry",
+            offset=offset,
+            hint="a log must begin with its job entry",
+        )
+    return entry
+
+
+def decode_job_args(
+    dfn: DurableFn[..., Any],
+    encoded: dict[str, Any],
+    label: str,
+    *,
+    recorded: bool = True,
+) -> dict[str, Any]:
+    """Validate a job's encoded arguments into the durable function's parameter types.
+
+    Raises:
+        JobMismatchError: An argument names no parameter of the function.
+        PayloadError: An argument does not validate (``recorded``: no longer).
+    """
+    out: dict[str, Any] = {}
+    for name, data in encoded.items():
+        try:
+            p = dfn.sig.param(name)
+        except KeyError:
+            raise JobMismatchError(
+                job=label,
+                field="arguments",
+                recorded=format_call(dfn.name, encoded),
+                requested=f"{dfn.name} without a parameter {name!r}",
+            ) from None
+        try:
+            out[name] = dfn.codec.decode(data, p.annotation)
+        except Exception as exc:
+            if recorded:
+                what = f"recorded argument {name!r} of {dfn.name}"
+                detail = f"no longer validates: {explain(exc)}"
+            else:
+                what = f"argument {name!r} of {dfn.name}"
+                detail = f"does not validate: {explain(exc)}"
+            raise PayloadError(
+                what=what,
+                type_name=describe_type(p.annotation),
+                detail=detail,
+                job=label,
+            ) from exc
+    return out
+
+
+def _same_args(
+    dfn: DurableFn[..., Any], encoded: dict[str, Any], recorded: dict[str, Any]
+) -> bool:
+    """Whether ``start()``'s arguments are the logged ones, under today's types.
+
+    As for effect inputs, recorded arguments are read through the current
+    annotations and encoded again when they differ as stored: a model argument
+    that gained a field with a default still names the same job.
+    """
+    if encoded == recorded:
+        return True
+    try:
+        return dfn.sig.reencode_inputs(dfn.codec, recorded) == encoded
+    except Exception:
+        return False
 
 
 async def _aclose(it: AsyncIterator[Any]) -> None:

@@ -15,28 +15,48 @@ Because it is a real ``asyncio.AbstractEventLoop``, durable code may use
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import logging
 import sys
+import threading
 from asyncio import events
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from duron._errors import UsageError
 
-if TYPE_CHECKING:
-    import contextvars
-
 try:  # anyio finds its backend through sniffio when it is installed
-    import sniffio as _sniffio
+    from sniffio import thread_local as _sniffio_local
 except ImportError:  # pragma: no cover - sniffio is present wherever anyio is
-    _sniffio = None  # type: ignore[assignment]
+    _sniffio_local = threading.local()  # type: ignore[assignment]
 
 __all__ = ["DurableLoop", "in_durable_code"]
 
 _T = TypeVar("_T")
 _log = logging.getLogger("duron")
+
+
+class _Handle(asyncio.Handle):
+    """``asyncio.Handle`` without the debug-mode bookkeeping: replay makes one per step."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        loop: asyncio.AbstractEventLoop,
+        context: contextvars.Context | None,
+    ) -> None:
+        self._callback = callback
+        self._args = args
+        self._cancelled = False
+        self._loop = loop
+        self._source_traceback = None
+        self._repr = None
+        self._context = context if context is not None else contextvars.copy_context()
 
 
 def in_durable_code() -> bool:
@@ -68,18 +88,18 @@ class DurableLoop(asyncio.AbstractEventLoop):
         events._set_running_loop(self)
         hooks = sys.get_asyncgen_hooks()
         sys.set_asyncgen_hooks(self._asyncgen_firstiter, self._asyncgen_finalizer)
-        prev_lib = None
-        if _sniffio is not None:
-            prev_lib = _sniffio.thread_local.name
-            _sniffio.thread_local.name = "asyncio"
+        # Under a trio host sniffio says "trio"; code in here runs on asyncio.
+        prev_lib: str | None = getattr(_sniffio_local, "name", None)
+        if prev_lib is not None:
+            _sniffio_local.name = "asyncio"
         try:
             while ready:
                 handle = ready.popleft()
                 if not handle._cancelled:
                     handle._run()
         finally:
-            if _sniffio is not None:
-                _sniffio.thread_local.name = prev_lib
+            if prev_lib is not None:
+                _sniffio_local.name = prev_lib
             sys.set_asyncgen_hooks(*hooks)
             events._set_running_loop(prev_loop)
 
@@ -121,7 +141,7 @@ class DurableLoop(asyncio.AbstractEventLoop):
         *args: Any,
         context: contextvars.Context | None = None,
     ) -> asyncio.Handle:
-        handle = asyncio.Handle(callback, args, self, context)
+        handle = _Handle(callback, args, self, context)
         self._ready.append(handle)
         return handle
 

@@ -21,6 +21,7 @@ import anyio
 from duron._codec import UNANNOTATED
 from duron._effect import EffectSpec
 from duron._entries import ErrorInfo
+from duron._hostloop import Cancellable
 from duron._json import JSONValue
 from duron._replay import OpRecord
 
@@ -48,7 +49,7 @@ class LiveOp:
     spec: EffectSpec | None = None
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
-    scope: anyio.CancelScope | None = None
+    scope: Cancellable | None = None  # the live task running it
     state: Any = None
     sink: Any = None  # stream channel receiving a streaming effect's partial states
     annotation: Any = UNANNOTATED  # value type of a future or host input

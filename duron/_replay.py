@@ -18,6 +18,7 @@ for position *k*, the code has already issued *k* (or never will: a divergence).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,7 @@ class OpRecord:
         return _describe(self.kind, self.name, self.inputs)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Deliver:
     """Hand the recorded outcome of operation ``op`` to the code."""
 
@@ -60,7 +61,7 @@ class Deliver:
     error: ErrorInfo | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Emit:
     """Hand one recorded value of operation ``op`` (a stream item) to the code."""
 
@@ -68,7 +69,7 @@ class Emit:
     value: JSONValue
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finish:
     """The log records the job's end."""
 
@@ -76,7 +77,7 @@ class Finish:
     error: ErrorInfo | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Cancel:
     """The log records that the host cancelled the job here."""
 
@@ -95,15 +96,35 @@ class Replayer:
     Args:
         job: Label used in error messages.
         replaying: False for a new job (nothing to replay).
+        same_inputs: Asked, when an entry names the same operation as the code
+            but its recorded inputs differ as stored, whether they still mean the
+            same call (the driver re-reads them through today's annotations, so a
+            model field added with a default is no divergence). Without it, inputs
+            must be equal.
     """
 
-    __slots__ = ("_pending", "finished", "job", "next_id", "replaying")
+    __slots__ = (
+        "_pending",
+        "finished",
+        "job",
+        "next_id",
+        "replaying",
+        "same_inputs",
+    )
 
-    def __init__(self, job: str, *, replaying: bool = True) -> None:
+    def __init__(
+        self,
+        job: str,
+        *,
+        replaying: bool = True,
+        same_inputs: Callable[[OpRecord, dict[str, JSONValue] | None], bool]
+        | None = None,
+    ) -> None:
         self.job = job
         self.next_id = 0
         self.replaying = replaying
         self.finished = False
+        self.same_inputs = same_inputs
         self._pending: dict[int, OpRecord] = {}
 
     @property
@@ -210,7 +231,9 @@ class Replayer:
                 hint=hint,
             )
         if name is not None and (
-            op.name != name or op.kind != kind or op.inputs != inputs
+            op.name != name
+            or op.kind != kind
+            or (op.inputs != inputs and not self._same_inputs(op, inputs))
         ):
             raise NonDeterminismError(
                 job=self.job,
@@ -220,6 +243,10 @@ class Replayer:
                 offset=offset,
             )
         return op
+
+    def _same_inputs(self, op: OpRecord, inputs: dict[str, JSONValue] | None) -> bool:
+        check = self.same_inputs
+        return check is not None and check(op, inputs)
 
     def end_of_log(self) -> list[OpRecord]:
         """Switch to live; returns the issued operations that must now run live."""

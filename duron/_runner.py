@@ -42,50 +42,47 @@ async def run_effect(
     """Run ``lop``'s effect and push its outcome; silent if cancelled."""
     spec = lop.spec
     assert spec is not None
-    with anyio.CancelScope() as scope:
-        lop.scope = scope
-        if lop.abandoned:
-            return
-        try:
-            if spec.kind == "async":
-                value = await spec.fn(*lop.args, **lop.kwargs)
-            elif spec.kind == "sync":
-                value = await anyio.to_thread.run_sync(
-                    functools.partial(spec.fn, *lop.args, **lop.kwargs)
-                )
-            elif spec.kind == "stream":
-                value = await _run_stream(lop, codec, label, push)
-            else:
-                value = spec.fn(*lop.args, **lop.kwargs)
-                if inspect.isawaitable(value):
-                    value = await value
-        except _Refused as refused:
-            push(Fatal(refused.error))
-            return
-        except Exception as exc:
-            push(Done(lop, None, error_info(exc), exc))
-            return
-        ann = spec.result_annotation
-        try:
-            data = codec.encode(value, ann)
-            # Durable code gets the value as replay will rebuild it, and what
-            # cannot be rebuilt never reaches the log.
-            decoded = codec.decode(data, ann)
-        except Exception as err:
-            push(
-                Fatal(
-                    PayloadError(
-                        what=f"result of effect {spec.name}",
-                        type_name=describe_type(ann),
-                        detail=f"cannot encode {type(value).__qualname__}: "
-                        f"{explain(err)}",
-                        position=lop.rec.id,
-                        job=label,
-                    )
+    if lop.abandoned:
+        return
+    try:
+        if spec.kind == "async":
+            value = await spec.fn(*lop.args, **lop.kwargs)
+        elif spec.kind == "sync":
+            value = await anyio.to_thread.run_sync(
+                functools.partial(spec.fn, *lop.args, **lop.kwargs)
+            )
+        elif spec.kind == "stream":
+            value = await _run_stream(lop, codec, label, push)
+        else:
+            value = spec.fn(*lop.args, **lop.kwargs)
+            if inspect.isawaitable(value):
+                value = await value
+    except _Refused as refused:
+        push(Fatal(refused.error))
+        return
+    except Exception as exc:
+        push(Done(lop, None, error_info(exc), exc))
+        return
+    ann = spec.result_annotation
+    try:
+        data = codec.encode(value, ann)
+        # Durable code gets the value as replay will rebuild it, and what
+        # cannot be rebuilt never reaches the log.
+        decoded = codec.decode(data, ann)
+    except Exception as err:
+        push(
+            Fatal(
+                PayloadError(
+                    what=f"result of effect {spec.name}",
+                    type_name=describe_type(ann),
+                    detail=f"cannot encode {type(value).__qualname__}: {explain(err)}",
+                    position=lop.rec.id,
+                    job=label,
                 )
             )
-            return
-        push(Done(lop, data, decoded=decoded))
+        )
+        return
+    push(Done(lop, data, decoded=decoded))
 
 
 async def _run_stream(

@@ -39,6 +39,7 @@ from duron._errors import (
 )
 from duron._exceptions import error_info, rebuild
 from duron._host import OutputChannel
+from duron._hostloop import HostLoop, host_loop
 from duron._log import (
     Entry,
     ErrorInfo,
@@ -60,7 +61,7 @@ from duron._ops import (
     LiveOp,
     Outcome,
 )
-from duron._replay import Cancel, Deliver, Emit, Finish, Replayer
+from duron._replay import Cancel, Deliver, Emit, Finish, OpRecord, Replayer
 from duron._runner import run_effect
 from duron._signal import Signal
 from duron._stream import Stream, StreamWriter, _Channel
@@ -100,7 +101,9 @@ class Runtime:
         self.label = storage.label
         self.seed = seed
         self.loop = DurableLoop(clock)  # type: ignore[abstract]
-        self.replayer = Replayer(self.label, replaying=replaying)
+        self.replayer = Replayer(
+            self.label, replaying=replaying, same_inputs=self._same_inputs
+        )
         self.ops: dict[int, LiveOp] = {}
         self.inputs: dict[str, LiveOp] = {}
         self.outputs: dict[str, OutputChannel] = {}
@@ -113,8 +116,8 @@ class Runtime:
         self._to_launch: list[LiveOp] = []
         self._unflushed: list[LiveOp] = []
         self._events: deque[Event] = deque()
-        self._wake: anyio.Event | None = None
-        self._tg: TaskGroup | None = None
+        self._host: HostLoop | None = None
+        self._flush_due = False
         self._random_calls = 0
         self._patch_queries: list[tuple[str, asyncio.Future[bool]]] = []
         self._records: AsyncIterator[tuple[int, bytes]] | None = None
@@ -166,7 +169,7 @@ class Runtime:
         self._check_loop(f"ctx.run({spec.name})")
         sig = spec.sig
         try:
-            inputs = sig.encode_inputs(self.codec, sig.bind(args, kwargs))
+            inputs = sig.encode_call(self.codec, args, kwargs)
         except PayloadError as err:
             raise PayloadError(
                 what=err.what,
@@ -215,6 +218,26 @@ class Runtime:
         self.replayer.forget(lop.rec.id)
         if lop.scope is not None:
             lop.scope.cancel()
+
+    def _same_inputs(
+        self, rec: OpRecord, recorded: dict[str, JSONValue] | None
+    ) -> bool:
+        """Whether an effect's recorded inputs mean today's call under today's types.
+
+        Inputs are compared as encoded; when they differ, the recorded ones are
+        validated through the effect's current annotations and encoded again: a
+        model that gained a field with a default then matches a log written before
+        the field existed. Anything that no longer validates, or encodes to
+        something else, is a divergence.
+        """
+        lop = self.ops.get(rec.id)
+        if lop is None or lop.spec is None or recorded is None or rec.inputs is None:
+            return False
+        try:
+            again = lop.spec.sig.reencode_inputs(self.codec, recorded)
+        except Exception:
+            return False
+        return again == rec.inputs
 
     def next_random_seed(self) -> str:
         self._random_calls += 1
@@ -309,7 +332,7 @@ class Runtime:
         effect runs and nothing is written; the outcome then has ``finished=False``
         unless the log recorded the job's end.
         """
-        self._tg = tg
+        self._host = host_loop(tg)
         self._records = records
         self.root = self.loop.spawn(main(), contextvars.copy_context())
         await self._settle()
@@ -523,20 +546,13 @@ class Runtime:
             self._resume_pending()
         self.live.set()
         await self._advance(max(loop.time(), _now()))
-        events = self._events
-        while not root.done():
-            if self._to_launch:
-                self._launch()
-            if not events:
-                await self._wait()
-                if not events:
-                    deadline = loop.next_deadline()
-                    if deadline is not None and deadline <= _now():
-                        loop.advance(deadline)
-                        if self._patch_queries:
-                            await self._settle()
-                    continue
-            await self._commit_and_deliver()
+        host = self._host
+        assert host is not None
+        flusher = host.spawn(self._flusher, name=f"duron flusher {self.label}")
+        try:
+            await self._run_live(root)
+        finally:
+            flusher.cancel()
         for lop in self.ops.values():
             if lop.scope is not None:
                 lop.scope.cancel()
@@ -552,6 +568,29 @@ class Runtime:
         if not root.cancelled():
             cause = root.exception()
         return self._outcome_from(end.result, end.error, cause)
+
+    async def _run_live(self, root: asyncio.Task[Any]) -> None:
+        loop = self.loop
+        host = self._host
+        assert host is not None
+        events = self._events
+        steps = 0
+        while not root.done():
+            if self._to_launch:
+                self._launch()
+            if not events:
+                await self._wait()
+                if not events:
+                    deadline = loop.next_deadline()
+                    if deadline is not None and deadline <= _now():
+                        loop.advance(deadline)
+                        if self._patch_queries:
+                            await self._settle()
+                    continue
+            await self._commit_and_deliver()
+            steps += 1
+            if steps % 64 == 0:  # effects that finish at once never make us wait
+                await host.checkpoint()
 
     def _resume_pending(self) -> None:
         """The log ended: what was issued but not finished continues live."""
@@ -645,55 +684,65 @@ class Runtime:
         self.entries_written += len(entries)
 
     async def _wait(self) -> None:
+        """Sleep until an event arrives or the next timer is due."""
         loop = self.loop
-        if self._unflushed:
-            deadline = loop.next_deadline()
-            delay = START_FLUSH_DELAY
-            if deadline is not None:
-                delay = min(delay, deadline - _now())
-            if delay > 0:
-                self._wake = wake = anyio.Event()
-                with anyio.move_on_after(delay):
-                    await wake.wait()
+        host = self._host
+        assert host is not None
+        if self._flush_due:
+            await self._flush_starts()
             if self._events:
                 return
-            starts = self._take_starts(loop.time())
-            if starts:
-                await self._append(starts)
         deadline = loop.next_deadline()
-        self._wake = wake = anyio.Event()
-        if self._events:
-            return
-        if deadline is None:
-            await wake.wait()
-        else:
-            delay = deadline - _now()
-            if delay > 0:
-                with anyio.move_on_after(delay):
-                    await wake.wait()
+        delay = None if deadline is None else deadline - _now()
+        if delay is None or delay > 0:
+            await host.sleep(delay)
+        if self._flush_due and not self._events:
+            await self._flush_starts()
+
+    async def _flush_starts(self) -> None:
+        self._flush_due = False
+        starts = self._take_starts(self.loop.time())
+        if starts:
+            await self._append(starts)
+
+    async def _flusher(self) -> None:
+        """Every so often, have an idle driver record what is still running."""
+        host = self._host
+        assert host is not None
+        while True:
+            await anyio.sleep(START_FLUSH_DELAY)
+            if self._unflushed:
+                self._flush_due = True
+                host.wake()
 
     def _push(self, ev: Event) -> None:
         self._events.append(ev)
-        if self._wake is not None:
-            self._wake.set()
+        if self._host is not None:
+            self._host.wake()
 
     def _launch(self) -> None:
-        tg = self._tg
-        assert tg is not None
+        host = self._host
+        assert host is not None
         if self.closing:
             self._to_launch.clear()
             return
+        codec, label, push = self.codec, self.label, self._push
         for lop in self._to_launch:
             assert lop.spec is not None
-            tg.start_soon(
+            lop.scope = host.spawn(
                 run_effect,
                 lop,
-                self.codec,
-                self.label,
-                self._push,
+                codec,
+                label,
+                push,
                 name=f"duron effect {lop.spec.name}",
             )
         self._to_launch.clear()
+
+    async def aclose(self) -> None:
+        """Cancel the effects still running and wait for them to stop."""
+        if self._host is not None:
+            await self._host.aclose()
 
     # -- delivery into durable code ----------------------------------------------
 

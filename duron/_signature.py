@@ -44,6 +44,8 @@ class Signature:
     """The parameters and return type of one function, with hints resolved lazily."""
 
     __slots__ = (
+        "_by_name",
+        "_encode_as",
         "_fn",
         "_hints",
         "_positional",
@@ -68,6 +70,8 @@ class Signature:
         self.return_annotation: Any = UNANNOTATED
         self._positional: tuple[str, ...] = ()
         self._simple = False
+        self._by_name: dict[str, Param] = {}
+        self._encode_as: dict[str, Any] = {}
         self.resolve(strict=False)
 
     def resolve(self, *, strict: bool = True) -> None:
@@ -102,6 +106,8 @@ class Signature:
         self.return_annotation = hints.get("return", UNANNOTATED)
         self._positional = tuple(p.name for p in params if p.kind in _POSITIONAL)
         self._simple = all(p.kind in _POSITIONAL for p in params)
+        self._by_name = {p.name: p for p in params}
+        self._encode_as = {p.name: _encode_annotation(p) for p in params}
 
     @property
     def resolved(self) -> bool:
@@ -129,26 +135,20 @@ class Signature:
         return dict(ba.arguments)
 
     def param(self, name: str) -> Param:
-        self.resolve()
-        for p in self.params:
-            if p.name == name:
-                return p
-        raise KeyError(name)  # pragma: no cover - bind() only yields known names
+        if self._hints is None:
+            self.resolve()
+        return self._by_name[name]  # KeyError: recorded inputs may name old params
 
     def encode_inputs(
         self, codec: Codec, bound: dict[str, Any], *, lenient: bool = True
     ) -> dict[str, JSONValue]:
         """Encode bound arguments by their parameter annotations."""
+        if self._hints is None:
+            self.resolve()
+        encode_as = self._encode_as
         out: dict[str, JSONValue] = {}
         for key, value in bound.items():
-            p = self.param(key)
-            ann = p.annotation
-            if p.kind is inspect.Parameter.VAR_POSITIONAL and ann is not UNANNOTATED:
-                ann = tuple[ann, ...]  # type: ignore[valid-type]
-            elif p.kind is inspect.Parameter.VAR_KEYWORD and ann is not UNANNOTATED:
-                ann = dict[str, ann]  # type: ignore[valid-type]
-            if ann is UNANNOTATED and lenient:
-                ann = Any
+            ann = encode_as[key] if lenient else self._input_annotation(key, lenient)
             try:
                 out[key] = codec.encode(value, ann)
             except Exception as exc:
@@ -160,6 +160,61 @@ class Signature:
                     detail=f"cannot encode {type(value).__qualname__}: {explain(exc)}",
                 ) from exc
         return out
+
+    def encode_call(
+        self, codec: Codec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> dict[str, JSONValue]:
+        """:meth:`bind` then :meth:`encode_inputs`, fast for positional calls."""
+        if self._hints is None:
+            self.resolve()
+        if kwargs or not self._simple or len(args) > len(self._positional):
+            return self.encode_inputs(codec, self.bind(args, kwargs))
+        return self.encode_inputs(
+            codec, dict(zip(self._positional, args, strict=False))
+        )
+
+    def reencode_inputs(
+        self, codec: Codec, recorded: dict[str, JSONValue]
+    ) -> dict[str, JSONValue]:
+        """Recorded inputs read through the current annotations and encoded again.
+
+        This is how the code of today would have recorded the same call: a model
+        that gained a field with a default gets that default, a dropped field
+        goes away. Replay compares this with what the code asks for when the
+        recorded inputs differ from it as stored.
+
+        Raises:
+            KeyError: A recorded input names no parameter of the function.
+            Exception: A recorded input no longer validates (the codec's error).
+        """
+        values = {
+            key: codec.decode(data, self._input_annotation(key, True))
+            for key, data in recorded.items()
+        }
+        return self.encode_inputs(codec, values)
+
+    def _input_annotation(self, key: str, lenient: bool) -> Any:
+        p = self.param(key)
+        ann = p.annotation
+        if p.kind is inspect.Parameter.VAR_POSITIONAL and ann is not UNANNOTATED:
+            ann = tuple[ann, ...]  # type: ignore[valid-type]
+        elif p.kind is inspect.Parameter.VAR_KEYWORD and ann is not UNANNOTATED:
+            ann = dict[str, ann]  # type: ignore[valid-type]
+        if ann is UNANNOTATED and lenient:
+            ann = Any
+        return ann
+
+
+def _encode_annotation(p: Param) -> Any:
+    """How an input is encoded: lenient ``Any`` when unannotated, *args as a tuple."""
+    ann = p.annotation
+    if ann is UNANNOTATED:
+        return Any
+    if p.kind is inspect.Parameter.VAR_POSITIONAL:
+        return tuple[ann, ...]  # type: ignore[valid-type]
+    if p.kind is inspect.Parameter.VAR_KEYWORD:
+        return dict[str, ann]  # type: ignore[valid-type]
+    return ann
 
 
 def _split_annotated(ann: Any) -> tuple[Any, tuple[Any, ...]]:

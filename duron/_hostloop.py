@@ -1,0 +1,194 @@
+"""What the job driver needs from the host's event loop, at the least cost per effect.
+
+Three things: start an effect's task (cancellable), sleep until woken or until a
+deadline, and stop everything it started. On asyncio these map straight onto the
+loop (a task, a future, ``call_later``), which keeps a live effect's overhead in
+tens of microseconds; any other host (trio) goes through anyio's task group, cancel
+scopes and events, which are portable but heavier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+import anyio.lowlevel
+
+
+def _current_library() -> str:
+    try:
+        import sniffio
+    except ImportError:  # pragma: no cover - sniffio comes with anyio
+        return "asyncio"
+    return sniffio.current_async_library()
+
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+__all__ = ["Cancellable", "HostLoop", "host_loop"]
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> Any: ...
+
+
+class HostLoop(Protocol):
+    def spawn(
+        self, fn: Callable[..., Awaitable[None]], *args: Any, name: str
+    ) -> Cancellable:
+        """Start ``fn(*args)`` as a task; the handle cancels it."""
+        ...
+
+    def wake(self) -> None:
+        """End the current :meth:`sleep` (no-op when nobody sleeps)."""
+        ...
+
+    async def sleep(self, delay: float | None) -> None:
+        """Sleep until :meth:`wake` is called, or ``delay`` seconds pass."""
+        ...
+
+    async def aclose(self) -> None:
+        """Cancel every task started here and wait for them to end."""
+        ...
+
+    async def checkpoint(self) -> None:
+        """Let the host's other tasks run."""
+        ...
+
+
+def host_loop(tg: TaskGroup) -> HostLoop:
+    """The cheapest host adapter for the running event loop."""
+    if _current_library() == "asyncio":
+        return _AsyncioHost()
+    return _AnyioHost(tg)
+
+
+_EAGER: dict[str, Any] = {"eager_start": True} if sys.version_info >= (3, 12) else {}
+
+
+def _wake_future(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class _AsyncioHost:
+    __slots__ = ("_fut", "_loop", "_tasks")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._fut: asyncio.Future[None] | None = None
+
+    def spawn(
+        self, fn: Callable[..., Awaitable[None]], *args: Any, name: str
+    ) -> Cancellable:
+        # Eager start (3.12+): the effect runs until its first real wait right
+        # here, which spares a round of the host loop before it begins.
+        task: asyncio.Task[None] = asyncio.Task(
+            fn(*args),  # type: ignore[arg-type]
+            loop=self._loop,
+            name=name,
+            **_EAGER,
+        )
+        if task.done():
+            return task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def wake(self) -> None:
+        fut = self._fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    async def sleep(self, delay: float | None) -> None:
+        self._fut = fut = self._loop.create_future()
+        try:
+            if delay is None:
+                await fut
+            else:
+                handle = self._loop.call_later(delay, _wake_future, fut)
+                try:
+                    await fut
+                finally:
+                    handle.cancel()
+        finally:
+            self._fut = None
+
+    async def checkpoint(self) -> None:
+        await asyncio.sleep(0)
+
+    async def aclose(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _Scoped:
+    __slots__ = ("cancelled", "scope")
+
+    def __init__(self) -> None:
+        self.scope: anyio.CancelScope | None = None
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+class _AnyioHost:
+    __slots__ = ("_event", "_handles", "_scope", "_tg")
+
+    def __init__(self, tg: TaskGroup) -> None:
+        self._tg = tg
+        self._event: anyio.Event | None = None
+        self._handles: set[_Scoped] = set()
+
+    def spawn(
+        self, fn: Callable[..., Awaitable[None]], *args: Any, name: str
+    ) -> Cancellable:
+        handle = _Scoped()
+        self._handles.add(handle)
+        self._tg.start_soon(self._run, handle, fn, args, name=name)
+        return handle
+
+    async def _run(
+        self, handle: _Scoped, fn: Callable[..., Awaitable[None]], args: tuple[Any, ...]
+    ) -> None:
+        try:
+            with anyio.CancelScope() as scope:
+                handle.scope = scope
+                if handle.cancelled:
+                    return
+                await fn(*args)
+        finally:
+            self._handles.discard(handle)
+
+    def wake(self) -> None:
+        if self._event is not None:
+            self._event.set()
+
+    async def sleep(self, delay: float | None) -> None:
+        self._event = event = anyio.Event()
+        try:
+            if delay is None:
+                await event.wait()
+            else:
+                with anyio.move_on_after(delay):
+                    await event.wait()
+        finally:
+            self._event = None
+
+    async def checkpoint(self) -> None:
+        await anyio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        for handle in list(self._handles):
+            handle.cancel()
