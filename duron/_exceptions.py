@@ -40,7 +40,9 @@ def rebuild(info: ErrorInfo) -> BaseException:
         except Exception:
             pass
         else:
-            if str(exc) == info.message or info.args is not None:
+            # Built from its args, an exception whose __init__ formats them (e.g.
+            # HTTPError(status) -> "server answered 404") says something else.
+            if str(exc) == info.message:
                 return exc
     return EffectError(info.type, info.message)
 

@@ -382,6 +382,45 @@ async def test_exception_that_cannot_be_rebuilt_becomes_effect_error() -> None:
     assert await run_job(reserve_flow, storage) == want
 
 
+class HTTPError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"server answered {status}")
+        self.status = status
+
+
+@duron.effect
+async def get_page(url: str) -> str:
+    if url.endswith("missing"):
+        raise HTTPError(404)
+    raise LookupError(url, 3)
+
+
+@duron.durable
+async def page_flow(ctx: duron.Context, url: str) -> str:
+    try:
+        return await ctx.run(get_page, url)
+    except HTTPError as exc:
+        return f"HTTPError {exc.status}: {exc}"
+    except LookupError as exc:
+        return f"LookupError {exc.args!r}: {exc}"
+    except duron.EffectError as exc:
+        return f"EffectError: {exc}"
+
+
+async def test_rebuilt_exceptions_keep_their_message_or_become_effect_errors() -> None:
+    # HTTPError(status) records args ("server answered 404",): building it from them
+    # would say "server answered server answered 404". A rebuilt exception must say
+    # what the original said, or it is not rebuilt.
+    qualified = f"{HTTPError.__module__}.HTTPError"
+    for url, want in [
+        ("/missing", f"EffectError: {qualified}: server answered 404"),
+        ("/other", "LookupError ('/other', 3): ('/other', 3)"),
+    ]:
+        storage = MemoryLogStorage()
+        assert await run_job(page_flow, storage, url) == want
+        assert await run_job(page_flow, storage, url) == want
+
+
 class FlowFailed(Exception):
     pass
 
