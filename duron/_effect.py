@@ -50,10 +50,21 @@ class EffectSpec:
     kind: EffectKind
     reducer: Callable[[Any, Any], Any] = _replace
     action_annotation: Any = UNANNOTATED
+    _result_annotation: Any = None  # set to _UNSET in __post_init__; cached once read
+
+    def __post_init__(self) -> None:
+        self._result_annotation = _UNSET
 
     @property
     def result_annotation(self) -> Any:
+        cached = self._result_annotation
+        if cached is not _UNSET:
+            return cached
         self.sig.resolve()
+        self._result_annotation = ann = self._compute_result_annotation()
+        return ann
+
+    def _compute_result_annotation(self) -> Any:
         if self.kind == "stream":
             return self.sig.params[0].annotation if self.sig.params else UNANNOTATED
         ann = self.sig.return_annotation
@@ -64,6 +75,7 @@ class EffectSpec:
         return ann
 
 
+_UNSET: Any = object()
 _SPEC_ATTR = "__duron_effect__"
 
 

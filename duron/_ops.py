@@ -13,6 +13,7 @@ delivered to durable code.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,11 +34,39 @@ __all__ = [
     "Event",
     "Fatal",
     "LiveOp",
+    "OpFuture",
     "Outcome",
 ]
 
 UNDECODED: Any = object()
 """Marks an outcome whose value durable code has not seen decoded yet."""
+
+
+class OpFuture(asyncio.Future[Any]):
+    """The future durable code awaits for an operation.
+
+    Cancelling it (durable code gave up: a timeout, a cancelled task) tells the
+    driver at once, without the cost of a done-callback on every operation.
+    """
+
+    __slots__ = ("_lop", "_on_cancel")
+
+    def __init__(
+        self,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        on_cancel: Callable[[LiveOp], None] | None = None,
+    ) -> None:
+        super().__init__(loop=loop)
+        self._on_cancel = on_cancel
+        self._lop: LiveOp | None = None
+
+    def cancel(self, msg: Any = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        if self._on_cancel is not None and self._lop is not None:
+            self._on_cancel(self._lop)
+        return True
 
 
 @dataclass(slots=True, eq=False)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -59,6 +58,7 @@ from duron._ops import (
     Event,
     Fatal,
     LiveOp,
+    OpFuture,
     Outcome,
 )
 from duron._replay import Cancel, Deliver, Emit, Finish, OpRecord, Replayer
@@ -179,15 +179,14 @@ class Runtime:
                 job=self.label,
             ) from err.__cause__
         rec = self.replayer.issue("effect", spec.name, inputs)
-        fut = self.loop.create_future()
-        lop = LiveOp(rec, fut, spec, args, kwargs, sink=sink)
+        fut = OpFuture(loop=self.loop, on_cancel=self._op_cancelled)
+        fut._lop = lop = LiveOp(rec, fut, spec, args, kwargs, sink=sink)
         if spec.kind == "stream":
             lop.state = args[0] if args else kwargs.get(sig.params[0].name)
         self.ops[rec.id] = lop
         if not self.replayer.replaying:
             self._to_launch.append(lop)
             self._unflushed.append(lop)
-        fut.add_done_callback(functools.partial(self._op_settled, lop))
         return fut
 
     def issue_future(
@@ -195,12 +194,11 @@ class Runtime:
     ) -> tuple[str, asyncio.Future[Any]]:
         self._check_loop("ctx.create_future")
         rec = self.replayer.issue("future", name or "future", None)
-        fut = self.loop.create_future()
-        lop = LiveOp(rec, fut, annotation=annotation)
+        fut = OpFuture(loop=self.loop, on_cancel=self._op_cancelled)
+        fut._lop = lop = LiveOp(rec, fut, annotation=annotation)
         self.ops[rec.id] = lop
         if not self.replayer.replaying:
             self._unflushed.append(lop)
-        fut.add_done_callback(functools.partial(self._op_settled, lop))
         return str(rec.id), fut
 
     def patch_query(self, change_id: str) -> asyncio.Future[bool]:
@@ -209,8 +207,8 @@ class Runtime:
         self._patch_queries.append((change_id, fut))
         return fut
 
-    def _op_settled(self, lop: LiveOp, fut: asyncio.Future[Any]) -> None:
-        if not fut.cancelled() or self.replayer.replaying:
+    def _op_cancelled(self, lop: LiveOp) -> None:
+        if self.replayer.replaying:
             return  # while replaying, a later entry may still name it: keep it
         # Durable code gave up on it: stop the live effect, record nothing more.
         lop.abandoned = True
