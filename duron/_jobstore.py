@@ -204,6 +204,14 @@ class JobStore(Protocol):
         """Jobs, oldest first, optionally of one status."""
         ...
 
+    @overload
+    async def result(
+        self, job_id: str, fn: DurableFn[..., _T], *, timeout: float | None = None
+    ) -> _T: ...
+    @overload
+    async def result(
+        self, job_id: str, fn: None = None, *, timeout: float | None = None
+    ) -> Any: ...
     async def result(
         self,
         job_id: str,
@@ -211,7 +219,7 @@ class JobStore(Protocol):
         *,
         timeout: float | None = None,
     ) -> Any:
-        """Wait for the job to end; its result, or raise its error."""
+        """Wait for the job to end; its result (decoded by ``fn``), or raise its error."""
         ...
 
     async def cancel(self, job_id: str) -> bool:

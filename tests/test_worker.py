@@ -1,0 +1,439 @@
+"""``duron.Worker`` on the SQLite store: running, resuming, failing, cancelling,
+stopping, losing leases, and two worker processes sharing one file."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import orjson
+import pytest
+
+import duron
+from duron.contrib.storage import SQLiteStore
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))  # for the subprocess helper's durable functions
+import sqlite_jobs  # noqa: E402
+
+
+@dataclass
+class State:
+    ran: list[str] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)
+    active: int = 0
+    peak: int = 0
+    release: anyio.Event | None = None
+
+
+state = State()
+
+
+@duron.effect
+async def step(i: int) -> int:
+    state.ran.append(f"step {i}")
+    return i * 10
+
+
+@duron.effect
+async def hold(i: int) -> int:
+    """Runs until the test sets ``state.release``."""
+    state.active += 1
+    state.peak = max(state.peak, state.active)
+    try:
+        assert state.release is not None
+        await state.release.wait()
+    finally:
+        state.active -= 1
+    state.ran.append(f"hold {i}")
+    return i
+
+
+@duron.durable
+async def steps(ctx: duron.Context, n: int) -> list[int]:
+    return [await ctx.run(step, i) for i in range(n)]
+
+
+@duron.durable
+async def step_then_hold(ctx: duron.Context, i: int) -> int:
+    await ctx.run(step, i)
+    return await ctx.run(hold, i)
+
+
+@duron.durable
+async def cancellable(ctx: duron.Context, i: int) -> int:
+    await ctx.run(step, i)
+    try:
+        return await ctx.run(hold, i)
+    except asyncio.CancelledError:
+        state.seen.append(f"cancelled {i}")
+        raise
+
+
+@duron.durable
+async def broken(ctx: duron.Context, order: int) -> int:
+    await ctx.run(step, order)
+    raise ValueError(f"order {order} is broken")
+
+
+@duron.durable
+async def unknown(ctx: duron.Context) -> int:
+    return 1
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    global state
+    state = State(release=anyio.Event())
+    s = SQLiteStore(tmp_path / "jobs.db", lease=5)
+    yield s
+    await s.close()
+
+
+def worker(
+    store: SQLiteStore, *fns: duron.DurableFn[..., Any], **kw: int
+) -> duron.Worker:
+    return duron.Worker(store, fns, poll_interval=0.05, heartbeat_interval=0.05, **kw)
+
+
+async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for a condition nothing signals to the test."""
+    with anyio.fail_after(timeout):
+        while not check():
+            await anyio.sleep(0.01)
+
+
+def raw_db(store: SQLiteStore) -> sqlite3.Connection:
+    return sqlite3.connect(store.path, isolation_level=None)
+
+
+# -- running ---------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_runs_jobs_submitted_before_and_while_it_runs(store: SQLiteStore) -> None:
+    before = [await store.submit(steps, n, job_id=f"b{n}") for n in range(1, 4)]
+    async with worker(store, steps) as w:
+        during = [await store.submit(steps, n, job_id=f"d{n}") for n in range(1, 4)]
+        for job_id in before + during:
+            n = int(job_id[1:])
+            assert await store.result(job_id, steps) == [i * 10 for i in range(n)]
+    assert w.ended == 6
+    assert {j.status for j in await store.list_jobs()} == {"completed"}
+    assert sorted(state.ran) == sorted(
+        f"step {i}" for n in (1, 2, 3) for i in range(n) for _ in "bd"
+    )
+
+
+@pytest.mark.anyio
+async def test_runs_at_most_concurrency_jobs_at_once(store: SQLiteStore) -> None:
+    ids = [await store.submit(step_then_hold, i) for i in range(8)]
+    async with worker(store, step_then_hold, concurrency=3) as w:
+        await until(lambda: state.active == 3)
+        assert len(w.running) == 3
+        running = await store.list_jobs(status="running")
+        assert len(running) == 3
+        assert {j.lease_owner for j in running} == {store.owner}
+        assert state.release is not None
+        state.release.set()
+        assert [await store.result(i) for i in ids] == list(range(8))
+    assert state.peak == 3
+
+
+@pytest.mark.anyio
+async def test_resumes_unfinished_jobs_on_start(store: SQLiteStore) -> None:
+    # One job stopped at a safe point by its host...
+    async with step_then_hold.invoke(store.log("stopped")) as job:
+        await job.start(1)
+        await until(lambda: state.active == 1)
+    assert (await store.get("stopped")).status == "pending"
+    # ...and one whose process died while it held the job.
+    await store.submit(steps, 1, job_id="orphan")
+    with raw_db(store) as db:
+        db.execute(
+            "UPDATE jobs SET status = 'running', lease_owner = 'dead:1:0', "
+            "lease_expires = 1, epoch = 3 WHERE id = 'orphan'"
+        )
+    assert state.ran == ["step 1"]
+    assert state.release is not None
+    state.release.set()
+    async with worker(store, step_then_hold, steps):
+        assert await store.result("stopped") == 1
+        assert await store.result("orphan") == [0]
+    # The step whose result was logged before the stop did not run again.
+    assert sorted(state.ran) == ["hold 1", "step 0", "step 1"]
+    assert (await store.get("orphan")).epoch == 4
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_job_error_is_recorded_and_re_raised(store: SQLiteStore) -> None:
+    await store.submit(broken, 7, job_id="b7")
+    async with worker(store, broken):
+        with pytest.raises(ValueError, match=r"^order 7 is broken$"):
+            await store.result("b7")
+    info = await store.get("b7")
+    assert info.status == "failed"
+    assert info.error is not None
+    assert (info.error.type, info.error.message) == (
+        "builtins.ValueError",
+        "order 7 is broken",
+    )
+
+
+@pytest.mark.anyio
+async def test_a_job_of_an_unknown_function_fails_with_a_clear_error(
+    store: SQLiteStore,
+) -> None:
+    await store.submit(unknown, job_id="u")
+    await store.submit(steps, 1, job_id="s")
+    message = (
+        "job u: durable function unknown is not registered with this worker (it "
+        "runs: broken, steps); pass it to duron.Worker(store, [...]) and requeue the "
+        "job with store.requeue() or `duron jobs resume`"
+    )
+    async with worker(store, steps, broken):
+        assert await store.result("s") == [0]
+        with pytest.raises(duron.EffectError, match=re.escape(message)):
+            await store.result("u")
+    info = await store.get("u")
+    assert info.status == "failed"
+    assert info.error is not None
+    assert (info.error.type, info.error.message) == (
+        "duron._errors.UnknownFunctionError",
+        message,
+    )
+    # Deploy the function, requeue the job: it runs.
+    await store.requeue("u")
+    async with worker(store, unknown):
+        assert await store.result("u") == 1
+
+
+@pytest.mark.anyio
+async def test_a_job_whose_log_the_code_no_longer_replays_fails_and_can_be_requeued(
+    store: SQLiteStore,
+) -> None:
+    async with steps.invoke(store.log("s")) as job:
+        await job.start(2)
+        await job.wait()
+    with raw_db(store) as db:  # the job's end is gone, and the code now diverges
+        db.execute("DELETE FROM entries WHERE job_id = 's' AND seq >= 2")
+        db.execute("UPDATE jobs SET status = 'pending' WHERE id = 's'")
+
+    @duron.durable(name="steps")
+    async def changed(ctx: duron.Context, n: int) -> int:
+        return await ctx.run(step, 99)
+
+    async with worker(store, changed):
+        with pytest.raises(
+            duron.EffectError, match="NonDeterminismError: job s: at position 0"
+        ):
+            await store.result("s")
+    await store.requeue("s")
+    async with worker(store, steps):
+        assert await store.result("s") == [0, 10]
+
+
+# -- cancel --------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_cancel_reaches_the_durable_code_at_its_next_await(
+    store: SQLiteStore,
+) -> None:
+    await store.submit(cancellable, 1, job_id="c")
+    async with worker(store, cancellable):
+        await until(lambda: state.active == 1)
+        assert await store.cancel("c") is True
+        with pytest.raises(duron.JobCancelledError, match=r"^job c was cancelled$"):
+            await store.result("c")
+    assert state.seen == ["cancelled 1"]
+    info = await store.get("c")
+    assert (info.status, info.cancel_requested) == ("cancelled", False)
+    kinds = [orjson.loads(e)["type"] async for _, e in store.read_log("c")]
+    assert kinds[-2:] == ["cancel", "end"]
+
+
+@pytest.mark.anyio
+async def test_cancel_of_a_stopped_job_is_delivered_when_it_resumes(
+    store: SQLiteStore,
+) -> None:
+    async with cancellable.invoke(store.log("c")) as job:
+        await job.start(2)
+        await until(lambda: state.active == 1)
+    assert await store.cancel("c") is True
+    async with worker(store, cancellable):
+        with pytest.raises(duron.JobCancelledError, match=r"^job c was cancelled$"):
+            await store.result("c")
+    assert state.seen == ["cancelled 2"]
+    assert state.ran == ["step 2"]
+
+
+# -- stopping and leases -------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_stopping_the_worker_stops_jobs_at_a_safe_point(
+    store: SQLiteStore,
+) -> None:
+    ids = [await store.submit(step_then_hold, i) for i in range(3)]
+    async with worker(store, step_then_hold) as w:
+        await until(lambda: state.active == 3)
+    assert w.running == []
+    assert w.ended == 0
+    for info in await store.list_jobs():
+        assert (info.status, info.lease_owner, info.lease_expires) == (
+            "pending",
+            None,
+            None,
+        )
+    assert sorted(state.ran) == ["step 0", "step 1", "step 2"]
+    assert state.release is not None
+    state.release.set()
+    async with worker(store, step_then_hold):
+        assert [await store.result(i) for i in ids] == [0, 1, 2]
+    assert sorted(state.ran) == [
+        "hold 0",
+        "hold 1",
+        "hold 2",
+        "step 0",
+        "step 1",
+        "step 2",
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_job_whose_lease_was_taken_over_is_stopped_without_writing(
+    store: SQLiteStore,
+) -> None:
+    await store.submit(step_then_hold, 1, job_id="j")
+    async with worker(store, step_then_hold) as w:
+        await until(lambda: state.active == 1)
+        with raw_db(store) as db:
+            db.execute(
+                "UPDATE jobs SET lease_owner = 'other:1:0', epoch = epoch + 1 "
+                "WHERE id = 'j'"
+            )
+            before = db.execute("SELECT count(*) FROM entries").fetchone()
+        await until(lambda: w.running == [])
+    info = await store.get("j")
+    assert (info.status, info.lease_owner) == ("running", "other:1:0")
+    with raw_db(store) as db:
+        assert db.execute("SELECT count(*) FROM entries").fetchone() == before
+
+
+def test_worker_arguments_are_checked(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    with pytest.raises(
+        duron.UsageError, match=re.escape("concurrency must be at least 1, not 0")
+    ):
+        duron.Worker(store, [steps], concurrency=0)
+    with pytest.raises(
+        duron.UsageError, match=re.escape("Worker runs @duron.durable functions, not")
+    ):
+        duron.Worker(store, [step])  # type: ignore[list-item]
+
+    @duron.durable(name="steps")
+    async def other(ctx: duron.Context) -> None:
+        return None
+
+    with pytest.raises(
+        duron.UsageError,
+        match=re.escape(
+            "two durable functions are named steps; give one another name with "
+            "@duron.durable(name=...)"
+        ),
+    ):
+        duron.Worker(store, [steps, other])
+
+
+# -- two processes, one killed -----------------------------------------------------------------
+
+
+def test_two_worker_processes_one_killed_every_job_finishes_exactly_once(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "jobs.db"
+    side = tmp_path / "side.txt"
+    side.touch()
+    n_jobs = 200
+
+    async def submit() -> None:
+        store = SQLiteStore(db)
+        for job in range(n_jobs):
+            await store.submit(sqlite_jobs.chain, job, job_id=f"job-{job}")
+        await store.close()
+
+    anyio.run(submit)
+    script = str(HERE / "sqlite_jobs.py")
+    procs = [
+        subprocess.Popen([sys.executable, script, str(db), str(side)]) for _ in range(2)
+    ]
+    victim, survivor = procs
+    try:
+        deadline = time.monotonic() + 20
+        marker = f" {victim.pid}-"
+        while side.read_text().count(marker) < 60:  # the victim is well into its jobs
+            assert time.monotonic() < deadline, "the first worker never got going"
+            assert victim.poll() is None, "the first worker exited early"
+            time.sleep(0.01)
+        victim.send_signal(signal.SIGKILL)
+        assert survivor.wait(timeout=25) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+
+    runs: dict[tuple[int, int], list[str]] = collections.defaultdict(list)
+    for line in side.read_text().splitlines():
+        job, op, token = line.split()
+        runs[int(job), int(op)].append(token)
+    with sqlite3.connect(db) as conn:
+        jobs = conn.execute("SELECT id, status, result, epoch FROM jobs").fetchall()
+        entries = conn.execute(
+            "SELECT job_id, entry FROM entries ORDER BY job_id, seq"
+        ).fetchall()
+    assert len(jobs) == n_jobs
+    for job_id, status, result, _ in jobs:
+        number = int(job_id.removeprefix("job-"))
+        assert (status, orjson.loads(result)) == (
+            "completed",
+            sqlite_jobs.expected(number),
+        )
+    ends: collections.Counter[str] = collections.Counter()
+    logged: dict[tuple[int, int], list[str]] = collections.defaultdict(list)
+    for job_id, raw in entries:
+        e = orjson.loads(raw)
+        if e["type"] == "end":
+            ends[job_id] += 1
+        elif e["type"] == "done":
+            logged[int(job_id.removeprefix("job-")), e["id"]].append(e["result"])
+    assert set(ends.values()) == {1}
+    assert len(ends) == n_jobs
+    assert sorted(logged) == sorted(
+        (job, op) for job in range(n_jobs) for op in range(sqlite_jobs.STEPS)
+    )
+    for key, tokens in logged.items():
+        assert len(tokens) == 1, key
+        # What ran last is what the log holds: nothing ran after its logged run.
+        assert runs[key][-1] == tokens[0], (key, runs[key], tokens)
+    # The victim's jobs really were taken over after its lease ran out.
+    assert any(epoch >= 2 for *_, epoch in jobs)
+    pids = {t.split("-")[0] for tokens in runs.values() for t in tokens}
+    assert pids == {str(victim.pid), str(survivor.pid)}
