@@ -7,6 +7,7 @@ is the common case and the hot path of replay.
 
 from __future__ import annotations
 
+import math
 import typing
 from typing import Any, Protocol
 
@@ -58,6 +59,7 @@ class Codec(Protocol):
 
 _SCALARS: frozenset[Any] = frozenset({str, int, float, bool, type(None)})
 _JSON_NATIVE = (str, int, float, bool, type(None))
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # the integers a log entry can hold
 
 
 class PydanticCodec:
@@ -86,6 +88,8 @@ class PydanticCodec:
         if annotation is UNANNOTATED:
             return _check_json_native(value)
         if annotation in _SCALARS and type(value) is annotation:
+            if annotation is float or annotation is int:
+                _check_number(value)  # type: ignore[arg-type]
             return value  # type: ignore[return-value]
         return self.adapter(annotation).dump_python(value, mode="json")  # type: ignore[no-any-return]
 
@@ -105,8 +109,20 @@ def _key(annotation: Any) -> Any:
     return annotation
 
 
+def _check_number(value: float) -> None:
+    # Checked here because the log would hold them differently (nan -> null) or
+    # refuse them at write time, far from the value that caused it.
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} has no JSON form")
+    elif not _INT_MIN <= value <= _INT_MAX:
+        raise ValueError(f"{value} does not fit in the 64 bits a log integer has")
+
+
 def _check_json_native(value: object) -> JSONValue:
     if isinstance(value, _JSON_NATIVE):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            _check_number(value)
         return value
     if isinstance(value, list):
         for item in value:

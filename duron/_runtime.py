@@ -678,8 +678,45 @@ class Runtime:
         )
 
     async def _append(self, entries: list[Entry]) -> None:
-        await self.storage.append([encode_entry(e) for e in entries])
+        try:
+            data = [encode_entry(e) for e in entries]
+        except TypeError:  # orjson refuses what JSON cannot hold: ints past 64 bits
+            raise self._unwritable(entries) from None
+        await self.storage.append(data)
         self.entries_written += len(entries)
+
+    def _unwritable(self, entries: list[Entry]) -> DuronError:
+        """Name the payload in ``entries`` that cannot be written to the log."""
+        for entry in entries:
+            try:
+                encode_entry(entry)
+            except TypeError as exc:
+                op_id: int | None = getattr(entry, "id", None)
+                lop = self.ops.get(op_id) if op_id is not None else None
+                name = getattr(entry, "name", None) or (
+                    lop.rec.name if lop is not None else f"operation #{op_id}"
+                )
+                if entry.type == "end":
+                    what = f"result of durable function {self.dfn.name}"
+                elif entry.type == "start":
+                    what = f"inputs of {name}"
+                elif entry.type == "emit":
+                    what = f"value yielded by streaming effect {name}"
+                elif getattr(entry, "error", None) is not None:
+                    what = f"exception raised by effect {name}"
+                else:
+                    what = f"result of effect {name}"
+                err = PayloadError(
+                    what=what,
+                    type_name=f"{entry.type} entry",
+                    detail=f"cannot be written to the log: {exc}",
+                    position=op_id,
+                    job=self.label,
+                )
+                err.__cause__ = exc
+                return err
+        return InternalError(f"job {self.label}: a batch of entries failed to encode")
+
 
     async def _wait(self) -> None:
         """Sleep until an event arrives or the next timer is due."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import math
 import re
 import uuid
 from collections.abc import Callable
@@ -571,3 +572,95 @@ async def test_field_missing_from_a_recorded_model_is_named() -> None:
             ),
         ):
             await job.wait()
+
+
+# -- numbers JSON cannot hold ---------------------------------------------------------
+
+BIG = 2**70
+
+
+@duron.effect(name="number")
+async def number_unannotated(kind: str):  # type: ignore[no-untyped-def]
+    return {"nan": math.nan, "inf": -math.inf, "big": BIG}[kind]
+
+
+@duron.effect(name="number")
+async def number_float(kind: str) -> float:
+    return {"nan": math.nan, "inf": -math.inf}[kind]
+
+
+@duron.effect(name="number")
+async def number_int(kind: str) -> int:
+    return BIG
+
+
+@duron.effect(name="number")
+async def number_list(kind: str) -> list[int]:
+    return [1, BIG]
+
+
+async def _number_error(effect: Callable[..., Any], kind: str) -> str:
+    @duron.durable
+    async def flow(ctx: duron.Context) -> Any:
+        return await ctx.run(effect, kind)
+
+    storage = MemoryLogStorage(label="numbers")
+    async with flow.invoke(storage) as job:
+        await job.start()
+        with pytest.raises(duron.PayloadError) as info:
+            await job.wait()
+    # Nothing that replay would read back differently reached the log.
+    assert [e.type for e in storage.entries()] == ["job"]
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("effect", "kind", "want"),
+    [
+        pytest.param(
+            number_unannotated,
+            "nan",
+            "(unannotated): cannot encode float: nan has no JSON form",
+            id="unannotated-nan",
+        ),
+        pytest.param(
+            number_unannotated,
+            "inf",
+            "(unannotated): cannot encode float: -inf has no JSON form",
+            id="unannotated-inf",
+        ),
+        pytest.param(
+            number_unannotated,
+            "big",
+            f"(unannotated): cannot encode int: {BIG} does not fit in the 64 bits "
+            "a log integer has",
+            id="unannotated-big",
+        ),
+        pytest.param(
+            number_float,
+            "nan",
+            "(float): cannot encode float: nan has no JSON form",
+            id="float-nan",
+        ),
+        pytest.param(
+            number_int,
+            "big",
+            f"(int): cannot encode int: {BIG} does not fit in the 64 bits a log "
+            "integer has",
+            id="int-big",
+        ),
+    ],
+)
+async def test_numbers_json_cannot_hold_are_payload_errors(
+    effect: Callable[..., Any], kind: str, want: str
+) -> None:
+    message = await _number_error(effect, kind)
+    assert message == f"job numbers: position 0: result of effect number {want}"
+
+
+async def test_a_big_int_deep_in_a_typed_result_is_a_payload_error() -> None:
+    message = await _number_error(number_list, "big")
+    assert message == (
+        "job numbers: position 0: result of effect number (done entry): cannot be "
+        "written to the log: Integer exceeds 64-bit range"
+    )
