@@ -717,7 +717,6 @@ class Runtime:
                 return err
         return InternalError(f"job {self.label}: a batch of entries failed to encode")
 
-
     async def _wait(self) -> None:
         """Sleep until an event arrives or the next timer is due."""
         loop = self.loop
