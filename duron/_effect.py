@@ -203,6 +203,8 @@ def effect_spec(fn: Callable[..., Any]) -> EffectSpec:
     """
     spec = getattr(fn, _SPEC_ATTR, None)
     if spec is not None:
+        if inspect.ismethod(fn):  # an effect defined as a method, on its instance
+            return _bound_spec(spec, fn)
         return spec  # type: ignore[no-any-return]
     if not callable(fn):
         raise UsageError(f"ctx.run expects a callable, got {type(fn).__qualname__}")
@@ -220,5 +222,27 @@ def effect_spec(fn: Callable[..., Any]) -> EffectSpec:
 
 
 _undecorated: weakref.WeakKeyDictionary[Callable[..., Any], EffectSpec] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _bound_spec(spec: EffectSpec, method: Any) -> EffectSpec:
+    """``spec`` for one bound method: ``self`` is neither an input nor the state."""
+    template = _method_templates.get(spec.fn)
+    if template is None:
+        template = _build_spec(method, spec.name, spec.kind)
+        _method_templates[spec.fn] = template
+    return EffectSpec(
+        method,
+        template.name,
+        template.sig,
+        template.kind,
+        template.reducer,
+        template.action_annotation,
+    )
+
+
+# Per decorated function: its signature as seen through an instance.
+_method_templates: weakref.WeakKeyDictionary[Callable[..., Any], EffectSpec] = (
     weakref.WeakKeyDictionary()
 )

@@ -274,6 +274,74 @@ async def test_undecorated_callables_and_lambdas_are_effects_too() -> None:
     assert len(calls) == 4
 
 
+class Client:
+    """Effects are often methods of a client object."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    @duron.effect
+    async def get(self, path: str) -> str:
+        calls.append(f"get {path}")
+        return self.base + path
+
+    @duron.effect
+    def get_sync(self, path: str) -> str:
+        calls.append(f"get_sync {path}")
+        return self.base + path
+
+    @duron.effect
+    async def pages(
+        self, seen: Annotated[list[str], duron.Reducer(operator.add)], count: int
+    ) -> AsyncGenerator[list[str], list[str]]:
+        while len(seen) < count:
+            seen = yield [f"{self.base}/{len(seen)}"]
+
+    async def undecorated(self, path: str) -> str:
+        calls.append(f"undecorated {path}")
+        return self.base + path
+
+
+client = Client("https://example.org")
+
+
+@duron.durable
+async def client_flow(ctx: duron.Context) -> list[Any]:
+    return [
+        await ctx.run(client.get, "/a"),
+        await ctx.run(client.get_sync, path="/b"),
+        await ctx.run(client.pages, [], 2),
+        await ctx.run(client.undecorated, "/c"),
+    ]
+
+
+async def test_effects_defined_as_methods_run_on_their_instance() -> None:
+    calls.clear()
+    storage = MemoryLogStorage()
+    want = [
+        "https://example.org/a",
+        "https://example.org/b",
+        ["https://example.org/0", "https://example.org/1"],
+        "https://example.org/c",
+    ]
+    assert await run_job(client_flow, storage) == want
+    assert calls == ["get /a", "get_sync /b", "undecorated /c"]
+    # The instance is not an input: only the arguments are recorded.
+    inputs = [
+        (e.name, e.inputs)
+        for e in storage.entries()
+        if e.type in ("start", "done") and e.name is not None
+    ]
+    assert inputs == [
+        ("Client.get", {"path": "/a"}),
+        ("Client.get_sync", {"path": "/b"}),
+        ("Client.pages", {"seen": [], "count": 2}),
+        ("Client.undecorated", {"path": "/c"}),
+    ]
+    assert await run_job(client_flow, storage) == want
+    assert len(calls) == 3
+
+
 # -- misuse ----------------------------------------------------------------------------
 
 
