@@ -15,11 +15,18 @@ Every error keeps its facts as attributes and builds its message from them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from duron._verify import VerifyReport
+
 __all__ = [
     "CorruptLogError",
     "DuplicateJobError",
     "DuronError",
     "EffectError",
+    "IncompatibleLogError",
     "InternalError",
     "JobCancelledError",
     "JobMismatchError",
@@ -31,8 +38,10 @@ __all__ = [
     "PayloadError",
     "SchemaError",
     "StorageError",
+    "UncheckableLogError",
     "UnknownFunctionError",
     "UsageError",
+    "VerificationError",
 ]
 
 
@@ -317,3 +326,46 @@ class EffectError(DuronError):
 
 class InternalError(DuronError):
     """A bug in Duron: please report it with the log that triggered it."""
+
+
+class VerificationError(DuronError):
+    """``duron.testing.verify`` found logs that today's code cannot be shown to replay.
+
+    Attributes:
+        reports: The reports of the logs that are not ok, in the order checked.
+        report: The first of them.
+    """
+
+    def __init__(self, reports: Sequence[VerifyReport]) -> None:
+        if not reports:
+            raise ValueError("a VerificationError needs at least one report")
+        self.reports = tuple(reports)
+        self.report = self.reports[0]
+        blocks = []
+        for r in self.reports:
+            what = (
+                "no longer replays this log"
+                if r.status == "incompatible"
+                else "cannot be checked against this log"
+            )
+            lines = [f"{r.log}: durable function {r.function} {what}"]
+            lines += [f"  {line}" for line in r.detail.split("\n") if line]
+            blocks.append("\n".join(lines))
+        super().__init__("\n".join(blocks))
+
+
+class IncompatibleLogError(VerificationError):
+    """Today's code takes another path than a log, or cannot read a recorded payload.
+
+    Raised by ``duron.testing.verify`` when at least one log is incompatible; each
+    report says where and how (position, what the log recorded, what the code asks
+    for, or pydantic's explanation).
+    """
+
+
+class UncheckableLogError(VerificationError):
+    """A log could not be checked: damaged, empty, unreadable, or another function's.
+
+    Raised by ``duron.testing.verify`` when no log is incompatible but some could
+    not be checked.
+    """
