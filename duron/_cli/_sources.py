@@ -1,0 +1,146 @@
+"""Where the logs named on a command line live: files, or jobs in a store.
+
+A log is named by:
+
+* a path: a JSON Lines file log (``logs/order-42.jsonl``);
+* a store URL with the job id as its fragment: ``sqlite:///jobs.db#order-42``
+  (``sqlite:///`` + a relative path, ``sqlite:////`` + an absolute one; a ``#`` or
+  ``%`` in a job id is percent-encoded);
+* a store URL without a fragment, or ``--store URL`` without ``--job``, where a
+  command accepts several logs: every job of the store (``duron verify`` keeps
+  those of the functions it checks).
+
+Logs in a store are read through a read-only view: the CLI never takes a job's
+lease, so it can look at the log of a job that is running.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from duron._errors import UsageError
+from duron._storage import LogStorage
+from duron.contrib._file import FileLogStorage
+
+if TYPE_CHECKING:
+    from duron._jobstore import JobInfo
+
+__all__ = ["LogRef", "StoreLog", "Stores", "is_store_url", "parse_store_url"]
+
+_SCHEMES = ("sqlite",)
+
+
+def is_store_url(text: str) -> bool:
+    """Whether a command-line log argument names a store rather than a file."""
+    scheme, sep, _ = text.partition(":")
+    return bool(sep) and scheme.lower() in (*_SCHEMES, "postgres", "postgresql")
+
+
+def parse_store_url(url: str) -> tuple[str, str, str | None]:
+    """``(scheme, location, job id or None)`` from ``sqlite:///jobs.db#job``.
+
+    Raises:
+        UsageError: Not a store URL this Duron can open.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    job = unquote(parts.fragment) if parts.fragment else None
+    if scheme == "sqlite":
+        if parts.netloc or not parts.path.startswith("/") or parts.path == "/":
+            raise UsageError(
+                f"{url!r} is not a SQLite store URL: write sqlite:///relative/path.db "
+                "or sqlite:////absolute/path.db, then #job-id for one job"
+            )
+        return scheme, unquote(parts.path[1:]), job
+    if scheme in ("postgres", "postgresql"):
+        raise UsageError(
+            f"{url!r}: this version of Duron reads logs from files and SQLite stores "
+            "only (sqlite:///jobs.db#job-id)"
+        )
+    raise UsageError(f"{url!r} is not a store URL (sqlite:///jobs.db#job-id)")
+
+
+@dataclass(frozen=True, slots=True)
+class LogRef:
+    """One log named on the command line, ready to be read."""
+
+    label: str
+    storage: LogStorage
+    size: int | None = None  # bytes, for a file: progress
+
+
+class StoreLog:
+    """A read-only view of one job's log in a store (no lease is ever taken)."""
+
+    def __init__(self, store: Any, job_id: str, label: str) -> None:
+        self._store = store
+        self.job_id = job_id
+        self.label = label
+
+    async def acquire(self) -> None:
+        raise UsageError(f"{self.label} is opened read-only by the command line")
+
+    async def release(self) -> None:
+        return None
+
+    def read(self) -> AsyncIterator[tuple[int, bytes]]:
+        reader: AsyncIterator[tuple[int, bytes]] = self._store.read_log(self.job_id)
+        return reader
+
+    async def append(self, entries: Sequence[bytes], /) -> None:
+        raise UsageError(f"{self.label} is opened read-only by the command line")
+
+
+class Stores:
+    """Opens the logs a command names, one store object per database, closed at the end."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, Any] = {}
+
+    def store(self, url: str) -> Any:
+        scheme, location, _ = parse_store_url(url)
+        key = f"{scheme}:{os.path.abspath(location)}"
+        store = self._open.get(key)
+        if store is None:
+            from duron.contrib._sqlite import SQLiteStore
+
+            store = self._open[key] = SQLiteStore(location, create=False)
+        return store
+
+    def log(self, arg: str) -> LogRef:
+        """The log named by a path or by ``URL#job-id``."""
+        if not is_store_url(arg):
+            try:
+                size: int | None = os.stat(arg).st_size
+            except OSError:
+                size = None
+            return LogRef(arg, FileLogStorage(arg), size)
+        _, _, job = parse_store_url(arg)
+        if job is None:
+            raise UsageError(
+                f"{arg!r} names a store, not one job's log: add #job-id "
+                "(e.g. sqlite:///jobs.db#order-42)"
+            )
+        return self.job(arg.partition("#")[0], job)
+
+    def job(self, url: str, job_id: str) -> LogRef:
+        """The log of job ``job_id`` in the store at ``url``."""
+        base = url.partition("#")[0]
+        return LogRef(
+            f"{base}#{job_id}", StoreLog(self.store(base), job_id, f"{base}#{job_id}")
+        )
+
+    async def jobs(self, url: str, statuses: Sequence[str] | None) -> list[JobInfo]:
+        """Every job of the store at ``url`` (with one of ``statuses``), oldest first."""
+        store = self.store(url)
+        infos: list[JobInfo] = await store.list_jobs(statuses or None)
+        return infos
+
+    async def aclose(self) -> None:
+        stores, self._open = list(self._open.values()), {}
+        for store in stores:
+            await store.close()
