@@ -1,0 +1,324 @@
+"""``duron jobs``: list, show, cancel, resume, fork and prune the jobs of a store.
+
+The store is named by a URL:
+
+* ``sqlite:///jobs.db``: a path relative to the current directory;
+* ``sqlite:////var/lib/app/jobs.db``: an absolute path (four slashes).
+
+The CLI never creates a store: a URL naming a missing file is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+import orjson
+
+from duron._errors import DuronError, UsageError
+from duron._jobstore import STATUSES
+
+if TYPE_CHECKING:
+    from duron._jobstore import JobInfo, JobStore
+
+__all__ = ["open_store", "register"]
+
+_T = TypeVar("_T")
+
+_URL_HELP = "the store: sqlite:///relative/path.db or sqlite:////absolute/path.db"
+
+
+def open_store(url: str) -> JobStore:
+    """The job store a URL names (never creating one).
+
+    Raises:
+        UsageError: The URL's form or scheme is not one Duron knows.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise UsageError(
+            f"{url!r} is not a store URL; write sqlite:///relative/path.db or "
+            "sqlite:////absolute/path.db"
+        )
+    if scheme == "sqlite":
+        if not rest.startswith("/") or rest == "/":
+            raise UsageError(
+                f"{url!r}: a SQLite URL has three slashes before a relative path "
+                "(sqlite:///jobs.db) and four before an absolute one "
+                "(sqlite:////var/lib/app/jobs.db)"
+            )
+        from duron.contrib.storage import SQLiteStore
+
+        return SQLiteStore(rest[1:], create=False)
+    raise UsageError(
+        f"{url!r}: unknown store scheme {scheme!r}; Duron knows sqlite:///path.db"
+    )
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "jobs",
+        help="list, show, cancel, resume, fork and prune the jobs of a store",
+        description="Manage the jobs of a job store. URL names the store: "
+        "sqlite:///relative/path.db or sqlite:////absolute/path.db.",
+    )
+    sub = parser.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("list", help="list jobs, oldest first")
+    p.add_argument("url", help=_URL_HELP)
+    p.add_argument(
+        "--status",
+        action="append",
+        choices=STATUSES,
+        help="only jobs with this status (repeat for several)",
+    )
+    p.add_argument("--limit", type=int, help="at most this many jobs")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=_list)
+
+    p = sub.add_parser("show", help="show one job (and with --log, its log)")
+    p.add_argument("url", help=_URL_HELP)
+    p.add_argument("job_id")
+    p.add_argument("--log", action="store_true", help="also print the log's entries")
+    p.add_argument("--json", action="store_true", help="print the job as JSON")
+    p.set_defaults(func=_show)
+
+    p = sub.add_parser(
+        "cancel",
+        help="cancel a job (delivered by the worker that runs it)",
+    )
+    p.add_argument("url", help=_URL_HELP)
+    p.add_argument("job_id")
+    p.set_defaults(func=_cancel)
+
+    p = sub.add_parser(
+        "resume",
+        help="make a job a worker failed (unknown function, diverged code) or a "
+        "dead process held runnable again",
+    )
+    p.add_argument("url", help=_URL_HELP)
+    p.add_argument("job_id")
+    p.set_defaults(func=_resume)
+
+    p = sub.add_parser(
+        "fork",
+        help="copy a job's log up to an operation into a new pending job",
+    )
+    p.add_argument("url", help=_URL_HELP)
+    p.add_argument("job_id")
+    p.add_argument(
+        "--at",
+        type=int,
+        required=True,
+        help="the first operation (numbered from 0) the new job runs again",
+    )
+    p.add_argument("--id", dest="new_id", help="the new job's id (default: random)")
+    p.set_defaults(func=_fork)
+
+    p = sub.add_parser("prune", help="delete ended jobs and their logs")
+    p.add_argument("url", help=_URL_HELP)
+    p.add_argument(
+        "--older-than",
+        required=True,
+        type=_duration,
+        help="unchanged for this long: 30d, 12h, 15m, 45s",
+    )
+    p.add_argument(
+        "--status",
+        action="append",
+        choices=("completed", "failed", "cancelled"),
+        help="only this status (repeat for several; default: all three)",
+    )
+    p.set_defaults(func=_prune)
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _run(url: str, action: Callable[[JobStore], Awaitable[_T]]) -> _T:
+    """Open the store, run ``action`` on it, close it."""
+
+    async def main() -> _T:
+        store = open_store(url)
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return anyio.run(main)
+
+
+def _command(
+    fn: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """Report a Duron error (unknown job, not a store...) as one line, exit code 2."""
+
+    @functools.wraps(fn)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except DuronError as exc:
+            print(f"duron jobs: error: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _as_json(info: JobInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "function": info.function,
+        "status": info.status,
+        "args": info.args,
+        "result": info.result,
+        "error": info.error.to_json() if info.error is not None else None,
+        "created": _when(info.created),
+        "updated": _when(info.updated),
+        "lease_owner": info.lease_owner,
+        "lease_expires": _when(info.lease_expires) if info.lease_expires else None,
+        "epoch": info.epoch,
+        "cancel_requested": info.cancel_requested,
+        "forked_from": info.forked_from,
+    }
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _duration(text: str) -> timedelta:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: write 30d, 12h, 15m, 45s or seconds"
+        )
+    number, unit = match.groups()
+    return timedelta(seconds=float(number) * _UNITS[unit or "s"])
+
+
+# -- actions ----------------------------------------------------------------------------
+
+
+@_command
+def _list(args: argparse.Namespace) -> int:
+    async def run(store: JobStore) -> list[JobInfo]:
+        return await store.list_jobs(args.status, limit=args.limit)
+
+    jobs = _run(args.url, run)
+    if args.json:
+        for info in jobs:
+            print(orjson.dumps(_as_json(info)).decode())
+        return 0
+    rows = [("ID", "STATUS", "UPDATED", "CALL")]
+    rows += [(j.id, j.status, _when(j.updated), j.describe_call()) for j in jobs]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
+    return 0
+
+
+@_command
+def _show(args: argparse.Namespace) -> int:
+    async def run(store: JobStore) -> tuple[JobInfo, list[tuple[int, bytes]]]:
+        info = await store.get(args.job_id)
+        entries = [e async for e in store.read_log(args.job_id)]
+        return info, entries
+
+    info, entries = _run(args.url, run)
+    if args.json:
+        data = _as_json(info)
+        data["entries"] = len(entries)
+        if args.log:
+            data["log"] = [orjson.loads(raw) for _, raw in entries]
+        print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    lines = [
+        ("job", info.id),
+        ("call", info.describe_call()),
+        ("status", info.status),
+        ("created", _when(info.created)),
+        ("updated", _when(info.updated)),
+    ]
+    if info.lease_owner is not None:
+        until = _when(info.lease_expires) if info.lease_expires else "?"
+        lines.append(
+            ("lease", f"{info.lease_owner} until {until} (epoch {info.epoch})")
+        )
+    if info.cancel_requested:
+        lines.append(("cancel", "requested"))
+    if info.forked_from is not None:
+        lines.append(("forked from", info.forked_from))
+    if info.status == "completed":
+        lines.append(("result", orjson.dumps(info.result).decode()))
+    if info.error is not None:
+        lines.append(("error", f"{info.error.type}: {info.error.message}"))
+    lines.append(("log", f"{len(entries)} entries"))
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        print(f"{key + ':':<{width + 1}} {value}")
+    if args.log:
+        for seq, raw in entries:
+            print(f"{seq:>6}  {raw.decode()}")
+    return 0
+
+
+@_command
+def _cancel(args: argparse.Namespace) -> int:
+    async def run(store: JobStore) -> tuple[bool, JobInfo]:
+        requested = await store.cancel(args.job_id)
+        return requested, await store.get(args.job_id)
+
+    requested, info = _run(args.url, run)
+    if not requested:
+        print(f"job {info.id} already ended ({info.status}); nothing to cancel")
+        return 1
+    if info.status == "cancelled":
+        print(f"job {info.id} cancelled")
+    else:
+        print(
+            f"job {info.id}: cancel requested; the worker running it delivers it "
+            "at the job's next await"
+        )
+    return 0
+
+
+@_command
+def _resume(args: argparse.Namespace) -> int:
+    async def run(store: JobStore) -> None:
+        await store.requeue(args.job_id)
+
+    _run(args.url, run)
+    print(f"job {args.job_id} is pending: a worker will resume it")
+    return 0
+
+
+@_command
+def _fork(args: argparse.Namespace) -> int:
+    async def run(store: JobStore) -> str:
+        return await store.fork(args.job_id, at=args.at, new_id=args.new_id)
+
+    print(_run(args.url, run))
+    return 0
+
+
+@_command
+def _prune(args: argparse.Namespace) -> int:
+    statuses = args.status or ["completed", "failed", "cancelled"]
+
+    async def run(store: JobStore) -> int:
+        return await store.prune(status=statuses, older_than=args.older_than)
+
+    count = _run(args.url, run)
+    print(f"deleted {count} job{'s' if count != 1 else ''}")
+    return 0
