@@ -9,19 +9,18 @@ a second writer.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from pathlib import Path
+from typing import Protocol, cast
 
 import orjson
 import pytest
 
 from duron import LogLockedError, LogStorage, StorageError
 from duron.contrib.storage import FileLogStorage, MemoryLogStorage, SQLiteStore
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 pytestmark = pytest.mark.anyio
 
@@ -56,10 +55,28 @@ class SQLiteBackend:
         return SQLiteStore(tmp_path / "jobs.db").log(name)
 
 
+class ExampleBackend:
+    """``examples/custom_storage.py``, the backend docs/storage.md walks through:
+    the suite keeps the example honest."""
+
+    def __init__(self) -> None:
+        path = Path(__file__).parent.parent / "examples" / "custom_storage.py"
+        spec = importlib.util.spec_from_file_location("custom_storage_example", path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        self._store = module.DictStore()
+
+    def make_storage(self, tmp_path: Path, name: str) -> LogStorage:
+        return cast("LogStorage", self._store.log(name))
+
+
 BACKENDS: dict[str, Callable[[], Backend]] = {
     "memory": MemoryBackend,
     "file": FileBackend,
     "sqlite": SQLiteBackend,
+    "example": ExampleBackend,
 }
 
 
