@@ -486,8 +486,6 @@ async def test_recorded_result_that_no_longer_validates_names_position() -> None
     async with typed_flow_v1.invoke(storage) as job:
         await job.start()
         assert await job.wait() == "42"
-    # The old log's end is kept out of the way so that replay must decode position 0.
-    storage = MemoryLogStorage(storage.raw[:-1], label="retyped")
     async with typed_flow_v2.invoke(storage) as job:
         await job.resume()
         with pytest.raises(duron.PayloadError) as info:
@@ -561,7 +559,6 @@ async def test_field_missing_from_a_recorded_model_is_named() -> None:
     async with versioned_v1.invoke(storage) as job:
         await job.start()
         await job.wait()
-    storage = MemoryLogStorage(storage.raw[:-1], label="models")
     async with versioned_v2.invoke(storage) as job:
         await job.resume()
         with pytest.raises(
