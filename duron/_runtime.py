@@ -122,6 +122,7 @@ class Runtime:
         self._patch_queries: list[tuple[str, asyncio.Future[bool]]] = []
         self._records: AsyncIterator[tuple[int, bytes]] | None = None
         self._lookahead: deque[tuple[int, Entry]] = deque()
+        self._current: Entry | None = None  # the entry whose time is being reached
         self.injected: dict[str, Any] = self._inject()
 
     # -- injected parameters ----------------------------------------------------------
@@ -187,7 +188,55 @@ class Runtime:
         if not self.replayer.replaying:
             self._to_launch.append(lop)
             self._unflushed.append(lop)
+        elif self._lookahead and not self.loop._ready and spec.kind != "stream":
+            self._replay_at_once(lop)
         return fut
+
+    def _replay_at_once(self, lop: LiveOp) -> None:
+        """Hand ``lop`` its recorded outcome now, when that is what stepping would do.
+
+        Normally the task suspends on the future, the loop goes quiet, and the
+        driver delivers the next entry. When the loop has nothing else ready, no
+        timer falls before that entry, and the next entries are exactly this
+        operation's ``start``/``done``, the result is the same if the future is
+        completed before the task awaits it, minus a suspension, a loop step and
+        the driver's round trip. Anything unusual (a mismatch, a payload that no
+        longer decodes) is left to the driver, which reports it properly.
+        """
+        lookahead = self._lookahead
+        offset, entry = lookahead[0]
+        rec = lop.rec
+        start: OpStarted | None = None
+        start_offset = offset
+        if type(entry) is OpStarted and entry.id == rec.id:
+            if len(lookahead) < 2:
+                return
+            start = entry
+            offset, entry = lookahead[1]
+        if type(entry) is not OpCompleted or entry.id != rec.id or self._patch_queries:
+            return
+        loop = self.loop
+        deadline = loop.next_deadline()
+        if deadline is not None and deadline <= entry.t:
+            return
+        if start is not None and (start.name != rec.name or start.inputs != rec.inputs):
+            return
+        if start is None and (entry.name != rec.name or entry.inputs != rec.inputs):
+            return
+        value: Any = None
+        if entry.error is None:
+            try:
+                value = self.codec.decode(entry.result, lop.spec.result_annotation)  # type: ignore[union-attr]
+            except Exception:
+                return  # the driver reports it with its position
+        if start is not None:
+            lookahead.popleft()
+            self.replayer.feed(start, start_offset)
+        lookahead.popleft()
+        loop.advance(entry.t)
+        self.replayer.feed(entry, offset)
+        del self.ops[rec.id]
+        self._deliver_done(lop, entry.result, entry.error, None, value)
 
     def issue_future(
         self, annotation: Any, name: str | None
@@ -335,8 +384,13 @@ class Runtime:
         self.root = self.loop.spawn(main(), contextvars.copy_context())
         await self._settle()
         if records is not None:
-            while (item := await self._next_entry()) is not None:
-                offset, entry = item
+            lookahead = self._lookahead
+            while True:
+                if not lookahead:
+                    await self._fill_lookahead()
+                    if not lookahead:
+                        break
+                offset, entry = lookahead.popleft()
                 finish = await self._replay(entry, offset)
                 if finish is not None:
                     extra = await self._next_entry()
@@ -358,6 +412,16 @@ class Runtime:
                 ev.ack.set()
         self._events.clear()
         self.loop.close()
+
+    async def _fill_lookahead(self, size: int = 256) -> None:
+        """Read up to ``size`` entries ahead, so that replay can take recorded
+        outcomes synchronously (see :meth:`_replay_at_once`)."""
+        lookahead = self._lookahead
+        for _ in range(size):
+            item = await self._read_entry()
+            if item is None:
+                return
+            lookahead.append(item)
 
     async def _next_entry(self) -> tuple[int, Entry] | None:
         if self._lookahead:
@@ -381,10 +445,20 @@ class Runtime:
         t = entry.t
         deadline = loop.next_deadline()
         if deadline is not None and deadline <= t:
+            # Timers due by this entry fire first; a ctx.patched they lead to is
+            # answered by the log from this entry on.
+            self._current = entry
             await self._advance(t)
+            self._current = None
         else:
             loop.advance(t)
-        action = self.replayer.feed(entry, offset)
+        try:
+            action = self.replayer.feed(entry, offset)
+        except NonDeterminismError as err:
+            earlier = await self._earlier_divergence(err.position)
+            if earlier is not None:
+                raise earlier from None
+            raise
         if action is None:
             return None
         if type(action) is Deliver:
@@ -440,6 +514,10 @@ class Runtime:
         No if it records another operation there, or the job's end.
         """
         position = self.replayer.next_id
+        if self._current is not None:
+            verdict = _patch_verdict(self._current, position, change_id)
+            if verdict is not None:
+                return verdict
         for _, entry in self._lookahead:
             verdict = _patch_verdict(entry, position, change_id)
             if verdict is not None:
@@ -450,6 +528,52 @@ class Runtime:
             if verdict is not None:
                 return verdict
         return True
+
+    async def _earlier_divergence(self, position: int) -> NonDeterminismError | None:
+        """The divergence at a position below ``position``, if the log shows one.
+
+        The entries of one write are not in position order (``start`` entries of
+        running operations come before the outcomes written with them), so an entry
+        for an operation the code did not reach can come before the entry that shows
+        where the code left the log's path, e.g. a removed ``ctx.patched``. That
+        entry names both sides: report it instead.
+        """
+        unseen = [
+            op
+            for op in self.replayer.pending.values()
+            if op.id < position and not op.start_logged and op.kind != "input"
+        ]
+        if not unseen:
+            return None
+        op = min(unseen, key=lambda o: o.id)
+        found = next(
+            (item for item in self._lookahead if getattr(item[1], "id", None) == op.id),
+            None,
+        )
+        while found is None and (item := await self._read_entry()) is not None:
+            self._lookahead.append(item)
+            if getattr(item[1], "id", None) == op.id:
+                found = item
+        if found is None:
+            return None
+        offset, entry = found
+        if not isinstance(entry, (OpStarted, OpCompleted)) or entry.name is None:
+            return None
+        assert entry.kind is not None
+        recorded = OpRecord(entry.id, entry.kind, entry.name, entry.inputs)
+        if (recorded.kind, recorded.name, recorded.inputs) == (
+            op.kind,
+            op.name,
+            op.inputs,
+        ):
+            return None
+        return NonDeterminismError(
+            job=self.label,
+            position=op.id,
+            recorded=recorded.describe(),
+            requested=op.describe(),
+            offset=offset,
+        )
 
     def _finished_from_log(self, finish: Finish) -> Outcome:
         root = self.root
