@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, TypeVar, overload
 
 from duron._codec import UNANNOTATED
+from duron._durable import DurableFn
 from duron._errors import UsageError
 from duron._loop import in_durable_code
 from duron._signature import Signature, qualified_name
@@ -208,6 +209,11 @@ def effect_spec(fn: Callable[..., Any]) -> EffectSpec:
         return spec  # type: ignore[no-any-return]
     if not callable(fn):
         raise UsageError(f"ctx.run expects a callable, got {type(fn).__qualname__}")
+    if isinstance(fn, DurableFn):
+        raise UsageError(
+            f"ctx.run({fn.name}): {fn.name} is a durable function, not an effect; "
+            f"run it as its own job with {fn.__name__}.invoke(storage)"
+        )
     try:
         return _undecorated[fn]
     except (KeyError, TypeError):

@@ -380,6 +380,33 @@ async def test_calling_an_effect_directly_in_durable_code_is_a_usage_error(
     assert [e.type for e in storage.entries()] == ["job"]
 
 
+@duron.durable
+async def child_flow(ctx: duron.Context, x: int) -> int:
+    return x
+
+
+@duron.durable
+async def parent_flow(ctx: duron.Context) -> int:
+    return await ctx.run(child_flow, 1)
+
+
+async def test_ctx_run_of_a_durable_function_is_a_usage_error() -> None:
+    storage = MemoryLogStorage()
+    async with parent_flow.invoke(storage) as job:
+        await job.start()
+        with pytest.raises(
+            duron.UsageError,
+            match="^"
+            + re.escape(
+                "ctx.run(child_flow): child_flow is a durable function, not an "
+                "effect; run it as its own job with child_flow.invoke(storage)"
+            )
+            + "$",
+        ):
+            await job.wait()
+    assert [e.type for e in storage.entries()] == ["job"]
+
+
 async def test_effects_stay_plain_functions_outside_durable_code() -> None:
     calls.clear()
     assert await fetch("q") == "Q"
