@@ -7,6 +7,7 @@ call, and a new parameter with a default does not break old logs.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from collections.abc import Callable
@@ -36,6 +37,8 @@ class Param:
 
 def qualified_name(fn: Callable[..., Any]) -> str:
     """``fn``'s qualified name, as recorded in logs and shown in errors."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func  # every partial would otherwise be recorded as "partial"
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
     return name if isinstance(name, str) else type(fn).__qualname__
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import operator
 import re
 import threading
@@ -248,6 +249,8 @@ async def mixed_flow(ctx: duron.Context) -> list[Any]:
         await ctx.run(lambda: plain_double(10)),
         await ctx.run(lambda x: _echo(x), "echoed"),
         await ctx.run(charge, 7),
+        await ctx.run(functools.partial(plain_double, 6)),
+        await ctx.run(functools.partial(plain_sync_triple), x=1),
     ]
 
 
@@ -255,13 +258,15 @@ async def test_undecorated_callables_and_lambdas_are_effects_too() -> None:
     calls.clear()
     main_thread[0] = threading.get_ident()
     storage = MemoryLogStorage()
-    want = [8, 15, 20, "echoed", "charged 7"]
+    want = [8, 15, 20, "echoed", "charged 7", 12, 3]
     assert await run_job(mixed_flow, storage) == want
     assert calls == [
         "double 4",
         "triple 5 in worker True",
         "double 10",
         "charge 7",
+        "double 6",
+        "triple 1 in worker True",
     ]
     assert entry_names(storage) == [
         "plain_double",
@@ -269,9 +274,11 @@ async def test_undecorated_callables_and_lambdas_are_effects_too() -> None:
         "mixed_flow.<locals>.<lambda>",
         "mixed_flow.<locals>.<lambda>",
         "billing.charge",
+        "plain_double",
+        "plain_sync_triple",
     ]
     assert await run_job(mixed_flow, storage) == want
-    assert len(calls) == 4
+    assert len(calls) == 6
 
 
 class Client:
