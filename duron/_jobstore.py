@@ -97,7 +97,7 @@ class JobInfo:
         result: The encoded result of a completed job.
         error: The recorded error of a failed or cancelled job.
         created: When the job was submitted (or its log first opened).
-        updated: The job's last change (status, lease, appended entries).
+        updated: The job's last change of status or owner.
         lease_owner: Who holds the lease (``host:pid:nonce`` of a store instance).
         lease_expires: When that lease runs out unless renewed.
         epoch: How many times a writer took the job: every append checks it.

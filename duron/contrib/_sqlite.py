@@ -796,7 +796,6 @@ class SQLiteLog:
             return
         store = self.store
         owner = store.owner
-        lease = store.lease
         start = self._next_seq
         rows = [(job_id, start + i, e.decode()) for i, e in enumerate(entries)]
         first = entries[0] if start == 0 and is_entry_type(entries[0], "job") else None
@@ -804,13 +803,12 @@ class SQLiteLog:
         outcome = end_outcome(last, job_id, start + len(entries) - 1) if last else None
 
         def run(conn: sqlite3.Connection) -> None:
-            now = time.time()
-            cur = conn.execute(
-                "UPDATE jobs SET lease_expires = ?, updated = ? "
-                "WHERE id = ? AND lease_owner = ? AND epoch = ?",
-                (now + lease, now, job_id, owner, epoch),
-            )
-            if cur.rowcount != 1:
+            # A read, not an update: the jobs row's page stays out of the commit.
+            # The transaction holds the write lock, so the check cannot go stale.
+            row = conn.execute(
+                "SELECT lease_owner, epoch FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+            if row is None or row[0] != owner or row[1] != epoch:
                 raise LeaseLostError(
                     job=job_id, detail=_lost_detail(conn, job_id, epoch)
                 )
@@ -828,13 +826,14 @@ class SQLiteLog:
                 status, result, error = outcome
                 conn.execute(
                     "UPDATE jobs SET status = ?, result = ?, error = ?, "
-                    "cancel_requested = 0 WHERE id = ?",
+                    "cancel_requested = 0, updated = ? WHERE id = ?",
                     (
                         status,
                         orjson.dumps(result).decode()
                         if status == "completed"
                         else None,
                         orjson.dumps(error.to_json()).decode() if error else None,
+                        time.time(),
                         job_id,
                     ),
                 )
