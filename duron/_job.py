@@ -144,7 +144,16 @@ class Job(Generic[_P, _T]):
             first = JobStarted(
                 dfn.name, encoded, secrets.token_hex(8), time.time(), dfn.module
             )
-            await self._storage.append([encode_entry(first)])
+            try:
+                data = encode_entry(first)
+            except TypeError as exc:  # orjson: e.g. an int past 64 bits
+                raise PayloadError(
+                    what=f"arguments of {dfn.name}",
+                    type_name="job entry",
+                    detail=f"cannot be written to the log: {exc}",
+                    job=label,
+                ) from exc
+            await self._storage.append([data])
             replay: AsyncIterator[tuple[int, bytes]] | None = None
         else:
             if first.fn != dfn.name:

@@ -661,3 +661,20 @@ async def test_a_big_int_deep_in_a_typed_result_is_a_payload_error() -> None:
         "job numbers: position 0: result of effect number (done entry): cannot be "
         "written to the log: Integer exceeds 64-bit range"
     )
+
+
+@duron.durable
+async def sum_flow(ctx: duron.Context, numbers: list[int]) -> int:
+    return sum(numbers)
+
+
+async def test_a_big_int_in_job_arguments_is_a_payload_error() -> None:
+    storage = MemoryLogStorage(label="sums")
+    async with sum_flow.invoke(storage) as job:
+        with pytest.raises(duron.PayloadError) as info:
+            await job.start([1, BIG])
+    assert str(info.value) == (
+        "job sums: arguments of sum_flow (job entry): cannot be written to the "
+        "log: Integer exceeds 64-bit range"
+    )
+    assert storage.raw == []
