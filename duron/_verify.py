@@ -86,8 +86,10 @@ class VerifyReport:
             in a file, an entry number in a store), when known.
         finished: Whether the log records the job's end (an unfinished job is
             checked up to where its log ends).
-        entries: How many entries were read.
-        operations: How many operations the code issued while replaying.
+        entries: How many entries were read (past a difference, the driver may
+            have read ahead to explain it).
+        operations: How many operations the code issued while replaying (for an
+            unfinished log, those it issued before stopping at the log's end).
     """
 
     log: str

@@ -4,8 +4,9 @@ A log is named by:
 
 * a path: a JSON Lines file log (``logs/order-42.jsonl``);
 * a store URL with the job id as its fragment: ``sqlite:///jobs.db#order-42``
-  (``sqlite:///`` + a relative path, ``sqlite:////`` + an absolute one; a ``#`` or
-  ``%`` in a job id is percent-encoded);
+  (the store URL is the one ``duron jobs`` takes: ``sqlite:///`` + a relative
+  path, ``sqlite:////`` + an absolute one; a ``#`` or ``%`` in a job id is
+  percent-encoded);
 * a store URL without a fragment, or ``--store URL`` without ``--job``, where a
   command accepts several logs: every job of the store (``duron verify`` keeps
   those of the functions it checks).
@@ -20,7 +21,7 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from duron._errors import UsageError
 from duron._storage import LogStorage
@@ -29,39 +30,18 @@ from duron.contrib._file import FileLogStorage
 if TYPE_CHECKING:
     from duron._jobstore import JobInfo
 
-__all__ = ["LogRef", "StoreLog", "Stores", "is_store_url", "parse_store_url"]
-
-_SCHEMES = ("sqlite",)
+__all__ = ["LogRef", "StoreLog", "Stores", "is_store_url", "split_job"]
 
 
 def is_store_url(text: str) -> bool:
     """Whether a command-line log argument names a store rather than a file."""
-    scheme, sep, _ = text.partition(":")
-    return bool(sep) and scheme.lower() in (*_SCHEMES, "postgres", "postgresql")
+    return "://" in text
 
 
-def parse_store_url(url: str) -> tuple[str, str, str | None]:
-    """``(scheme, location, job id or None)`` from ``sqlite:///jobs.db#job``.
-
-    Raises:
-        UsageError: Not a store URL this Duron can open.
-    """
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    job = unquote(parts.fragment) if parts.fragment else None
-    if scheme == "sqlite":
-        if parts.netloc or not parts.path.startswith("/") or parts.path == "/":
-            raise UsageError(
-                f"{url!r} is not a SQLite store URL: write sqlite:///relative/path.db "
-                "or sqlite:////absolute/path.db, then #job-id for one job"
-            )
-        return scheme, unquote(parts.path[1:]), job
-    if scheme in ("postgres", "postgresql"):
-        raise UsageError(
-            f"{url!r}: this version of Duron reads logs from files and SQLite stores "
-            "only (sqlite:///jobs.db#job-id)"
-        )
-    raise UsageError(f"{url!r} is not a store URL (sqlite:///jobs.db#job-id)")
+def split_job(url: str) -> tuple[str, str | None]:
+    """``("sqlite:///jobs.db", "order-42")`` from ``sqlite:///jobs.db#order-42``."""
+    base, _, fragment = url.partition("#")
+    return base, unquote(fragment) if fragment else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,13 +82,13 @@ class Stores:
         self._open: dict[str, Any] = {}
 
     def store(self, url: str) -> Any:
-        scheme, location, _ = parse_store_url(url)
-        key = f"{scheme}:{os.path.abspath(location)}"
-        store = self._open.get(key)
+        """The store at ``url`` (opened once; never created)."""
+        base, _ = split_job(url)
+        store = self._open.get(base)
         if store is None:
-            from duron.contrib._sqlite import SQLiteStore
+            from duron._cli.jobs import open_store
 
-            store = self._open[key] = SQLiteStore(location, create=False)
+            store = self._open[base] = open_store(base)
         return store
 
     def log(self, arg: str) -> LogRef:
@@ -119,17 +99,17 @@ class Stores:
             except OSError:
                 size = None
             return LogRef(arg, FileLogStorage(arg), size)
-        _, _, job = parse_store_url(arg)
+        base, job = split_job(arg)
         if job is None:
             raise UsageError(
                 f"{arg!r} names a store, not one job's log: add #job-id "
                 "(e.g. sqlite:///jobs.db#order-42)"
             )
-        return self.job(arg.partition("#")[0], job)
+        return self.job(base, job)
 
     def job(self, url: str, job_id: str) -> LogRef:
         """The log of job ``job_id`` in the store at ``url``."""
-        base = url.partition("#")[0]
+        base, _ = split_job(url)
         return LogRef(
             f"{base}#{job_id}", StoreLog(self.store(base), job_id, f"{base}#{job_id}")
         )

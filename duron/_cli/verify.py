@@ -101,14 +101,14 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as err:
         print(f"duron verify: {err}", file=sys.stderr)
         return 2
+    if args.job and len(args.store) != 1:
+        print("duron verify: --job needs exactly one --store URL", file=sys.stderr)
+        return 2
     if not (args.logs or args.store):
         print(
             "duron verify: no log to check: give LOG paths or --store URL",
             file=sys.stderr,
         )
-        return 2
-    if args.job and len(args.store) != 1:
-        print("duron verify: --job needs exactly one --store URL", file=sys.stderr)
         return 2
     try:
         reports = anyio.run(_verify_all, functions, args)
@@ -171,7 +171,17 @@ def load_target(target: str) -> dict[str, DurableFn[..., Any]]:
             f"importing {module_name} failed:\n{traceback.format_exc()}"
         ) from err
     if not attr:
-        found = {v.name: v for v in vars(module).values() if isinstance(v, DurableFn)}
+        found: dict[str, DurableFn[..., Any]] = {}
+        for key, value in vars(module).items():
+            if not isinstance(value, DurableFn):
+                continue
+            other = found.setdefault(value.name, value)
+            if other is not value:
+                raise UsageError(
+                    f"module {module_name} holds several durable functions recorded "
+                    f"as {value.name!r} ({other.__name__}, {key}): name the one to "
+                    f"check, e.g. {module_name}:{key}"
+                )
         if not found:
             raise UsageError(f"module {module_name} defines no @duron.durable function")
         return found
@@ -230,12 +240,12 @@ async def _verify_all(
 async def _refs(
     stores: Stores, functions: dict[str, DurableFn[..., Any]], args: argparse.Namespace
 ) -> list[LogRef]:
-    from duron._cli._sources import is_store_url, parse_store_url
+    from duron._cli._sources import is_store_url, split_job
 
     refs = []
     whole: list[str] = []
     for arg in args.logs:
-        if is_store_url(arg) and parse_store_url(arg)[2] is None:
+        if is_store_url(arg) and split_job(arg)[1] is None:
             whole.append(arg)
         else:
             refs.append(stores.log(arg))
