@@ -122,6 +122,7 @@ class Runtime:
         self._patch_queries: list[tuple[str, asyncio.Future[bool]]] = []
         self._records: AsyncIterator[tuple[int, bytes]] | None = None
         self._lookahead: deque[tuple[int, Entry]] = deque()
+        self._holding = False  # the driver holds an entry it has not fed yet
         self._current: Entry | None = None  # the entry whose time is being reached
         self.injected: dict[str, Any] = self._inject()
 
@@ -188,7 +189,12 @@ class Runtime:
         if not self.replayer.replaying:
             self._to_launch.append(lop)
             self._unflushed.append(lop)
-        elif self._lookahead and not self.loop._ready and spec.kind != "stream":
+        elif (
+            self._lookahead
+            and not self._holding
+            and not self.loop._ready
+            and spec.kind != "stream"
+        ):
             self._replay_at_once(lop)
         return fut
 
@@ -203,6 +209,11 @@ class Runtime:
         the driver's round trip. Anything unusual (a mismatch, a payload that no
         longer decodes) is left to the driver, which reports it properly.
         """
+        if self._current is not None:
+            # Timers due before an entry are firing and that entry, already taken
+            # from the lookahead, is not delivered yet: whatever comes next in the
+            # log must wait for it.
+            return
         lookahead = self._lookahead
         offset, entry = lookahead[0]
         rec = lop.rec
@@ -446,9 +457,14 @@ class Runtime:
         deadline = loop.next_deadline()
         if deadline is not None and deadline <= t:
             # Timers due by this entry fire first; a ctx.patched they lead to is
-            # answered by the log from this entry on.
+            # answered by the log from this entry on. Until it is fed, this entry
+            # (not the lookahead's first) is the next: no outcome may jump it.
             self._current = entry
-            await self._advance(t)
+            self._holding = True
+            try:
+                await self._advance(t)
+            finally:
+                self._holding = False
             self._current = None
         else:
             loop.advance(t)

@@ -50,7 +50,8 @@ class HostTiming:
         self.calls.clear()
 
     def latency(self) -> float:
-        return self.rng.uniform(0.0, 0.02)
+        # A third finish at once, so that several land in one batch.
+        return 0.0 if self.rng.random() < 0.3 else self.rng.uniform(0.0, 0.02)
 
 
 timing = HostTiming()
@@ -60,6 +61,16 @@ timing = HostTiming()
 async def fetch(tag: str) -> str:
     timing.calls.append(tag)
     await anyio.sleep(timing.latency())
+    return tag.upper()
+
+
+@duron.effect
+async def fetch_or_fail(tag: str) -> str:
+    timing.calls.append(tag)
+    latency = timing.latency()
+    await anyio.sleep(latency)
+    if latency > 0.01:
+        raise ValueError(f"{tag} took too long")
     return tag.upper()
 
 
@@ -103,6 +114,14 @@ async def mixed(ctx: duron.Context, width: int, taskgroup: bool) -> list[str]:
             await asyncio.wait_for(fetch_noted(f"w{i}"), 0.01)
         except asyncio.TimeoutError:
             await note(f"timeout{i}")
+    try:
+        await note(await ctx.run(fetch_or_fail, "e0"))
+    except ValueError as exc:  # raised live or rebuilt from the log: same type
+        await note(f"error:{exc}")
+    with anyio.move_on_after(0.01) as scope:
+        await fetch_noted("m0")
+    if scope.cancelled_caught:
+        await note("moved-on")
     background = asyncio.create_task(fetch_noted("bg"))
     await asyncio.sleep(0.005)
     await note("slept")
@@ -141,6 +160,18 @@ async def race(ctx: duron.Context, ms: int) -> list[str]:
         out.append(await ctx.run(slow, ms))
 
     await asyncio.gather(sleeper(), worker())
+    return out
+
+
+@duron.durable
+async def after_a_timer(ctx: duron.Context) -> list[str]:
+    out: list[str] = []
+
+    async def one(tag: str) -> None:
+        out.append(await ctx.run(fetch, tag))
+
+    await asyncio.sleep(0.01)
+    await asyncio.gather(one("x"), one("y"))
     return out
 
 
@@ -211,7 +242,7 @@ async def test_replay_follows_the_first_run_whatever_the_timing(
     issued_tags = [inputs["tag"] for _, _, inputs in live_ops]
     assert len(set(timing.calls)) == len(timing.calls)
     assert set(timing.calls) <= set(issued_tags)
-    assert all(t in timing.calls for t in issued_tags if not t.startswith("w"))
+    assert all(t in timing.calls for t in issued_tags if t[0] not in "wm")
     log = storage.raw
 
     timing.calls.clear()
@@ -232,13 +263,56 @@ async def test_replay_follows_the_first_run_whatever_the_timing(
     logged_ids = {op[0] for op in logged}
     assert [op for op in replay_ops if op[0] in logged_ids] == logged
     # An op the log never names was abandoned before anything was written for it:
-    # only a timed-out ``wait_for`` does that here.
+    # only a timeout (``wait_for``, ``move_on_after``) does that here.
     for _, _, inputs in (op for op in replay_ops if op[0] not in logged_ids):
         tag = inputs["tag"]
-        assert tag.startswith("w"), tag
-        assert any(s.startswith(f"timeout{tag[1:]}@") for s in live), (tag, live)
+        gave_up = f"timeout{tag[1:]}@" if tag.startswith("w") else "moved-on@"
+        assert any(s.startswith(gave_up) for s in live), (tag, live)
     if HAS_TASKGROUP:
         assert any(s.startswith("TG0@") for s in live), live
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    width=st.integers(1, 4),
+    cut=st.floats(0.0, 1.0),
+)
+async def test_a_job_resumed_from_any_prefix_of_its_log_replays_identically(
+    seed: int, width: int, cut: float
+) -> None:
+    """A crash leaves a prefix of the log; the resumed run, replayed, stays itself."""
+    timing.reseed(seed)
+    original = MemoryLogStorage()
+    await run_job(mixed, original, width, HAS_TASKGROUP)
+    raw = original.raw
+    prefix = raw[: 1 + round(cut * (len(raw) - 1))]  # always keeps the job entry
+    prefix_done = {
+        entry.id
+        for entry in MemoryLogStorage(prefix).entries()
+        if isinstance(entry, OpCompleted)
+    }
+
+    storage = MemoryLogStorage(prefix)
+    timing.calls.clear()
+    with issued_ops() as resumed_ops:
+        resumed = await resume_job(mixed, storage)
+    assert storage.raw[: len(prefix)] == prefix  # the log only grew
+    # What the prefix recorded as done did not run again.
+    rerun = {op[0] for op in resumed_ops if op[2]["tag"] in timing.calls}
+    assert rerun.isdisjoint(prefix_done)
+
+    final = storage.raw
+    timing.calls.clear()
+    with issued_ops() as replay_ops:
+        assert await run_job(mixed, storage, width, HAS_TASKGROUP) == resumed
+    assert timing.calls == []
+    assert replay_ops == resumed_ops
+    assert storage.raw == final
 
 
 @pytest.mark.skipif(
@@ -305,6 +379,27 @@ async def test_replay_takes_time_from_the_log_not_the_host(
     assert await resume_job(race, storage) == expected
     assert timing.calls == []  # both results came from the log
     assert await resume_job(race, storage) == expected  # the end entry agrees
+    assert timing.calls == []
+
+
+@pytest.mark.parametrize("order", [[0, 1], [1, 0]])
+async def test_results_after_a_timer_are_delivered_in_log_order(
+    order: list[int],
+) -> None:
+    # The timer fires on the way to the first entry; the code it wakes asks for
+    # both effects. The second entry must not be handed over before the first.
+    t0 = 1_700_000_000.0
+    name = effect_spec(fetch).name
+    tags = ["x", "y"]
+    entries: list[Any] = [JobStarted(after_a_timer.name, {}, "seed", t0)]
+    for i in order:
+        result = tags[i].upper()
+        entries.append(
+            OpCompleted(i, t0 + 0.02, result, None, "effect", name, {"tag": tags[i]})
+        )
+    timing.reseed(0)
+    storage = MemoryLogStorage([encode_entry(e) for e in entries])
+    assert await resume_job(after_a_timer, storage) == [tags[i].upper() for i in order]
     assert timing.calls == []
 
 
