@@ -136,12 +136,12 @@ class Timeline:
 
     @property
     def status(self) -> str:
-        """``empty``, ``running`` (no end yet), ``finished``, ``failed``, ``cancelled``."""
+        """``empty``, ``unfinished`` (no end yet), ``finished``, ``failed``, ``cancelled``."""
         if self.job is None:
             return "empty"
         end = self.end
         if end is None:
-            return "running"
+            return "unfinished"
         if end.error is None:
             return "finished"
         return "cancelled" if end.error.type in _CANCELLED_TYPES else "failed"
@@ -326,10 +326,8 @@ def _job_status(tl: Timeline, limit: int | None) -> str:
     if end is None:
         running = sum(1 for op in tl.ops.values() if op.status(False) == "running")
         where = f" at {_rel(tl.last_t, job.t)}" if tl.last_t is not None else ""
-        return (
-            f"running: the log ends{where} with "
-            f"{_plural(running, 'operation')} in flight"
-        )
+        flight = "no operation" if running == 0 else _plural(running, "operation")
+        return f"unfinished: the log ends{where} with {flight} in flight"
     at = _rel(end.t, job.t)
     if end.error is None:
         return f"finished at {at}, returned {_value(end.result, limit)}"
@@ -341,31 +339,33 @@ def _details(op: OpView, t0: float, limit: int | None) -> list[str]:
     out: list[str] = []
     if op.kind == "patch":
         return out
-    if op.done:
-        if op.error is not None:
-            out.append(f"raised {_error(op.error, limit)}")
-        elif op.kind != "input":
-            out.append(f"-> {_value(op.result, limit)}")
     shown = op.emits if limit is None else op.emits[:_EMITS_SHOWN]
     verb = "received" if op.kind == "input" else "emitted"
     for t, value in shown:
         out.append(f"{verb} {_value(value, limit)} at {_rel(t, t0)}")
     if len(shown) < len(op.emits):
         out.append(f"... {len(op.emits) - len(shown)} more (--full shows all)")
+    if op.done:
+        if op.error is not None:
+            out.append(f"raised {_error(op.error, limit)}")
+        elif op.kind != "input":
+            out.append(f"-> {_value(op.result, limit)}")
     return out
 
 
 # -- rich --------------------------------------------------------------------------
 
 
-def render_rich(tl: Timeline, out: TextIO, *, full: bool = False) -> None:
-    """The timeline as a rich table (on a terminal)."""
+def render_rich(
+    tl: Timeline, out: TextIO, *, full: bool = False, width: int | None = None
+) -> None:
+    """The timeline as a rich table (on a terminal; ``width``: its columns)."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     limit = None if full else _LIMIT
-    console = Console(file=out, highlight=False)
+    console = Console(file=out, highlight=False, width=width)
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
@@ -495,7 +495,9 @@ def _value(value: Any, limit: int | None) -> str:
 
 
 def _error(err: ErrorInfo, limit: int | None) -> str:
-    text = f"{err.type.rpartition('.')[2]}: {err.message}"
+    text = err.type.rpartition(".")[2]
+    if err.message:
+        text += f": {err.message}"
     if limit is not None and len(text) > limit:
         text = text[: limit - 3] + "..."
     return text
