@@ -122,7 +122,6 @@ class Runtime:
         self._patch_queries: list[tuple[str, asyncio.Future[bool]]] = []
         self._records: AsyncIterator[tuple[int, bytes]] | None = None
         self._lookahead: deque[tuple[int, Entry]] = deque()
-        self._holding = False  # the driver holds an entry it has not fed yet
         self._current: Entry | None = None  # the entry whose time is being reached
         self.injected: dict[str, Any] = self._inject()
 
@@ -189,12 +188,7 @@ class Runtime:
         if not self.replayer.replaying:
             self._to_launch.append(lop)
             self._unflushed.append(lop)
-        elif (
-            self._lookahead
-            and not self._holding
-            and not self.loop._ready
-            and spec.kind != "stream"
-        ):
+        elif self._lookahead and not self.loop._ready and spec.kind != "stream":
             self._replay_at_once(lop)
         return fut
 
@@ -460,12 +454,10 @@ class Runtime:
             # answered by the log from this entry on. Until it is fed, this entry
             # (not the lookahead's first) is the next: no outcome may jump it.
             self._current = entry
-            self._holding = True
             try:
                 await self._advance(t)
             finally:
-                self._holding = False
-            self._current = None
+                self._current = None
         else:
             loop.advance(t)
         try:
