@@ -70,8 +70,9 @@ class VerifyReport:
 
     Attributes:
         log: The log's label (its path, or its job id in a store).
-        function: The durable function checked against (its recorded name); for a
-            log that holds another function, the one the log names.
+        function: The durable function checked against (its recorded name; the
+            names, comma-separated, when several were offered and the log named
+            none of them).
         status: ``"ok"``, ``"incompatible"`` or ``"uncheckable"``.
         reason: Why it is not ok (``None`` when ok): ``"diverged"``, ``"payload"``,
             ``"arguments"``, ``"code-error"`` (incompatible); ``"damaged"``,
@@ -223,7 +224,6 @@ async def _verify(
     base.entries = 1
     dfn = fns.get(first.fn)
     if dfn is None:
-        base.function = first.fn
         wanted = " or ".join(sorted(fns))
         return base.uncheckable(
             "other-function", f"a log of durable function {first.fn}, not {wanted}"
