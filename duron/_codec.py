@@ -48,12 +48,26 @@ class Codec(Protocol):
     def encode(self, value: object, annotation: Any, /) -> JSONValue:
         """Return ``value`` as JSON-ready data (dicts, lists, str, numbers, bool, None).
 
-        ``annotation`` is the declared type, or :data:`UNANNOTATED`.
+        Args:
+            value: The value to record.
+            annotation: Its declared type; ``typing.Any`` for an unannotated
+                parameter, :data:`UNANNOTATED` for an unannotated result or value.
+
+        Returns:
+            Data that orjson can serialize and :meth:`decode` can read back.
         """
         ...
 
     def decode(self, data: JSONValue, annotation: Any, /) -> object:
-        """Rebuild a value of type ``annotation`` from data :meth:`encode` returned."""
+        """Rebuild a value of type ``annotation`` from data :meth:`encode` returned.
+
+        Args:
+            data: What :meth:`encode` returned, as read back from the log.
+            annotation: The declared type, as given to :meth:`encode`.
+
+        Returns:
+            The rebuilt value.
+        """
         ...
 
 

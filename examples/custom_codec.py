@@ -14,6 +14,7 @@ import duron
 from duron.contrib.storage import MemoryLogStorage
 
 
+# --8<-- [start:codec]
 class Money:
     def __init__(self, amount: Decimal, currency: str) -> None:
         self.amount = amount
@@ -55,6 +56,9 @@ async def buy(ctx: duron.Context, item: str, budget: Money) -> str:
     price = await ctx.run(quote, item)
     verdict = "buy" if price.amount <= budget.amount else "skip"
     return f"{verdict} {item} at {price!r}"
+
+
+# --8<-- [end:codec]
 
 
 async def main() -> None:

@@ -13,6 +13,7 @@ import duron
 from duron import LogLockedError, StorageError
 
 
+# --8<-- [start:backend]
 class DictStore:
     """Many logs by name; stands in for a database all handles share."""
 
@@ -55,6 +56,9 @@ class DictLog:
             )
         # A real backend makes this one transaction: all of the batch or a prefix.
         self.store.logs.setdefault(self.label, []).extend(entries)
+
+
+# --8<-- [end:backend]
 
 
 @duron.effect
