@@ -602,11 +602,12 @@ class Runtime:
             else {"result": finish.result}
         )
         if _comparable(mine) != _comparable(recorded):
+            was, now = _show_pair(recorded, mine)
             raise NonDeterminismError(
                 job=self.label,
                 position=self.replayer.next_id,
-                recorded=f"the job's end with {_show(recorded)}",
-                requested=f"to end with {_show(mine)}",
+                recorded=f"the job's end with {was}",
+                requested=f"to end with {now}",
             )
         return self._outcome_from(finish.result, finish.error, None)
 
@@ -1029,3 +1030,26 @@ def _show(d: dict[str, Any]) -> str:
         return f"error {d['type']}({d['message']!r})"
     text = repr(d["result"])
     return f"result {text if len(text) <= 80 else text[:77] + '...'}"
+
+
+def _show_pair(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, str]:
+    """Two differing outcomes for one message: long results are cut at the same
+    place, just before their first difference, so that the difference shows."""
+    if "type" in a or "type" in b:
+        return _show(a), _show(b)
+    ta, tb = repr(a["result"]), repr(b["result"])
+    if len(ta) <= 80 and len(tb) <= 80:
+        return f"result {ta}", f"result {tb}"
+    same = next(
+        (i for i, (x, y) in enumerate(zip(ta, tb, strict=False)) if x != y),
+        min(len(ta), len(tb)),
+    )
+    start = max(0, same - 30)
+    return f"result {_window(ta, start)}", f"result {_window(tb, start)}"
+
+
+def _window(text: str, start: int, width: int = 74) -> str:
+    end = start + width
+    return (
+        ("..." if start else "") + text[start:end] + ("..." if end < len(text) else "")
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 
 import duron
 from duron._effect import effect_spec
-from duron._entries import JobStarted, OpCompleted, OpStarted
+from duron._entries import JobFinished, JobStarted, OpCompleted, OpStarted
 from duron._log import encode_entry
 from duron._replay import OpRecord, Replayer
 from duron.contrib.storage import MemoryLogStorage
@@ -173,6 +174,11 @@ async def after_a_timer(ctx: duron.Context) -> list[str]:
     await asyncio.sleep(0.01)
     await asyncio.gather(one("x"), one("y"))
     return out
+
+
+@duron.durable
+async def long_result(ctx: duron.Context) -> list[str]:
+    return [f"item-{i}" for i in range(20)]
 
 
 @duron.durable
@@ -401,6 +407,29 @@ async def test_results_after_a_timer_are_delivered_in_log_order(
     storage = MemoryLogStorage([encode_entry(e) for e in entries])
     assert await resume_job(after_a_timer, storage) == [tags[i].upper() for i in order]
     assert timing.calls == []
+
+
+async def test_a_long_result_that_changed_is_shown_where_it_differs() -> None:
+    recorded: list[duron.JSONValue] = [f"item-{i}" for i in range(20)]
+    recorded[17] = "item-XVII"
+    t0 = 1_700_000_000.0
+    storage = MemoryLogStorage(
+        [
+            encode_entry(JobStarted(long_result.name, {}, "seed", t0)),
+            encode_entry(JobFinished(t0, recorded)),
+        ]
+    )
+    # Both sides are cut at the same place, just before the difference.
+    message = (
+        "job <memory>: at position 0 the log recorded the job's end with result "
+        "..., 'item-15', 'item-16', 'item-XVII', 'item-18', 'item-19'] but the "
+        "code now asks for to end with result ..., 'item-15', 'item-16', "
+        "'item-17', 'item-18', 'item-19']. The durable function no longer "
+        "replays this log: restore the old code path (ctx.patched can carry both) "
+        "or start a new job"
+    )
+    with pytest.raises(duron.NonDeterminismError, match=re.escape(message)):
+        await resume_job(long_result, storage)
 
 
 # Replay that went quadratic in the number of pending ops (a scan per delivery)
