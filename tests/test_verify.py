@@ -137,6 +137,20 @@ CASES: list[tuple[str, str, tuple[str, str | None, str]]] = [
         "finished",
         _diverged(0, "fetch_user(user_id=7)", "code now calls load_user(user_id=7)"),
     ),
+    # A function renamed in code, its recorded name kept with @duron.effect(name=...).
+    ("renamed_keeping_name", "finished", OK),
+    # A new parameter with a default: defaults are not recorded, so the call is the
+    # same; passing it explicitly (even with the default's value) is another call.
+    ("new_parameter_with_default", "finished", OK),
+    (
+        "new_parameter_passed",
+        "finished",
+        _diverged(
+            1,
+            "charge_card(order_id=42, amount=10.0)",
+            "code now calls charge_card(order_id=42, amount=10.0, currency='EUR')",
+        ),
+    ),
     (
         "changed_argument",
         "finished",

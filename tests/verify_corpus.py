@@ -129,6 +129,20 @@ async def ship_with_country(address: AddressWithCountry) -> None:
     ran.append("ship")
 
 
+@duron.effect(name="fetch_user")
+async def get_user(user_id: int) -> User:
+    """``fetch_user`` renamed in code, its recorded name kept."""
+    ran.append("get_user")
+    return User(id=user_id, name="Ada")
+
+
+@duron.effect(name="charge_card")
+async def charge_card_in(order_id: int, amount: float, currency: str = "EUR") -> str:
+    """``charge_card`` with a new parameter that has a default."""
+    ran.append("charge_card")
+    return f"r-{order_id}"
+
+
 # -- the original and its changed versions ---------------------------------------------
 
 
@@ -154,6 +168,33 @@ async def reordered(ctx: duron.Context, order_id: int) -> str:
 async def renamed(ctx: duron.Context, order_id: int) -> str:
     user = await ctx.run(load_user, 7)
     receipt = await ctx.run(charge_card, order_id, 10.0)
+    await ctx.run(ship, HOME)
+    await ctx.run(send_receipt, order_id)
+    return f"{user.name}:{receipt}"
+
+
+@duron.durable(name="checkout")
+async def renamed_keeping_name(ctx: duron.Context, order_id: int) -> str:
+    user = await ctx.run(get_user, 7)
+    receipt = await ctx.run(charge_card, order_id, 10.0)
+    await ctx.run(ship, HOME)
+    await ctx.run(send_receipt, order_id)
+    return f"{user.name}:{receipt}"
+
+
+@duron.durable(name="checkout")
+async def new_parameter_with_default(ctx: duron.Context, order_id: int) -> str:
+    user = await ctx.run(fetch_user, 7)
+    receipt = await ctx.run(charge_card_in, order_id, 10.0)
+    await ctx.run(ship, HOME)
+    await ctx.run(send_receipt, order_id)
+    return f"{user.name}:{receipt}"
+
+
+@duron.durable(name="checkout")
+async def new_parameter_passed(ctx: duron.Context, order_id: int) -> str:
+    user = await ctx.run(fetch_user, 7)
+    receipt = await ctx.run(charge_card_in, order_id, 10.0, "EUR")
     await ctx.run(ship, HOME)
     await ctx.run(send_receipt, order_id)
     return f"{user.name}:{receipt}"
