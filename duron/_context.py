@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import (
     AsyncGenerator,
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 from duron._effect import effect_spec
 from duron._errors import UsageError
+from duron._ops import Recorded
 from duron._signal import Signal, SignalWriter
 from duron._stream import Stream, StreamWriter, channel
 
@@ -91,7 +93,12 @@ class Context:
             NonDeterminismError: The log recorded another call at this position.
             PayloadError: An argument cannot be encoded.
         """
-        return await self._rt.issue_effect(effect_spec(fn), args, kwargs)
+        out = self._rt.issue_effect(effect_spec(fn), args, kwargs)
+        if type(out) is Recorded:  # replayed at once: no future needed
+            if out.error is not None:
+                raise out.error
+            return out.value
+        return await out  # type: ignore[misc]
 
     @asynccontextmanager
     async def stream(
@@ -123,6 +130,7 @@ class Context:
             )
         reader, writer = channel(f"{spec.name} states")
         fut = self._rt.issue_effect(spec, (initial, *args), kwargs, sink=writer)
+        assert isinstance(fut, asyncio.Future)  # a sink never takes the shortcut
         try:
             yield reader, fut
         finally:

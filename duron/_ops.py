@@ -36,6 +36,7 @@ __all__ = [
     "LiveOp",
     "OpFuture",
     "Outcome",
+    "Recorded",
 ]
 
 UNDECODED: Any = object()
@@ -119,6 +120,14 @@ class Fatal:
 
 
 Event = Done | Emitted | CancelRequest | Fatal
+
+
+@dataclass(slots=True)
+class Recorded:
+    """A replayed effect's outcome, handed to durable code without a future."""
+
+    value: Any
+    error: BaseException | None
 
 
 @dataclass(slots=True)

@@ -60,6 +60,7 @@ from duron._ops import (
     LiveOp,
     OpFuture,
     Outcome,
+    Recorded,
 )
 from duron._replay import Cancel, Deliver, Emit, Finish, OpRecord, Replayer
 from duron._runner import run_effect
@@ -166,7 +167,9 @@ class Runtime:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         sink: Any = None,
-    ) -> asyncio.Future[Any]:
+    ) -> asyncio.Future[Any] | Recorded:
+        """Register an effect call; returns the future to await, or, while
+        replaying, its :class:`Recorded` outcome when it can be taken at once."""
         self._check_loop(f"ctx.run({spec.name})")
         sig = spec.sig
         try:
@@ -179,69 +182,88 @@ class Runtime:
                 position=self.replayer.next_id,
                 job=self.label,
             ) from err.__cause__
+        replaying = self.replayer.replaying
+        if (
+            replaying
+            and self._lookahead
+            and not self.loop._ready
+            and sink is None
+            and spec.kind != "stream"
+        ):
+            recorded = self._replay_at_once(spec, inputs)
+            if recorded is not None:
+                return recorded
         rec = self.replayer.issue("effect", spec.name, inputs)
         fut = OpFuture(loop=self.loop, on_cancel=self._op_cancelled)
         fut._lop = lop = LiveOp(rec, fut, spec, args, kwargs, sink=sink)
         if spec.kind == "stream":
             lop.state = args[0] if args else kwargs.get(sig.params[0].name)
         self.ops[rec.id] = lop
-        if not self.replayer.replaying:
+        if not replaying:
             self._to_launch.append(lop)
             self._unflushed.append(lop)
-        elif self._lookahead and not self.loop._ready and spec.kind != "stream":
-            self._replay_at_once(lop)
         return fut
 
-    def _replay_at_once(self, lop: LiveOp) -> None:
-        """Hand ``lop`` its recorded outcome now, when that is what stepping would do.
+    def _replay_at_once(
+        self, spec: EffectSpec, inputs: dict[str, JSONValue]
+    ) -> Recorded | None:
+        """The recorded outcome of the call about to be issued, if stepping would
+        hand it over next.
 
         Normally the task suspends on the future, the loop goes quiet, and the
         driver delivers the next entry. When the loop has nothing else ready, no
         timer falls before that entry, and the next entries are exactly this
-        operation's ``start``/``done``, the result is the same if the future is
-        completed before the task awaits it, minus a suspension, a loop step and
-        the driver's round trip. Anything unusual (a mismatch, a payload that no
-        longer decodes) is left to the driver, which reports it properly.
+        call's ``start``/``done``, the task may just as well continue with the
+        outcome, minus a future, a suspension, a loop step and the driver's round
+        trip. Anything unusual (a mismatch, a payload that no longer decodes) is
+        left to the driver, which reports it properly.
         """
-        if self._current is not None:
+        if self._current is not None or self._patch_queries:
             # Timers due before an entry are firing and that entry, already taken
             # from the lookahead, is not delivered yet: whatever comes next in the
             # log must wait for it.
-            return
+            return None
         lookahead = self._lookahead
         offset, entry = lookahead[0]
-        rec = lop.rec
+        position = self.replayer.next_id
+        name = spec.name
         start: OpStarted | None = None
         start_offset = offset
-        if type(entry) is OpStarted and entry.id == rec.id:
-            if len(lookahead) < 2:
-                return
+        if type(entry) is OpStarted:
+            if entry.id != position or len(lookahead) < 2:
+                return None
+            if entry.name != name or entry.kind != "effect" or entry.inputs != inputs:
+                return None
             start = entry
             offset, entry = lookahead[1]
-        if type(entry) is not OpCompleted or entry.id != rec.id or self._patch_queries:
-            return
+        if type(entry) is not OpCompleted or entry.id != position:
+            return None
+        if start is None and (
+            entry.name != name or entry.kind != "effect" or entry.inputs != inputs
+        ):
+            return None
         loop = self.loop
         deadline = loop.next_deadline()
         if deadline is not None and deadline <= entry.t:
-            return
-        if start is not None and (start.name != rec.name or start.inputs != rec.inputs):
-            return
-        if start is None and (entry.name != rec.name or entry.inputs != rec.inputs):
-            return
-        value: Any = None
-        if entry.error is None:
+            return None
+        error = entry.error
+        if error is None:
             try:
-                value = self.codec.decode(entry.result, lop.spec.result_annotation)  # type: ignore[union-attr]
+                value = self.codec.decode(entry.result, spec.result_annotation)
             except Exception:
-                return  # the driver reports it with its position
+                return None  # the driver reports it with its position
+            out = Recorded(value, None)
+        else:
+            out = Recorded(None, rebuild(error))
+        replayer = self.replayer
+        replayer.issue("effect", name, inputs)
         if start is not None:
             lookahead.popleft()
-            self.replayer.feed(start, start_offset)
+            replayer.feed(start, start_offset)
         lookahead.popleft()
         loop.advance(entry.t)
-        self.replayer.feed(entry, offset)
-        del self.ops[rec.id]
-        self._deliver_done(lop, entry.result, entry.error, None, value)
+        replayer.feed(entry, offset)
+        return out
 
     def issue_future(
         self, annotation: Any, name: str | None
