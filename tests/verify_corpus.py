@@ -61,6 +61,12 @@ class AddressWithCountry(BaseModel):
     country: str = "NL"
 
 
+class Street(BaseModel):
+    """``Address`` after its ``city`` field was dropped."""
+
+    street: str
+
+
 HOME = Address(street="Main 1", city="Delft")
 
 # -- effects ------------------------------------------------------------------------
@@ -126,6 +132,11 @@ async def charge_card_wider(order_id: int, amount: float | str) -> str | int:
 
 @duron.effect(name="ship")
 async def ship_with_country(address: AddressWithCountry) -> None:
+    ran.append("ship")
+
+
+@duron.effect(name="ship")
+async def ship_street(address: Street) -> None:
     ran.append("ship")
 
 
@@ -298,6 +309,15 @@ async def input_field_set(ctx: duron.Context, order_id: int) -> str:
         ship_with_country,
         AddressWithCountry(street="Main 1", city="Delft", country="BE"),
     )
+    await ctx.run(send_receipt, order_id)
+    return f"{user.name}:{receipt}"
+
+
+@duron.durable(name="checkout")
+async def input_field_dropped(ctx: duron.Context, order_id: int) -> str:
+    user = await ctx.run(fetch_user, 7)
+    receipt = await ctx.run(charge_card, order_id, 10.0)
+    await ctx.run(ship_street, Street(street="Main 1"))
     await ctx.run(send_receipt, order_id)
     return f"{user.name}:{receipt}"
 
