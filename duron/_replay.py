@@ -141,6 +141,34 @@ class Replayer:
         self._pending[op.id] = op
         return op
 
+    def take(
+        self,
+        kind: str,
+        name: str,
+        inputs: dict[str, JSONValue] | None,
+        start: OpStarted | None,
+        done: OpCompleted,
+    ) -> bool:
+        """Issue an operation and consume its recorded ``start``/``done`` at once.
+
+        For the replay shortcut: when the log's next entries are exactly this
+        operation's, nothing is left pending. Returns False (changing nothing) if
+        they are not, and the normal :meth:`issue`/:meth:`feed` path then reports
+        whatever is wrong.
+        """
+        position = self.next_id
+        if done.id != position or self.finished:
+            return False
+        named = done
+        if start is not None:
+            if start.id != position or done.name is not None:
+                return False
+            named = start  # type: ignore[assignment]
+        if named.name != name or named.kind != kind or named.inputs != inputs:
+            return False
+        self.next_id = position + 1
+        return True
+
     def forget(self, op_id: int) -> None:
         """The code no longer waits for ``op_id`` (it completed live, or was dropped)."""
         self._pending.pop(op_id, None)

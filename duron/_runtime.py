@@ -224,23 +224,16 @@ class Runtime:
             # log must wait for it.
             return None
         lookahead = self._lookahead
-        offset, entry = lookahead[0]
+        entry = lookahead[0][1]
         position = self.replayer.next_id
         name = spec.name
         start: OpStarted | None = None
-        start_offset = offset
         if type(entry) is OpStarted:
             if entry.id != position or len(lookahead) < 2:
                 return None
-            if entry.name != name or entry.kind != "effect" or entry.inputs != inputs:
-                return None
             start = entry
-            offset, entry = lookahead[1]
+            entry = lookahead[1][1]
         if type(entry) is not OpCompleted or entry.id != position:
-            return None
-        if start is None and (
-            entry.name != name or entry.kind != "effect" or entry.inputs != inputs
-        ):
             return None
         loop = self.loop
         deadline = loop.next_deadline()
@@ -255,14 +248,12 @@ class Runtime:
             out = Recorded(value, None)
         else:
             out = Recorded(None, rebuild(error))
-        replayer = self.replayer
-        replayer.issue("effect", name, inputs)
+        if not self.replayer.take("effect", name, inputs, start, entry):
+            return None
         if start is not None:
             lookahead.popleft()
-            replayer.feed(start, start_offset)
         lookahead.popleft()
         loop.advance(entry.t)
-        replayer.feed(entry, offset)
         return out
 
     def issue_future(
