@@ -119,8 +119,19 @@ class Context:
                 total = await final
             ```
 
+        Args:
+            fn: A streaming effect (an async generator function).
+            initial: The state to start from (its first parameter).
+            *args: The effect's other arguments.
+            **kwargs: Its keyword arguments.
+
         Returns:
-            An async context manager giving ``(partial states, final state)``.
+            An async context manager giving ``(partial states, final state)``: a
+            stream of the state after each recorded action, and an awaitable of
+            the final state (what ``ctx.run`` would return).
+
+        Raises:
+            UsageError: ``fn`` is not a streaming effect.
         """
         spec = effect_spec(fn)
         if spec.kind != "stream":

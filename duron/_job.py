@@ -96,7 +96,11 @@ class Job(Generic[_P, _T]):
 
         On a new log the job entry is written first. On a log that already holds
         this job, the logged run is replayed and continued: the arguments must be
-        the logged ones.
+        the logged ones. Returns once the job is running; :meth:`wait` for its end.
+
+        Args:
+            *args: The durable function's arguments, after the context.
+            **kwargs: Its keyword arguments (not the ``= duron.Provided`` ones).
 
         Raises:
             JobMismatchError: The log holds another function or other arguments.
@@ -245,6 +249,14 @@ class Job(Generic[_P, _T]):
           durable code sends. It yields once replay is over, from value ``start``
           (every value again after a restart, so a UI can redraw).
 
+        Args:
+            name: The injected parameter's name.
+            mode: ``"w"`` to write into the job, ``"r"`` to read what it sends.
+            start: For ``"r"``: the index of the first value to yield.
+
+        Returns:
+            A :class:`~duron.HostWriter` (``"w"``) or :class:`~duron.HostReader` (``"r"``).
+
         Raises:
             UsageError: No such parameter, or the wrong direction for it.
         """
@@ -283,6 +295,11 @@ class Job(Generic[_P, _T]):
         exception: BaseException | None = None,
     ) -> None:
         """Complete a future made by ``ctx.create_future``; returns once it is logged.
+
+        Args:
+            future_id: The id ``ctx.create_future`` returned.
+            result: The value, validated against the future's type.
+            exception: Raise this in the durable code instead of giving a result.
 
         Raises:
             UsageError: Unknown, already completed, or abandoned future.
