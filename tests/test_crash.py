@@ -118,3 +118,21 @@ def test_sigkilled_job_resumes_and_never_reruns_a_logged_effect(
     # Only effects in flight at a kill (at most one gather's worth) ran again.
     reran = len(ran) - N
     assert reran <= WIDEST * len(kills), f"{reran} re-runs for {len(kills)} kills"
+    # One outcome per op in the log, whatever ran twice.
+    done_ids = [
+        entry["id"]
+        for entry in map(orjson.loads, log.read_bytes().splitlines())
+        if entry["type"] == "done"
+    ]
+    assert sorted(done_ids) == list(range(N))
+
+    # Once more on the finished log: the same result, and nothing runs.
+    replay = subprocess.run(
+        [sys.executable, str(WORKER), str(tmp_path), "asyncio"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert replay.returncode == 0, replay.stderr.decode()
+    assert replay.stdout == out
+    assert side_keys(side) == ran
