@@ -805,3 +805,46 @@ def test_rich_progress_bar_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     bar.close()
     assert bar._rich is None
     assert "verifying" in out.text
+
+
+# -- host input, futures and timers replay with no host attached ------------------------
+
+
+@duron.effect
+async def triple(x: int) -> int:
+    return 3 * x
+
+
+@duron.durable(name="hosted")
+async def hosted(
+    ctx: duron.Context,
+    items: duron.Stream[int] = duron.Provided,
+    out: duron.StreamWriter[str] = duron.Provided,
+) -> int:
+    future_id, approval = await ctx.create_future(int, name="approval")
+    await out.send(future_id)
+    total = await approval
+    async for item in items:
+        total += await ctx.run(triple, item)
+    await anyio.sleep(0.01)  # a durable timer: replay fires it from the log's times
+    return total
+
+
+@pytest.mark.anyio
+async def test_host_input_futures_and_timers_replay_without_a_host() -> None:
+    storage = MemoryLogStorage()
+    async with hosted.invoke(storage) as job:
+        await job.start()
+        async for future_id in await job.open_stream("out", "r"):
+            await job.complete_future(future_id, result=100)
+            break
+        items = await job.open_stream("items", "w")
+        for i in range(3):
+            await items.send(i)
+        await items.close()
+        assert await job.wait() == 109
+    report = await verify_log(hosted, storage)
+    assert (report.status, report.finished) == ("ok", True)
+    for cut in range(2, len(storage.raw)):
+        part = await verify_log(hosted, MemoryLogStorage(storage.raw[:cut]))
+        assert (part.status, part.finished) == ("ok", False), cut
