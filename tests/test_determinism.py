@@ -207,6 +207,8 @@ def issued_ops() -> Iterator[list[Op]]:
     seen: list[Op] = []
     original = Replayer.issue
 
+    original_take = Replayer.take
+
     def issue(
         self: Replayer, kind: str, name: str, inputs: dict[str, Any] | None
     ) -> OpRecord:
@@ -214,7 +216,25 @@ def issued_ops() -> Iterator[list[Op]]:
         seen.append((op.id, op.name, op.inputs))
         return op
 
-    with mock.patch.object(Replayer, "issue", issue):
+    def take(
+        self: Replayer,
+        kind: str,
+        name: str,
+        inputs: dict[str, Any] | None,
+        start: OpStarted | None,
+        done: OpCompleted,
+    ) -> bool:
+        # The replay shortcut issues and completes an operation in one call.
+        position = self.next_id
+        taken = original_take(self, kind, name, inputs, start, done)
+        if taken:
+            seen.append((position, name, inputs))
+        return taken
+
+    with (
+        mock.patch.object(Replayer, "issue", issue),
+        mock.patch.object(Replayer, "take", take),
+    ):
         yield seen
 
 
