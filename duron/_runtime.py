@@ -759,7 +759,9 @@ class Runtime:
         t = max(loop.time(), _now())
         batch = list(self._events)
         self._events.clear()
-        entries: list[Entry] = self._take_starts(t, _finishing(batch))
+        entries: list[Entry] = (
+            self._take_starts(t, _finishing(batch)) if self._unflushed else []
+        )
         for ev in batch:
             if type(ev) is Fatal:
                 raise ev.error
