@@ -299,7 +299,7 @@ async def test_replay_follows_the_first_run_whatever_the_timing(
 
 
 @settings(
-    max_examples=25,
+    max_examples=15,  # each example runs the job live twice
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
