@@ -34,6 +34,8 @@ EXPECTED: dict[str, str] = {
 }
 
 NOT_RUN: dict[str, str] = {
+    "agent.py": "a paced conversation; tests/test_agent_example.py runs it quicker, "
+    "twice over one log and killed mid-way",
     "service.py": "an HTTP server that runs until stopped; needs starlette and uvicorn",
 }
 
