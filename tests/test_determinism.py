@@ -21,7 +21,7 @@ from unittest import mock
 
 import anyio
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import duron
@@ -253,7 +253,6 @@ def logged_ops(storage: MemoryLogStorage) -> list[Op]:
 @settings(
     max_examples=25,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(seed=st.integers(0, 2**32 - 1), width=st.integers(1, 4))
 async def test_replay_follows_the_first_run_whatever_the_timing(
@@ -301,7 +300,6 @@ async def test_replay_follows_the_first_run_whatever_the_timing(
 @settings(
     max_examples=15,  # each example runs the job live twice
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     seed=st.integers(0, 2**32 - 1),
