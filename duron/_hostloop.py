@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from asyncio.tasks import _enter_task, _leave_task
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -70,6 +71,31 @@ def host_loop(tg: TaskGroup) -> HostLoop:
 _EAGER: dict[str, Any] = {"eager_start": True} if sys.version_info >= (3, 12) else {}
 
 
+def _start_now(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+    """Eager start before 3.12: run the step ``create_task`` just scheduled, now.
+
+    What 3.12's ``eager_start`` does, done by hand on the loops whose internals are
+    known (the standard loop keeps its ready queue in ``_ready``): take the task's
+    first step off the queue and run it with the task as the current one. On any
+    other loop (uvloop...) the task simply starts on the next round.
+    """
+    ready = getattr(loop, "_ready", None)
+    if not ready:
+        return
+    handle = ready[-1]
+    if getattr(handle._callback, "__self__", None) is not task:
+        return
+    ready.pop()
+    current = asyncio.current_task(loop)
+    if current is not None:
+        _leave_task(loop, current)
+    try:
+        handle._run()
+    finally:
+        if current is not None:
+            _enter_task(loop, current)
+
+
 def _wake_future(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -86,14 +112,17 @@ class _AsyncioHost:
     def spawn(
         self, fn: Callable[..., Awaitable[None]], *args: Any, name: str
     ) -> Cancellable:
-        # Eager start (3.12+): the effect runs until its first real wait right
-        # here, which spares a round of the host loop before it begins.
+        # Eager start: the effect runs until its first real wait right here,
+        # which spares a round of the host loop before it begins (and all of
+        # them for an effect that never waits).
         task: asyncio.Task[None] = asyncio.Task(
             fn(*args),  # type: ignore[arg-type]
             loop=self._loop,
             name=name,
             **_EAGER,
         )
+        if not _EAGER:
+            _start_now(self._loop, task)
         if task.done():
             return task
         self._tasks.add(task)
