@@ -757,6 +757,35 @@ class Runtime:
         """Append every ready event in one batch, then deliver them in order."""
         loop = self.loop
         t = max(loop.time(), _now())
+        events = self._events
+        if len(events) == 1:
+            ev = events[0]
+            if type(ev) is Done and ev.ack is None:
+                unflushed = self._unflushed
+                lop = ev.op
+                if not unflushed or (len(unflushed) == 1 and unflushed[0] is lop):
+                    # The common step: one operation finished, nothing else to
+                    # record. Same as the general path below, minus its loops.
+                    events.clear()
+                    unflushed.clear()
+                    if lop.abandoned:
+                        return
+                    await self._append([self._entry_for(ev, t)])
+                    deadline = loop.next_deadline()
+                    if deadline is not None and deadline <= t:
+                        await self._advance(t)
+                    else:
+                        loop.advance(t)
+                    del self.ops[lop.rec.id]
+                    self.replayer.forget(lop.rec.id)
+                    if not lop.abandoned:
+                        self._deliver_done(
+                            lop, ev.result, ev.error, ev.cause, ev.decoded
+                        )
+                    loop.run_ready()
+                    if self._patch_queries:
+                        await self._settle()
+                    return
         batch = list(self._events)
         self._events.clear()
         entries: list[Entry] = (

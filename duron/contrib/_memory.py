@@ -45,7 +45,9 @@ class MemoryLogStorage:
             raise StorageError(
                 f"log {self.label} is not open for writing (acquire() first)"
             )
-        self._entries.extend(entries)
+        # A copy, not the caller's object: orjson's output keeps its whole growth
+        # buffer (~4 KiB), which a log held in memory would keep per entry.
+        self._entries.extend([bytes(memoryview(e)) for e in entries])
 
     @property
     def raw(self) -> list[bytes]:
