@@ -239,7 +239,7 @@ def test_errors(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         2,
         "",
         "duron jobs: error: 'mysql://host/db': unknown store scheme 'mysql'; Duron "
-        "knows sqlite:///path.db\n",
+        "knows sqlite:///path.db and postgresql://user@host/dbname\n",
     )
     assert run(capsys, "list", str(db)) == (
         2,

@@ -3,7 +3,9 @@
 The store is named by a URL:
 
 * ``sqlite:///jobs.db``: a path relative to the current directory;
-* ``sqlite:////var/lib/app/jobs.db``: an absolute path (four slashes).
+* ``sqlite:////var/lib/app/jobs.db``: an absolute path (four slashes);
+* ``postgresql://user:password@host:5432/dbname``: a PostgreSQL store (add
+  ``?schema=NAME`` for tables outside the default ``duron`` schema).
 
 The CLI never creates a store: a URL naming a missing file is an error.
 """
@@ -31,7 +33,10 @@ __all__ = ["open_store", "register"]
 
 _T = TypeVar("_T")
 
-_URL_HELP = "the store: sqlite:///relative/path.db or sqlite:////absolute/path.db"
+_URL_HELP = (
+    "the store: sqlite:///relative/path.db, sqlite:////absolute/path.db or "
+    "postgresql://user@host/dbname"
+)
 
 
 def open_store(url: str) -> JobStore:
@@ -56,8 +61,13 @@ def open_store(url: str) -> JobStore:
         from duron.contrib.storage import SQLiteStore
 
         return SQLiteStore(rest[1:], create=False)
+    if scheme in ("postgresql", "postgres"):
+        from duron.contrib._postgres import store_from_url
+
+        return store_from_url(url)
     raise UsageError(
-        f"{url!r}: unknown store scheme {scheme!r}; Duron knows sqlite:///path.db"
+        f"{url!r}: unknown store scheme {scheme!r}; Duron knows sqlite:///path.db "
+        "and postgresql://user@host/dbname"
     )
 
 
@@ -66,7 +76,8 @@ def register(subparsers: Any) -> None:
         "jobs",
         help="list, show, cancel, resume, fork and prune the jobs of a store",
         description="Manage the jobs of a job store. URL names the store: "
-        "sqlite:///relative/path.db or sqlite:////absolute/path.db.",
+        "sqlite:///relative/path.db, sqlite:////absolute/path.db or "
+        "postgresql://user:password@host:5432/dbname[?schema=NAME].",
     )
     sub = parser.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
 

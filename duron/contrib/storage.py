@@ -4,6 +4,7 @@
 from duron._storage import LogStorage
 from duron.contrib._file import Durability, FileLogStorage
 from duron.contrib._memory import MemoryLogStorage
+from duron.contrib._postgres import PostgresLog, PostgresStore
 from duron.contrib._sqlite import SQLiteLog, SQLiteStore
 
 __all__ = [
@@ -11,6 +12,8 @@ __all__ = [
     "FileLogStorage",
     "LogStorage",
     "MemoryLogStorage",
+    "PostgresLog",
+    "PostgresStore",
     "SQLiteLog",
     "SQLiteStore",
 ]

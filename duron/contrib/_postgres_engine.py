@@ -1,0 +1,751 @@
+"""The PostgreSQL store's engine: psycopg's async pool on a thread of its own.
+
+psycopg 3's async connections run on asyncio only, and a pool belongs to the event
+loop that opened it. The engine therefore owns a private asyncio loop in a daemon
+thread, with the connection pool on it. Async code on any host loop (asyncio or trio,
+one loop or several) hands it requests and is woken through its own loop's
+thread-safe ``call_soon`` (asyncio) or ``run_sync_soon`` (trio).
+
+On that loop:
+
+* every request runs as a task on a pooled connection, so reads, claims and polls
+  of many jobs proceed side by side;
+* appends are not run one by one: they queue, and one flusher writes every append
+  queued meanwhile in ONE statement (group commit: one round trip and one commit
+  for a scheduler step of many jobs). Each job's lease epoch is checked in that
+  statement, under a row lock, so a stale writer's entries are refused while the
+  others' commit;
+* the leases this store object holds are renewed every third of their length,
+  with the database's clock, not the workers'.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+
+from duron._errors import DuronError, LeaseLostError, SchemaError, StorageError
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+    from psycopg_pool import AsyncConnectionPool
+
+__all__ = ["SCHEMA_VERSION", "AppendRequest", "Engine", "Schema", "host_caller"]
+
+_R = TypeVar("_R")
+_log = logging.getLogger("duron")
+
+WORK = 1  # a job may have become runnable (or was asked to cancel)
+DONE = 2  # a job ended
+
+# -- the schema ---------------------------------------------------------------------------
+
+SCHEMA_VERSION = 1
+"""The schema version this Duron writes; ``migrate()`` brings a database up to it."""
+
+# Each migration takes the schema from version N-1 to N; ``{s}`` is the quoted schema.
+_MIGRATIONS: dict[int, str] = {
+    1: """
+CREATE TABLE {s}.jobs (
+    id text PRIMARY KEY,
+    function text,
+    args text,
+    status text NOT NULL CHECK (status IN
+        ('pending', 'running', 'completed', 'failed', 'cancelled')),
+    result text,
+    error text,
+    created timestamptz NOT NULL DEFAULT now(),
+    updated timestamptz NOT NULL DEFAULT now(),
+    lease_owner text,
+    lease_expires timestamptz,
+    epoch bigint NOT NULL DEFAULT 0,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    forked_from text
+);
+CREATE INDEX jobs_runnable ON {s}.jobs (created, id)
+    WHERE status IN ('pending', 'running');
+CREATE INDEX jobs_lease_owner ON {s}.jobs (lease_owner)
+    WHERE lease_owner IS NOT NULL;
+CREATE INDEX jobs_status ON {s}.jobs (status, updated);
+CREATE TABLE {s}.entries (
+    job_id text NOT NULL,
+    seq bigint NOT NULL,
+    epoch bigint NOT NULL,
+    entry text NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
+""",
+}
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Where a store's tables live: a PostgreSQL schema (namespace) of their own."""
+
+    name: str
+
+    @property
+    def q(self) -> str:
+        """The schema as a quoted identifier (the name is checked to need no escape)."""
+        return f'"{self.name}"'
+
+
+# -- requests -----------------------------------------------------------------------------
+
+
+def host_caller() -> Callable[..., object]:
+    """How the engine's thread schedules a call on the event loop running this task."""
+    try:
+        return asyncio.get_running_loop().call_soon_threadsafe
+    except RuntimeError:
+        pass
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            return trio.lowlevel.current_trio_token().run_sync_soon  # type: ignore[no-any-return]
+        except RuntimeError:
+            pass
+    raise RuntimeError(
+        "the PostgreSQL store is used from async code only"
+    )  # pragma: no cover
+
+
+def _set_all(events: list[anyio.Event]) -> None:
+    for ev in events:
+        ev.set()
+
+
+@dataclass(slots=True, eq=False)
+class _Request:
+    call: Callable[..., object]
+    event: anyio.Event
+    signal: int = 0
+    job: str | None = None
+    result: Any = None
+    error: BaseException | None = None
+
+
+@dataclass(slots=True, eq=False)
+class AppendRequest(_Request):
+    """One job's batch of entries, with what its first or last entry sets on the job."""
+
+    epoch: int = 0
+    seq: int = 0
+    entries: Sequence[str] = ()
+    function: str | None = None  # the job entry's function and arguments
+    args: str | None = None
+    status: str | None = None  # the end entry's outcome
+    outcome_result: str | None = None
+    outcome_error: str | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Watcher:
+    mask: int
+    job: str | None
+    call: Callable[..., object]
+    event: anyio.Event
+
+
+@dataclass(slots=True, eq=False)
+class Stats:
+    """What the engine did: the flusher's statements and how many appends each held."""
+
+    flushes: int = 0
+    appends: int = 0
+    largest_batch: int = 0
+
+
+# -- the engine ---------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Engine:
+    """The pool, its thread and loop, the flusher and the lease renewer of one store."""
+
+    dsn: str
+    label: str
+    schema: Schema
+    owner: str
+    lease_seconds: float
+    pool_size: int
+    connect_timeout: float
+    held: dict[str, int] = field(default_factory=dict)
+    stats: Stats = field(default_factory=Stats)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._watchers: list[_Watcher] = []
+        # Engine-loop state (touched on the engine's thread only).
+        self._pool: AsyncConnectionPool[Any] | None = None
+        self._opening: asyncio.Lock | None = None
+        self._appends: list[AppendRequest] = []
+        self._append_ready: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()  # the flusher, the renewer
+        self._requests: set[asyncio.Task[Any]] = set()
+        self._flushing = False
+        self._closing: asyncio.Task[None] | None = None
+
+    # -- host side --------------------------------------------------------------------
+
+    async def call(
+        self,
+        fn: Callable[[AsyncConnection[Any]], Awaitable[_R]],
+        *,
+        signal: int = 0,
+        job: str | None = None,
+    ) -> _R:
+        """Run ``fn(conn)`` on a pooled connection (autocommit; open a transaction
+        with ``conn.transaction()``) and return its result.
+
+        The request is handed over before the first await: a caller cancelled while
+        waiting does not withdraw it, like a write already sent to the server.
+        """
+        req = _Request(host_caller(), anyio.Event(), signal, job)
+        loop = self._start()
+        loop.call_soon_threadsafe(self._spawn, req, fn)
+        await req.event.wait()
+        if req.error is not None:
+            raise req.error
+        return req.result  # type: ignore[no-any-return]
+
+    async def direct(self, fn: Callable[[AsyncConnection[Any]], Awaitable[_R]]) -> _R:
+        """Run ``fn(conn)`` on a connection of its own, outside the pool (which
+        checks the schema): what ``migrate()`` uses."""
+        req = _Request(host_caller(), anyio.Event())
+        loop = self._start()
+        loop.call_soon_threadsafe(self._spawn_direct, req, fn)
+        await req.event.wait()
+        if req.error is not None:
+            raise req.error
+        return req.result  # type: ignore[no-any-return]
+
+    async def append(self, req: AppendRequest) -> None:
+        """Queue ``req`` for the next group commit and wait for it.
+
+        Raises:
+            LeaseLostError: The job's epoch is no longer ``req.epoch``.
+        """
+        loop = self._start()
+        loop.call_soon_threadsafe(self._queue_append, req)
+        await req.event.wait()
+        if req.error is not None:
+            raise req.error
+
+    async def wait_signal(
+        self, mask: int, timeout: float, job: str | None = None
+    ) -> None:
+        """Return when a request of this store carrying ``mask`` (for ``job``) is
+        done, or after ``timeout`` seconds."""
+        w = _Watcher(mask, job, host_caller(), anyio.Event())
+        with self._lock:
+            self._watchers.append(w)
+        try:
+            with anyio.move_on_after(timeout):
+                await w.event.wait()
+        finally:
+            with self._lock:
+                if w in self._watchers:
+                    self._watchers.remove(w)
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._closed:
+                raise StorageError(f"PostgreSQL store {self.label} is closed")
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+                thread = threading.Thread(
+                    target=self._serve,
+                    args=(loop, ready),
+                    name=f"duron postgres {self.label}",
+                    daemon=True,
+                )
+                thread.start()
+                ready.wait()
+                self._loop = loop
+                self._thread = thread
+            return self._loop
+
+    def stop(self) -> threading.Thread | None:
+        """Close the pool and end the thread once running work is done; later
+        calls fail."""
+        with self._lock:
+            if self._closed:
+                return None
+            self._closed = True
+            loop, thread = self._loop, self._thread
+        if loop is None:
+            return None
+        with contextlib.suppress(RuntimeError):  # the loop is already gone
+            loop.call_soon_threadsafe(self._begin_shutdown)
+        return thread
+
+    async def close(self) -> None:
+        thread = self.stop()
+        if thread is not None:
+            await anyio.to_thread.run_sync(thread.join)
+
+    # -- the engine's thread ----------------------------------------------------------
+
+    def _serve(self, loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+        asyncio.set_event_loop(loop)
+        self._append_ready = asyncio.Event()
+        self._opening = asyncio.Lock()
+        self._keep(loop.create_task(self._flusher(), name="duron postgres flusher"))
+        self._keep(loop.create_task(self._renewer(), name="duron postgres leases"))
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    def _keep(self, task: asyncio.Task[Any], *, request: bool = False) -> None:
+        tasks = self._requests if request else self._tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def _begin_shutdown(self) -> None:
+        self._closing = asyncio.get_running_loop().create_task(self._shutdown())
+
+    async def _shutdown(self) -> None:
+        # Requests already handed over (appends included) finish first.
+        while self._requests or self._appends or self._flushing:
+            await asyncio.sleep(0.005)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                await pool.close()
+        asyncio.get_running_loop().stop()
+
+    def _spawn(
+        self, req: _Request, fn: Callable[[AsyncConnection[Any]], Awaitable[Any]]
+    ) -> None:
+        self._keep(
+            asyncio.get_running_loop().create_task(self._run(req, fn)), request=True
+        )
+
+    def _spawn_direct(
+        self, req: _Request, fn: Callable[[AsyncConnection[Any]], Awaitable[Any]]
+    ) -> None:
+        self._keep(
+            asyncio.get_running_loop().create_task(self._run_direct(req, fn)),
+            request=True,
+        )
+
+    async def _run(
+        self, req: _Request, fn: Callable[[AsyncConnection[Any]], Awaitable[Any]]
+    ) -> None:
+        try:
+            pool = await self._get_pool()
+            async with pool.connection() as conn:
+                req.result = await fn(conn)
+        except BaseException as exc:
+            req.error = self._translate(exc)
+        self._wake([req])
+
+    async def _run_direct(
+        self, req: _Request, fn: Callable[[AsyncConnection[Any]], Awaitable[Any]]
+    ) -> None:
+        try:
+            conn = await self._connect()
+            try:
+                req.result = await fn(conn)
+            finally:
+                await conn.close()
+        except BaseException as exc:
+            req.error = self._translate(exc)
+        self._wake([req])
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, (DuronError, asyncio.CancelledError)):
+            return exc
+        import psycopg
+        import psycopg_pool
+
+        if isinstance(exc, psycopg.errors.UndefinedTable):
+            error: BaseException = missing_schema(self.label, self.schema)
+        elif isinstance(exc, psycopg_pool.PoolTimeout):
+            error = StorageError(
+                f"PostgreSQL store {self.label}: no connection within "
+                f"{self.connect_timeout:g} s (the pool has {self.pool_size}; is the "
+                "server reachable?)"
+            )
+        elif isinstance(exc, psycopg.Error):
+            error = StorageError(f"PostgreSQL store {self.label}: {_one_line(exc)}")
+        else:
+            return exc
+        error.__cause__ = exc
+        return error
+
+    async def _connect(self) -> AsyncConnection[Any]:
+        import psycopg
+
+        try:
+            return await psycopg.AsyncConnection.connect(
+                self.dsn, autocommit=True, connect_timeout=_whole(self.connect_timeout)
+            )
+        except psycopg.OperationalError as exc:
+            raise StorageError(
+                f"cannot connect to PostgreSQL at {self.label}: {_one_line(exc)}"
+            ) from exc
+
+    async def _get_pool(self) -> AsyncConnectionPool[Any]:
+        pool = self._pool
+        if pool is not None:
+            return pool
+        assert self._opening is not None
+        async with self._opening:
+            if self._pool is not None:
+                return self._pool
+            from psycopg_pool import AsyncConnectionPool
+
+            # One connection of our own first: its error is libpq's own (the
+            # pool only times out), and it checks the schema before any use.
+            conn = await self._connect()
+            try:
+                await check_schema(conn, self.label, self.schema)
+            finally:
+                await conn.close()
+            pool = AsyncConnectionPool(
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                kwargs={"autocommit": True},
+                timeout=self.connect_timeout,
+                open=False,
+                name=f"duron {self.label}",
+            )
+            await pool.open(wait=False)
+            self._pool = pool
+            return pool
+
+    # -- group commit -----------------------------------------------------------------
+
+    def _queue_append(self, req: AppendRequest) -> None:
+        self._appends.append(req)
+        assert self._append_ready is not None
+        self._append_ready.set()
+
+    async def _flusher(self) -> None:
+        ready = self._append_ready
+        assert ready is not None
+        while True:
+            await ready.wait()
+            ready.clear()
+            # One append per job per statement; a job's next batch (it cannot
+            # have one yet: a job waits for its append) goes in the next.
+            batch: list[AppendRequest] = []
+            later: list[AppendRequest] = []
+            seen: set[str] = set()
+            for req in self._appends:
+                (later if req.job in seen else batch).append(req)
+                seen.add(req.job or "")
+            self._appends = later
+            if later:
+                ready.set()
+            if not batch:
+                continue
+            self._flushing = True
+            try:
+                await self._flush(batch)
+            except BaseException as exc:
+                for req in batch:
+                    if req.error is None and req.result is None:
+                        req.error = self._translate(exc)
+                self._wake(batch)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            finally:
+                self._flushing = False
+            self._wake(batch)
+
+    async def _flush(self, batch: list[AppendRequest]) -> None:
+        pool = await self._get_pool()
+        async with pool.connection() as conn:
+            try:
+                accepted = await _write(conn, self.schema, self.owner, batch)
+            except Exception:
+                if len(batch) == 1:
+                    raise
+                # One bad append must not fail the others: write each alone.
+                accepted = set()
+                for req in batch:
+                    try:
+                        accepted |= await _write(conn, self.schema, self.owner, [req])
+                    except Exception as exc:
+                        req.error = self._translate(exc)
+            self.stats.flushes += 1
+            self.stats.appends += len(batch)
+            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+            for req in batch:
+                if req.error is None and req.job not in accepted:
+                    assert req.job is not None
+                    req.error = LeaseLostError(
+                        job=req.job,
+                        detail=await _lost_detail(
+                            conn, self.schema, req.job, req.epoch
+                        ),
+                    )
+                elif req.error is None:
+                    req.result = True
+
+    # -- leases -----------------------------------------------------------------------
+
+    async def _renewer(self) -> None:
+        every = self.lease_seconds / 3
+        while True:
+            await asyncio.sleep(every)
+            held = dict(self.held)
+            if not held or self._pool is None:
+                continue
+            try:
+                async with self._pool.connection() as conn:
+                    await conn.execute(
+                        f"UPDATE {self.schema.q}.jobs AS j "
+                        "SET lease_expires = now() + make_interval(secs => %s) "
+                        "FROM unnest(%s::text[], %s::bigint[]) AS h(id, epoch) "
+                        "WHERE j.id = h.id AND j.epoch = h.epoch "
+                        "AND j.lease_owner = %s",
+                        (
+                            self.lease_seconds,
+                            list(held),
+                            list(held.values()),
+                            self.owner,
+                        ),
+                    )
+            except Exception as exc:
+                # The next round tries again; a lease that runs out meanwhile is
+                # taken over, and this store's writes to it are refused.
+                _log.warning(
+                    "duron: PostgreSQL store %s: renewing leases failed: %s",
+                    self.label,
+                    _one_line(exc),
+                )
+
+    # -- waking the host loops --------------------------------------------------------
+
+    def _wake(self, batch: Sequence[_Request]) -> None:
+        by_loop: dict[Callable[..., object], list[anyio.Event]] = {}
+        signals = 0
+        done_jobs: set[str] = set()
+        for req in batch:
+            by_loop.setdefault(req.call, []).append(req.event)
+            if req.error is None and req.signal:
+                signals |= req.signal
+                if req.signal & DONE and req.job is not None:
+                    done_jobs.add(req.job)
+        if signals:
+            with self._lock:
+                fire = [
+                    w
+                    for w in self._watchers
+                    if w.mask & signals & WORK
+                    or (
+                        w.mask & signals & DONE
+                        and (w.job is None or w.job in done_jobs)
+                    )
+                ]
+                for w in fire:
+                    self._watchers.remove(w)
+            for w in fire:
+                by_loop.setdefault(w.call, []).append(w.event)
+        for call, events in by_loop.items():
+            # RuntimeError: that event loop is gone, so nobody is waiting.
+            with contextlib.suppress(RuntimeError):
+                call(_set_all, events)
+
+
+# -- statements ---------------------------------------------------------------------------
+
+
+async def _write(
+    conn: AsyncConnection[Any], schema: Schema, owner: str, batch: list[AppendRequest]
+) -> set[str]:
+    """Append every request of ``batch`` whose epoch still holds, in one statement;
+    the ids of the jobs whose entries were written.
+
+    The ``FOR SHARE`` lock makes the epoch check hold until the commit: a claim that
+    bumps the epoch waits for this statement, or this statement waits for the claim
+    and then sees the new epoch (PostgreSQL re-checks a locked row's conditions on
+    its newest version), so a stale writer's entries never land after a takeover.
+    """
+    s = schema.q
+    e_job: list[str] = []
+    e_seq: list[int] = []
+    e_epoch: list[int] = []
+    e_entry: list[str] = []
+    for req in batch:
+        assert req.job is not None
+        n = len(req.entries)
+        e_job += [req.job] * n
+        e_seq += range(req.seq, req.seq + n)
+        e_epoch += [req.epoch] * n
+        e_entry += req.entries
+    updates = [r for r in batch if r.function is not None or r.status is not None]
+    sql = (
+        f"WITH ok AS MATERIALIZED ("
+        f" SELECT j.id FROM {s}.jobs AS j"
+        " JOIN unnest(%(w_id)s::text[], %(w_epoch)s::bigint[]) AS w(id, epoch)"
+        " ON j.id = w.id AND j.epoch = w.epoch"
+        " WHERE j.lease_owner = %(owner)s FOR SHARE OF j"
+        f"), ins AS (INSERT INTO {s}.entries (job_id, seq, epoch, entry)"
+        " SELECT e.job_id, e.seq, e.epoch, e.entry FROM unnest(%(e_job)s::text[],"
+        " %(e_seq)s::bigint[], %(e_epoch)s::bigint[], %(e_entry)s::text[])"
+        " AS e(job_id, seq, epoch, entry) WHERE e.job_id IN (SELECT id FROM ok))"
+    )
+    params: dict[str, Any] = {
+        "owner": owner,
+        "w_id": [r.job for r in batch],
+        "w_epoch": [r.epoch for r in batch],
+        "e_job": e_job,
+        "e_seq": e_seq,
+        "e_epoch": e_epoch,
+        "e_entry": e_entry,
+    }
+    if updates:
+        sql += (
+            f", upd AS (UPDATE {s}.jobs AS j SET"
+            " function = coalesce(u.function, j.function),"
+            " args = coalesce(u.args, j.args),"
+            " status = coalesce(u.status, j.status),"
+            " result = CASE WHEN u.status IS NULL THEN j.result ELSE u.result END,"
+            " error = CASE WHEN u.status IS NULL THEN j.error ELSE u.error END,"
+            " cancel_requested = u.status IS NULL AND j.cancel_requested,"
+            " updated = CASE WHEN u.status IS NULL THEN j.updated ELSE now() END"
+            " FROM unnest(%(u_id)s::text[], %(u_function)s::text[],"
+            " %(u_args)s::text[], %(u_status)s::text[], %(u_result)s::text[],"
+            " %(u_error)s::text[]) AS u(id, function, args, status, result, error)"
+            " WHERE j.id = u.id AND j.id IN (SELECT id FROM ok))"
+        )
+        params.update(
+            u_id=[r.job for r in updates],
+            u_function=[r.function for r in updates],
+            u_args=[r.args for r in updates],
+            u_status=[r.status for r in updates],
+            u_result=[r.outcome_result for r in updates],
+            u_error=[r.outcome_error for r in updates],
+        )
+    sql += " SELECT id FROM ok"
+    cur = await conn.execute(sql, params, prepare=True)
+    return {row[0] for row in await cur.fetchall()}
+
+
+async def _lost_detail(
+    conn: AsyncConnection[Any], schema: Schema, job_id: str, epoch: int
+) -> str:
+    cur = await conn.execute(
+        f"SELECT lease_owner, epoch FROM {schema.q}.jobs WHERE id = %s", (job_id,)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return "the job was deleted from the store"
+    owner, current = row
+    if owner is None:
+        return f"the lease was released (epoch {current}; this writer had {epoch})"
+    return (
+        f"{owner} took the job over (epoch {current}; this writer had {epoch}) "
+        "after this writer's lease expired"
+    )
+
+
+def missing_schema(label: str, schema: Schema) -> SchemaError:
+    return SchemaError(
+        store=label,
+        detail=f"no Duron schema {schema.name!r} in this database; create it with "
+        f"`duron db migrate URL` or `await store.migrate()`",
+    )
+
+
+async def current_version(conn: AsyncConnection[Any], schema: Schema) -> int | None:
+    """The schema's version, or ``None`` when it has no ``schema_version`` table."""
+    cur = await conn.execute(
+        "SELECT to_regclass(%s)", (f"{schema.q}.schema_version",), prepare=False
+    )
+    row = await cur.fetchone()
+    if row is None or row[0] is None:
+        return None
+    cur = await conn.execute(f"SELECT max(version) FROM {schema.q}.schema_version")
+    row = await cur.fetchone()
+    return 0 if row is None or row[0] is None else int(row[0])
+
+
+async def check_schema(conn: AsyncConnection[Any], label: str, schema: Schema) -> None:
+    """Refuse a database whose schema is missing, older or newer than this Duron's.
+
+    Raises:
+        SchemaError: What is wrong and which command fixes it.
+    """
+    version = await current_version(conn, schema)
+    if version is None:
+        raise missing_schema(label, schema)
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            store=label,
+            detail=f"written by a newer Duron (store schema version {version}, "
+            f"this Duron knows up to {SCHEMA_VERSION}): upgrade duron",
+        )
+    if version < SCHEMA_VERSION:
+        raise SchemaError(
+            store=label,
+            detail=f"store schema version {version} is older than this Duron's "
+            f"({SCHEMA_VERSION}); upgrade it with `duron db migrate URL` or "
+            "`await store.migrate()`",
+        )
+
+
+async def migrate(conn: AsyncConnection[Any], label: str, schema: Schema) -> list[int]:
+    """Create the schema or bring it up to :data:`SCHEMA_VERSION`; the versions
+    applied. Concurrent migrations wait for each other (an advisory lock)."""
+    applied: list[int] = []
+    async with conn.transaction():
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"duron:{schema.name}",)
+        )
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema.q}")
+        version = await current_version(conn, schema)
+        if version is None:
+            await conn.execute(
+                f"CREATE TABLE {schema.q}.schema_version (version integer PRIMARY "
+                "KEY, applied timestamptz NOT NULL DEFAULT now())"
+            )
+            version = 0
+        if version > SCHEMA_VERSION:
+            raise SchemaError(
+                store=label,
+                detail=f"written by a newer Duron (store schema version {version}, "
+                f"this Duron knows up to {SCHEMA_VERSION}): upgrade duron",
+            )
+        for v in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[v].format(s=schema.q).split(";"):
+                if statement.strip():
+                    await conn.execute(statement)
+            await conn.execute(
+                f"INSERT INTO {schema.q}.schema_version (version) VALUES (%s)", (v,)
+            )
+            applied.append(v)
+    return applied
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _whole(seconds: float) -> int:
+    # libpq takes whole seconds; 0 would mean "wait forever".
+    return max(1, round(seconds))
