@@ -12,15 +12,30 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import re
-from collections.abc import Callable
+import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Protocol, cast
 
+import anyio
 import orjson
 import pytest
 
 from duron import LogLockedError, LogStorage, StorageError
-from duron.contrib.storage import FileLogStorage, MemoryLogStorage, SQLiteStore
+from duron.contrib.storage import (
+    FileLogStorage,
+    MemoryLogStorage,
+    PostgresStore,
+    SQLiteStore,
+)
+
+sys.path.insert(0, str(Path(__file__).parent))
+from postgres_support import (
+    drop_schema,
+    dsn,
+    new_schema,
+    requires_postgres,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -55,6 +70,32 @@ class SQLiteBackend:
         return SQLiteStore(tmp_path / "jobs.db").log(name)
 
 
+class PostgresBackend:
+    """Every handle comes from its own store object (a lease owner of its own, as
+    another machine would be); the tables live in a schema made for the test and
+    dropped after it."""
+
+    def __init__(self) -> None:
+        self.schema = new_schema()
+        self._stores: list[PostgresStore] = []
+
+    def _store(self) -> PostgresStore:
+        store = PostgresStore(dsn(), schema=self.schema, pool_size=2)
+        self._stores.append(store)
+        return store
+
+    async def setup(self) -> None:
+        await self._store().migrate()
+
+    def make_storage(self, tmp_path: Path, name: str) -> LogStorage:
+        return self._store().log(name)
+
+    async def aclose(self) -> None:
+        for store in self._stores:
+            await store.close()
+        await anyio.to_thread.run_sync(drop_schema, self.schema)
+
+
 class ExampleBackend:
     """``examples/custom_storage.py``, the backend docs/storage.md walks through:
     the suite keeps the example honest."""
@@ -76,17 +117,32 @@ BACKENDS: dict[str, Callable[[], Backend]] = {
     "memory": MemoryBackend,
     "file": FileBackend,
     "sqlite": SQLiteBackend,
+    "postgres": PostgresBackend,
     "example": ExampleBackend,
 }
+# Backends that need a server skip, saying how to get one, when none answers.
+MARKS = {"postgres": requires_postgres}
 
 
-@pytest.fixture(params=list(BACKENDS))
-def open_log(
+@pytest.fixture(params=[pytest.param(b, marks=MARKS.get(b, ())) for b in BACKENDS])
+async def open_log(
     request: pytest.FixtureRequest, tmp_path: Path
-) -> Callable[[str], LogStorage]:
-    """``open_log(name)``: a handle on log ``name`` (same name, same log)."""
+) -> AsyncIterator[Callable[[str], LogStorage]]:
+    """``open_log(name)``: a handle on log ``name`` (same name, same log).
+
+    A backend may also have ``async setup()`` (run first) and ``async aclose()``
+    (run after the test, to close what its handles opened).
+    """
     backend = BACKENDS[request.param]()
-    return lambda name: backend.make_storage(tmp_path, name)
+    setup = getattr(backend, "setup", None)
+    if setup is not None:
+        await setup()
+    try:
+        yield lambda name: backend.make_storage(tmp_path, name)
+    finally:
+        aclose = getattr(backend, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def entry(i: int, **extra: object) -> bytes:
