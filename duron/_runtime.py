@@ -776,7 +776,9 @@ class Runtime:
                         await self._advance(t)
                     else:
                         loop.advance(t)
-                    del self.ops[lop.rec.id]
+                    # A timer due by now may have made durable code give up on it
+                    # (a timeout), which already dropped it.
+                    self.ops.pop(lop.rec.id, None)
                     self.replayer.forget(lop.rec.id)
                     if not lop.abandoned:
                         self._deliver_done(
