@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ import anyio
 import pytest
 
 import duron
+import duron._runtime
 from duron.contrib.storage import MemoryLogStorage
 
 pytestmark = pytest.mark.anyio
@@ -346,3 +348,37 @@ async def test_create_future_outside_durable_code() -> None:
         ),
     ):
         await kept[0].create_future(int)
+
+
+@duron.durable
+async def day_long_wait(
+    ctx: duron.Context, asks: duron.StreamWriter[str] = duron.Provided
+) -> str:
+    future_id, answer = await ctx.create_future(str, name="answer within a day")
+    await asks.send(future_id)
+    began = await ctx.time()
+    try:
+        return await asyncio.wait_for(answer, 24 * 3600)
+    except asyncio.TimeoutError:
+        return f"no answer after {await ctx.time() - began:.0f} s"
+
+
+async def test_a_deadline_that_passed_while_the_job_was_down_fires_on_resume(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    storage = MemoryLogStorage()
+    async with day_long_wait.invoke(storage) as job:
+        await job.start()
+        future_id = await (await job.open_stream("asks", "r")).__anext__()
+        assert job.is_future_pending(future_id)
+    # The host machine was down for two days: the deadline passed meanwhile.
+    shifted = time.time() + 2 * 24 * 3600
+    monkeypatch.setattr(duron._runtime, "_now", lambda: shifted)
+    async with day_long_wait.invoke(storage) as job:
+        with anyio.fail_after(5):
+            await job.resume()
+            assert await job.wait() == "no answer after 86400 s"
+        assert not job.is_future_pending(future_id)
+    monkeypatch.undo()
+    with anyio.fail_after(5):
+        assert await replay_same(day_long_wait, storage) == "no answer after 86400 s"
