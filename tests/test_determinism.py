@@ -14,6 +14,7 @@ import asyncio
 import random
 import re
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import duron
+import duron._runtime
 from duron._effect import effect_spec
 from duron._entries import JobFinished, JobStarted, OpCompleted, OpStarted
 from duron._log import encode_entry
@@ -179,6 +181,33 @@ async def after_a_timer(ctx: duron.Context) -> list[str]:
 @duron.durable
 async def long_result(ctx: duron.Context) -> list[str]:
     return [f"item-{i}" for i in range(20)]
+
+
+class HostClock:
+    """The host clock the job driver reads (``duron._runtime._now``), with a jump."""
+
+    def __init__(self) -> None:
+        self.shift = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.shift
+
+
+host_clock = HostClock()
+
+
+@duron.effect
+async def outlive_the_timeout() -> str:
+    host_clock.shift += 1.0  # by the host clock, this took a second
+    return "too late"
+
+
+@duron.durable
+async def timed_out(ctx: duron.Context) -> str:
+    try:
+        return await asyncio.wait_for(ctx.run(outlive_the_timeout), 0.5)
+    except asyncio.TimeoutError:
+        return "timed out"
 
 
 @duron.durable
@@ -425,6 +454,18 @@ async def test_results_after_a_timer_are_delivered_in_log_order(
     storage = MemoryLogStorage([encode_entry(e) for e in entries])
     assert await resume_job(after_a_timer, storage) == [tags[i].upper() for i in order]
     assert timing.calls == []
+
+
+async def test_a_result_that_comes_after_its_timeout_loses_to_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The result and the timeout are due in the same step: the timer, due first,
+    # fires first, live and on replay, and the late result is dropped.
+    host_clock.shift = 0.0
+    monkeypatch.setattr(duron._runtime, "_now", host_clock)
+    storage = MemoryLogStorage()
+    assert await run_job(timed_out, storage) == "timed out"
+    assert await run_job(timed_out, storage) == "timed out"
 
 
 async def test_a_long_result_that_changed_is_shown_where_it_differs() -> None:
