@@ -106,11 +106,10 @@ class Worker:
         self.functions = fns
         self.concurrency = concurrency
         self.poll_interval = poll_interval
-        lease = float(getattr(store, "lease", 3.0))
         self.heartbeat_interval = (
             heartbeat_interval
             if heartbeat_interval is not None
-            else min(1.0, lease / 3)
+            else min(1.0, store.lease / 3)
         )
         self._slots: dict[str, _Slot] = {}
         self._tg: TaskGroup | None = None
