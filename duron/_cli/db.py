@@ -68,7 +68,7 @@ def _migrate(args: argparse.Namespace) -> int:
                 await store.close()
 
         applied = anyio.run(run)
-    except (DuronError, ImportError) as exc:
+    except (DuronError, ValueError, ImportError) as exc:
         print(f"duron db: error: {exc}", file=sys.stderr)
         return 2
     if applied:

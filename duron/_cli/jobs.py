@@ -64,7 +64,10 @@ def open_store(url: str) -> JobStore:
     if scheme in ("postgresql", "postgres"):
         from duron.contrib._postgres import store_from_url
 
-        return store_from_url(url)
+        try:
+            return store_from_url(url)
+        except (ValueError, ImportError) as exc:  # a bad DSN, no psycopg
+            raise UsageError(str(exc)) from exc
     raise UsageError(
         f"{url!r}: unknown store scheme {scheme!r}; Duron knows sqlite:///path.db "
         "and postgresql://user@host/dbname"

@@ -106,7 +106,7 @@ def _label(dsn: str, schema: str) -> str:
     try:
         info = conninfo_to_dict(dsn)
     except Exception as exc:
-        raise UsageError(
+        raise ValueError(
             f"{_hide_password(dsn)!r} is not a PostgreSQL connection string "
             f"({' '.join(str(exc).split())}); write "
             "postgresql://user:password@host:5432/dbname"
@@ -206,8 +206,8 @@ class PostgresStore:
 
     Raises:
         ImportError: psycopg is not installed (``pip install 'duron[postgres]'``).
-        UsageError: ``dsn`` is not a connection string, or ``schema`` not an
-            identifier.
+        ValueError: ``dsn`` is not a connection string, ``schema`` not an
+            identifier, or ``lease`` / ``pool_size`` out of range.
         SchemaError: (on first use) The schema is missing or from a newer Duron.
     """
 
@@ -222,14 +222,14 @@ class PostgresStore:
     ) -> None:
         _require_driver()
         if not _IDENTIFIER.fullmatch(str(schema)):
-            raise UsageError(
+            raise ValueError(
                 f"schema must be a plain PostgreSQL identifier (letters, digits and "
                 f"_, not starting with a digit, at most 63 characters), not {schema!r}"
             )
         if not lease > 0:
-            raise UsageError(f"lease must be a number of seconds > 0, not {lease!r}")
+            raise ValueError(f"lease must be a number of seconds > 0, not {lease!r}")
         if pool_size < 2:
-            raise UsageError(
+            raise ValueError(
                 f"pool_size must be at least 2 (appends and the other requests "
                 f"run side by side), not {pool_size!r}"
             )

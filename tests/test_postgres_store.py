@@ -1,0 +1,722 @@
+"""The PostgreSQL job store: submit, result, list, cancel, fork, prune, leases and
+fencing, group commit, the schema and its migrations, errors, and the CLI."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import orjson
+import pydantic
+import pytest
+
+import duron
+from duron._cli import main
+from duron.contrib.storage import PostgresStore
+
+sys.path.insert(0, str(Path(__file__).parent))
+from postgres_support import (
+    dsn,
+    requires_postgres,
+    schema_name,
+    sql,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+pytestmark = requires_postgres
+
+ran: list[str] = []
+
+
+class Receipt(pydantic.BaseModel):
+    order: int
+    amount: float
+
+
+@duron.effect
+async def charge(order: int) -> Receipt:
+    ran.append(f"charge {order}")
+    return Receipt(order=order, amount=order * 1.5)
+
+
+@duron.effect
+async def step(i: int) -> int:
+    ran.append(f"step {i}")
+    return i * 10
+
+
+@duron.durable
+async def checkout(ctx: duron.Context, order: int) -> Receipt:
+    return await ctx.run(charge, order)
+
+
+@duron.durable
+async def steps(ctx: duron.Context, n: int) -> list[int]:
+    return [await ctx.run(step, i) for i in range(n)]
+
+
+@duron.durable
+async def broken(ctx: duron.Context, order: int) -> int:
+    raise ValueError(f"order {order} is broken")
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    with schema_name() as name:
+        yield name
+
+
+@pytest.fixture
+async def store(schema: str) -> AsyncIterator[PostgresStore]:
+    ran.clear()
+    s = PostgresStore(dsn(), schema=schema)
+    assert await s.migrate() == [1]
+    yield s
+    await s.close()
+
+
+def label(schema: str) -> str:
+    """What messages call the test store: its URL, without the password."""
+    store = PostgresStore(dsn(), schema=schema)
+    return store.label
+
+
+async def run_here(
+    store: PostgresStore, fn: duron.DurableFn[..., Any], job_id: str
+) -> Any:
+    """Run a submitted job in this task, the seed way."""
+    async with fn.invoke(store.log(job_id)) as job:
+        await job.resume()
+        return await job.wait()
+
+
+def done(i: int, result: object = None) -> bytes:
+    return orjson.dumps({"type": "done", "id": i, "t": 1.0, "result": result})
+
+
+class RowLock:
+    """Holds a job row ``FOR UPDATE`` from another connection until released:
+    an append to that job (so the store's flusher) waits behind it."""
+
+    def __init__(self, schema: str, job_id: str) -> None:
+        import psycopg
+
+        self._conn = psycopg.connect(dsn())
+        self._conn.execute(
+            f'SELECT 1 FROM "{schema}".jobs WHERE id = %s FOR UPDATE'.encode(),
+            (job_id,),
+        )
+
+    def release(self) -> None:
+        self._conn.rollback()
+        self._conn.close()
+
+
+# -- submit and results -----------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_submit_records_the_job_and_is_idempotent(store: PostgresStore) -> None:
+    assert await store.submit(checkout, 42, job_id="order-42") == "order-42"
+    assert await store.submit(checkout, order=42, job_id="order-42") == "order-42"
+    info = await store.get("order-42")
+    assert (info.id, info.function, info.status, info.args, info.epoch) == (
+        "order-42",
+        "checkout",
+        "pending",
+        {"order": 42},
+        0,
+    )
+    assert str(info) == "order-42 pending checkout(order=42)"
+    entries = [orjson.loads(e) async for _, e in store.read_log("order-42")]
+    assert [(e["type"], e["fn"], e["args"]) for e in entries] == [
+        ("job", "checkout", {"order": 42})
+    ]
+    message = (
+        "job order-42 was already submitted as checkout(order=42), not "
+        "checkout(order=43); a job id names one call: submit the same arguments to "
+        "get the same job, or use another job_id"
+    )
+    with pytest.raises(duron.DuplicateJobError, match=re.escape(message)):
+        await store.submit(checkout, 43, job_id="order-42")
+    fresh = await store.submit(checkout, 1)
+    assert [j.id for j in await store.list_jobs()] == ["order-42", fresh]
+
+
+@pytest.mark.anyio
+async def test_result_waits_and_decodes_by_the_function(store: PostgresStore) -> None:
+    await store.submit(checkout, 7, job_id="o7")
+    got: list[Receipt] = []
+    async with anyio.create_task_group() as tg:
+
+        async def wait() -> None:
+            got.append(await store.result("o7", checkout))
+
+        tg.start_soon(wait)
+        assert await run_here(store, checkout, "o7") == Receipt(order=7, amount=10.5)
+    assert got == [Receipt(order=7, amount=10.5)]
+    assert await store.result("o7") == {"order": 7, "amount": 10.5}
+    info = await store.get("o7")
+    assert (info.status, info.lease_owner, info.epoch) == ("completed", None, 1)
+    await store.submit(checkout, 1, job_id="late")
+    with pytest.raises(
+        TimeoutError,
+        match=re.escape("job late did not finish within 0.05 s (status pending)"),
+    ):
+        await store.result("late", timeout=0.05)
+
+
+@pytest.mark.anyio
+async def test_result_re_raises_the_job_error(store: PostgresStore) -> None:
+    await store.submit(broken, 3, job_id="b3")
+    with pytest.raises(ValueError, match=r"^order 3 is broken$"):
+        await run_here(store, broken, "b3")
+    with pytest.raises(ValueError, match=r"^order 3 is broken$"):
+        await store.result("b3")
+    info = await store.get("b3")
+    assert info.status == "failed"
+    assert info.error is not None
+    assert (info.error.type, info.error.message) == (
+        "builtins.ValueError",
+        "order 3 is broken",
+    )
+
+
+@pytest.mark.anyio
+async def test_a_job_run_on_store_log_replays_without_effects(
+    store: PostgresStore,
+) -> None:
+    async with steps.invoke(store.log("s")) as job:
+        await job.start(3)
+        assert await job.wait() == [0, 10, 20]
+    assert ran == ["step 0", "step 1", "step 2"]
+    info = await store.get("s")
+    assert (info.function, info.args, info.status, info.result) == (
+        "steps",
+        {"n": 3},
+        "completed",
+        [0, 10, 20],
+    )
+    async with steps.invoke(store.log("s")) as job:
+        await job.resume()
+        assert await job.wait() == [0, 10, 20]
+    assert ran == ["step 0", "step 1", "step 2"]
+    assert (await store.get("s")).status == "completed"
+
+
+@pytest.mark.anyio
+async def test_a_log_opened_but_never_written_leaves_no_job(
+    store: PostgresStore,
+) -> None:
+    log = store.log("nothing")
+    await log.acquire()
+    assert (await store.get("nothing")).status == "running"
+    await log.release()
+    with pytest.raises(duron.JobNotFoundError):
+        await store.get("nothing")
+
+
+# -- leases and fencing -----------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_another_owner_cannot_take_a_live_lease(schema: str) -> None:
+    a = PostgresStore(dsn(), schema=schema)
+    await a.migrate()
+    b = PostgresStore(dsn(), schema=schema)
+    log = a.log("j")
+    await log.acquire()
+    try:
+        message = (
+            f"log j is already open for writing by another job (held by {a.owner}); "
+            "a log has one writer at a time"
+        )
+        with pytest.raises(duron.LogLockedError, match=re.escape(message)):
+            await b.log("j").acquire()
+    finally:
+        await log.release()
+    other = b.log("j")
+    await other.acquire()  # released: free to take
+    await other.release()
+    await a.close()
+    await b.close()
+
+
+@pytest.mark.anyio
+async def test_a_writer_whose_lease_was_taken_over_is_fenced(schema: str) -> None:
+    a = PostgresStore(dsn(), schema=schema, lease=60)
+    await a.migrate()
+    b = PostgresStore(dsn(), schema=schema, lease=60)
+    stale = a.log("j")
+    await stale.acquire()
+    await stale.append([done(0, 0)])
+    # a's process stalls past its lease: it expires, and b takes the job over.
+    sql(
+        f"UPDATE \"{schema}\".jobs SET lease_expires = now() - interval '1 second' "
+        "WHERE id = 'j'"
+    )
+    fresh = b.log("j")
+    await fresh.acquire()
+    message = (
+        f"job j: lease lost, nothing was written: {b.owner} took the job over "
+        "(epoch 2; this writer had 1) after this writer's lease expired"
+    )
+    with pytest.raises(duron.LeaseLostError, match=f"^{re.escape(message)}$"):
+        await stale.append([done(1, "a")])
+    await fresh.append([done(1, "b")])
+    assert [e async for e in fresh.read()] == [(0, done(0, 0)), (1, done(1, "b"))]
+    # Every entry records the epoch that wrote it.
+    assert sql(f'SELECT seq, epoch FROM "{schema}".entries ORDER BY seq') == [
+        (0, 1),
+        (1, 2),
+    ]
+    await fresh.release()
+    with pytest.raises(
+        duron.LeaseLostError,
+        match=re.escape(
+            "job j: lease lost, nothing was written: the lease was released "
+            "(epoch 2; this writer had 1)"
+        ),
+    ):
+        await stale.append([done(2)])
+    await stale.release()  # harmless: it no longer owns anything
+    assert (await b.get("j")).lease_owner is None
+    await a.close()
+    await b.close()
+
+
+@pytest.mark.anyio
+async def test_an_append_racing_a_takeover_is_refused_or_seen(schema: str) -> None:
+    """The takeover and the stale append meet on the row lock: whichever commits
+    second sees the other, so the stale entry is either refused or in the log
+    before the new owner reads it."""
+    a = PostgresStore(dsn(), schema=schema, lease=60)
+    await a.migrate()
+    b = PostgresStore(dsn(), schema=schema, lease=60)
+    stale = a.log("j")
+    await stale.acquire()
+    sql(
+        f"UPDATE \"{schema}\".jobs SET lease_expires = now() - interval '1 second' "
+        "WHERE id = 'j'"
+    )
+    lock = RowLock(schema, "j")  # both now wait on the row
+    outcome: list[str] = []
+
+    async def append() -> None:
+        try:
+            await stale.append([done(0, "stale")])
+            outcome.append("written")
+        except duron.LeaseLostError:
+            outcome.append("refused")
+
+    fresh = b.log("j")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(append)
+        tg.start_soon(fresh.acquire)
+        await anyio.sleep(0.2)
+        await anyio.to_thread.run_sync(lock.release)
+    seen = [e async for e in fresh.read()]
+    if outcome == ["written"]:
+        assert seen == [(0, done(0, "stale"))]
+    else:
+        assert (outcome, seen) == (["refused"], [])
+    await fresh.append([done(9)])  # at the seq after what it saw: no conflict
+    await fresh.release()
+    await a.close()
+    await b.close()
+
+
+@pytest.mark.anyio
+async def test_held_leases_are_renewed_by_the_database_clock(schema: str) -> None:
+    store = PostgresStore(dsn(), schema=schema, lease=0.6)
+    await store.migrate()
+    log = store.log("j")
+    await log.acquire()
+    first = await store.get("j")
+    assert first.lease_expires is not None
+    other = PostgresStore(dsn(), schema=schema)
+    await anyio.sleep(1.0)  # past the first expiry: still held, renewed
+    now = await store.get("j")
+    assert now.lease_expires is not None
+    assert now.lease_expires > first.lease_expires
+    with pytest.raises(duron.LogLockedError):
+        await other.log("j").acquire()
+    await log.release()
+    await store.close()
+    await other.close()
+
+
+@pytest.mark.anyio
+async def test_claims_skip_locked_rows_and_never_share_a_job(schema: str) -> None:
+    a = PostgresStore(dsn(), schema=schema)
+    await a.migrate()
+    b = PostgresStore(dsn(), schema=schema)
+    for i in range(10):
+        await a.submit(checkout, i, job_id=f"o{i}")
+    lock = RowLock(schema, "o0")
+    try:
+        with anyio.fail_after(5):  # does not wait for the locked row
+            first = await a.claim(4)
+    finally:
+        lock.release()
+    assert [c.job_id for c in first] == ["o1", "o2", "o3", "o4"]
+    assert {c.epoch for c in first} == {1}
+    second = await b.claim(10)
+    assert [c.job_id for c in second] == ["o0", "o5", "o6", "o7", "o8", "o9"]
+    assert await a.claim(10) == []  # every lease is live
+    info = await a.get("o3")
+    assert (info.status, info.lease_owner) == ("running", a.owner)
+    beat = await b.heartbeat(["o0", "o5"])
+    assert (beat.lost, beat.cancel) == (frozenset(), frozenset())
+    await a.close()
+    await b.close()
+
+
+# -- group commit -------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_appends_of_many_jobs_share_one_statement(
+    store: PostgresStore, schema: str
+) -> None:
+    blocker = store.log("blocker")
+    await blocker.acquire()
+    logs = [store.log(f"j{i}") for i in range(20)]
+    for log in logs:
+        await log.acquire()
+    lock = RowLock(schema, "blocker")
+    before = store.flushes
+    async with anyio.create_task_group() as tg:
+        # The flusher waits on the locked row: every append queues behind it.
+        tg.start_soon(blocker.append, [done(0)])
+        await anyio.sleep(0.1)
+        for i, log in enumerate(logs):
+            tg.start_soon(log.append, [done(0, i), done(1, i)])
+        await anyio.sleep(0.1)
+        await anyio.to_thread.run_sync(lock.release)
+    assert store.flushes - before == 2  # the blocker's, then all 20 jobs'
+    assert store._engine.stats.largest_batch == 20
+    for i, log in enumerate(logs):
+        assert [e async for e in log.read()] == [(0, done(0, i)), (1, done(1, i))]
+        await log.release()
+    await blocker.release()
+
+
+@pytest.mark.anyio
+async def test_a_refused_append_does_not_undo_the_others_in_its_statement(
+    store: PostgresStore, schema: str
+) -> None:
+    blocker, good, bad = store.log("blocker"), store.log("good"), store.log("bad")
+    for log in (blocker, good, bad):
+        await log.acquire()
+    sql(f"UPDATE \"{schema}\".jobs SET lease_owner = 'x', epoch = 9 WHERE id = 'bad'")
+    lock = RowLock(schema, "blocker")
+    results: dict[str, str] = {}
+
+    async def append(name: str, log: duron.LogStorage) -> None:
+        try:
+            await log.append([done(0)])
+            results[name] = "ok"
+        except duron.LeaseLostError as exc:
+            results[name] = str(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(append, "blocker", blocker)
+        await anyio.sleep(0.1)
+        tg.start_soon(append, "bad", bad)
+        tg.start_soon(append, "good", good)
+        await anyio.sleep(0.1)
+        await anyio.to_thread.run_sync(lock.release)
+    assert results == {
+        "blocker": "ok",
+        "good": "ok",
+        "bad": "job bad: lease lost, nothing was written: x took the job over "
+        "(epoch 9; this writer had 1) after this writer's lease expired",
+    }
+    assert store._engine.stats.largest_batch == 2
+    assert len([e async for e in good.read()]) == 1
+    assert [e async for e in bad.read()] == []
+    for log in (blocker, good, bad):
+        await log.release()
+
+
+# -- list, cancel, requeue, prune, fork -----------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_list_cancel_requeue_prune(store: PostgresStore) -> None:
+    for i in range(4):
+        await store.submit(checkout, i, job_id=f"o{i}")
+    await run_here(store, checkout, "o1")
+    await run_here(store, checkout, "o3")
+    assert [j.id for j in await store.list_jobs(status="completed")] == ["o1", "o3"]
+    assert [j.id for j in await store.list_jobs(["pending", "completed"], limit=3)] == [
+        "o0",
+        "o1",
+        "o2",
+    ]
+    # cancel: a job that never ran ends at once; an ended one is left alone
+    assert await store.cancel("o0") is True
+    with pytest.raises(
+        duron.JobCancelledError, match=r"^job o0 was cancelled before it started$"
+    ):
+        await store.result("o0")
+    assert await store.cancel("o1") is False
+    # a job with progress gets a request, for whoever runs it next
+    async with steps.invoke(store.log("s")) as job:
+        await job.start(2)
+        await job.wait()
+    await store.fork("s", at=1, new_id="s2")
+    assert await store.cancel("s2") is True  # never ran, but has progress
+    info = await store.get("s2")
+    assert (info.status, info.cancel_requested) == ("pending", True)
+    # requeue
+    await store.fail(
+        "o2", 0, duron.UnknownFunctionError(job="o2", function="checkout", known=())
+    )
+    assert (await store.get("o2")).status == "failed"
+    await store.requeue("o2")
+    info = await store.get("o2")
+    assert (info.status, info.error) == ("pending", None)
+    with pytest.raises(
+        duron.UsageError,
+        match=re.escape(
+            "job o1 ended (completed): it cannot run again; fork it to re-run it "
+            "from a step (store.fork / `duron jobs fork`)"
+        ),
+    ):
+        await store.requeue("o1")
+    # prune
+    assert await store.prune(status="completed", older_than=timedelta(days=1)) == 0
+    assert await store.prune(status="completed", older_than=timedelta(0)) == 3
+    assert [j.id for j in await store.list_jobs()] == ["o0", "o2", "s2"]
+    assert await store.prune(older_than=timedelta(0)) == 1  # o0, cancelled
+    assert sql(
+        f'SELECT DISTINCT job_id FROM "{store.schema}".entries ORDER BY job_id'
+    ) == [("o2",), ("s2",)]
+
+
+@pytest.mark.anyio
+async def test_fork_re_runs_from_an_operation(store: PostgresStore) -> None:
+    await store.submit(steps, 4, job_id="s")
+    assert await run_here(store, steps, "s") == [0, 10, 20, 30]
+    ran.clear()
+    assert await store.fork("s", at=2, new_id="s-again") == "s-again"
+    info = await store.get("s-again")
+    assert (info.status, info.function, info.args, info.forked_from) == (
+        "pending",
+        "steps",
+        {"n": 4},
+        "s",
+    )
+    kinds = [orjson.loads(e)["type"] async for _, e in store.read_log("s-again")]
+    assert kinds == ["job", "done", "done"]
+    assert await run_here(store, steps, "s-again") == [0, 10, 20, 30]
+    assert ran == ["step 2", "step 3"]  # ops 0 and 1 replayed
+    with pytest.raises(
+        duron.DuplicateJobError,
+        match=re.escape(
+            "job s-again was already submitted as another job, not a fork of s at "
+            "operation 1"
+        ),
+    ):
+        await store.fork("s", at=1, new_id="s-again")
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_unknown_job_ids(store: PostgresStore) -> None:
+    message = re.escape(
+        f"no job 'nope' in {store.label}; list the store's jobs with "
+        "store.list_jobs() or `duron jobs list`"
+    )
+    with pytest.raises(duron.JobNotFoundError, match=message):
+        await store.get("nope")
+    with pytest.raises(duron.JobNotFoundError, match=message):
+        await store.result("nope")
+    with pytest.raises(duron.JobNotFoundError, match=message):
+        await store.cancel("nope")
+    with pytest.raises(duron.JobNotFoundError, match=message):
+        await store.fork("nope", at=0)
+    with pytest.raises(duron.JobNotFoundError, match=message):
+        await store.requeue("nope")
+    with pytest.raises(duron.JobNotFoundError, match=message):
+        [e async for e in store.read_log("nope")]
+
+
+@pytest.mark.anyio
+async def test_a_missing_schema_says_to_migrate(schema: str) -> None:
+    store = PostgresStore(dsn(), schema=schema)
+    message = (
+        f"{store.label}: no Duron schema {schema!r} in this database; create it "
+        "with `duron db migrate URL` or `await store.migrate()`"
+    )
+    with pytest.raises(duron.SchemaError, match=f"^{re.escape(message)}$"):
+        await store.list_jobs()
+    with pytest.raises(duron.SchemaError, match=f"^{re.escape(message)}$"):
+        await store.submit(checkout, 1)  # and again: nothing was opened
+    assert await store.migrate() == [1]
+    assert await store.list_jobs() == []
+    assert await store.migrate() == []  # up to date
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_a_schema_from_a_newer_duron_is_refused(schema: str) -> None:
+    store = PostgresStore(dsn(), schema=schema)
+    await store.migrate()
+    await store.close()
+    sql(f'INSERT INTO "{schema}".schema_version (version) VALUES (2), (7)')
+    store = PostgresStore(dsn(), schema=schema)
+    message = (
+        f"{store.label}: written by a newer Duron (store schema version 7, this "
+        "Duron knows up to 1): upgrade duron"
+    )
+    with pytest.raises(duron.SchemaError, match=f"^{re.escape(message)}$"):
+        await store.get("x")
+    with pytest.raises(duron.SchemaError, match=f"^{re.escape(message)}$"):
+        await store.migrate()
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_an_unreachable_server() -> None:
+    store = PostgresStore(
+        "postgresql://someone:secret@127.0.0.1:1/nowhere", connect_timeout=2
+    )
+    assert store.label == "postgresql://someone@127.0.0.1:1/nowhere"
+    message = (
+        "cannot connect to PostgreSQL at postgresql://someone@127.0.0.1:1/nowhere: "
+        'connection failed: connection to server at "127.0.0.1", port 1 failed: '
+        "Connection refused Is the server running on that host and accepting "
+        "TCP/IP connections?"
+    )
+    with pytest.raises(duron.StorageError, match=f"^{re.escape(message)}$"):
+        await store.list_jobs()
+    with pytest.raises(duron.StorageError, match=f"^{re.escape(message)}$"):
+        await store.migrate()
+    await store.close()
+    with pytest.raises(
+        duron.StorageError,
+        match=re.escape(
+            "PostgreSQL store postgresql://someone@127.0.0.1:1/nowhere is closed"
+        ),
+    ):
+        await store.list_jobs()
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "'host=db password=*** port' is not a PostgreSQL connection string "
+            '(missing "=" after "port" in connection info string); '
+            "write postgresql://user:password@host:5432/dbname"
+        ),
+    ):
+        PostgresStore("host=db password=secret port")
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "schema must be a plain PostgreSQL identifier (letters, digits and _, "
+            "not starting with a digit, at most 63 characters), not 'my-jobs'"
+        ),
+    ):
+        PostgresStore(dsn(), schema="my-jobs")
+    with pytest.raises(
+        ValueError, match=re.escape("lease must be a number of seconds > 0, not 0")
+    ):
+        PostgresStore(dsn(), lease=0)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "pool_size must be at least 2 (appends and the other requests run side "
+            "by side), not 1"
+        ),
+    ):
+        PostgresStore(dsn(), pool_size=1)
+
+
+def test_import_duron_never_imports_psycopg_and_a_missing_driver_says_what_to_install() -> (
+    None
+):
+    code = (
+        "import sys\n"
+        "import duron, duron.contrib.storage, duron._cli.db\n"
+        "assert not [m for m in sys.modules if 'psycopg' in m], 'psycopg imported'\n"
+        "sys.modules['psycopg'] = None  # as if the extra were not installed\n"
+        "from duron.contrib.storage import PostgresStore\n"
+        "try:\n"
+        "    PostgresStore('postgresql://localhost/x')\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout == (
+        "PostgreSQL storage needs psycopg 3 and psycopg-pool: "
+        "pip install 'duron[postgres]'\n"
+    )
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def test_db_migrate_and_jobs_list_from_the_command_line(
+    schema: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"{dsn()}?schema={schema}"
+    shown = label(schema)
+    assert main(["jobs", "list", url]) == 2
+    assert capsys.readouterr().err == (
+        f"duron jobs: error: {shown}: no Duron schema {schema!r} in this database; "
+        "create it with `duron db migrate URL` or `await store.migrate()`\n"
+    )
+    assert main(["db", "migrate", url]) == 0
+    assert capsys.readouterr().out == (
+        f"{shown}: schema {schema} migrated to version 1 (applied 1)\n"
+    )
+    assert main(["db", "migrate", url]) == 0
+    assert capsys.readouterr().out == (
+        f"{shown}: schema {schema} is up to date (version 1)\n"
+    )
+
+    async def submit() -> None:
+        async with PostgresStore(dsn(), schema=schema) as store:
+            await store.submit(checkout, 5, job_id="order-5")
+
+    anyio.run(submit)
+    assert main(["jobs", "list", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["ID", "STATUS", "UPDATED", "CALL"]
+    assert lines[1].split()[:2] == ["order-5", "pending"]
+    assert lines[1].endswith("checkout(order=5)")
+    assert main(["jobs", "cancel", url, "order-5"]) == 0
+    assert capsys.readouterr().out == "job order-5 cancelled\n"
+
+    assert main(["db", "migrate", "sqlite:///jobs.db"]) == 2
+    assert capsys.readouterr().err == (
+        "duron db: error: 'sqlite:///jobs.db': a SQLite store creates its tables "
+        "when the application first opens it; `duron db migrate` is for PostgreSQL "
+        "stores\n"
+    )
+    assert main(["db", "migrate", "postgresql://x@127.0.0.1:1/db"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "duron db: error: cannot connect to PostgreSQL at postgresql://x@127.0.0.1:1/db: "
+    )
+    assert main(["jobs", "list", "postgresql://x/db?schema=no-no"]) == 2
+    assert capsys.readouterr().err == (
+        "duron jobs: error: schema must be a plain PostgreSQL identifier (letters, "
+        "digits and _, not starting with a digit, at most 63 characters), not "
+        "'no-no'\n"
+    )
