@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from duron._errors import DuronError, SchemaError, StorageError
+from duron._errors import DuronError, InternalError, SchemaError, StorageError
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Engine"]
 
@@ -250,7 +250,21 @@ class Engine:
                             if stop:
                                 return
                             continue
-                    self._execute(conn, batch, renew)
+                    try:
+                        self._execute(conn, batch, renew)
+                    except (
+                        Exception
+                    ) as exc:  # a bug: answer, never leave callers hanging
+                        _log.exception("duron: SQLite store %s failed", self.label)
+                        error = InternalError(
+                            f"SQLite store {self.label} failed: {exc!r}"
+                        )
+                        for req in batch:
+                            if req.error is None:
+                                req.error = error
+                        with contextlib.suppress(sqlite3.Error):
+                            if conn.in_transaction:
+                                conn.execute("ROLLBACK")
                     if renew:
                         next_renew = time.monotonic() + renew_every
                     self._wake(batch)
