@@ -722,24 +722,28 @@ class PostgresStore:
 
         Runnable: pending, or running under a lease that expired (its process
         died or stalled). Each claim bumps the job's epoch. Rows another worker is
-        claiming, or another writer is appending to, are skipped, not waited for.
+        claiming, or another writer is appending to, are skipped, not waited for;
+        so are the jobs this store object holds (a lease that ran out while this
+        process stalled is renewed, or lost to another owner, not claimed twice).
         """
         if limit <= 0:
             return []
         q = self._q
         owner, lease = self.owner, self.lease
+        mine = list(self._engine.held)
 
         async def run(conn: AsyncConnection[Any]) -> list[Claim]:
             cur = await conn.execute(
                 f"WITH c AS (SELECT id FROM {q}.jobs "
                 "WHERE status IN ('pending', 'running') AND function IS NOT NULL "
                 "AND (lease_expires IS NULL OR lease_expires < now()) "
+                "AND NOT id = ANY(%s) "
                 "ORDER BY created, id LIMIT %s FOR UPDATE SKIP LOCKED) "
                 f"UPDATE {q}.jobs AS j SET status = 'running', lease_owner = %s, "
                 "lease_expires = now() + make_interval(secs => %s), "
                 "epoch = j.epoch + 1, updated = now() FROM c WHERE j.id = c.id "
                 "RETURNING j.id, j.function, j.epoch, j.cancel_requested, j.created",
-                (limit, owner, lease),
+                (mine, limit, owner, lease),
                 prepare=True,
             )
             rows = await cur.fetchall()

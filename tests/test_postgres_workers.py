@@ -1,0 +1,296 @@
+"""``duron.Worker`` on the PostgreSQL store: in one process, and three worker
+processes sharing one database, one SIGKILLed and one SIGSTOPped past its lease."""
+
+from __future__ import annotations
+
+import collections
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import orjson
+import pytest
+
+import duron
+from duron.contrib.storage import PostgresStore
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+import postgres_jobs  # noqa: E402
+from postgres_support import dsn, requires_postgres, schema_name, sql  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator
+
+pytestmark = requires_postgres
+
+ran: list[str] = []
+release: list[anyio.Event] = []
+
+
+@duron.effect
+async def step(i: int) -> int:
+    ran.append(f"step {i}")
+    return i * 10
+
+
+@duron.effect
+async def hold(i: int) -> int:
+    await release[0].wait()
+    ran.append(f"hold {i}")
+    return i
+
+
+@duron.durable
+async def steps(ctx: duron.Context, n: int) -> list[int]:
+    return [await ctx.run(step, i) for i in range(n)]
+
+
+@duron.durable
+async def step_then_hold(ctx: duron.Context, i: int) -> int:
+    await ctx.run(step, i)
+    return await ctx.run(hold, i)
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    with schema_name() as name:
+        yield name
+
+
+@pytest.fixture
+async def store(schema: str) -> AsyncIterator[PostgresStore]:
+    ran.clear()
+    release[:] = [anyio.Event()]
+    s = PostgresStore(dsn(), schema=schema, lease=5)
+    await s.migrate()
+    yield s
+    await s.close()
+
+
+def worker(store: PostgresStore, *fns: duron.DurableFn[..., Any]) -> duron.Worker:
+    return duron.Worker(store, fns, poll_interval=0.05, heartbeat_interval=0.05)
+
+
+async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for a condition nothing signals to the test."""
+    with anyio.fail_after(timeout):
+        while not check():
+            await anyio.sleep(0.01)
+
+
+# -- one process -----------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_worker_runs_submitted_jobs(store: PostgresStore) -> None:
+    ids = [await store.submit(steps, n, job_id=f"s{n}") for n in range(1, 6)]
+    async with worker(store, steps) as w:
+        results = [await store.result(i, steps) for i in ids]
+        late = await store.submit(steps, 2, job_id="late")
+        assert await store.result(late) == [0, 10]
+    assert results == [[10 * i for i in range(n)] for n in range(1, 6)]
+    assert w.ended == 6
+    assert store.appends > 0
+    assert store.flushes <= store.appends
+
+
+@pytest.mark.anyio
+async def test_cancel_reaches_the_durable_code(store: PostgresStore) -> None:
+    await store.submit(step_then_hold, 1, job_id="c")
+    async with worker(store, step_then_hold):
+        await until(lambda: ran == ["step 1"])
+        assert await store.cancel("c") is True
+        with pytest.raises(duron.JobCancelledError):
+            await store.result("c")
+    assert (await store.get("c")).status == "cancelled"
+
+
+@pytest.mark.anyio
+async def test_a_job_whose_lease_was_taken_over_is_stopped_without_writing(
+    store: PostgresStore, schema: str
+) -> None:
+    await store.submit(step_then_hold, 1, job_id="j")
+    async with worker(store, step_then_hold) as w:
+        await until(lambda: ran == ["step 1"])
+        sql(
+            f"UPDATE \"{schema}\".jobs SET lease_owner = 'other:1:0', "
+            "epoch = epoch + 1 WHERE id = 'j'"
+        )
+        before = sql(f'SELECT count(*) FROM "{schema}".entries')
+        release[0].set()  # the held effect ends: its completion is refused
+        await until(lambda: w.running == [])
+    info = await store.get("j")
+    assert (info.status, info.lease_owner) == ("running", "other:1:0")
+    assert sql(f'SELECT count(*) FROM "{schema}".entries') == before
+
+
+# -- three processes: one killed, one stopped past its lease -------------------------------
+
+
+def test_three_worker_processes_one_killed_one_stopped_every_job_finishes_once(
+    tmp_path: Path,
+) -> None:
+    n_jobs = 500
+    with schema_name() as schema:
+        run_three_workers(tmp_path, schema, n_jobs)
+
+
+def run_three_workers(tmp_path: Path, schema: str, n_jobs: int) -> None:
+    s = f'"{schema}"'
+
+    async def submit() -> None:
+        async with PostgresStore(dsn(), schema=schema) as store:
+            await store.migrate()
+            for job in range(n_jobs):
+                await store.submit(
+                    postgres_jobs.chain, job, job_id=postgres_jobs.job_id(job)
+                )
+
+    anyio.run(submit)
+    script = str(HERE / "postgres_jobs.py")
+    sides = [tmp_path / f"side-{i}.txt" for i in range(3)]
+    procs = []
+    for i, side in enumerate(sides):
+        side.touch()
+        # The one to be stopped never learns of its lost leases from heartbeats:
+        # when it continues, the fence alone keeps its entries out.
+        blind = ["blind"] if i == 1 else []
+        procs.append(
+            subprocess.Popen([sys.executable, script, dsn(), schema, str(side), *blind])
+        )
+    survivor, stopped, killed = procs
+
+    def owned_by(p: subprocess.Popen[bytes]) -> list[tuple[object, ...]]:
+        return sql(
+            f"SELECT id, epoch FROM {s}.jobs WHERE lease_owner LIKE %s "
+            "AND status = 'running'",
+            f"%:{p.pid}:%",
+        )
+
+    def wait_until(check: Callable[[], bool], what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline, what
+            for p in procs:
+                assert p.poll() is None or p is killed, f"worker {p.pid} exited early"
+            time.sleep(0.02)
+
+    try:
+        # Both victims are well into their jobs.
+        wait_until(
+            lambda: all(side.read_text().count("run ") >= 40 for side in sides[1:]),
+            "the workers never got going",
+            30,
+        )
+        killed.send_signal(signal.SIGKILL)
+        stopped.send_signal(signal.SIGSTOP)
+        stale = owned_by(stopped)
+        assert stale, "the stopped worker held no job"
+        # Its lease runs out and the survivor takes every job it held.
+        wait_until(lambda: not owned_by(stopped), "its jobs were never taken", 20)
+        taken = {
+            str(j): int(str(e))
+            for j, e in sql(
+                f"SELECT id, epoch FROM {s}.jobs WHERE id = ANY(%s)",
+                [str(j) for j, _ in stale],
+            )
+        }
+        stopped.send_signal(signal.SIGCONT)
+        assert survivor.wait(timeout=40) == 0
+        assert stopped.wait(timeout=20) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+            p.wait()
+    killed_pid, stopped_pid = str(killed.pid), str(stopped.pid)
+
+    # What ran: (job, op) -> [(token, epoch)]; what the stopped worker was refused.
+    runs: dict[tuple[int, int], list[tuple[str, int]]] = collections.defaultdict(list)
+    refused: list[tuple[str, int]] = []
+    for side in sides:
+        for line in side.read_text().splitlines():
+            kind, *fields = line.split()
+            if kind == "run":
+                job, op, tok, at = fields
+                runs[int(job), int(op)].append((tok, int(at)))
+            else:
+                assert side == sides[1], line  # only the stopped worker lost leases
+                refused.append((fields[0], int(fields[1])))
+
+    jobs = sql(f"SELECT id, status, result FROM {s}.jobs")
+    assert len(jobs) == n_jobs
+    for job_id, status, result in jobs:
+        number = int(str(job_id).removeprefix("job-"))
+        assert (status, orjson.loads(str(result))) == (
+            "completed",
+            postgres_jobs.expected(number),
+        ), job_id
+
+    by_job: dict[str, list[tuple[int, int, dict[str, Any]]]] = collections.defaultdict(
+        list
+    )
+    for job_id, seq, epoch, raw in sql(
+        f"SELECT job_id, seq, epoch, entry FROM {s}.entries ORDER BY job_id, seq"
+    ):
+        by_job[str(job_id)].append(
+            (int(str(seq)), int(str(epoch)), orjson.loads(str(raw)))
+        )
+    assert len(by_job) == n_jobs
+    logged: dict[tuple[int, int], tuple[str, int]] = {}
+    for job_id, rows in by_job.items():
+        number = int(job_id.removeprefix("job-"))
+        assert [seq for seq, _, _ in rows] == list(range(len(rows)))
+        # Exactly once: one job entry first, one end last, one completion per
+        # operation (``start`` entries name operations still running at a flush).
+        kinds = [e["type"] for _, _, e in rows]
+        assert (kinds[0], kinds[-1], kinds.count("job"), kinds.count("end")) == (
+            "job",
+            "end",
+            1,
+            1,
+        ), job_id
+        completions = [(epoch, e) for _, epoch, e in rows if e["type"] == "done"]
+        assert sorted(e["id"] for _, e in completions) == list(
+            range(postgres_jobs.STEPS)
+        ), job_id
+        # No writer wrote after a newer epoch did: a stale worker never wrote.
+        epochs = [epoch for _, epoch, _ in rows]
+        assert epochs == sorted(epochs), (job_id, epochs)
+        for epoch, e in completions:
+            logged[number, e["id"]] = (e["result"], epoch)
+
+    # The stopped worker's jobs: taken over at a newer epoch; nothing of its
+    # epoch after the new owner's first entry; its late appends were refused.
+    assert refused, "the stopped worker never tried to write after its lease ran out"
+    stale_epochs = {str(j): int(str(e)) for j, e in stale}
+    for job_id, epoch in refused:
+        assert stale_epochs.get(job_id) == epoch, (job_id, epoch)
+    for job_id, epoch in stale_epochs.items():
+        newer = taken[job_id]
+        assert newer > epoch
+        rows = by_job[job_id]
+        first_new = min(seq for seq, e, _ in rows if e >= newer)
+        assert all(seq < first_new for seq, e, _ in rows if e == epoch), job_id
+
+    # No effect whose completion was logged ran again: every other run of the
+    # operation was under an older lease (a worker killed or stopped before its
+    # completion could be logged).
+    assert sorted(logged) == sorted(
+        (job, op) for job in range(n_jobs) for op in range(postgres_jobs.STEPS)
+    )
+    reruns = 0
+    for key, (token, epoch) in logged.items():
+        assert (token, epoch) in runs[key], (key, token, runs[key])
+        others = [r for r in runs[key] if r[0] != token]
+        assert all(e < epoch for _, e in others), (key, token, epoch, runs[key])
+        reruns += len(others)
+    assert reruns > 0  # the victims really had effects in flight
+    pids = {t.split("-")[0] for key in runs for t, _ in runs[key]}
+    assert pids == {str(survivor.pid), stopped_pid, killed_pid}
