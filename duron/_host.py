@@ -129,11 +129,21 @@ class HostWriter(Generic[_T]):
         annotation: Any,
         codec: Codec,
         submit: Callable[[str, Any, BaseException | None, bool], Awaitable[None]],
+        count: Callable[[str], Awaitable[int]],
     ) -> None:
         self._name = name
         self._annotation = annotation
         self._codec = codec
         self._submit = submit
+        self._count = count
+
+    async def recorded(self) -> int:
+        """How many values of this input the log holds, once replay is over.
+
+        A host that restarts with a job can skip what the job already has: values
+        ``0 .. recorded() - 1`` of what it meant to send were delivered before.
+        """
+        return await self._count(self._name)
 
     async def send(self, value: _T) -> None:
         """Validate, record and deliver ``value``; returns once it is in the log.

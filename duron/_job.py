@@ -276,7 +276,11 @@ class Job(Generic[_P, _T]):
                     f"reads it: open_stream({name!r}, 'r')"
                 )
             return HostWriter(
-                name, inj.annotation, self._dfn.codec, runtime.submit_input
+                name,
+                inj.annotation,
+                self._dfn.codec,
+                runtime.submit_input,
+                runtime.recorded_count,
             )
         if mode == "r":
             if inj.kind != "writer":

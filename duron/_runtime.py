@@ -334,6 +334,11 @@ class Runtime:
             ev = Emitted(lop, data, ack=anyio.Event())
         await self._submit(ev, f"the value for {name!r}")
 
+    async def recorded_count(self, name: str) -> int:
+        """How many values the log holds for host input ``name`` (after replay)."""
+        await self.live.wait()
+        return int(self.inputs[name].state or 0)
+
     def find_future(self, future_id: str) -> LiveOp | None:
         try:
             lop = self.ops.get(int(future_id))
@@ -1001,6 +1006,7 @@ class Runtime:
         if kind == "input":
             if decoded is UNDECODED:
                 decoded = self._decode(lop, value, lop.annotation, "value sent to")
+            lop.state = (lop.state or 0) + 1  # values recorded so far (recorded_count)
             if isinstance(lop.target, Signal):
                 lop.target.trigger(decoded)
             else:
