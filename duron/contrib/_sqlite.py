@@ -189,8 +189,10 @@ class SQLiteStore:
     def log(self, job_id: str) -> SQLiteLog:
         """The log of one job, as a :class:`~duron.LogStorage`.
 
-        ``checkout.invoke(store.log("order-42"))`` runs that job here and now (the
-        job's row is created by the first write if it does not exist).
+        ``checkout.invoke(store.log("order-42"))`` runs that job here and now, under
+        its lease. Acquiring the log of an unknown id creates the job's row; releasing
+        it before anything was written removes the row again. A job released before
+        it ended is pending: a worker on the store will resume it.
         """
         return SQLiteLog(self, check_job_id(job_id))
 
