@@ -234,15 +234,10 @@ class Worker:
                 _log.error("duron worker: %s", error)
                 await self.store.fail(job_id, claim.epoch, error)
                 return
-            failure = await self._drive(slot, fn)
-            if failure is None or slot.lost:
-                return
-            if isinstance(failure, LeaseLostError):
-                _log.warning("duron worker: %s", failure)
-                return
-            _log.info("duron worker: job %s failed: %r", job_id, failure)
-            # A no-op when the job's log recorded this end itself (status set).
-            await self.store.fail(job_id, claim.epoch, failure)
+            try:
+                await self._drive(slot, fn)
+            except Exception as exc:  # opening or closing the job failed
+                await self._failed(slot, exc)
         except Exception:
             _log.exception("duron worker: job %s: could not record its failure", job_id)
         finally:
@@ -250,39 +245,54 @@ class Worker:
             slot.done.set()
             self._wake.set()
 
-    async def _drive(self, slot: _Slot, fn: DurableFn[..., Any]) -> Exception | None:
-        """Run the job until it ends or the worker stops it; its error, if any."""
-        failure: Exception | None = None
-        try:
-            async with fn.invoke(self.store.log(slot.claim.job_id)) as job:
-                slot.job = job
+    async def _drive(self, slot: _Slot, fn: DurableFn[..., Any]) -> None:
+        """Run the job until it ends or the worker stops it."""
+        async with fn.invoke(self.store.log(slot.claim.job_id)) as job:
+            slot.job = job
+            try:
                 await job.resume()
-                while True:
-                    if slot.cancel_wanted and not slot.cancel_sent:
-                        slot.cancel_sent = True
-                        try:
-                            await job.cancel()
-                        except DuronError as exc:  # it ended meanwhile
-                            _log.debug("duron worker: cancel %s: %s", job.id, exc)
-                    with anyio.CancelScope() as scope:
-                        slot.scope = scope
-                        if slot.stopping or (
-                            slot.cancel_wanted and not slot.cancel_sent
-                        ):
-                            scope.cancel()
-                        try:
-                            await job.wait()
-                        except Exception as exc:
-                            failure = exc
-                    slot.scope = None
-                    if not scope.cancelled_caught:
-                        self.ended += 1
-                        break
-                    if slot.stopping:
-                        break  # leaving the block stops the job at a safe point
-        except Exception as exc:
-            failure = exc
-        return failure
+                await self._wait(slot, job)
+            except Exception as exc:
+                # Recorded while this worker still holds the lease: the job is
+                # never pending (claimable) in between.
+                await self._failed(slot, exc)
+            # Leaving the block stops an unfinished job at a safe point.
+
+    async def _wait(self, slot: _Slot, job: Job[..., Any]) -> None:
+        """Wait for the job's end, delivering cancel requests; return early when
+        the worker stops it."""
+        while True:
+            if slot.cancel_wanted and not slot.cancel_sent:
+                slot.cancel_sent = True
+                try:
+                    await job.cancel()
+                except DuronError as exc:  # it ended meanwhile
+                    _log.debug("duron worker: cancel %s: %s", job.id, exc)
+            with anyio.CancelScope() as scope:
+                slot.scope = scope
+                if slot.stopping or (slot.cancel_wanted and not slot.cancel_sent):
+                    scope.cancel()
+                try:
+                    await job.wait()
+                except Exception:
+                    self.ended += 1
+                    raise
+            slot.scope = None
+            if not scope.cancelled_caught:
+                self.ended += 1
+                return
+            if slot.stopping:
+                return
+
+    async def _failed(self, slot: _Slot, error: Exception) -> None:
+        claim = slot.claim
+        if isinstance(error, LeaseLostError):
+            _log.warning("duron worker: %s", error)
+            return  # another owner runs the job now
+        _log.info("duron worker: job %s failed: %r", claim.job_id, error)
+        # A no-op when the job's log recorded this end itself (its status is set),
+        # or when another owner took the job over (the epoch moved on).
+        await self.store.fail(claim.job_id, claim.epoch, error)
 
     def __repr__(self) -> str:
         return (
