@@ -270,6 +270,21 @@ async def test_cancel_reaches_the_durable_code_at_its_next_await(
 
 
 @pytest.mark.anyio
+async def test_a_cancel_from_another_process_is_seen_in_the_jobs_table(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    await store.submit(cancellable, 3, job_id="c")
+    other = SQLiteStore(tmp_path / "jobs.db")  # another process's store object
+    async with worker(store, cancellable):
+        await until(lambda: state.active == 1)
+        assert await other.cancel("c") is True
+        with pytest.raises(duron.JobCancelledError, match=r"^job c was cancelled$"):
+            await other.result("c")
+    await other.close()
+    assert state.seen == ["cancelled 3"]
+
+
+@pytest.mark.anyio
 async def test_cancel_of_a_stopped_job_is_delivered_when_it_resumes(
     store: SQLiteStore,
 ) -> None:
