@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import duron
-import duron._runtime
+import duron._living
 from duron._effect import effect_spec
 from duron._entries import JobFinished, JobStarted, OpCompleted, OpStarted
 from duron._log import encode_entry
@@ -184,7 +184,7 @@ async def long_result(ctx: duron.Context) -> list[str]:
 
 
 class HostClock:
-    """The host clock the job driver reads (``duron._runtime._now``), with a jump."""
+    """The host clock the job driver reads (``duron._living._now``), with a jump."""
 
     def __init__(self) -> None:
         self.shift = 0.0
@@ -462,7 +462,7 @@ async def test_a_result_that_comes_after_its_timeout_loses_to_it(
     # The result and the timeout are due in the same step: the timer, due first,
     # fires first, live and on replay, and the late result is dropped.
     host_clock.shift = 0.0
-    monkeypatch.setattr(duron._runtime, "_now", host_clock)
+    monkeypatch.setattr(duron._living, "_now", host_clock)
     storage = MemoryLogStorage()
     assert await run_job(timed_out, storage) == "timed out"
     assert await run_job(timed_out, storage) == "timed out"

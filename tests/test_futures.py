@@ -18,7 +18,7 @@ import anyio
 import pytest
 
 import duron
-import duron._runtime
+import duron._living
 from duron.contrib.storage import MemoryLogStorage
 
 pytestmark = pytest.mark.anyio
@@ -373,7 +373,7 @@ async def test_a_deadline_that_passed_while_the_job_was_down_fires_on_resume(
         assert job.is_future_pending(future_id)
     # The host machine was down for two days: the deadline passed meanwhile.
     shifted = time.time() + 2 * 24 * 3600
-    monkeypatch.setattr(duron._runtime, "_now", lambda: shifted)
+    monkeypatch.setattr(duron._living, "_now", lambda: shifted)
     async with day_long_wait.invoke(storage) as job:
         with anyio.fail_after(5):
             await job.resume()

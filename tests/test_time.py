@@ -1,7 +1,7 @@
 """Time and randomness in durable code: recorded clocks, durable timers, seeded RNGs.
 
 Long sleeps are tested without waiting for them: the host clock the job driver reads
-(``duron._runtime._now``) is shifted forward between runs, as if the machine had been
+(``duron._living._now``) is shifted forward between runs, as if the machine had been
 down for a while, and only the short remainder is really waited for.
 """
 
@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 import duron
-import duron._runtime
+import duron._living
 from duron.contrib.storage import MemoryLogStorage
 
 pytestmark = pytest.mark.anyio
@@ -51,7 +51,7 @@ class HostClock:
 @pytest.fixture
 def host_clock(monkeypatch: pytest.MonkeyPatch) -> HostClock:
     clock = HostClock()
-    monkeypatch.setattr(duron._runtime, "_now", clock)
+    monkeypatch.setattr(duron._living, "_now", clock)
     return clock
 
 
