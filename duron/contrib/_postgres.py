@@ -852,17 +852,22 @@ class PostgresLog:
         try:
             if held is not None:
                 # A worker of this store claimed the job: write under its lease.
+                # One statement: the claim committed before it, so every entry
+                # of an older epoch that will ever land is already visible.
                 async def adopt(conn: AsyncConnection[Any]) -> int:
                     cur = await conn.execute(
-                        f"SELECT lease_owner, epoch FROM {q}.jobs WHERE id = %s",
-                        (job_id,),
+                        f"SELECT lease_owner, epoch, (SELECT coalesce(max(seq) + 1, 0) "
+                        f"FROM {q}.entries WHERE job_id = %s) FROM {q}.jobs "
+                        "WHERE id = %s",
+                        (job_id, job_id),
+                        prepare=True,
                     )
                     row = await cur.fetchone()
                     if row is None or row[0] != owner or row[1] != held:
                         raise LeaseLostError(
                             job=job_id, detail="the lease this worker claimed is gone"
                         )
-                    return await _next_seq(conn, q, job_id)
+                    return int(row[2])
 
                 self._next_seq = await engine.call(adopt)
                 self._epoch = held
@@ -912,16 +917,20 @@ class PostgresLog:
         if engine.held.get(job_id) == epoch:
             del engine.held[job_id]
         owner, q = store.owner, store._q
+        wrote = self._next_seq > 0
 
         async def run(conn: AsyncConnection[Any]) -> None:
+            unlease = (
+                f"UPDATE {q}.jobs SET lease_owner = NULL, lease_expires = NULL, "
+                "updated = now(), status = CASE status WHEN 'running' THEN "
+                "'pending' ELSE status END "
+                "WHERE id = %s AND lease_owner = %s AND epoch = %s"
+            )
+            if wrote:
+                await conn.execute(unlease, (job_id, owner, epoch), prepare=True)
+                return
             async with conn.transaction():
-                await conn.execute(
-                    f"UPDATE {q}.jobs SET lease_owner = NULL, lease_expires = NULL, "
-                    "updated = now(), status = CASE status WHEN 'running' THEN "
-                    "'pending' ELSE status END "
-                    "WHERE id = %s AND lease_owner = %s AND epoch = %s",
-                    (job_id, owner, epoch),
-                )
+                await conn.execute(unlease, (job_id, owner, epoch))
                 # A log opened but never written leaves nothing behind.
                 await conn.execute(
                     f"DELETE FROM {q}.jobs WHERE id = %s AND function IS NULL "
