@@ -12,6 +12,7 @@ import typing
 from typing import Any, Protocol
 
 import pydantic
+import pydantic_core
 
 from duron._json import JSONValue
 
@@ -105,7 +106,14 @@ class PydanticCodec:
             if annotation is float or annotation is int:
                 _check_number(value)  # type: ignore[arg-type]
             return value  # type: ignore[return-value]
-        return self.adapter(annotation).dump_python(value, mode="json")  # type: ignore[no-any-return]
+        adapter = self.adapter(annotation)
+        try:
+            return adapter.dump_python(value, mode="json", warnings="error")  # type: ignore[no-any-return]
+        except pydantic_core.PydanticSerializationError:
+            # Mostly a value of another type than annotated: validation says what
+            # is wrong with it (raising), or turns it into the annotated type.
+            validated = adapter.validate_python(value)
+            return adapter.dump_python(validated, mode="json", warnings="error")  # type: ignore[no-any-return]
 
     def decode(self, data: JSONValue, annotation: Any, /) -> object:
         if annotation is UNANNOTATED:

@@ -116,7 +116,15 @@ class Job(Generic[_P, _T]):
                     f"parameter {name!r} of {dfn.name} is provided by the job "
                     "(= duron.Provided); do not pass it to start()"
                 )
-        encoded = dfn.sig.encode_inputs(dfn.codec, bound)
+        try:
+            encoded = dfn.sig.encode_inputs(dfn.codec, bound)
+        except PayloadError as err:
+            raise PayloadError(
+                what=err.what,
+                type_name=err.type_name,
+                detail=err.detail,
+                job=self.id,
+            ) from err.__cause__
         await self._begin(encoded)
 
     async def resume(self) -> None:

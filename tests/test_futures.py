@@ -142,7 +142,6 @@ async def two_amounts(
     return await first + await second
 
 
-@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")
 async def test_completion_errors() -> None:
     storage = MemoryLogStorage()
     async with two_amounts.invoke(storage) as job:

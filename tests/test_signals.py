@@ -132,7 +132,6 @@ async def test_signal_interrupts_the_block_and_carries_its_value() -> None:
     assert [e["value"] for e in emits] == [{"reason": "user typed", "hard": True}]
 
 
-@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")
 async def test_signal_value_failing_validation_writes_nothing() -> None:
     storage = MemoryLogStorage()
     async with interruptible.invoke(storage) as job:

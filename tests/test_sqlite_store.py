@@ -146,7 +146,6 @@ async def test_submit_without_an_id_makes_a_fresh_one(store: SQLiteStore) -> Non
 
 
 # pydantic warns while serializing the wrong type, before the codec refuses it.
-@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
 async def test_submit_checks_arguments_before_storing(store: SQLiteStore) -> None:
     with pytest.raises(duron.UsageError, match=re.escape("checkout() called with bad")):
         await store.submit(checkout, 1, 2)

@@ -517,7 +517,6 @@ async def test_wrong_stream_name_and_direction() -> None:
         assert await job.wait() == 1
 
 
-@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")
 async def test_value_failing_validation_writes_nothing() -> None:
     storage = MemoryLogStorage()
     async with typed_inbox.invoke(storage) as job:
@@ -628,7 +627,6 @@ async def wrong_output_type(
     return "sent"
 
 
-@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")
 async def test_durable_code_sending_an_invalid_value_fails_the_job() -> None:
     storage = MemoryLogStorage()
     async with wrong_output_type.invoke(storage) as job:
