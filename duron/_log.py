@@ -74,6 +74,19 @@ class _NewerFormat(Exception):
 
 
 def _from_json(d: Any) -> Entry:
+    if d["type"] == "done":  # most entries: checked first, without the match
+        i, t = d["id"], d["t"]
+        if type(i) is int and type(t) is float:
+            err = d.get("error")
+            return OpCompleted(
+                i,
+                t,
+                d.get("result"),
+                None if err is None else ErrorInfo.from_json(err),
+                d.get("kind"),
+                d.get("name"),
+                d.get("inputs"),
+            )
     match d["type"]:
         case "done":
             err = d.get("error")

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from duron._json import JSONValue
 
 from duron._driver import DriverBase
+from duron._log import decode_entry
 
 __all__ = ["ReplayPhase"]
 
@@ -40,12 +41,21 @@ class ReplayPhase(DriverBase):
     async def _fill_lookahead(self, size: int = 256) -> None:
         """Read up to ``size`` entries ahead, so that replay can take recorded
         outcomes synchronously (see :meth:`_replay_at_once`)."""
-        lookahead = self._lookahead
-        for _ in range(size):
-            item = await self._read_entry()
-            if item is None:
-                return
-            lookahead.append(item)
+        records = self._records
+        if records is None:
+            return
+        append = self._lookahead.append
+        label = self.label
+        read = 0
+        try:
+            for _ in range(size):
+                offset, raw = await records.__anext__()
+                append((offset, decode_entry(raw, job=label, offset=offset)))
+                read += 1
+        except StopAsyncIteration:
+            self._records = None
+        finally:
+            self.entries_read += read
 
     async def _next_entry(self) -> tuple[int, Entry] | None:
         if self._lookahead:

@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 from duron._living import LivePhase
 from duron._replaying import ReplayPhase
 
+_running_loop = asyncio.events._get_running_loop
+
 __all__ = ["Outcome", "Runtime"]
 
 
@@ -141,7 +143,8 @@ class Runtime(ReplayPhase, LivePhase):
     ) -> asyncio.Future[Any] | Recorded:
         """Register an effect call; returns the future to await, or, while
         replaying, its :class:`Recorded` outcome when it can be taken at once."""
-        self._check_loop(f"ctx.run({spec.name})")
+        if _running_loop() is not self.loop:
+            self._check_loop(f"ctx.run({spec.name})")
         sig = spec.sig
         try:
             inputs = sig.encode_call(self.codec, args, kwargs)
