@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import pytest
+from support import Host, run_hosted
 
 import duron
 from duron.contrib.storage import MemoryLogStorage
 
 pytestmark = pytest.mark.anyio
 
-Host = Callable[["duron.Job[..., Any]"], Awaitable[None]]
 
 effect_calls: list[str] = []
 CANCELLED = re.escape("job <memory> was cancelled")
@@ -25,15 +24,6 @@ CANCELLED = re.escape("job <memory> was cancelled")
 @pytest.fixture(autouse=True)
 def _clear() -> None:
     effect_calls.clear()
-
-
-async def run_hosted(
-    dfn: duron.DurableFn[..., Any], storage: duron.LogStorage, host: Host
-) -> Any:
-    async with dfn.invoke(storage) as job:
-        await job.start()
-        await host(job)
-        return await job.wait()
 
 
 async def no_host(job: duron.Job[..., Any]) -> None:

@@ -24,6 +24,7 @@ import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import resume_job, run_job
 
 import duron
 import duron._living
@@ -214,20 +215,6 @@ async def timed_out(ctx: duron.Context) -> str:
 async def wide(ctx: duron.Context, n: int) -> int:
     values = await asyncio.gather(*(ctx.run(trivial, i) for i in range(n)))
     return sum(values)
-
-
-async def run_job(
-    dfn: duron.DurableFn[..., Any], storage: duron.LogStorage, *args: Any
-) -> Any:
-    async with dfn.invoke(storage) as job:
-        await job.start(*args)
-        return await job.wait()
-
-
-async def resume_job(dfn: duron.DurableFn[..., Any], storage: duron.LogStorage) -> Any:
-    async with dfn.invoke(storage) as job:
-        await job.resume()
-        return await job.wait()
 
 
 @contextmanager

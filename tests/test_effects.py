@@ -12,19 +12,12 @@ from typing import Annotated, Any
 
 import anyio
 import pytest
+from support import run_job
 
 import duron
 from duron.contrib.storage import MemoryLogStorage
 
 pytestmark = pytest.mark.anyio
-
-
-async def run_job(
-    dfn: duron.DurableFn[..., Any], storage: duron.LogStorage, *args: Any
-) -> Any:
-    async with dfn.invoke(storage) as job:
-        await job.start(*args)
-        return await job.wait()
 
 
 def entry_names(storage: MemoryLogStorage) -> list[str | None]:

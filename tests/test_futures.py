@@ -11,11 +11,12 @@ import asyncio
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import anyio
 import pytest
+from support import run_hosted
 
 import duron
 import duron._living
@@ -23,7 +24,6 @@ from duron.contrib.storage import MemoryLogStorage
 
 pytestmark = pytest.mark.anyio
 
-Host = Callable[["duron.Job[..., Any]"], Awaitable[None]]
 
 effect_calls: list[str] = []
 
@@ -31,15 +31,6 @@ effect_calls: list[str] = []
 @pytest.fixture(autouse=True)
 def _clear() -> None:
     effect_calls.clear()
-
-
-async def run_hosted(
-    dfn: duron.DurableFn[..., Any], storage: duron.LogStorage, host: Host
-) -> Any:
-    async with dfn.invoke(storage) as job:
-        await job.start()
-        await host(job)
-        return await job.wait()
 
 
 async def no_host(job: duron.Job[..., Any]) -> None:

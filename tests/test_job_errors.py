@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
+from support import run_job
 
 import duron
 from duron.contrib.storage import FileLogStorage, MemoryLogStorage
@@ -64,14 +65,6 @@ async def order_flow_extra_effect(ctx: duron.Context, order: int) -> str:
 @duron.durable
 async def refund_flow(ctx: duron.Context, order: int) -> str:
     return "refunded"
-
-
-async def run_job(
-    dfn: duron.DurableFn[..., Any], storage: duron.LogStorage, *args: Any
-) -> Any:
-    async with dfn.invoke(storage) as job:
-        await job.start(*args)
-        return await job.wait()
 
 
 def _replay_message(label: str, where: str, recorded: str, requested: str) -> str:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import pytest
 from pydantic import BaseModel
+from support import Host, run_hosted
 
 import duron
 from duron.contrib.storage import MemoryLogStorage
@@ -27,18 +27,6 @@ effect_calls: list[str] = []
 @pytest.fixture(autouse=True)
 def _clear() -> None:
     effect_calls.clear()
-
-
-Host = Callable[["duron.Job[..., Any]"], Awaitable[None]]
-
-
-async def run_hosted(
-    dfn: duron.DurableFn[..., Any], storage: duron.LogStorage, host: Host
-) -> Any:
-    async with dfn.invoke(storage) as job:
-        await job.start()
-        await host(job)
-        return await job.wait()
 
 
 async def no_host(job: duron.Job[..., Any]) -> None:

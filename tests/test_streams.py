@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import pytest
 from pydantic import BaseModel
+from support import run_hosted
 
 import duron
 from duron.contrib.storage import MemoryLogStorage
@@ -31,19 +31,6 @@ observed: list[str] = []
 def _clear() -> None:
     effect_calls.clear()
     observed.clear()
-
-
-Host = Callable[["duron.Job[..., Any]"], Awaitable[None]]
-
-
-async def run_hosted(
-    dfn: duron.DurableFn[..., Any], storage: duron.LogStorage, host: Host
-) -> Any:
-    """Start (or replay) the job, run ``host`` against it, return the job's result."""
-    async with dfn.invoke(storage) as job:
-        await job.start()
-        await host(job)
-        return await job.wait()
 
 
 async def read_all(job: duron.Job[..., Any], name: str, start: int = 0) -> list[Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+from support import run_job
 
 import duron
 import duron._living
@@ -28,14 +29,6 @@ reached: list[anyio.Event] = []
 async def mark(what: str) -> str:
     marks.append(what)
     return what
-
-
-async def run_job(
-    dfn: duron.DurableFn[..., Any], storage: duron.LogStorage, *args: Any
-) -> Any:
-    async with dfn.invoke(storage) as job:
-        await job.start(*args)
-        return await job.wait()
 
 
 class HostClock:
