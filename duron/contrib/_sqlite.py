@@ -585,18 +585,23 @@ class SQLiteStore:
         """Take the leases of up to ``limit`` runnable jobs, oldest first.
 
         Runnable: pending, or running under a lease that expired (its process
-        died). Each claim bumps the job's epoch.
+        died). Each claim bumps the job's epoch. The jobs this store object holds
+        are skipped: a lease that ran out while this process stalled is renewed,
+        or lost to another owner, never claimed twice.
         """
         if limit <= 0:
             return []
         runnable = (
             "status IN ('pending', 'running') AND function IS NOT NULL "
-            "AND (lease_expires IS NULL OR lease_expires < :now)"
+            "AND (lease_expires IS NULL OR lease_expires < :now) "
+            "AND id NOT IN (SELECT value FROM json_each(:mine))"
         )
+        mine = orjson.dumps(list(self._engine.held)).decode()
 
         def any_runnable(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
-                f"SELECT 1 FROM jobs WHERE {runnable} LIMIT 1", {"now": time.time()}
+                f"SELECT 1 FROM jobs WHERE {runnable} LIMIT 1",
+                {"now": time.time(), "mine": mine},
             ).fetchone()
             return row is not None
 
@@ -617,6 +622,7 @@ class SQLiteStore:
                     "expires": now + self.lease,
                     "now": now,
                     "limit": limit,
+                    "mine": mine,
                 },
             ).fetchall()
             rows.sort(key=lambda r: (r[4], r[0]))
@@ -640,9 +646,11 @@ class SQLiteStore:
             ).fetchall()
 
         mine = {r[0]: (r[1], r[2]) for r in await self._engine.call(run, write=False)}
+        # Read after the reply: a job this store released meanwhile (it ended, or
+        # stopped) is no longer held, and so not lost.
         held = self._engine.held
         lost = frozenset(
-            j for j in ids if j not in mine or mine[j][0] != held.get(j, mine[j][0])
+            j for j in ids if j in held and (j not in mine or mine[j][0] != held[j])
         )
         cancel = frozenset(j for j in ids if j in mine and mine[j][1] and j not in lost)
         return Heartbeat(lost, cancel)
