@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - Windows
 __all__ = ["Durability", "FileLogStorage"]
 
 Durability = Literal["flush", "fsync"]
-_CHUNK = 1 << 20
+_CHUNK = 1 << 18  # 256 KiB: reading a log of any length holds about this much
 _log = logging.getLogger("duron")
 
 
