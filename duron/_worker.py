@@ -44,6 +44,7 @@ class _Slot:
     cancel_sent: bool = False
     lost: bool = False
     done: anyio.Event = field(default_factory=anyio.Event)
+    previous: _Slot | None = None  # an older run of the same job, stopping
 
     def interrupt(self) -> None:
         if self.scope is not None:
@@ -215,6 +216,19 @@ class Worker:
             claims = await store.claim(free)
         for claim in claims:
             slot = _Slot(claim, cancel_wanted=claim.cancel_requested)
+            older = slots.get(claim.job_id)
+            if older is not None:
+                # The store gave back a job this worker still runs: the claim
+                # moved the epoch on, so the older run can no longer write. It
+                # stops; the new claim runs the job once it has.
+                _log.warning(
+                    "duron worker: claimed job %s again while running it (its "
+                    "lease ran out meanwhile); stopping the older run",
+                    claim.job_id,
+                )
+                older.lost = older.stopping = True
+                older.interrupt()
+                slot.previous = older
             slots[claim.job_id] = slot
             tg.start_soon(self._run, slot, name=f"duron worker job {claim.job_id}")
 
@@ -224,6 +238,9 @@ class Worker:
         claim = slot.claim
         job_id = claim.job_id
         try:
+            if slot.previous is not None:
+                await slot.previous.done.wait()
+                slot.previous = None
             fn = self.functions.get(claim.function)
             if fn is None:
                 error = UnknownFunctionError(
@@ -241,7 +258,8 @@ class Worker:
         except Exception:
             _log.exception("duron worker: job %s: could not record its failure", job_id)
         finally:
-            del self._slots[job_id]
+            if self._slots.get(job_id) is slot:
+                del self._slots[job_id]
             slot.done.set()
             self._wake.set()
 

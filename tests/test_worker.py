@@ -25,6 +25,8 @@ from duron.contrib.storage import SQLiteStore
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+    from duron._jobstore import Claim
+
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))  # for the subprocess helper's durable functions
 import sqlite_jobs  # noqa: E402
@@ -350,6 +352,68 @@ async def test_a_job_whose_lease_was_taken_over_is_stopped_without_writing(
     assert (info.status, info.lease_owner) == ("running", "other:1:0")
     with raw_db(store) as db:
         assert db.execute("SELECT count(*) FROM entries").fetchone() == before
+
+
+class ClaimsItsOwnJobs(SQLiteStore):
+    """A store whose claim takes again a job it holds once that job's lease ran out
+    (as the SQLite store did): the worker still runs the job it gets back."""
+
+    async def claim(self, limit: int) -> list[Claim]:
+        held = self._engine.held
+        mine = dict(held)
+        held.clear()
+        try:
+            return await super().claim(limit)
+        finally:
+            for job_id, epoch in mine.items():
+                held.setdefault(job_id, epoch)
+
+
+@duron.effect
+async def wait_for_release(i: int) -> int:
+    state.seen.append(f"start {i}")
+    assert state.release is not None
+    await state.release.wait()
+    state.ran.append(f"wait {i}")
+    return i
+
+
+@duron.durable
+async def step_then_wait(ctx: duron.Context, i: int) -> int:
+    await ctx.run(step, i)
+    return await ctx.run(wait_for_release, i)
+
+
+@pytest.mark.anyio
+async def test_a_job_claimed_again_while_it_runs_is_run_once_under_the_new_claim(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    global state
+    state = State(release=anyio.Event())
+    # A long lease: only the test makes it run out.
+    store = ClaimsItsOwnJobs(tmp_path / "jobs.db", lease=60)
+    await store.submit(step_then_wait, 1, job_id="j")
+    async with worker(store, step_then_wait) as w:
+        await until(lambda: state.seen == ["start 1"])
+        # This process stalled past the lease; the worker's next look for work
+        # gets the job it still runs back, under a newer epoch.
+        with raw_db(store) as db:
+            db.execute("UPDATE jobs SET lease_expires = 0 WHERE id = 'j'")
+        await until(lambda: state.seen == ["start 1", "start 1"])
+        assert w.running == ["j"]
+        assert state.release is not None
+        state.release.set()
+        assert await store.result("j") == 1
+    assert w.ended == 1
+    # The first run was stopped before its effect ended; the second ran it once.
+    assert state.ran == ["step 1", "wait 1"]
+    info = await store.get("j")
+    assert (info.status, info.epoch, info.lease_owner) == ("completed", 2, None)
+    await store.close()
+    assert (
+        "duron worker: claimed job j again while running it (its lease ran out "
+        "meanwhile); stopping the older run"
+    ) in caplog.messages
 
 
 def test_worker_arguments_are_checked(tmp_path: Path) -> None:
