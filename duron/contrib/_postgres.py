@@ -59,15 +59,13 @@ from duron._jobstore import (
 )
 from duron._log import encode_entry
 from duron.contrib._postgres_engine import (
-    DONE,
     SCHEMA_VERSION,
-    WORK,
     AppendRequest,
     Engine,
     Schema,
-    host_caller,
     migrate,
 )
+from duron.contrib._wakeups import DONE, WORK, host_caller
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -955,7 +953,7 @@ class PostgresLog:
             return
         start = self._next_seq
         req = AppendRequest(
-            call=host_caller(),
+            call=host_caller("PostgreSQL store"),
             event=anyio.Event(),
             job=job_id,
             epoch=epoch,

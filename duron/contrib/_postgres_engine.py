@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,18 +32,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 
 from duron._errors import DuronError, LeaseLostError, SchemaError, StorageError
+from duron.contrib._wakeups import Request, Watchers, host_caller
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
     from psycopg_pool import AsyncConnectionPool
 
-__all__ = ["SCHEMA_VERSION", "AppendRequest", "Engine", "Schema", "host_caller"]
+__all__ = ["SCHEMA_VERSION", "AppendRequest", "Engine", "Schema"]
 
 _R = TypeVar("_R")
 _log = logging.getLogger("duron")
-
-WORK = 1  # a job may have become runnable (or was asked to cancel)
-DONE = 2  # a job ended
+_STORE = "PostgreSQL store"
 
 # -- the schema ---------------------------------------------------------------------------
 
@@ -101,40 +99,13 @@ class Schema:
 # -- requests -----------------------------------------------------------------------------
 
 
-def host_caller() -> Callable[..., object]:
-    """How the engine's thread schedules a call on the event loop running this task."""
-    try:
-        return asyncio.get_running_loop().call_soon_threadsafe
-    except RuntimeError:
-        pass
-    trio = sys.modules.get("trio")
-    if trio is not None:
-        try:
-            return trio.lowlevel.current_trio_token().run_sync_soon  # type: ignore[no-any-return]
-        except RuntimeError:
-            pass
-    raise RuntimeError(
-        "the PostgreSQL store is used from async code only"
-    )  # pragma: no cover
-
-
-def _set_all(events: list[anyio.Event]) -> None:
-    for ev in events:
-        ev.set()
+def new_request(signal: int = 0, job: str | None = None) -> Request:
+    """A request from the task running now."""
+    return Request(host_caller(_STORE), anyio.Event(), signal, job)
 
 
 @dataclass(slots=True, eq=False)
-class _Request:
-    call: Callable[..., object]
-    event: anyio.Event
-    signal: int = 0
-    job: str | None = None
-    result: Any = None
-    error: BaseException | None = None
-
-
-@dataclass(slots=True, eq=False)
-class AppendRequest(_Request):
+class AppendRequest(Request):
     """One job's batch of entries, with what its first or last entry sets on the job."""
 
     epoch: int = 0
@@ -145,14 +116,6 @@ class AppendRequest(_Request):
     status: str | None = None  # the end entry's outcome
     outcome_result: str | None = None
     outcome_error: str | None = None
-
-
-@dataclass(slots=True, eq=False)
-class _Watcher:
-    mask: int
-    job: str | None
-    call: Callable[..., object]
-    event: anyio.Event
 
 
 @dataclass(slots=True, eq=False)
@@ -186,7 +149,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self._watchers: list[_Watcher] = []
+        self._watchers = Watchers(_STORE)
         # Engine-loop state (touched on the engine's thread only).
         self._pool: AsyncConnectionPool[Any] | None = None
         self._opening: asyncio.Lock | None = None
@@ -212,24 +175,20 @@ class Engine:
         The request is handed over before the first await: a caller cancelled while
         waiting does not withdraw it, like a write already sent to the server.
         """
-        req = _Request(host_caller(), anyio.Event(), signal, job)
+        req = new_request(signal, job)
         loop = self._start()
         loop.call_soon_threadsafe(self._spawn, req, fn)
-        await req.event.wait()
-        if req.error is not None:
-            raise req.error
-        return req.result  # type: ignore[no-any-return]
+        result: _R = await req.answer()
+        return result
 
     async def direct(self, fn: Callable[[AsyncConnection[Any]], Awaitable[_R]]) -> _R:
         """Run ``fn(conn)`` on a connection of its own, outside the pool (which
         checks the schema): what ``migrate()`` uses."""
-        req = _Request(host_caller(), anyio.Event())
+        req = new_request()
         loop = self._start()
         loop.call_soon_threadsafe(self._spawn_direct, req, fn)
-        await req.event.wait()
-        if req.error is not None:
-            raise req.error
-        return req.result  # type: ignore[no-any-return]
+        result: _R = await req.answer()
+        return result
 
     async def append(self, req: AppendRequest) -> None:
         """Queue ``req`` for the next group commit and wait for it.
@@ -239,25 +198,14 @@ class Engine:
         """
         loop = self._start()
         loop.call_soon_threadsafe(self._queue_append, req)
-        await req.event.wait()
-        if req.error is not None:
-            raise req.error
+        await req.answer()
 
     async def wait_signal(
         self, mask: int, timeout: float, job: str | None = None
     ) -> None:
         """Return when a request of this store carrying ``mask`` (for ``job``) is
         done, or after ``timeout`` seconds."""
-        w = _Watcher(mask, job, host_caller(), anyio.Event())
-        with self._lock:
-            self._watchers.append(w)
-        try:
-            with anyio.move_on_after(timeout):
-                await w.event.wait()
-        finally:
-            with self._lock:
-                if w in self._watchers:
-                    self._watchers.remove(w)
+        await self._watchers.wait(mask, timeout, job)
 
     def _start(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -333,14 +281,14 @@ class Engine:
         asyncio.get_running_loop().stop()
 
     def _spawn(
-        self, req: _Request, fn: Callable[[AsyncConnection[Any]], Awaitable[Any]]
+        self, req: Request, fn: Callable[[AsyncConnection[Any]], Awaitable[Any]]
     ) -> None:
         self._keep(
             asyncio.get_running_loop().create_task(self._run(req, fn)), request=True
         )
 
     def _spawn_direct(
-        self, req: _Request, fn: Callable[[AsyncConnection[Any]], Awaitable[Any]]
+        self, req: Request, fn: Callable[[AsyncConnection[Any]], Awaitable[Any]]
     ) -> None:
         self._keep(
             asyncio.get_running_loop().create_task(self._run_direct(req, fn)),
@@ -348,7 +296,7 @@ class Engine:
         )
 
     async def _run(
-        self, req: _Request, fn: Callable[[AsyncConnection[Any]], Awaitable[Any]]
+        self, req: Request, fn: Callable[[AsyncConnection[Any]], Awaitable[Any]]
     ) -> None:
         try:
             pool = await self._get_pool()
@@ -359,7 +307,7 @@ class Engine:
         self._wake([req])
 
     async def _run_direct(
-        self, req: _Request, fn: Callable[[AsyncConnection[Any]], Awaitable[Any]]
+        self, req: Request, fn: Callable[[AsyncConnection[Any]], Awaitable[Any]]
     ) -> None:
         try:
             conn = await self._connect()
@@ -540,35 +488,8 @@ class Engine:
 
     # -- waking the host loops --------------------------------------------------------
 
-    def _wake(self, batch: Sequence[_Request]) -> None:
-        by_loop: dict[Callable[..., object], list[anyio.Event]] = {}
-        signals = 0
-        done_jobs: set[str] = set()
-        for req in batch:
-            by_loop.setdefault(req.call, []).append(req.event)
-            if req.error is None and req.signal:
-                signals |= req.signal
-                if req.signal & DONE and req.job is not None:
-                    done_jobs.add(req.job)
-        if signals:
-            with self._lock:
-                fire = [
-                    w
-                    for w in self._watchers
-                    if w.mask & signals & WORK
-                    or (
-                        w.mask & signals & DONE
-                        and (w.job is None or w.job in done_jobs)
-                    )
-                ]
-                for w in fire:
-                    self._watchers.remove(w)
-            for w in fire:
-                by_loop.setdefault(w.call, []).append(w.event)
-        for call, events in by_loop.items():
-            # RuntimeError: that event loop is gone, so nobody is waiting.
-            with contextlib.suppress(RuntimeError):
-                call(_set_all, events)
+    def _wake(self, batch: Sequence[Request]) -> None:
+        self._watchers.wake(batch)
 
 
 # -- statements ---------------------------------------------------------------------------

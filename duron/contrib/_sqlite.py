@@ -51,8 +51,9 @@ from duron._jobstore import (
     timestamp,
 )
 from duron._log import encode_entry
-from duron.contrib._sqlite_engine import DONE, WORK, Engine
+from duron.contrib._sqlite_engine import Engine
 from duron.contrib._sqlite_log import SQLiteLog
+from duron.contrib._wakeups import DONE, WORK
 
 if TYPE_CHECKING:
     import sqlite3

@@ -14,13 +14,11 @@ The thread wakes the waiting tasks through their event loop's thread-safe
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
 import queue
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +28,7 @@ from typing import Any, TypeVar
 import anyio
 
 from duron._errors import DuronError, InternalError, SchemaError, StorageError
+from duron.contrib._wakeups import Request, Watchers, host_caller
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Engine"]
 
@@ -38,9 +37,6 @@ _log = logging.getLogger("duron")
 
 APPLICATION_ID = 0x4475726E  # "Durn": marks the file as a Duron store
 SCHEMA_VERSION = 1
-
-WORK = 1  # a job may have become runnable (or was asked to cancel)
-DONE = 2  # a job ended
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -72,46 +68,13 @@ CREATE TABLE IF NOT EXISTS entries (
 """
 
 
-def _caller() -> Callable[..., object]:
-    """How the DB thread schedules a call on the event loop running this task."""
-    try:
-        return asyncio.get_running_loop().call_soon_threadsafe
-    except RuntimeError:
-        pass
-    trio = sys.modules.get("trio")
-    if trio is not None:
-        try:
-            return trio.lowlevel.current_trio_token().run_sync_soon  # type: ignore[no-any-return]
-        except RuntimeError:
-            pass
-    raise RuntimeError(
-        "the SQLite store is used from async code only"
-    )  # pragma: no cover
+_STORE = "SQLite store"
 
 
-def _set_all(events: list[anyio.Event]) -> None:
-    for ev in events:
-        ev.set()
-
-
-@dataclass(slots=True, eq=False)
-class _Request:
+@dataclass(slots=True, eq=False, kw_only=True)
+class _Request(Request):
     fn: Callable[[sqlite3.Connection], Any]
     write: bool
-    call: Callable[..., object]
-    event: anyio.Event
-    signal: int = 0
-    job: str | None = None
-    result: Any = None
-    error: BaseException | None = None
-
-
-@dataclass(slots=True, eq=False)
-class _Watcher:
-    mask: int
-    job: str | None
-    call: Callable[..., object]
-    event: anyio.Event
 
 
 @dataclass(slots=True, eq=False)
@@ -139,7 +102,7 @@ class Engine:
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._watchers: list[_Watcher] = []
+        self._watchers = Watchers(_STORE)
         self._closed = False
 
     # -- async side -------------------------------------------------------------
@@ -159,12 +122,17 @@ class Engine:
         waiting does not unqueue it: it still runs, like a write already handed to
         the OS.
         """
-        req = _Request(fn, write, _caller(), anyio.Event(), signal, job)
+        req = _Request(
+            call=host_caller(_STORE),
+            event=anyio.Event(),
+            signal=signal,
+            job=job,
+            fn=fn,
+            write=write,
+        )
         self._put(req)
-        await req.event.wait()
-        if req.error is not None:
-            raise req.error
-        return req.result  # type: ignore[no-any-return]
+        result: _R = await req.answer()
+        return result
 
     def _put(self, req: _Request) -> None:
         with self._lock:
@@ -181,16 +149,7 @@ class Engine:
         self, mask: int, timeout: float, job: str | None = None
     ) -> None:
         """Return when a committed batch carries ``mask`` (for ``job``), or timeout."""
-        w = _Watcher(mask, job, _caller(), anyio.Event())
-        with self._lock:
-            self._watchers.append(w)
-        try:
-            with anyio.move_on_after(timeout):
-                await w.event.wait()
-        finally:
-            with self._lock:
-                if w in self._watchers:
-                    self._watchers.remove(w)
+        await self._watchers.wait(mask, timeout, job)
 
     def stop(self) -> threading.Thread | None:
         """Stop the thread once the queued requests ran; later calls fail."""
@@ -442,31 +401,4 @@ class Engine:
                 conn.execute("RELEASE request")
 
     def _wake(self, batch: list[_Request]) -> None:
-        by_loop: dict[Callable[..., object], list[anyio.Event]] = {}
-        signals = 0
-        done_jobs: set[str] = set()
-        for req in batch:
-            by_loop.setdefault(req.call, []).append(req.event)
-            if req.error is None and req.signal:
-                signals |= req.signal
-                if req.signal & DONE and req.job is not None:
-                    done_jobs.add(req.job)
-        if signals:
-            with self._lock:
-                fire = [
-                    w
-                    for w in self._watchers
-                    if w.mask & signals & WORK
-                    or (
-                        w.mask & signals & DONE
-                        and (w.job is None or w.job in done_jobs)
-                    )
-                ]
-                for w in fire:
-                    self._watchers.remove(w)
-            for w in fire:
-                by_loop.setdefault(w.call, []).append(w.event)
-        for call, events in by_loop.items():
-            # RuntimeError: that event loop is gone, so nobody is waiting.
-            with contextlib.suppress(RuntimeError):
-                call(_set_all, events)
+        self._watchers.wake(batch)

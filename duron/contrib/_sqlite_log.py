@@ -16,7 +16,7 @@ import orjson
 
 from duron._errors import LeaseLostError, LogLockedError, StorageError
 from duron._jobstore import end_outcome, is_entry_type, parse_job_entry
-from duron.contrib._sqlite_engine import DONE, WORK
+from duron.contrib._wakeups import DONE, WORK
 
 if TYPE_CHECKING:
     import sqlite3

@@ -1,0 +1,130 @@
+"""How a SQL store's own thread answers the async tasks that wait on it.
+
+Both SQL stores run their database work on a thread of their own (SQLite: one
+connection; PostgreSQL: an asyncio loop with a connection pool), while the tasks
+that ask for it run on any host loop: asyncio or trio, one loop or several. A
+request carries the way back to its caller's loop (:func:`host_caller`); when the
+thread is done with a batch of requests it sets their events, once per loop per
+batch, and fires the watchers that wait for what those requests signal (a job
+became runnable, a job ended).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+__all__ = ["DONE", "WORK", "Request", "Watchers", "host_caller"]
+
+WORK = 1  # a job may have become runnable (or was asked to cancel)
+DONE = 2  # a job ended
+
+
+def host_caller(store: str) -> Callable[..., object]:
+    """How the store's thread schedules a call on the event loop running this task
+    (``store`` names the store kind in the error for a caller with no loop)."""
+    try:
+        return asyncio.get_running_loop().call_soon_threadsafe
+    except RuntimeError:
+        pass
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            return trio.lowlevel.current_trio_token().run_sync_soon  # type: ignore[no-any-return]
+        except RuntimeError:
+            pass
+    raise RuntimeError(f"the {store} is used from async code only")  # pragma: no cover
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    """One caller's request: the way back to its loop, and the answer."""
+
+    call: Callable[..., object]
+    event: anyio.Event
+    signal: int = 0  # WORK | DONE: what a success tells the watchers
+    job: str | None = None  # the job a DONE signal is about
+    result: Any = None
+    error: BaseException | None = None
+
+    async def answer(self) -> Any:
+        """Wait for the store's thread to answer; the result, or raise the error."""
+        await self.event.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+@dataclass(slots=True, eq=False)
+class _Watcher:
+    mask: int
+    job: str | None
+    call: Callable[..., object]
+    event: anyio.Event
+
+
+def _set_all(events: list[anyio.Event]) -> None:
+    for ev in events:
+        ev.set()
+
+
+class Watchers:
+    """Tasks waiting for a signal, and the waking of answered requests."""
+
+    def __init__(self, store: str) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._watchers: list[_Watcher] = []
+
+    async def wait(self, mask: int, timeout: float, job: str | None = None) -> None:
+        """Return when an answered request carries ``mask`` (for ``job``), or after
+        ``timeout`` seconds."""
+        w = _Watcher(mask, job, host_caller(self._store), anyio.Event())
+        with self._lock:
+            self._watchers.append(w)
+        try:
+            with anyio.move_on_after(timeout):
+                await w.event.wait()
+        finally:
+            with self._lock:
+                if w in self._watchers:
+                    self._watchers.remove(w)
+
+    def wake(self, batch: Iterable[Request]) -> None:
+        """Wake the callers of ``batch`` and the watchers its successes signal
+        (called on the store's thread)."""
+        by_loop: dict[Callable[..., object], list[anyio.Event]] = {}
+        signals = 0
+        done_jobs: set[str] = set()
+        for req in batch:
+            by_loop.setdefault(req.call, []).append(req.event)
+            if req.error is None and req.signal:
+                signals |= req.signal
+                if req.signal & DONE and req.job is not None:
+                    done_jobs.add(req.job)
+        if signals:
+            with self._lock:
+                fire = [
+                    w
+                    for w in self._watchers
+                    if w.mask & signals & WORK
+                    or (
+                        w.mask & signals & DONE
+                        and (w.job is None or w.job in done_jobs)
+                    )
+                ]
+                for w in fire:
+                    self._watchers.remove(w)
+            for w in fire:
+                by_loop.setdefault(w.call, []).append(w.event)
+        for call, events in by_loop.items():
+            # RuntimeError: that event loop is gone, so nobody is waiting.
+            with contextlib.suppress(RuntimeError):
+                call(_set_all, events)
