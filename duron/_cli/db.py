@@ -57,7 +57,7 @@ def _migrate(args: argparse.Namespace) -> int:
                 "postgresql://user:password@host:5432/dbname"
             )
         from duron.contrib._postgres import store_from_url
-        from duron.contrib._postgres_engine import SCHEMA_VERSION
+        from duron.contrib._postgres_schema import SCHEMA_VERSION
 
         store = store_from_url(url)
 

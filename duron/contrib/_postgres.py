@@ -58,13 +58,8 @@ from duron._jobstore import (
     statuses,
 )
 from duron._log import encode_entry
-from duron.contrib._postgres_engine import (
-    SCHEMA_VERSION,
-    AppendRequest,
-    Engine,
-    Schema,
-    migrate,
-)
+from duron.contrib._postgres_engine import AppendRequest, Engine
+from duron.contrib._postgres_schema import SCHEMA_VERSION, Schema, migrate
 from duron.contrib._wakeups import DONE, WORK, host_caller
 
 if TYPE_CHECKING:

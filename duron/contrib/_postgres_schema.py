@@ -1,0 +1,154 @@
+"""The PostgreSQL store's schema: its tables, their version, and migrations.
+
+Duron's tables live in a PostgreSQL schema (namespace) of their own, ``duron`` by
+default. ``schema_version`` records every migration applied; :func:`migrate`
+(``store.migrate()``, ``duron db migrate URL``) applies the missing ones, and a
+store refuses to run on a schema that is missing, older or newer than this
+Duron's (:func:`check_schema`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from duron._errors import SchemaError
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Schema",
+    "check_schema",
+    "current_version",
+    "migrate",
+    "missing_schema",
+]
+
+SCHEMA_VERSION = 1
+"""The schema version this Duron writes; ``migrate()`` brings a database up to it."""
+
+# Each migration takes the schema from version N-1 to N; ``{s}`` is the quoted schema.
+_MIGRATIONS: dict[int, str] = {
+    1: """
+CREATE TABLE {s}.jobs (
+    id text PRIMARY KEY,
+    function text,
+    args text,
+    status text NOT NULL CHECK (status IN
+        ('pending', 'running', 'completed', 'failed', 'cancelled')),
+    result text,
+    error text,
+    created timestamptz NOT NULL DEFAULT now(),
+    updated timestamptz NOT NULL DEFAULT now(),
+    lease_owner text,
+    lease_expires timestamptz,
+    epoch bigint NOT NULL DEFAULT 0,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    forked_from text
+);
+CREATE INDEX jobs_runnable ON {s}.jobs (created, id)
+    WHERE status IN ('pending', 'running');
+CREATE INDEX jobs_lease_owner ON {s}.jobs (lease_owner)
+    WHERE lease_owner IS NOT NULL;
+CREATE INDEX jobs_status ON {s}.jobs (status, updated);
+CREATE TABLE {s}.entries (
+    job_id text NOT NULL,
+    seq bigint NOT NULL,
+    epoch bigint NOT NULL,
+    entry text NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
+""",
+}
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Where a store's tables live: a PostgreSQL schema (namespace) of their own."""
+
+    name: str
+
+    @property
+    def q(self) -> str:
+        """The schema as a quoted identifier (the name is checked to need no escape)."""
+        return f'"{self.name}"'
+
+
+def missing_schema(label: str, schema: Schema) -> SchemaError:
+    return SchemaError(
+        store=label,
+        detail=f"no Duron schema {schema.name!r} in this database; create it with "
+        f"`duron db migrate URL` or `await store.migrate()`",
+    )
+
+
+async def current_version(conn: AsyncConnection[Any], schema: Schema) -> int | None:
+    """The schema's version, or ``None`` when it has no ``schema_version`` table."""
+    cur = await conn.execute(
+        "SELECT to_regclass(%s)", (f"{schema.q}.schema_version",), prepare=False
+    )
+    row = await cur.fetchone()
+    if row is None or row[0] is None:
+        return None
+    cur = await conn.execute(f"SELECT max(version) FROM {schema.q}.schema_version")
+    row = await cur.fetchone()
+    return 0 if row is None or row[0] is None else int(row[0])
+
+
+async def check_schema(conn: AsyncConnection[Any], label: str, schema: Schema) -> None:
+    """Refuse a database whose schema is missing, older or newer than this Duron's.
+
+    Raises:
+        SchemaError: What is wrong and which command fixes it.
+    """
+    version = await current_version(conn, schema)
+    if version is None:
+        raise missing_schema(label, schema)
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            store=label,
+            detail=f"written by a newer Duron (store schema version {version}, "
+            f"this Duron knows up to {SCHEMA_VERSION}): upgrade duron",
+        )
+    if version < SCHEMA_VERSION:
+        raise SchemaError(
+            store=label,
+            detail=f"store schema version {version} is older than this Duron's "
+            f"({SCHEMA_VERSION}); upgrade it with `duron db migrate URL` or "
+            "`await store.migrate()`",
+        )
+
+
+async def migrate(conn: AsyncConnection[Any], label: str, schema: Schema) -> list[int]:
+    """Create the schema or bring it up to :data:`SCHEMA_VERSION`; the versions
+    applied. Concurrent migrations wait for each other (an advisory lock)."""
+    applied: list[int] = []
+    async with conn.transaction():
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"duron:{schema.name}",)
+        )
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema.q}")
+        version = await current_version(conn, schema)
+        if version is None:
+            await conn.execute(
+                f"CREATE TABLE {schema.q}.schema_version (version integer PRIMARY "
+                "KEY, applied timestamptz NOT NULL DEFAULT now())"
+            )
+            version = 0
+        if version > SCHEMA_VERSION:
+            raise SchemaError(
+                store=label,
+                detail=f"written by a newer Duron (store schema version {version}, "
+                f"this Duron knows up to {SCHEMA_VERSION}): upgrade duron",
+            )
+        for v in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[v].format(s=schema.q).split(";"):
+                if statement.strip():
+                    await conn.execute(statement)
+            await conn.execute(
+                f"INSERT INTO {schema.q}.schema_version (version) VALUES (%s)", (v,)
+            )
+            applied.append(v)
+    return applied
