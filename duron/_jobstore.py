@@ -325,8 +325,16 @@ def job_entry_for(
     return JobStarted(fn.name, encoded, secrets.token_hex(8), time.time(), fn.module)
 
 
-def check_resubmit(job_id: str, wanted: JobStarted, recorded: JobStarted) -> None:
-    """Refuse a ``submit()`` whose call differs from the job stored under its id."""
+def check_resubmit(job_id: str, wanted: JobStarted, first: bytes | str | None) -> None:
+    """Refuse a ``submit()`` whose call differs from the job stored under its id,
+    whose log starts with ``first`` (``None``: the log is empty)."""
+    recorded = parse_job_entry(first, job_id) if first is not None else None
+    if recorded is None:
+        raise DuplicateJobError(
+            job=job_id,
+            recorded="a log opened with store.log() that holds no job yet",
+            requested=f"{wanted.fn}(...)",
+        )
     if recorded.fn != wanted.fn or recorded.args != wanted.args:
         raise DuplicateJobError(
             job=job_id,
@@ -339,6 +347,23 @@ def parse_job_entry(raw: bytes | str, job_id: str) -> JobStarted | None:
     """The job entry, if ``raw`` (a log's first entry) is one."""
     entry = decode_entry(raw, job=job_id, offset=0)
     return entry if isinstance(entry, JobStarted) else None
+
+
+def check_requeue(
+    job_id: str, status: str, ended: bool, owner: str | None, live: bool
+) -> None:
+    """Refuse to requeue a job whose log ended (``ended``: its last entry is an
+    end) or whose lease is live."""
+    if ended or status in ("completed", "cancelled"):
+        raise UsageError(
+            f"job {job_id} ended ({status}): it cannot run again; fork it to "
+            "re-run it from a step (store.fork / `duron jobs fork`)"
+        )
+    if owner is not None and live:
+        raise UsageError(
+            f"job {job_id} is running: {owner} holds its lease; cancel it or "
+            "wait for it"
+        )
 
 
 def is_entry_type(raw: bytes, kind: str) -> bool:

@@ -19,65 +19,44 @@ psycopg is imported when a store is first used, never by ``import duron``.
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import weakref
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any
 
-import anyio
 import orjson
 
-from duron._errors import (
-    DuplicateJobError,
-    JobCancelledError,
-    JobNotFoundError,
-    LeaseLostError,
-    LogLockedError,
-    StorageError,
-    UsageError,
-)
-from duron._exceptions import error_info
+from duron._errors import JobNotFoundError
 from duron._jobstore import (
-    Claim,
-    Heartbeat,
-    JobInfo,
-    JobStatus,
+    TERMINAL,
     check_job_id,
+    check_requeue,
     check_resubmit,
-    decode_error,
-    end_outcome,
-    fork_prefix,
     is_entry_type,
-    job_entry_for,
-    new_job_id,
-    outcome_of,
-    parse_job_entry,
-    seconds,
-    statuses,
 )
-from duron._log import encode_entry
-from duron.contrib._postgres_engine import AppendRequest, Engine
+from duron.contrib._postgres_engine import Engine
+from duron.contrib._postgres_log import PostgresLog
 from duron.contrib._postgres_schema import SCHEMA_VERSION, Schema, migrate
-from duron.contrib._wakeups import DONE, WORK, host_caller
+from duron.contrib._sqlstore import (
+    JOB_COLUMNS,
+    TERMINAL_SQL,
+    SQLStore,
+    cancelled_before_start,
+    check_lease,
+    fork_copy,
+    fork_taken,
+    new_owner,
+)
+from duron.contrib._wakeups import DONE, WORK
 
 if TYPE_CHECKING:
-    from datetime import timedelta
+    from datetime import datetime
 
     from psycopg import AsyncConnection
 
-    from duron._durable import DurableFn
+    from duron._log import JobStarted
 
-__all__ = ["PostgresLog", "PostgresStore", "store_from_url"]
+__all__ = ["PostgresStore", "store_from_url"]
 
-_T = TypeVar("_T")
-_READ_CHUNK = 1000
-_TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
-_JOB_COLUMNS = (
-    "id, function, args, status, result, error, created, updated, lease_owner, "
-    "lease_expires, epoch, cancel_requested, forked_from"
-)
+_Row = tuple[Any, ...]
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _INSTALL = (
     "PostgreSQL storage needs psycopg 3 and psycopg-pool: pip install 'duron[postgres]'"
@@ -134,40 +113,7 @@ def _hide_password(dsn: str) -> str:
     return re.sub(r"(password\s*=\s*)\S+", r"\1***", dsn)
 
 
-def _job_info(row: tuple[Any, ...]) -> JobInfo:
-    (
-        job_id,
-        function,
-        args,
-        status,
-        result,
-        error,
-        created,
-        updated,
-        owner,
-        expires,
-        epoch,
-        cancel,
-        forked_from,
-    ) = row
-    return JobInfo(
-        id=job_id,
-        function=function,
-        status=status,
-        args=orjson.loads(args) if args is not None else None,
-        result=orjson.loads(result) if result is not None else None,
-        error=decode_error(error),
-        created=created,
-        updated=updated,
-        lease_owner=owner,
-        lease_expires=expires,
-        epoch=epoch,
-        cancel_requested=bool(cancel),
-        forked_from=forked_from,
-    )
-
-
-class PostgresStore:
+class PostgresStore(SQLStore):
     """Many jobs and their logs in PostgreSQL, shared by workers on many machines.
 
     Create one store object per database per process and share it: its connection
@@ -204,6 +150,8 @@ class PostgresStore:
         SchemaError: (on first use) The schema is missing or from a newer Duron.
     """
 
+    _engine: Engine
+
     def __init__(
         self,
         dsn: str,
@@ -219,8 +167,7 @@ class PostgresStore:
                 f"schema must be a plain PostgreSQL identifier (letters, digits and "
                 f"_, not starting with a digit, at most 63 characters), not {schema!r}"
             )
-        if not lease > 0:
-            raise ValueError(f"lease must be a number of seconds > 0, not {lease!r}")
+        self.lease = check_lease(lease)
         if pool_size < 2:
             raise ValueError(
                 f"pool_size must be at least 2 (appends and the other requests "
@@ -229,23 +176,19 @@ class PostgresStore:
         self.dsn = dsn
         self.schema = schema
         self.label = _label(dsn, schema)
-        self.lease = float(lease)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self.owner = new_owner()
         self._schema = Schema(schema)
-        self._engine = Engine(
-            dsn=dsn,
-            label=self.label,
-            schema=self._schema,
-            owner=self.owner,
-            lease_seconds=self.lease,
-            pool_size=pool_size,
-            connect_timeout=connect_timeout,
+        self._start(
+            Engine(
+                dsn=dsn,
+                label=self.label,
+                schema=self._schema,
+                owner=self.owner,
+                lease_seconds=self.lease,
+                pool_size=pool_size,
+                connect_timeout=connect_timeout,
+            )
         )
-        self._attached: set[str] = set()
-        # The thread holds no reference to the store: dropping the store stops it.
-        weakref.finalize(self, self._engine.stop)
-
-    # -- lifecycle -------------------------------------------------------------------
 
     async def migrate(self) -> list[int]:
         """Create Duron's schema and tables, or upgrade them to this Duron's version.
@@ -268,21 +211,9 @@ class PostgresStore:
 
         return await self._engine.direct(run)
 
-    async def close(self) -> None:
-        """Close the connection pool once queued work is done (idempotent)."""
-        await self._engine.close()
-
-    async def __aenter__(self) -> PostgresStore:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
     @property
     def _q(self) -> str:
         return self._schema.q
-
-    # -- one job's log --------------------------------------------------------------
 
     def log(self, job_id: str) -> PostgresLog:
         """The log of one job, as a :class:`~duron.LogStorage`.
@@ -292,215 +223,99 @@ class PostgresStore:
         """
         return PostgresLog(self, check_job_id(job_id))
 
-    # -- jobs -----------------------------------------------------------------------
+    @property
+    def flushes(self) -> int:
+        """Append statements this store object ran (group commit keeps it small)."""
+        return self._engine.stats.flushes
 
-    async def submit(
-        self,
-        fn: DurableFn[..., Any],
-        /,
-        *args: Any,
-        job_id: str | None = None,
-        **kwargs: Any,
-    ) -> str:
-        """Add a job running ``fn(*args, **kwargs)``, for a worker to run.
+    @property
+    def appends(self) -> int:
+        """Appends (one job's batch of entries each) those statements carried."""
+        return self._engine.stats.appends
 
-        Submitting again with the same ``job_id`` and the same call returns the
-        same id and changes nothing, so a request handler may retry freely.
+    def __repr__(self) -> str:
+        return f"<PostgresStore {self.label} schema version {SCHEMA_VERSION}>"
 
-        Args:
-            fn: A ``@duron.durable`` function.
-            *args: Its arguments (after the context).
-            job_id: The job's id (default: a random one).
-            **kwargs: Its keyword arguments.
+    # -- the statements ---------------------------------------------------------------
 
-        Returns:
-            The job id.
+    @staticmethod
+    def _when(value: Any) -> datetime | None:
+        return value  # type: ignore[no-any-return]
 
-        Raises:
-            DuplicateJobError: ``job_id`` names a job with other arguments or
-                another function.
-            PayloadError: An argument cannot be encoded for the log.
-        """
-        entry = job_entry_for(fn, args, kwargs)
-        jid = new_job_id() if job_id is None else check_job_id(job_id)
-        raw = encode_entry(entry).decode()
-        args_json = orjson.dumps(entry.args).decode()
+    async def _add(self, job_id: str, entry: JobStarted, raw: str, args: str) -> None:
         q = self._q
 
-        async def run(conn: AsyncConnection[Any]) -> str:
+        async def run(conn: AsyncConnection[Any]) -> None:
             cur = await conn.execute(
                 f"WITH j AS (INSERT INTO {q}.jobs (id, function, args, status) "
                 "VALUES (%s, %s, %s, 'pending') ON CONFLICT (id) DO NOTHING "
                 f"RETURNING id) INSERT INTO {q}.entries (job_id, seq, epoch, entry) "
                 "SELECT id, 0, 0, %s FROM j RETURNING job_id",
-                (jid, entry.fn, args_json, raw),
+                (job_id, entry.fn, args, raw),
                 prepare=True,
             )
             if await cur.fetchone() is not None:
-                return jid
+                return
             cur = await conn.execute(
-                f"SELECT entry FROM {q}.entries WHERE job_id = %s AND seq = 0", (jid,)
+                f"SELECT entry FROM {q}.entries WHERE job_id = %s AND seq = 0",
+                (job_id,),
             )
             first = await cur.fetchone()
-            recorded = parse_job_entry(first[0], jid) if first else None
-            if recorded is None:
-                raise DuplicateJobError(
-                    job=jid,
-                    recorded="a log opened with store.log() that holds no job yet",
-                    requested=f"{fn.name}(...)",
-                )
-            check_resubmit(jid, entry, recorded)
-            return jid
+            check_resubmit(job_id, entry, first[0] if first else None)
 
-        return await self._engine.call(run, signal=WORK)
+        await self._engine.call(run, signal=WORK)
 
-    async def get(self, job_id: str) -> JobInfo:
-        """The job's row.
-
-        Raises:
-            JobNotFoundError: No such job.
-        """
+    async def _job_row(self, job_id: str) -> _Row | None:
         q = self._q
 
-        async def run(conn: AsyncConnection[Any]) -> JobInfo:
+        async def run(conn: AsyncConnection[Any]) -> _Row | None:
             cur = await conn.execute(
-                f"SELECT {_JOB_COLUMNS} FROM {q}.jobs WHERE id = %s",
+                f"SELECT {JOB_COLUMNS} FROM {q}.jobs WHERE id = %s",
                 (job_id,),
                 prepare=True,
             )
-            row = await cur.fetchone()
-            if row is None:
-                raise JobNotFoundError(job=job_id, store=self.label)
-            return _job_info(row)
+            return await cur.fetchone()
 
         return await self._engine.call(run)
 
-    async def list_jobs(
-        self,
-        status: JobStatus | Iterable[JobStatus] | None = None,
-        *,
-        limit: int | None = None,
-    ) -> list[JobInfo]:
-        """Jobs, oldest first.
-
-        Args:
-            status: Only jobs with this status (or one of these).
-            limit: At most this many.
-        """
+    async def _job_rows(
+        self, wanted: list[str] | None, limit: int | None
+    ) -> list[_Row]:
         where = ""
         params: list[Any] = []
-        if status is not None:
+        if wanted is not None:
             where = "WHERE status = ANY(%s)"
-            params.append(statuses(status, ended=False))
-        sql = f"SELECT {_JOB_COLUMNS} FROM {self._q}.jobs {where} ORDER BY created, id"
+            params.append(wanted)
+        sql = f"SELECT {JOB_COLUMNS} FROM {self._q}.jobs {where} ORDER BY created, id"
         if limit is not None:
             sql += " LIMIT %s"
-            params.append(int(limit))
+            params.append(limit)
 
-        async def run(conn: AsyncConnection[Any]) -> list[JobInfo]:
+        async def run(conn: AsyncConnection[Any]) -> list[_Row]:
             cur = await conn.execute(sql, params)
-            return [_job_info(row) for row in await cur.fetchall()]
+            return await cur.fetchall()
 
         return await self._engine.call(run)
 
-    @overload
-    async def result(
-        self, job_id: str, fn: DurableFn[..., _T], *, timeout: float | None = None
-    ) -> _T: ...
-    @overload
-    async def result(
-        self, job_id: str, fn: None = None, *, timeout: float | None = None
-    ) -> Any: ...
-    async def result(
-        self,
-        job_id: str,
-        fn: DurableFn[..., Any] | None = None,
-        *,
-        timeout: float | None = None,
-    ) -> Any:
-        """Wait for the job to end and return its result, or raise its error.
-
-        A job ending through this store object wakes the waiter at once; one
-        ending in another process is seen by polling (every 10 ms, backing off
-        to 1 s).
-
-        Args:
-            job_id: The job.
-            fn: The durable function, to decode the result into its return type;
-                without it the result is the recorded JSON data.
-            timeout: Give up after this many seconds.
-
-        Returns:
-            The job's result.
-
-        Raises:
-            JobNotFoundError: No such job.
-            JobCancelledError: The job was cancelled.
-            TimeoutError: ``timeout`` passed first.
-            Exception: The job's error, as its own type when it can be rebuilt.
-        """
-        deadline = None if timeout is None else anyio.current_time() + timeout
-        delay = 0.01
-        while True:
-            info = await self.get(job_id)
-            if info.finished:
-                return outcome_of(info, fn)
-            wait = delay
-            if deadline is not None:
-                left = deadline - anyio.current_time()
-                if left <= 0:
-                    raise TimeoutError(
-                        f"job {job_id} did not finish within {timeout} s "
-                        f"(status {info.status})"
-                    )
-                wait = min(wait, left)
-            await self._engine.wait_signal(DONE, wait, job_id)
-            delay = min(delay * 2, 1.0)
-
-    async def cancel(self, job_id: str) -> bool:
-        """Ask for the job to be cancelled.
-
-        A job that never ran is cancelled at once. Otherwise the worker running
-        it (or the next to claim it) calls ``job.cancel()``: the request is
-        logged, and the durable code gets the cancellation at its next await. If
-        it lets the cancellation end it, the job ends ``cancelled`` and
-        :meth:`result` raises :class:`~duron.JobCancelledError`.
-
-        Returns:
-            ``False`` if the job had already ended, else ``True``.
-
-        Raises:
-            JobNotFoundError: No such job.
-        """
+    async def _cancel(self, job_id: str) -> bool:
         q = self._q
-        error = error_info(
-            JobCancelledError(f"job {job_id} was cancelled before it started")
-        )
-        error_json = orjson.dumps(error.to_json()).decode()
+        error = cancelled_before_start(job_id)
 
         async def run(conn: AsyncConnection[Any]) -> bool:
             async with conn.transaction():
-                cur = await conn.execute(
-                    "SELECT status, lease_owner IS NOT NULL AND lease_expires >= now() "
-                    f"FROM {q}.jobs WHERE id = %s FOR UPDATE",
-                    (job_id,),
-                )
-                row = await cur.fetchone()
-                if row is None:
-                    raise JobNotFoundError(job=job_id, store=self.label)
-                status, leased = row
-                if status in ("completed", "failed", "cancelled"):
+                status, owner, live = await self._lease_state(conn, job_id)
+                if status in TERMINAL:
                     return False
                 cur = await conn.execute(
                     f"SELECT 1 FROM {q}.entries WHERE job_id = %s AND seq > 0 LIMIT 1",
                     (job_id,),
                 )
-                if await cur.fetchone() is None and not leased:
+                if await cur.fetchone() is None and not (owner is not None and live):
                     await conn.execute(
                         f"UPDATE {q}.jobs SET status = 'cancelled', error = %s, "
                         "lease_owner = NULL, lease_expires = NULL, updated = now() "
                         "WHERE id = %s",
-                        (error_json, job_id),
+                        (error, job_id),
                     )
                 else:
                     await conn.execute(
@@ -512,31 +327,28 @@ class PostgresStore:
 
         return await self._engine.call(run, signal=WORK | DONE, job=job_id)
 
-    async def requeue(self, job_id: str) -> None:
-        """Make a job runnable again that a worker failed without its log ending.
+    async def _lease_state(
+        self, conn: AsyncConnection[Any], job_id: str
+    ) -> tuple[str, str | None, bool]:
+        """The job's status, lease owner and whether that lease is live, with the
+        row locked until the transaction ends."""
+        cur = await conn.execute(
+            "SELECT status, lease_owner, lease_expires >= now() "
+            f"FROM {self._q}.jobs WHERE id = %s FOR UPDATE",
+            (job_id,),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise JobNotFoundError(job=job_id, store=self.label)
+        status, owner, live = row
+        return status, owner, bool(live)
 
-        That is a job whose function a worker did not know, whose log its code no
-        longer replays, or whose storage failed: fix the cause, then requeue it.
-        A job whose lease expired (its process died) is made pending at once.
-
-        Raises:
-            JobNotFoundError: No such job.
-            UsageError: The job's log ended (fork it to run it again), or a live
-                lease holds it.
-        """
+    async def _requeue(self, job_id: str) -> None:
         q = self._q
 
         async def run(conn: AsyncConnection[Any]) -> None:
             async with conn.transaction():
-                cur = await conn.execute(
-                    "SELECT status, lease_owner, lease_expires >= now() "
-                    f"FROM {q}.jobs WHERE id = %s FOR UPDATE",
-                    (job_id,),
-                )
-                row = await cur.fetchone()
-                if row is None:
-                    raise JobNotFoundError(job=job_id, store=self.label)
-                status, owner, live = row
+                status, owner, live = await self._lease_state(conn, job_id)
                 cur = await conn.execute(
                     f"SELECT entry FROM {q}.entries WHERE job_id = %s "
                     "ORDER BY seq DESC LIMIT 1",
@@ -544,16 +356,7 @@ class PostgresStore:
                 )
                 last = await cur.fetchone()
                 ended = last is not None and is_entry_type(last[0].encode(), "end")
-                if ended or status in ("completed", "cancelled"):
-                    raise UsageError(
-                        f"job {job_id} ended ({status}): it cannot run again; fork "
-                        "it to re-run it from a step (store.fork / `duron jobs fork`)"
-                    )
-                if owner is not None and live:
-                    raise UsageError(
-                        f"job {job_id} is running: {owner} holds its lease; cancel "
-                        "it or wait for it"
-                    )
+                check_requeue(job_id, status, ended, owner, live)
                 await conn.execute(
                     f"UPDATE {q}.jobs SET status = 'pending', error = NULL, "
                     "lease_owner = NULL, lease_expires = NULL, updated = now() "
@@ -563,32 +366,10 @@ class PostgresStore:
 
         await self._engine.call(run, signal=WORK)
 
-    async def fork(self, job_id: str, *, at: int, new_id: str | None = None) -> str:
-        """A new pending job that re-runs ``job_id`` from operation ``at``.
-
-        Operations are numbered from 0 in the order the durable code issued them
-        (the ``id`` of their log entries; ``duron inspect`` shows them). The new
-        job's log is the old one's prefix up to the first entry of operation
-        ``at``: operations before it that had completed by then replay without
-        running, everything from operation ``at`` on runs live. ``at=0`` re-runs
-        the whole job with the same arguments.
-
-        Args:
-            job_id: The job to fork (in any status).
-            at: The first operation to run again.
-            new_id: The new job's id (default: a random one).
-
-        Returns:
-            The new job's id.
-
-        Raises:
-            JobNotFoundError: No such job.
-            DuplicateJobError: ``new_id`` is taken.
-        """
-        nid = new_job_id() if new_id is None else check_job_id(new_id)
+    async def _fork(self, job_id: str, new_id: str, at: int) -> None:
         q = self._q
 
-        async def run(conn: AsyncConnection[Any]) -> str:
+        async def run(conn: AsyncConnection[Any]) -> None:
             async with conn.transaction():
                 cur = await conn.execute(
                     f"SELECT 1 FROM {q}.jobs WHERE id = %s", (job_id,)
@@ -601,58 +382,31 @@ class PostgresStore:
                     (job_id,),
                 )
                 rows = await cur.fetchall()
-                prefix = fork_prefix(
+                first, prefix = fork_copy(
                     ((seq, text.encode()) for seq, text in rows), job_id, at
                 )
-                first = parse_job_entry(prefix[0], job_id)
-                assert first is not None
                 cur = await conn.execute(
                     f"INSERT INTO {q}.jobs (id, function, args, status, forked_from) "
                     "VALUES (%s, %s, %s, 'pending', %s) ON CONFLICT (id) DO NOTHING "
                     "RETURNING id",
-                    (nid, first.fn, orjson.dumps(first.args).decode(), job_id),
+                    (new_id, first.fn, orjson.dumps(first.args).decode(), job_id),
                 )
                 if await cur.fetchone() is None:
-                    raise DuplicateJobError(
-                        job=nid,
-                        recorded="another job",
-                        requested=f"a fork of {job_id} at operation {at}",
-                    )
+                    raise fork_taken(new_id, job_id, at)
                 await conn.execute(
                     f"INSERT INTO {q}.entries (job_id, seq, epoch, entry) "
                     "SELECT %s, s.seq, 0, s.entry "
                     "FROM unnest(%s::bigint[], %s::text[]) AS s(seq, entry)",
                     (
-                        nid,
+                        new_id,
                         list(range(len(prefix))),
                         [raw.decode() for raw in prefix],
                     ),
                 )
-                return nid
 
-        return await self._engine.call(run, signal=WORK)
+        await self._engine.call(run, signal=WORK)
 
-    async def prune(
-        self,
-        *,
-        status: JobStatus | Iterable[JobStatus] = ("completed", "failed", "cancelled"),
-        older_than: timedelta,
-    ) -> int:
-        """Delete ended jobs, with their logs, last changed before ``now - older_than``.
-
-        Args:
-            status: Which ended statuses to delete (``completed``, ``failed``,
-                ``cancelled``; default all three).
-            older_than: How long a job must have been unchanged.
-
-        Returns:
-            How many jobs were deleted.
-
-        Raises:
-            UsageError: A status that is not an ended one.
-        """
-        wanted = statuses(status, ended=True)
-        age = seconds(older_than)
+    async def _prune(self, wanted: list[str], age: float) -> int:
         q = self._q
 
         async def run(conn: AsyncConnection[Any]) -> int:
@@ -668,64 +422,42 @@ class PostgresStore:
 
         return await self._engine.call(run)
 
-    async def read_log(self, job_id: str) -> AsyncIterator[tuple[int, bytes]]:
-        """The job's log entries, oldest first, as ``(seq, entry)``.
-
-        Raises:
-            JobNotFoundError: No such job.
-        """
+    async def _exists(self, job_id: str) -> bool:
         q = self._q
 
-        async def exists(conn: AsyncConnection[Any]) -> bool:
+        async def run(conn: AsyncConnection[Any]) -> bool:
             cur = await conn.execute(f"SELECT 1 FROM {q}.jobs WHERE id = %s", (job_id,))
             return await cur.fetchone() is not None
 
-        if not await self._engine.call(exists):
-            raise JobNotFoundError(job=job_id, store=self.label)
-        async for item in self._read(job_id):
-            yield item
+        return await self._engine.call(run)
 
-    async def _read(self, job_id: str) -> AsyncIterator[tuple[int, bytes]]:
+    async def _read_chunk(
+        self, job_id: str, start: int, limit: int
+    ) -> list[tuple[int, bytes]]:
         q = self._q
-        start = 0
-        while True:
 
-            async def chunk(
-                conn: AsyncConnection[Any], start: int = start
-            ) -> list[tuple[int, bytes]]:
-                cur = await conn.execute(
-                    f"SELECT seq, entry FROM {q}.entries WHERE job_id = %s "
-                    "AND seq >= %s ORDER BY seq LIMIT %s",
-                    (job_id, start, _READ_CHUNK),
-                    prepare=True,
-                )
-                return [(seq, text.encode()) for seq, text in await cur.fetchall()]
+        async def run(conn: AsyncConnection[Any]) -> list[tuple[int, bytes]]:
+            cur = await conn.execute(
+                f"SELECT seq, entry FROM {q}.entries WHERE job_id = %s "
+                "AND seq >= %s ORDER BY seq LIMIT %s",
+                (job_id, start, limit),
+                prepare=True,
+            )
+            return [(seq, text.encode()) for seq, text in await cur.fetchall()]
 
-            rows = await self._engine.call(chunk)
-            for row in rows:
-                yield row
-            if len(rows) < _READ_CHUNK:
-                return
-            start = rows[-1][0] + 1
+        return await self._engine.call(run)
 
-    # -- what a worker uses ---------------------------------------------------------
-
-    async def claim(self, limit: int) -> list[Claim]:
-        """Take the leases of up to ``limit`` runnable jobs, oldest first.
-
-        Runnable: pending, or running under a lease that expired (its process
-        died or stalled). Each claim bumps the job's epoch. Rows another worker is
-        claiming, or another writer is appending to, are skipped, not waited for;
-        so are the jobs this store object holds (a lease that ran out while this
-        process stalled is renewed, or lost to another owner, not claimed twice).
-        """
-        if limit <= 0:
-            return []
+    async def _claim_rows(
+        self, limit: int, mine: list[str]
+    ) -> list[tuple[str, str, int, Any, Any]]:
+        # Rows another worker is claiming, or another writer is appending to, are
+        # skipped, not waited for.
         q = self._q
         owner, lease = self.owner, self.lease
-        mine = list(self._engine.held)
 
-        async def run(conn: AsyncConnection[Any]) -> list[Claim]:
+        async def run(
+            conn: AsyncConnection[Any],
+        ) -> list[tuple[str, str, int, Any, Any]]:
             cur = await conn.execute(
                 f"WITH c AS (SELECT id FROM {q}.jobs "
                 "WHERE status IN ('pending', 'running') AND function IS NOT NULL "
@@ -739,20 +471,11 @@ class PostgresStore:
                 (mine, limit, owner, lease),
                 prepare=True,
             )
-            rows = await cur.fetchall()
-            rows.sort(key=lambda r: (r[4], r[0]))
-            return [Claim(r[0], r[1], r[2], bool(r[3])) for r in rows]
+            return await cur.fetchall()
 
-        claims = await self._engine.call(run)
-        for c in claims:
-            self._engine.held[c.job_id] = c.epoch
-        return claims
+        return await self._engine.call(run)
 
-    async def heartbeat(self, job_ids: Iterable[str]) -> Heartbeat:
-        """Which of these jobs this store lost, and which were asked to cancel."""
-        ids = list(job_ids)
-        if not ids:
-            return Heartbeat()
+    async def _lease_rows(self, ids: list[str]) -> dict[str, tuple[str, int, Any]]:
         q = self._q
 
         async def run(conn: AsyncConnection[Any]) -> list[tuple[str, str, int, bool]]:
@@ -764,22 +487,9 @@ class PostgresStore:
             )
             return await cur.fetchall()
 
-        rows = {r[0]: r[1:] for r in await self._engine.call(run)}
-        # Read after the reply: a job this store released meanwhile (it ended, or
-        # stopped) is no longer held, and so not lost.
-        held = self._engine.held
-        lost = frozenset(
-            j
-            for j in ids
-            if j in held
-            and (j not in rows or rows[j][0] != self.owner or rows[j][1] != held[j])
-        )
-        cancel = frozenset(j for j in ids if j in rows and j not in lost and rows[j][2])
-        return Heartbeat(lost, cancel)
+        return {r[0]: r[1:] for r in await self._engine.call(run)}
 
-    async def fail(self, job_id: str, epoch: int, error: BaseException) -> None:
-        """Mark a job failed with ``error``, unless it ended or changed owner."""
-        info = orjson.dumps(error_info(error).to_json()).decode()
+    async def _fail(self, job_id: str, epoch: int, error: str) -> None:
         q = self._q
 
         async def run(conn: AsyncConnection[Any]) -> None:
@@ -787,204 +497,8 @@ class PostgresStore:
                 f"UPDATE {q}.jobs SET status = 'failed', error = %s, "
                 "lease_owner = NULL, lease_expires = NULL, cancel_requested = false, "
                 "updated = now() "
-                f"WHERE id = %s AND epoch = %s AND status NOT IN {_TERMINAL_SQL}",
-                (info, job_id, epoch),
+                f"WHERE id = %s AND epoch = %s AND status NOT IN {TERMINAL_SQL}",
+                (error, job_id, epoch),
             )
 
-        try:
-            await self._engine.call(run, signal=DONE, job=job_id)
-        finally:
-            if self._engine.held.get(job_id) == epoch:
-                del self._engine.held[job_id]
-
-    async def wait_for_work(self, timeout: float) -> None:
-        """Return when this store object submitted, requeued or cancelled a job, or
-        after ``timeout`` seconds (other processes' submissions are seen by
-        polling)."""
-        await self._engine.wait_signal(WORK, timeout)
-
-    @property
-    def flushes(self) -> int:
-        """Append statements this store object ran (group commit keeps it small)."""
-        return self._engine.stats.flushes
-
-    @property
-    def appends(self) -> int:
-        """Appends (one job's batch of entries each) those statements carried."""
-        return self._engine.stats.appends
-
-    def __repr__(self) -> str:
-        return f"<PostgresStore {self.label} schema version {SCHEMA_VERSION}>"
-
-
-class PostgresLog:
-    """One job's log in a :class:`PostgresStore`. Get it from ``store.log(job_id)``.
-
-    ``acquire()`` takes the job's lease (or adopts the one a worker of the same
-    store object claimed); ``append()`` goes into the store's next group commit,
-    which checks the lease epoch in the same statement; an ``end`` entry sets the
-    job's status and result with it.
-    """
-
-    def __init__(self, store: PostgresStore, job_id: str) -> None:
-        self.store = store
-        self.job_id = job_id
-        self.label = job_id
-        self._epoch: int | None = None
-        self._next_seq = 0
-
-    async def acquire(self) -> None:
-        store = self.store
-        job_id = self.job_id
-        if self._epoch is not None or job_id in store._attached:
-            raise LogLockedError(job=job_id, holder="another job in this process")
-        engine = store._engine
-        owner, lease, q = store.owner, store.lease, store._q
-        held = engine.held.get(job_id)
-        store._attached.add(job_id)
-        try:
-            if held is not None:
-                # A worker of this store claimed the job: write under its lease.
-                # One statement: the claim committed before it, so every entry
-                # of an older epoch that will ever land is already visible.
-                async def adopt(conn: AsyncConnection[Any]) -> int:
-                    cur = await conn.execute(
-                        f"SELECT lease_owner, epoch, (SELECT coalesce(max(seq) + 1, 0) "
-                        f"FROM {q}.entries WHERE job_id = %s) FROM {q}.jobs "
-                        "WHERE id = %s",
-                        (job_id, job_id),
-                        prepare=True,
-                    )
-                    row = await cur.fetchone()
-                    if row is None or row[0] != owner or row[1] != held:
-                        raise LeaseLostError(
-                            job=job_id, detail="the lease this worker claimed is gone"
-                        )
-                    return int(row[2])
-
-                self._next_seq = await engine.call(adopt)
-                self._epoch = held
-                return
-
-            async def take(conn: AsyncConnection[Any]) -> tuple[int, int]:
-                async with conn.transaction():
-                    cur = await conn.execute(
-                        f"INSERT INTO {q}.jobs AS j (id, status, lease_owner, "
-                        "lease_expires, epoch) VALUES (%s, 'running', %s, "
-                        "now() + make_interval(secs => %s), 1) "
-                        "ON CONFLICT (id) DO UPDATE SET lease_owner = %s, "
-                        "lease_expires = now() + make_interval(secs => %s), "
-                        "epoch = j.epoch + 1, updated = now(), status = CASE "
-                        "j.status WHEN 'pending' THEN 'running' ELSE j.status END "
-                        "WHERE j.lease_owner IS NULL OR j.lease_owner = %s "
-                        "OR j.lease_expires < now() RETURNING j.epoch",
-                        (job_id, owner, lease, owner, lease, owner),
-                    )
-                    row = await cur.fetchone()
-                    if row is None:
-                        cur = await conn.execute(
-                            f"SELECT lease_owner FROM {q}.jobs WHERE id = %s",
-                            (job_id,),
-                        )
-                        holder = await cur.fetchone()
-                        raise LogLockedError(
-                            job=job_id, holder=holder[0] if holder else None
-                        )
-                    return int(row[0]), await _next_seq(conn, q, job_id)
-
-            epoch, self._next_seq = await engine.call(take)
-            engine.held[job_id] = epoch
-            self._epoch = epoch
-        except BaseException:
-            store._attached.discard(job_id)
-            raise
-
-    async def release(self) -> None:
-        epoch, self._epoch = self._epoch, None
-        if epoch is None:
-            return
-        store = self.store
-        job_id = self.job_id
-        engine = store._engine
-        store._attached.discard(job_id)
-        if engine.held.get(job_id) == epoch:
-            del engine.held[job_id]
-        owner, q = store.owner, store._q
-        wrote = self._next_seq > 0
-
-        async def run(conn: AsyncConnection[Any]) -> None:
-            unlease = (
-                f"UPDATE {q}.jobs SET lease_owner = NULL, lease_expires = NULL, "
-                "updated = now(), status = CASE status WHEN 'running' THEN "
-                "'pending' ELSE status END "
-                "WHERE id = %s AND lease_owner = %s AND epoch = %s"
-            )
-            if wrote:
-                await conn.execute(unlease, (job_id, owner, epoch), prepare=True)
-                return
-            async with conn.transaction():
-                await conn.execute(unlease, (job_id, owner, epoch))
-                # A log opened but never written leaves nothing behind.
-                await conn.execute(
-                    f"DELETE FROM {q}.jobs WHERE id = %s AND function IS NULL "
-                    "AND lease_owner IS NULL AND NOT EXISTS "
-                    f"(SELECT 1 FROM {q}.entries WHERE job_id = %s)",
-                    (job_id, job_id),
-                )
-
-        await engine.call(run, signal=WORK)
-
-    def read(self) -> AsyncIterator[tuple[int, bytes]]:
-        return self.store._read(self.job_id)
-
-    async def append(self, entries: Sequence[bytes], /) -> None:
-        epoch = self._epoch
-        job_id = self.job_id
-        if epoch is None:
-            raise StorageError(
-                f"log {job_id} is not open for writing (acquire() first)"
-            )
-        if not entries:
-            return
-        start = self._next_seq
-        req = AppendRequest(
-            call=host_caller("PostgreSQL store"),
-            event=anyio.Event(),
-            job=job_id,
-            epoch=epoch,
-            seq=start,
-            entries=[e.decode() for e in entries],
-        )
-        if start == 0 and is_entry_type(entries[0], "job"):
-            first = parse_job_entry(entries[0], job_id)
-            assert first is not None
-            req.function = first.fn
-            req.args = orjson.dumps(first.args).decode()
-        if is_entry_type(entries[-1], "end"):
-            status, result, error = end_outcome(
-                entries[-1], job_id, start + len(entries) - 1
-            )
-            req.status = status
-            req.outcome_result = (
-                orjson.dumps(result).decode() if status == "completed" else None
-            )
-            req.outcome_error = (
-                orjson.dumps(error.to_json()).decode() if error else None
-            )
-            req.signal = DONE
-        await self.store._engine.append(req)
-        self._next_seq = start + len(entries)
-
-    def __repr__(self) -> str:
-        state = "held" if self._epoch is not None else "released"
-        return f"<PostgresLog {self.job_id} in {self.store.label} {state}>"
-
-
-async def _next_seq(conn: AsyncConnection[Any], q: str, job_id: str) -> int:
-    cur = await conn.execute(
-        f"SELECT coalesce(max(seq) + 1, 0) FROM {q}.entries WHERE job_id = %s",
-        (job_id,),
-    )
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
+        await self._engine.call(run, signal=DONE, job=job_id)

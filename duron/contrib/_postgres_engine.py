@@ -33,6 +33,7 @@ import anyio
 
 from duron._errors import DuronError, LeaseLostError, StorageError
 from duron.contrib._postgres_schema import Schema, check_schema, missing_schema
+from duron.contrib._sqllog import lost_detail
 from duron.contrib._wakeups import Request, Watchers, host_caller
 
 if TYPE_CHECKING:
@@ -522,16 +523,7 @@ async def _lost_detail(
     cur = await conn.execute(
         f"SELECT lease_owner, epoch FROM {schema.q}.jobs WHERE id = %s", (job_id,)
     )
-    row = await cur.fetchone()
-    if row is None:
-        return "the job was deleted from the store"
-    owner, current = row
-    if owner is None:
-        return f"the lease was released (epoch {current}; this writer had {epoch})"
-    return (
-        f"{owner} took the job over (epoch {current}; this writer had {epoch}) "
-        "after this writer's lease expired"
-    )
+    return lost_detail(await cur.fetchone(), epoch)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -4,7 +4,8 @@
 from duron._storage import LogStorage
 from duron.contrib._file import Durability, FileLogStorage
 from duron.contrib._memory import MemoryLogStorage
-from duron.contrib._postgres import PostgresLog, PostgresStore
+from duron.contrib._postgres import PostgresStore
+from duron.contrib._postgres_log import PostgresLog
 from duron.contrib._sqlite import SQLiteStore
 from duron.contrib._sqlite_log import SQLiteLog
 

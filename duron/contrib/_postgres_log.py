@@ -1,0 +1,149 @@
+"""One job's log in a :class:`~duron.contrib.storage.PostgresStore`: its lease and appends.
+
+``acquire()`` takes the job's lease (or adopts the one a worker of the same store
+object claimed); ``append()`` hands the entries to the store's next group commit,
+which checks the lease epoch in the statement that writes them; an ``end`` entry
+sets the job's status and result in that same statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from duron._errors import LeaseLostError, LogLockedError
+from duron.contrib._postgres_engine import AppendRequest
+from duron.contrib._sqllog import SQLLog
+from duron.contrib._wakeups import DONE, WORK, host_caller
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+    # The base class's type argument: ruff does not see a name used there.
+    from duron.contrib._postgres import PostgresStore  # noqa: F401
+    from duron.contrib._sqllog import Ending, Started
+
+__all__ = ["PostgresLog"]
+
+
+class PostgresLog(SQLLog["PostgresStore"]):
+    """One job's log in a :class:`PostgresStore`. Get it from ``store.log(job_id)``.
+
+    ``acquire()`` takes the job's lease (or adopts the one a worker of the same
+    store object claimed); ``append()`` goes into the store's next group commit,
+    which checks the lease epoch in the same statement; an ``end`` entry sets the
+    job's status and result with it.
+    """
+
+    async def _adopt(self, epoch: int) -> int:
+        job_id, owner, q = self.job_id, self.store.owner, self.store._q
+
+        # One statement: the claim committed before it, so every entry of an
+        # older epoch that will ever land is already visible.
+        async def adopt(conn: AsyncConnection[Any]) -> int:
+            cur = await conn.execute(
+                f"SELECT lease_owner, epoch, (SELECT coalesce(max(seq) + 1, 0) "
+                f"FROM {q}.entries WHERE job_id = %s) FROM {q}.jobs "
+                "WHERE id = %s",
+                (job_id, job_id),
+                prepare=True,
+            )
+            row = await cur.fetchone()
+            if row is None or row[0] != owner or row[1] != epoch:
+                raise LeaseLostError(
+                    job=job_id, detail="the lease this worker claimed is gone"
+                )
+            return int(row[2])
+
+        return await self.store._engine.call(adopt)
+
+    async def _take(self) -> tuple[int, int]:
+        store = self.store
+        job_id, owner, lease, q = self.job_id, store.owner, store.lease, store._q
+
+        async def take(conn: AsyncConnection[Any]) -> tuple[int, int]:
+            async with conn.transaction():
+                cur = await conn.execute(
+                    f"INSERT INTO {q}.jobs AS j (id, status, lease_owner, "
+                    "lease_expires, epoch) VALUES (%s, 'running', %s, "
+                    "now() + make_interval(secs => %s), 1) "
+                    "ON CONFLICT (id) DO UPDATE SET lease_owner = %s, "
+                    "lease_expires = now() + make_interval(secs => %s), "
+                    "epoch = j.epoch + 1, updated = now(), status = CASE "
+                    "j.status WHEN 'pending' THEN 'running' ELSE j.status END "
+                    "WHERE j.lease_owner IS NULL OR j.lease_owner = %s "
+                    "OR j.lease_expires < now() RETURNING j.epoch",
+                    (job_id, owner, lease, owner, lease, owner),
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    cur = await conn.execute(
+                        f"SELECT lease_owner FROM {q}.jobs WHERE id = %s", (job_id,)
+                    )
+                    holder = await cur.fetchone()
+                    raise LogLockedError(
+                        job=job_id, holder=holder[0] if holder else None
+                    )
+                cur = await conn.execute(
+                    f"SELECT coalesce(max(seq) + 1, 0) FROM {q}.entries "
+                    "WHERE job_id = %s",
+                    (job_id,),
+                )
+                seq = await cur.fetchone()
+                assert seq is not None
+                return int(row[0]), int(seq[0])
+
+        return await store._engine.call(take)
+
+    async def _unlease(self, epoch: int, *, wrote: bool) -> None:
+        job_id, owner, q = self.job_id, self.store.owner, self.store._q
+
+        async def run(conn: AsyncConnection[Any]) -> None:
+            unlease = (
+                f"UPDATE {q}.jobs SET lease_owner = NULL, lease_expires = NULL, "
+                "updated = now(), status = CASE status WHEN 'running' THEN "
+                "'pending' ELSE status END "
+                "WHERE id = %s AND lease_owner = %s AND epoch = %s"
+            )
+            if wrote:
+                await conn.execute(unlease, (job_id, owner, epoch), prepare=True)
+                return
+            async with conn.transaction():
+                await conn.execute(unlease, (job_id, owner, epoch))
+                # A log opened but never written leaves nothing behind.
+                await conn.execute(
+                    f"DELETE FROM {q}.jobs WHERE id = %s AND function IS NULL "
+                    "AND lease_owner IS NULL AND NOT EXISTS "
+                    f"(SELECT 1 FROM {q}.entries WHERE job_id = %s)",
+                    (job_id, job_id),
+                )
+
+        await self.store._engine.call(run, signal=WORK)
+
+    async def _write(
+        self,
+        epoch: int,
+        start: int,
+        entries: Sequence[bytes],
+        started: Started | None,
+        ending: Ending | None,
+    ) -> None:
+        req = AppendRequest(
+            call=host_caller("PostgreSQL store"),
+            event=anyio.Event(),
+            job=self.job_id,
+            epoch=epoch,
+            seq=start,
+            entries=[e.decode() for e in entries],
+        )
+        if started is not None:
+            req.function = started.function
+            req.args = started.args
+        if ending is not None:
+            req.status = ending.status
+            req.outcome_result = ending.result
+            req.outcome_error = ending.error
+            req.signal = DONE
+        await self.store._engine.append(req)

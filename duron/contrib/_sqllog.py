@@ -1,0 +1,169 @@
+"""One job's log in a SQL store: the lease it is written under, and its appends.
+
+``acquire()`` takes the job's lease, or adopts the one a worker of the same store
+object claimed; ``release()`` gives it back (a job released before it ended is
+pending again); ``append()`` writes entries only while the lease epoch is still the
+one it took, checked in the transaction that writes them. A job entry at the start
+of the log records the job's function and arguments on its row, an ``end`` entry
+its outcome, in that same transaction. :class:`SQLLog` holds that protocol; each
+store supplies the statements.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+import orjson
+
+from duron._errors import LogLockedError, StorageError
+from duron._jobstore import JobStatus, end_outcome, is_entry_type, parse_job_entry
+
+if TYPE_CHECKING:
+    from duron.contrib._sqlstore import SQLStore
+
+__all__ = ["Ending", "SQLLog", "Started", "lost_detail"]
+
+_S = TypeVar("_S", bound="SQLStore")
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """What a job entry sets on the job's row."""
+
+    function: str
+    args: str  # JSON text
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """What an ``end`` entry sets on the job's row."""
+
+    status: JobStatus
+    result: str | None  # JSON text of a completed job's result
+    error: str | None  # JSON text of the recorded error
+
+
+def lost_detail(row: tuple[str | None, int] | None, epoch: int) -> str:
+    """Why a writer of ``epoch`` lost the job whose ``(lease_owner, epoch)`` is
+    ``row`` now (``None``: the row is gone)."""
+    if row is None:
+        return "the job was deleted from the store"
+    owner, current = row
+    if owner is None:
+        return f"the lease was released (epoch {current}; this writer had {epoch})"
+    return (
+        f"{owner} took the job over (epoch {current}; this writer had {epoch}) "
+        "after this writer's lease expired"
+    )
+
+
+class SQLLog(ABC, Generic[_S]):
+    """One job's log in a SQL store (see the module docstring)."""
+
+    def __init__(self, store: _S, job_id: str) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.label = job_id
+        self._epoch: int | None = None
+        self._next_seq = 0
+
+    async def acquire(self) -> None:
+        store = self.store
+        job_id = self.job_id
+        if self._epoch is not None or job_id in store._attached:
+            raise LogLockedError(job=job_id, holder="another job in this process")
+        held = store._engine.held.get(job_id)
+        store._attached.add(job_id)
+        try:
+            if held is not None:
+                # A worker of this store claimed the job: write under its lease.
+                self._next_seq = await self._adopt(held)
+                self._epoch = held
+                return
+            epoch, self._next_seq = await self._take()
+            store._engine.held[job_id] = epoch
+            self._epoch = epoch
+        except BaseException:
+            store._attached.discard(job_id)
+            raise
+
+    async def release(self) -> None:
+        epoch, self._epoch = self._epoch, None
+        if epoch is None:
+            return
+        store = self.store
+        job_id = self.job_id
+        held = store._engine.held
+        store._attached.discard(job_id)
+        if held.get(job_id) == epoch:
+            del held[job_id]
+        await self._unlease(epoch, wrote=self._next_seq > 0)
+
+    def read(self) -> AsyncIterator[tuple[int, bytes]]:
+        return self.store._read(self.job_id)
+
+    async def append(self, entries: Sequence[bytes], /) -> None:
+        epoch = self._epoch
+        job_id = self.job_id
+        if epoch is None:
+            raise StorageError(
+                f"log {job_id} is not open for writing (acquire() first)"
+            )
+        if not entries:
+            return
+        start = self._next_seq
+        started = None
+        if start == 0 and is_entry_type(entries[0], "job"):
+            first = parse_job_entry(entries[0], job_id)
+            assert first is not None
+            started = Started(first.fn, orjson.dumps(first.args).decode())
+        ending = None
+        if is_entry_type(entries[-1], "end"):
+            status, result, error = end_outcome(
+                entries[-1], job_id, start + len(entries) - 1
+            )
+            ending = Ending(
+                status,
+                orjson.dumps(result).decode() if status == "completed" else None,
+                orjson.dumps(error.to_json()).decode() if error else None,
+            )
+        await self._write(epoch, start, entries, started, ending)
+        self._next_seq = start + len(entries)
+
+    def __repr__(self) -> str:
+        state = "held" if self._epoch is not None else "released"
+        return f"<{type(self).__name__} {self.job_id} in {self.store.label} {state}>"
+
+    # -- what each store supplies -------------------------------------------------
+
+    @abstractmethod
+    async def _adopt(self, epoch: int) -> int:
+        """Check that this store still holds the job at ``epoch`` (else raise
+        :class:`~duron.LeaseLostError`); the log's next sequence number."""
+
+    @abstractmethod
+    async def _take(self) -> tuple[int, int]:
+        """Take the job's lease (creating its row if missing; raise
+        :class:`~duron.LogLockedError` if another owner's lease is live): the new
+        epoch and the log's next sequence number."""
+
+    @abstractmethod
+    async def _unlease(self, epoch: int, *, wrote: bool) -> None:
+        """Give the lease of ``epoch`` back (a running job becomes pending) and
+        remove the row of a log opened but never written."""
+
+    @abstractmethod
+    async def _write(
+        self,
+        epoch: int,
+        start: int,
+        entries: Sequence[bytes],
+        started: Started | None,
+        ending: Ending | None,
+    ) -> None:
+        """Write ``entries`` from sequence number ``start`` on, and what they set
+        on the job, if its epoch is still ``epoch`` (else raise
+        :class:`~duron.LeaseLostError`)."""

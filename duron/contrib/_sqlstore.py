@@ -1,0 +1,530 @@
+"""What the SQL job stores share: the :class:`~duron.JobStore` API, written once.
+
+The SQLite store and the PostgreSQL store keep the same two tables (``jobs`` and
+``entries``) and follow the same rules: a job's writer holds a lease (owner,
+expiry, epoch), a claim bumps the epoch, every append checks it, an ``end`` entry
+sets the job's outcome. :class:`SQLStore` holds what does not depend on the
+database: checking arguments, encoding a submitted call, waiting for a result,
+deciding what a heartbeat reports, keeping the map of held leases. Each store
+supplies the statements (its ``_``-prefixed hooks), run in its own transactions
+through its own engine.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+
+import anyio
+import orjson
+
+from duron._errors import DuplicateJobError, JobCancelledError, JobNotFoundError
+from duron._exceptions import error_info
+from duron._jobstore import (
+    Claim,
+    Heartbeat,
+    JobInfo,
+    JobStatus,
+    check_job_id,
+    decode_error,
+    fork_prefix,
+    job_entry_for,
+    new_job_id,
+    outcome_of,
+    parse_job_entry,
+    seconds,
+    statuses,
+)
+from duron._log import encode_entry
+from duron.contrib._wakeups import DONE, WORK
+
+if TYPE_CHECKING:
+    import threading
+    from datetime import datetime, timedelta
+
+    from duron._durable import DurableFn
+    from duron._log import JobStarted
+
+__all__ = [
+    "JOB_COLUMNS",
+    "READ_CHUNK",
+    "TERMINAL_SQL",
+    "SQLStore",
+    "cancelled_before_start",
+    "check_lease",
+    "fork_copy",
+    "fork_taken",
+    "new_owner",
+]
+
+_T = TypeVar("_T")
+_S = TypeVar("_S", bound="SQLStore")
+
+READ_CHUNK = 1000
+TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
+JOB_COLUMNS = (
+    "id, function, args, status, result, error, created, updated, lease_owner, "
+    "lease_expires, epoch, cancel_requested, forked_from"
+)
+
+
+class StoreEngine(Protocol):
+    """What the shared code uses of a store's engine."""
+
+    held: dict[str, int]
+    """Job id -> epoch of every lease this store object holds (and renews)."""
+
+    async def wait_signal(
+        self, mask: int, timeout: float, job: str | None = None
+    ) -> None: ...
+
+    def stop(self) -> threading.Thread | None: ...
+
+    async def close(self) -> None: ...
+
+
+def new_owner() -> str:
+    """A lease owner id for a new store object: ``host:pid:nonce``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+def check_lease(lease: float) -> float:
+    if not lease > 0:
+        raise ValueError(f"lease must be a number of seconds > 0, not {lease!r}")
+    return float(lease)
+
+
+def cancelled_before_start(job_id: str) -> str:
+    """The error (JSON text) of a job cancelled before it ran."""
+    error = error_info(
+        JobCancelledError(f"job {job_id} was cancelled before it started")
+    )
+    return orjson.dumps(error.to_json()).decode()
+
+
+def fork_copy(
+    entries: Iterable[tuple[int, bytes]], job_id: str, at: int
+) -> tuple[JobStarted, list[bytes]]:
+    """The job entry and the entries a fork at operation ``at`` copies."""
+    prefix = fork_prefix(entries, job_id, at)
+    first = parse_job_entry(prefix[0], job_id)
+    assert first is not None
+    return first, prefix
+
+
+def fork_taken(new_id: str, job_id: str, at: int) -> DuplicateJobError:
+    return DuplicateJobError(
+        job=new_id,
+        recorded="another job",
+        requested=f"a fork of {job_id} at operation {at}",
+    )
+
+
+class SQLStore(ABC):
+    """The job store API over a SQL database (see the module docstring).
+
+    Attributes:
+        label: How messages name the store.
+        owner: This store object's lease owner id (``host:pid:nonce``).
+        lease: Seconds a lease lasts without renewal.
+    """
+
+    label: str
+    owner: str
+    lease: float
+    _engine: StoreEngine
+
+    def _start(self, engine: StoreEngine) -> None:
+        self._engine = engine
+        self._attached: set[str] = set()  # jobs whose log is open here
+        # The thread holds no reference to the store: dropping the store stops it.
+        weakref.finalize(self, engine.stop)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the store's connections and stop its thread once queued work is
+        done (idempotent)."""
+        await self._engine.close()
+
+    async def __aenter__(self: _S) -> _S:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- jobs -----------------------------------------------------------------------
+
+    async def submit(
+        self,
+        fn: DurableFn[..., Any],
+        /,
+        *args: Any,
+        job_id: str | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Add a job running ``fn(*args, **kwargs)``, for a worker to run.
+
+        Submitting again with the same ``job_id`` and the same call returns the
+        same id and changes nothing, so a request handler may retry freely.
+
+        Args:
+            fn: A ``@duron.durable`` function.
+            *args: Its arguments (after the context).
+            job_id: The job's id (default: a random one).
+            **kwargs: Its keyword arguments.
+
+        Returns:
+            The job id.
+
+        Raises:
+            DuplicateJobError: ``job_id`` names a job with other arguments or
+                another function.
+            PayloadError: An argument cannot be encoded for the log.
+        """
+        entry = job_entry_for(fn, args, kwargs)
+        jid = new_job_id() if job_id is None else check_job_id(job_id)
+        raw = encode_entry(entry).decode()
+        await self._add(jid, entry, raw, orjson.dumps(entry.args).decode())
+        return jid
+
+    async def get(self, job_id: str) -> JobInfo:
+        """The job's row.
+
+        Raises:
+            JobNotFoundError: No such job.
+        """
+        row = await self._job_row(job_id)
+        if row is None:
+            raise JobNotFoundError(job=job_id, store=self.label)
+        return self._job_info(row)
+
+    async def list_jobs(
+        self,
+        status: JobStatus | Iterable[JobStatus] | None = None,
+        *,
+        limit: int | None = None,
+    ) -> list[JobInfo]:
+        """Jobs, oldest first.
+
+        Args:
+            status: Only jobs with this status (or one of these).
+            limit: At most this many.
+        """
+        wanted = None if status is None else statuses(status, ended=False)
+        rows = await self._job_rows(wanted, None if limit is None else int(limit))
+        return [self._job_info(row) for row in rows]
+
+    @overload
+    async def result(
+        self, job_id: str, fn: DurableFn[..., _T], *, timeout: float | None = None
+    ) -> _T: ...
+    @overload
+    async def result(
+        self, job_id: str, fn: None = None, *, timeout: float | None = None
+    ) -> Any: ...
+    async def result(
+        self,
+        job_id: str,
+        fn: DurableFn[..., Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Wait for the job to end and return its result, or raise its error.
+
+        A job ending through this store object wakes the waiter at once; one
+        ending in another process is seen by polling (every 10 ms, backing off
+        to 1 s).
+
+        Args:
+            job_id: The job.
+            fn: The durable function, to decode the result into its return type;
+                without it the result is the recorded JSON data.
+            timeout: Give up after this many seconds.
+
+        Returns:
+            The job's result.
+
+        Raises:
+            JobNotFoundError: No such job.
+            JobCancelledError: The job was cancelled.
+            TimeoutError: ``timeout`` passed first.
+            Exception: The job's error, as its own type when it can be rebuilt.
+        """
+        deadline = None if timeout is None else anyio.current_time() + timeout
+        delay = 0.01
+        while True:
+            info = await self.get(job_id)
+            if info.finished:
+                return outcome_of(info, fn)
+            wait = delay
+            if deadline is not None:
+                left = deadline - anyio.current_time()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"job {job_id} did not finish within {timeout} s "
+                        f"(status {info.status})"
+                    )
+                wait = min(wait, left)
+            await self._engine.wait_signal(DONE, wait, job_id)
+            delay = min(delay * 2, 1.0)
+
+    async def cancel(self, job_id: str) -> bool:
+        """Ask for the job to be cancelled.
+
+        A job that never ran is cancelled at once. Otherwise the worker running
+        it (or the next to claim it) calls ``job.cancel()``: the request is
+        logged, and the durable code gets the cancellation at its next await. If
+        it lets the cancellation end it, the job ends ``cancelled`` and
+        :meth:`result` raises :class:`~duron.JobCancelledError`.
+
+        Returns:
+            ``False`` if the job had already ended, else ``True``.
+
+        Raises:
+            JobNotFoundError: No such job.
+        """
+        return await self._cancel(job_id)
+
+    async def requeue(self, job_id: str) -> None:
+        """Make a job runnable again that a worker failed without its log ending.
+
+        That is a job whose function a worker did not know, whose log its code no
+        longer replays, or whose storage failed: fix the cause, then requeue it.
+        A job whose lease expired (its process died) is made pending at once.
+
+        Raises:
+            JobNotFoundError: No such job.
+            UsageError: The job's log ended (fork it to run it again), or a live
+                lease holds it.
+        """
+        await self._requeue(job_id)
+
+    async def fork(self, job_id: str, *, at: int, new_id: str | None = None) -> str:
+        """A new pending job that re-runs ``job_id`` from operation ``at``.
+
+        Operations are numbered from 0 in the order the durable code issued them
+        (the ``id`` of their log entries; ``duron inspect`` shows them). The new
+        job's log is the old one's prefix up to the first entry of operation
+        ``at``: operations before it that had completed by then replay without
+        running, everything from operation ``at`` on runs live. ``at=0`` re-runs
+        the whole job with the same arguments. The job entry is copied as is (same
+        arguments, same random seed).
+
+        Args:
+            job_id: The job to fork (in any status).
+            at: The first operation to run again.
+            new_id: The new job's id (default: a random one).
+
+        Returns:
+            The new job's id.
+
+        Raises:
+            JobNotFoundError: No such job.
+            DuplicateJobError: ``new_id`` is taken.
+        """
+        nid = new_job_id() if new_id is None else check_job_id(new_id)
+        await self._fork(job_id, nid, at)
+        return nid
+
+    async def prune(
+        self,
+        *,
+        status: JobStatus | Iterable[JobStatus] = ("completed", "failed", "cancelled"),
+        older_than: timedelta,
+    ) -> int:
+        """Delete ended jobs, with their logs, last changed before ``now - older_than``.
+
+        Args:
+            status: Which ended statuses to delete (``completed``, ``failed``,
+                ``cancelled``; default all three).
+            older_than: How long a job must have been unchanged.
+
+        Returns:
+            How many jobs were deleted.
+
+        Raises:
+            UsageError: A status that is not an ended one.
+        """
+        return await self._prune(statuses(status, ended=True), seconds(older_than))
+
+    async def read_log(self, job_id: str) -> AsyncIterator[tuple[int, bytes]]:
+        """The job's log entries, oldest first, as ``(seq, entry)``.
+
+        Raises:
+            JobNotFoundError: No such job.
+        """
+        if not await self._exists(job_id):
+            raise JobNotFoundError(job=job_id, store=self.label)
+        async for item in self._read(job_id):
+            yield item
+
+    async def _read(self, job_id: str) -> AsyncIterator[tuple[int, bytes]]:
+        start = 0
+        while True:
+            rows = await self._read_chunk(job_id, start, READ_CHUNK)
+            for row in rows:
+                yield row
+            if len(rows) < READ_CHUNK:
+                return
+            start = rows[-1][0] + 1
+
+    # -- what a worker uses ---------------------------------------------------------
+
+    async def claim(self, limit: int) -> list[Claim]:
+        """Take the leases of up to ``limit`` runnable jobs, oldest first.
+
+        Runnable: pending, or running under a lease that expired (its process
+        died or stalled). Each claim bumps the job's epoch. The jobs this store
+        object holds are skipped: a lease that ran out while this process stalled
+        is renewed, or lost to another owner, never claimed twice.
+        """
+        if limit <= 0:
+            return []
+        rows = await self._claim_rows(limit, list(self._engine.held))
+        rows.sort(key=lambda r: (r[4], r[0]))
+        claims = [Claim(r[0], r[1], r[2], bool(r[3])) for r in rows]
+        for c in claims:
+            self._engine.held[c.job_id] = c.epoch
+        return claims
+
+    async def heartbeat(self, job_ids: Iterable[str]) -> Heartbeat:
+        """Which of these jobs this store lost, and which were asked to cancel."""
+        ids = list(job_ids)
+        if not ids:
+            return Heartbeat()
+        rows = await self._lease_rows(ids)
+        # Read after the reply: a job this store released meanwhile (it ended, or
+        # stopped) is no longer held, and so not lost.
+        held = self._engine.held
+        lost = frozenset(
+            j
+            for j in ids
+            if j in held
+            and (j not in rows or rows[j][0] != self.owner or rows[j][1] != held[j])
+        )
+        cancel = frozenset(j for j in ids if j in rows and j not in lost and rows[j][2])
+        return Heartbeat(lost, cancel)
+
+    async def fail(self, job_id: str, epoch: int, error: BaseException) -> None:
+        """Mark a job failed with ``error``, unless it ended or changed owner."""
+        info = orjson.dumps(error_info(error).to_json()).decode()
+        try:
+            await self._fail(job_id, epoch, info)
+        finally:
+            if self._engine.held.get(job_id) == epoch:
+                del self._engine.held[job_id]
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when this store object submitted, requeued or cancelled a job, or
+        after ``timeout`` seconds (other processes' submissions are seen by
+        polling)."""
+        await self._engine.wait_signal(WORK, timeout)
+
+    # -- what each store supplies -------------------------------------------------
+
+    def _job_info(self, row: tuple[Any, ...]) -> JobInfo:
+        """A :data:`JOB_COLUMNS` row as a :class:`~duron.JobInfo`."""
+        (
+            job_id,
+            function,
+            args,
+            status,
+            result,
+            error,
+            created,
+            updated,
+            owner,
+            expires,
+            epoch,
+            cancel,
+            forked_from,
+        ) = row
+        created_at = self._when(created)
+        updated_at = self._when(updated)
+        assert created_at is not None
+        assert updated_at is not None
+        return JobInfo(
+            id=job_id,
+            function=function,
+            status=status,
+            args=orjson.loads(args) if args is not None else None,
+            result=orjson.loads(result) if result is not None else None,
+            error=decode_error(error),
+            created=created_at,
+            updated=updated_at,
+            lease_owner=owner,
+            lease_expires=self._when(expires),
+            epoch=epoch,
+            cancel_requested=bool(cancel),
+            forked_from=forked_from,
+        )
+
+    @staticmethod
+    @abstractmethod
+    def _when(value: Any) -> datetime | None:
+        """A time column's value as an aware datetime."""
+
+    @abstractmethod
+    async def _add(self, job_id: str, entry: JobStarted, raw: str, args: str) -> None:
+        """Insert a pending job whose log is its job entry ``raw``, or check (with
+        :func:`~duron._jobstore.check_resubmit`) that the job under that id is
+        the same call."""
+
+    @abstractmethod
+    async def _job_row(self, job_id: str) -> tuple[Any, ...] | None:
+        """The job's :data:`JOB_COLUMNS`."""
+
+    @abstractmethod
+    async def _job_rows(
+        self, wanted: list[str] | None, limit: int | None
+    ) -> list[tuple[Any, ...]]:
+        """The :data:`JOB_COLUMNS` of the jobs of these statuses (all if ``None``),
+        ordered by ``created, id``."""
+
+    @abstractmethod
+    async def _cancel(self, job_id: str) -> bool:
+        """:meth:`cancel` in one transaction."""
+
+    @abstractmethod
+    async def _requeue(self, job_id: str) -> None:
+        """:meth:`requeue` in one transaction (checked by
+        :func:`~duron._jobstore.check_requeue`)."""
+
+    @abstractmethod
+    async def _fork(self, job_id: str, new_id: str, at: int) -> None:
+        """Copy :func:`fork_copy` of the job's log as the pending job ``new_id``."""
+
+    @abstractmethod
+    async def _prune(self, wanted: list[str], age: float) -> int:
+        """Delete the jobs of these statuses unchanged for ``age`` seconds."""
+
+    @abstractmethod
+    async def _exists(self, job_id: str) -> bool: ...
+
+    @abstractmethod
+    async def _read_chunk(
+        self, job_id: str, start: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` entries of the job from sequence number ``start`` on."""
+
+    @abstractmethod
+    async def _claim_rows(
+        self, limit: int, mine: list[str]
+    ) -> list[tuple[str, str, int, Any, Any]]:
+        """Claim up to ``limit`` runnable jobs not in ``mine``, oldest first:
+        ``(id, function, epoch, cancel_requested, created)`` of each."""
+
+    @abstractmethod
+    async def _lease_rows(self, ids: list[str]) -> dict[str, tuple[str, int, Any]]:
+        """``id -> (lease owner, epoch, cancel_requested)`` of those of ``ids``
+        that this store's heartbeat must see (at least the ones it owns)."""
+
+    @abstractmethod
+    async def _fail(self, job_id: str, epoch: int, error: str) -> None:
+        """Set the job failed with ``error`` if it did not end and its epoch is
+        still ``epoch``."""
