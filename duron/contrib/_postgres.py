@@ -48,8 +48,6 @@ from duron.contrib._sqlstore import (
 from duron.contrib._wakeups import DONE, WORK
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from psycopg import AsyncConnection
 
     from duron._log import JobStarted
@@ -237,10 +235,6 @@ class PostgresStore(SQLStore):
         return f"<PostgresStore {self.label} schema version {SCHEMA_VERSION}>"
 
     # -- the statements ---------------------------------------------------------------
-
-    @staticmethod
-    def _when(value: Any) -> datetime | None:
-        return value  # type: ignore[no-any-return]
 
     async def _add(self, job_id: str, entry: JobStarted, raw: str, args: str) -> None:
         q = self._q
