@@ -1,54 +1,25 @@
 """One SQLite-store measurement, run in its own interpreter by ``bench_sqlite.py``.
 
-Modes (each prints one JSON object on its last line):
-
-* ``seq``: one job of N sequential effects on a fresh store (the seed way,
-  ``fn.invoke(store.log(id))``): time per effect.
-* ``many``: J jobs of S sequential effects each, submitted, then run by one
-  in-process ``duron.Worker`` with concurrency J: time per effect when many jobs
-  share each commit (group commit).
-* ``worker``: a worker process for the jobs-per-second runs: opens the store,
-  prints ``ready``, waits for the go file, runs a ``Worker`` until no job is
-  pending or running, and prints the wall-clock time it saw the queue empty.
-* ``submit``: fill a store with J jobs of S effects for the ``worker`` runs.
+The modes (``seq``, ``many``, ``submit``, ``worker``) are ``_store_worker.py``'s;
+this file opens the store (``--db``, ``--durability``): on a fresh file for every
+mode but ``worker``, which opens the file ``submit`` filled. It reports the
+store's commits.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import anyio
+from _store_worker import Target, main
 
-import duron
 from duron.contrib.storage import SQLiteStore
 
-_runs = 0
-
-
-@duron.effect
-async def step(i: int) -> int:
-    global _runs
-    _runs += 1
-    return i + 1
-
-
-@duron.durable
-async def seq_flow(ctx: duron.Context, n: int) -> int:
-    total = 0
-    for i in range(n):
-        total += await ctx.run(step, i)
-    return total
-
-
-def expected(n: int) -> int:
-    return n * (n + 1) // 2
+if TYPE_CHECKING:
+    import argparse
 
 
 def fresh(path: Path) -> None:
@@ -57,89 +28,24 @@ def fresh(path: Path) -> None:
             os.remove(f"{path}{suffix}")
 
 
-async def seq(args: argparse.Namespace) -> dict[str, Any]:
+def open_store(args: argparse.Namespace, mode: str) -> SQLiteStore:
+    if mode == "worker":
+        return SQLiteStore(args.db, durability=args.durability, create=False)
     fresh(args.db)
-    store = SQLiteStore(args.db, durability=args.durability)
-    # Warm up: schema, thread, pydantic adapters.
-    async with seq_flow.invoke(store.log("warmup")) as job:
-        await job.start(5)
-        await job.wait()
-    before = store.transactions
-    t0 = time.perf_counter()
-    async with seq_flow.invoke(store.log("bench")) as job:
-        await job.start(args.n)
-        result = await job.wait()
-    elapsed = time.perf_counter() - t0
-    assert result == expected(args.n), result
-    out = {
-        "seconds": elapsed,
-        "effects": args.n,
-        "commits": store.transactions - before,
-    }
-    await store.close()
-    return out
+    return SQLiteStore(args.db, durability=args.durability)
 
 
-async def many(args: argparse.Namespace) -> dict[str, Any]:
-    fresh(args.db)
-    store = SQLiteStore(args.db, durability=args.durability)
-    ids = [await store.submit(seq_flow, args.steps) for _ in range(args.jobs)]
-    before = store.transactions
-    t0 = time.perf_counter()
-    async with duron.Worker(store, [seq_flow], concurrency=args.jobs):
-        for job_id in ids:
-            assert await store.result(job_id) == expected(args.steps)
-    elapsed = time.perf_counter() - t0
-    out = {
-        "seconds": elapsed,
-        "effects": args.jobs * args.steps,
-        "jobs": args.jobs,
-        "commits": store.transactions - before,
-    }
-    await store.close()
-    return out
-
-
-async def submit(args: argparse.Namespace) -> dict[str, Any]:
-    fresh(args.db)
-    store = SQLiteStore(args.db, durability=args.durability)
-    for _ in range(args.jobs):
-        await store.submit(seq_flow, args.steps)
-    await store.close()
-    return {"submitted": args.jobs}
-
-
-async def worker(args: argparse.Namespace) -> dict[str, Any]:
-    store = SQLiteStore(args.db, durability=args.durability, create=False)
-    await store.list_jobs(limit=1)  # open the file before the clock starts
-    print("ready", flush=True)
-    while not args.go.exists():
-        await anyio.sleep(0.002)
-    async with duron.Worker(
-        store, [seq_flow], concurrency=args.concurrency, poll_interval=0.02
-    ) as w:
-        while await store.list_jobs(["pending", "running"], limit=1):
-            await anyio.sleep(0.01)
-        done_at = time.time()
-    await store.close()
-    return {"done_at": done_at, "ended": w.ended, "runs": _runs}
-
-
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["seq", "many", "submit", "worker"])
+def store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", type=Path, required=True)
     p.add_argument("--durability", choices=["flush", "fsync"], default="fsync")
-    p.add_argument("--n", type=int, default=200)
-    p.add_argument("--jobs", type=int, default=100)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--concurrency", type=int, default=64)
-    p.add_argument("--go", type=Path)
-    args = p.parse_args()
-    fn = {"seq": seq, "many": many, "submit": submit, "worker": worker}[args.mode]
-    out = anyio.run(fn, args)
-    print(json.dumps(out), flush=True)
 
+
+TARGET = Target(
+    open=open_store,
+    counters=lambda store: {"commits": store.transactions},
+    warmup=5,
+    default_n=200,
+)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(TARGET, store_args))

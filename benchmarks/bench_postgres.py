@@ -19,13 +19,12 @@ import secrets
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
+from _bench import BENCH, python, run_json, run_workers, say
+
 WORKER = BENCH / "_postgres_worker.py"
 LOCAL_DSN = "postgresql://duron_test:duron_test@127.0.0.1:5432/duron_test"
 
@@ -41,22 +40,6 @@ class Sizes:
 
 FULL = Sizes(300, 100, 10, 1000, 3)
 QUICK = Sizes(100, 50, 10, 300, 3)
-
-
-def say(msg: str) -> None:
-    print(f"-- {msg}", file=sys.stderr, flush=True)
-
-
-def python() -> str:
-    venv = ROOT / ".venv" / "bin" / "python"
-    return str(venv) if venv.exists() else sys.executable
-
-
-def last_json(text: str) -> dict[str, Any]:
-    for line in reversed(text.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)  # type: ignore[no-any-return]
-    raise ValueError(f"no result in output: {text[-500:]!r}")
 
 
 def sql(dsn: str, statement: str) -> list[tuple[Any, ...]]:
@@ -95,27 +78,21 @@ class Schema:
     def __exit__(self, *exc: object) -> None:
         sql(self.dsn, f'DROP SCHEMA IF EXISTS "{self.name}" CASCADE')
 
+    def command(self, mode: str, *extra: str) -> list[str]:
+        """The command for one ``_postgres_worker.py`` run on this schema."""
+        return [
+            python(),
+            str(WORKER),
+            mode,
+            "--dsn",
+            self.dsn,
+            "--schema",
+            self.name,
+            *extra,
+        ]
+
     def run(self, mode: str, *extra: str) -> dict[str, Any]:
-        r = subprocess.run(
-            [
-                python(),
-                str(WORKER),
-                mode,
-                "--dsn",
-                self.dsn,
-                "--schema",
-                self.name,
-                *extra,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if r.returncode != 0:
-            tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
-            raise RuntimeError(" / ".join(tail) or f"exit {r.returncode}")
-        return last_json(r.stdout)
+        return run_json(self.command(mode, *extra), timeout=600)
 
 
 def seq(dsn: str, n: int) -> dict[str, Any]:
@@ -133,48 +110,8 @@ def rate(dsn: str, workers: int, jobs: int, steps: int) -> dict[str, Any]:
     with Schema(dsn) as s, tempfile.TemporaryDirectory() as tmp:
         s.run("submit", "--jobs", str(jobs), "--steps", str(steps))
         go = Path(tmp) / "go"
-        procs = [
-            subprocess.Popen(
-                [
-                    python(),
-                    str(WORKER),
-                    "worker",
-                    "--dsn",
-                    dsn,
-                    "--schema",
-                    s.name,
-                    "--go",
-                    str(go),
-                    "--concurrency",
-                    "64",
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(workers)
-        ]
-        try:
-            for p in procs:  # every worker imported and connected
-                assert p.stdout is not None
-                line = p.stdout.readline()
-                if line.strip() != "ready":
-                    err = p.stderr.read() if p.stderr else ""
-                    raise RuntimeError(f"worker did not start: {line!r} {err}")
-            start = time.time()
-            go.touch()
-            outs = []
-            for p in procs:
-                out, err = p.communicate(timeout=600)
-                if p.returncode != 0:
-                    raise RuntimeError(
-                        err.strip().splitlines()[-1] if err.strip() else "worker failed"
-                    )
-                outs.append(last_json(out))
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
+        worker = s.command("worker", "--go", str(go), "--concurrency", "64")
+        start, outs = run_workers([worker] * workers, go)
         done = sql(
             dsn,
             f"SELECT count(*) FROM \"{s.name}\".jobs WHERE status = 'completed'",

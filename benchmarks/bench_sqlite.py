@@ -20,13 +20,12 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
+from _bench import BENCH, ROOT, python, run_json, run_workers, say
+
 OURS = BENCH / "_sqlite_worker.py"
 THEIRS = BENCH / "_dbos_worker.py"
 DBOS_VENV = BENCH / ".venv-dbos"
@@ -48,32 +47,6 @@ class Sizes:
 
 FULL = Sizes(300, 100, 10, 1000, 3, 200, 50, 100)
 QUICK = Sizes(100, 50, 10, 300, 3, 50, 20, 30)
-
-
-def say(msg: str) -> None:
-    print(f"-- {msg}", file=sys.stderr, flush=True)
-
-
-def ours_python() -> str:
-    venv = ROOT / ".venv" / "bin" / "python"
-    return str(venv) if venv.exists() else sys.executable
-
-
-def last_json(text: str) -> dict[str, Any]:
-    for line in reversed(text.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)  # type: ignore[no-any-return]
-    raise ValueError(f"no result in output: {text[-500:]!r}")
-
-
-def run_json(cmd: list[str], timeout: float) -> dict[str, Any]:
-    r = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if r.returncode != 0:
-        tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(" / ".join(tail) or f"exit {r.returncode}")
-    return last_json(r.stdout)
 
 
 def dbos_python(install: bool) -> tuple[str | None, str]:
@@ -112,40 +85,21 @@ def dbos_python(install: bool) -> tuple[str | None, str]:
 # -- the runs --------------------------------------------------------------------------
 
 
+def ours(mode: str, db: Path, durability: str, **opts: object) -> list[str]:
+    """The command for one ``_sqlite_worker.py`` run."""
+    cmd = [python(), str(OURS), mode, "--db", str(db), "--durability", durability]
+    for k, v in opts.items():
+        cmd += [f"--{k}", str(v)]
+    return cmd
+
+
 def ours_seq(d: Path, durability: str, n: int) -> dict[str, Any]:
-    return run_json(
-        [
-            ours_python(),
-            str(OURS),
-            "seq",
-            "--db",
-            str(d / f"seq-{durability}.db"),
-            "--durability",
-            durability,
-            "--n",
-            str(n),
-        ],
-        timeout=600,
-    )
+    return run_json(ours("seq", d / f"seq-{durability}.db", durability, n=n), 600)
 
 
 def ours_many(d: Path, durability: str, jobs: int, steps: int) -> dict[str, Any]:
-    return run_json(
-        [
-            ours_python(),
-            str(OURS),
-            "many",
-            "--db",
-            str(d / f"many-{durability}.db"),
-            "--durability",
-            durability,
-            "--jobs",
-            str(jobs),
-            "--steps",
-            str(steps),
-        ],
-        timeout=600,
-    )
+    db = d / f"many-{durability}.db"
+    return run_json(ours("many", db, durability, jobs=jobs, steps=steps), 600)
 
 
 def ours_rate(
@@ -154,66 +108,9 @@ def ours_rate(
     """Jobs per second with ``workers`` worker processes on one store file."""
     db = d / f"rate-{durability}-{workers}.db"
     go = d / f"go-{durability}-{workers}"
-    py = ours_python()
-    run_json(
-        [
-            py,
-            str(OURS),
-            "submit",
-            "--db",
-            str(db),
-            "--durability",
-            durability,
-            "--jobs",
-            str(jobs),
-            "--steps",
-            str(steps),
-        ],
-        timeout=600,
-    )
-    procs = [
-        subprocess.Popen(
-            [
-                py,
-                str(OURS),
-                "worker",
-                "--db",
-                str(db),
-                "--durability",
-                durability,
-                "--go",
-                str(go),
-                "--concurrency",
-                "64",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(workers)
-    ]
-    try:
-        for p in procs:  # every worker imported and opened the store
-            assert p.stdout is not None
-            line = p.stdout.readline()
-            if line.strip() != "ready":
-                raise RuntimeError(
-                    f"worker did not start: {line!r} {p.stderr.read() if p.stderr else ''}"
-                )
-        start = time.time()
-        go.touch()
-        outs = []
-        for p in procs:
-            out, err = p.communicate(timeout=600)
-            if p.returncode != 0:
-                raise RuntimeError(
-                    err.strip().splitlines()[-1] if err.strip() else "worker failed"
-                )
-            outs.append(last_json(out))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    run_json(ours("submit", db, durability, jobs=jobs, steps=steps), 600)
+    worker = ours("worker", db, durability, go=go, concurrency=64)
+    start, outs = run_workers([worker] * workers, go)
     with sqlite3.connect(db) as conn:
         done = conn.execute(
             "SELECT count(*) FROM jobs WHERE status = 'completed'"
