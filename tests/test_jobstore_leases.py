@@ -4,26 +4,21 @@ A worker asks ``heartbeat()`` about the jobs it runs while those jobs may end (a
 release their lease) at the same moment, and ``claim()`` while a job it runs may
 have stalled past its lease. Each test runs on the SQLite store and, when a server
 answers, the PostgreSQL store; the races are played by calling the store's methods
-in the racy order, and a lease runs out by setting its expiry in the database.
+in the racy order, and a lease runs out by setting its expiry in the database
+(a long lease: no renewal runs between a test's steps).
 """
 
 from __future__ import annotations
 
-import sqlite3
-import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING
 
-import anyio
 import pytest
 
 import duron
 from duron._jobstore import Heartbeat, JobStore
-from duron.contrib.storage import PostgresStore, SQLiteStore
 
-sys.path.insert(0, str(Path(__file__).parent))
-from postgres_support import drop_schema, dsn, new_schema, requires_postgres, sql
+if TYPE_CHECKING:
+    from store_backends import Backend
 
 pytestmark = pytest.mark.anyio
 
@@ -38,100 +33,6 @@ async def doubled(ctx: duron.Context, i: int) -> int:
     return await ctx.run(double, i)
 
 
-class Backend(Protocol):
-    async def store(self) -> JobStore:
-        """A store object on the test's database: a lease owner of its own."""
-        ...
-
-    def expire(self, job_id: str) -> None:
-        """Make the job's lease run out, as if its owner had stalled past it."""
-        ...
-
-    def take_over(self, job_id: str) -> None:
-        """Give the job to another owner under a newer epoch."""
-        ...
-
-    async def aclose(self) -> None: ...
-
-
-class SQLiteBackend:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._stores: list[SQLiteStore] = []
-
-    async def store(self) -> JobStore:
-        # A long lease: no renewal runs between a test's steps.
-        store = SQLiteStore(self.path, lease=60)
-        self._stores.append(store)
-        return store
-
-    def _sql(self, statement: str, job_id: str) -> None:
-        with sqlite3.connect(self.path, isolation_level=None) as db:
-            db.execute(statement, (job_id,))
-
-    def expire(self, job_id: str) -> None:
-        self._sql("UPDATE jobs SET lease_expires = 0 WHERE id = ?", job_id)
-
-    def take_over(self, job_id: str) -> None:
-        self._sql(
-            "UPDATE jobs SET lease_owner = 'other:1:0', epoch = epoch + 1 WHERE id = ?",
-            job_id,
-        )
-
-    async def aclose(self) -> None:
-        for store in self._stores:
-            await store.close()
-
-
-class PostgresBackend:
-    def __init__(self) -> None:
-        self.schema = new_schema()
-        self._stores: list[PostgresStore] = []
-
-    async def store(self) -> JobStore:
-        store = PostgresStore(dsn(), schema=self.schema, lease=60, pool_size=2)
-        if not self._stores:
-            await store.migrate()
-        self._stores.append(store)
-        return store
-
-    def expire(self, job_id: str) -> None:
-        sql(
-            f'UPDATE "{self.schema}".jobs SET lease_expires = now() - '
-            "interval '1 second' WHERE id = %s",
-            job_id,
-        )
-
-    def take_over(self, job_id: str) -> None:
-        sql(
-            f"UPDATE \"{self.schema}\".jobs SET lease_owner = 'other:1:0', "
-            "epoch = epoch + 1 WHERE id = %s",
-            job_id,
-        )
-
-    async def aclose(self) -> None:
-        for store in self._stores:
-            await store.close()
-        await anyio.to_thread.run_sync(drop_schema, self.schema)
-
-
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgres", marks=requires_postgres)],
-)
-async def backend(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Backend]:
-    b: Backend = (
-        SQLiteBackend(tmp_path / "jobs.db")
-        if request.param == "sqlite"
-        else PostgresBackend()
-    )
-    try:
-        yield b
-    finally:
-        await b.aclose()
-
-
 async def run_claimed(store: JobStore, job_id: str) -> object:
     """Run a job this store claimed to its end, as a worker does."""
     async with doubled.invoke(store.log(job_id)) as job:
@@ -142,7 +43,7 @@ async def run_claimed(store: JobStore, job_id: str) -> object:
 async def test_a_job_released_while_its_heartbeat_was_asked_is_not_lost(
     backend: Backend,
 ) -> None:
-    store = await backend.store()
+    store = await backend.store(lease=60)
     await store.submit(doubled, 1, job_id="ends")
     await store.submit(doubled, 2, job_id="taken")
     claims = await store.claim(2)
@@ -159,7 +60,7 @@ async def test_a_job_released_while_its_heartbeat_was_asked_is_not_lost(
 async def test_a_job_whose_lease_ran_out_is_not_claimed_again_by_its_holder(
     backend: Backend,
 ) -> None:
-    store = await backend.store()
+    store = await backend.store(lease=60)
     await store.submit(doubled, 1, job_id="j")
     [claim] = await store.claim(1)
     assert (claim.job_id, claim.epoch) == ("j", 1)
@@ -171,7 +72,7 @@ async def test_a_job_whose_lease_ran_out_is_not_claimed_again_by_its_holder(
     assert (info.lease_owner, info.epoch) == (store.owner, 1)
     assert await store.heartbeat(["j"]) == Heartbeat()
     # Another owner may take it over, and then the holder has lost it.
-    other = await backend.store()
+    other = await backend.store(lease=60)
     [taken] = await other.claim(1)
     assert (taken.job_id, taken.epoch) == ("j", 2)
     assert await store.heartbeat(["j"]) == Heartbeat(lost=frozenset({"j"}))
