@@ -47,6 +47,10 @@ class Backend(Protocol):
         """The ids of the jobs with entries in the database, sorted."""
         ...
 
+    def entry_count(self) -> int:
+        """How many entries the database holds, of every job."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -79,6 +83,10 @@ class SQLiteBackend:
     def logged_jobs(self) -> list[str]:
         rows = self._sql("SELECT DISTINCT job_id FROM entries ORDER BY job_id")
         return [str(job_id) for (job_id,) in rows]
+
+    def entry_count(self) -> int:
+        [(count,)] = self._sql("SELECT count(*) FROM entries")
+        return int(count)
 
     async def aclose(self) -> None:
         for store in self._stores:
@@ -119,6 +127,10 @@ class PostgresBackend:
             f'SELECT DISTINCT job_id FROM "{self.schema}".entries ORDER BY job_id'
         )
         return [str(job_id) for (job_id,) in rows]
+
+    def entry_count(self) -> int:
+        [(count,)] = sql(f'SELECT count(*) FROM "{self.schema}".entries')
+        return int(str(count))
 
     async def aclose(self) -> None:
         for store in self._stores:

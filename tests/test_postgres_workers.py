@@ -1,5 +1,7 @@
-"""``duron.Worker`` on the PostgreSQL store: in one process, and three worker
-processes sharing one database, one SIGKILLed and one SIGSTOPped past its lease."""
+"""``duron.Worker`` on the PostgreSQL store: its appends in one process go through
+the group commit, and three worker processes share one database, one SIGKILLed and
+one SIGSTOPped past its lease. What a worker does on every SQL store is in
+test_worker.py."""
 
 from __future__ import annotations
 
@@ -28,32 +30,15 @@ if TYPE_CHECKING:
 
 pytestmark = requires_postgres
 
-ran: list[str] = []
-release: list[anyio.Event] = []
-
 
 @duron.effect
 async def step(i: int) -> int:
-    ran.append(f"step {i}")
     return i * 10
-
-
-@duron.effect
-async def hold(i: int) -> int:
-    await release[0].wait()
-    ran.append(f"hold {i}")
-    return i
 
 
 @duron.durable
 async def steps(ctx: duron.Context, n: int) -> list[int]:
     return [await ctx.run(step, i) for i in range(n)]
-
-
-@duron.durable
-async def step_then_hold(ctx: duron.Context, i: int) -> int:
-    await ctx.run(step, i)
-    return await ctx.run(hold, i)
 
 
 @pytest.fixture
@@ -64,8 +49,6 @@ def schema() -> Iterator[str]:
 
 @pytest.fixture
 async def store(schema: str) -> AsyncIterator[PostgresStore]:
-    ran.clear()
-    release[:] = [anyio.Event()]
     s = PostgresStore(dsn(), schema=schema, lease=5)
     await s.migrate()
     yield s
@@ -76,18 +59,13 @@ def worker(store: PostgresStore, *fns: duron.DurableFn[..., Any]) -> duron.Worke
     return duron.Worker(store, fns, poll_interval=0.05, heartbeat_interval=0.05)
 
 
-async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait for a condition nothing signals to the test."""
-    with anyio.fail_after(timeout):
-        while not check():
-            await anyio.sleep(0.01)
-
-
 # -- one process -----------------------------------------------------------------------
 
 
 @pytest.mark.anyio
-async def test_a_worker_runs_submitted_jobs(store: PostgresStore) -> None:
+async def test_a_worker_s_appends_go_through_the_group_commit(
+    store: PostgresStore,
+) -> None:
     ids = [await store.submit(steps, n, job_id=f"s{n}") for n in range(1, 6)]
     async with worker(store, steps) as w:
         results = [await store.result(i, steps) for i in ids]
@@ -97,36 +75,6 @@ async def test_a_worker_runs_submitted_jobs(store: PostgresStore) -> None:
     assert w.ended == 6
     assert store.appends > 0
     assert store.flushes <= store.appends
-
-
-@pytest.mark.anyio
-async def test_cancel_reaches_the_durable_code(store: PostgresStore) -> None:
-    await store.submit(step_then_hold, 1, job_id="c")
-    async with worker(store, step_then_hold):
-        await until(lambda: ran == ["step 1"])
-        assert await store.cancel("c") is True
-        with pytest.raises(duron.JobCancelledError):
-            await store.result("c")
-    assert (await store.get("c")).status == "cancelled"
-
-
-@pytest.mark.anyio
-async def test_a_job_whose_lease_was_taken_over_is_stopped_without_writing(
-    store: PostgresStore, schema: str
-) -> None:
-    await store.submit(step_then_hold, 1, job_id="j")
-    async with worker(store, step_then_hold) as w:
-        await until(lambda: ran == ["step 1"])
-        sql(
-            f"UPDATE \"{schema}\".jobs SET lease_owner = 'other:1:0', "
-            "epoch = epoch + 1 WHERE id = 'j'"
-        )
-        before = sql(f'SELECT count(*) FROM "{schema}".entries')
-        release[0].set()  # the held effect ends: its completion is refused
-        await until(lambda: w.running == [])
-    info = await store.get("j")
-    assert (info.status, info.lease_owner) == ("running", "other:1:0")
-    assert sql(f'SELECT count(*) FROM "{schema}".entries') == before
 
 
 # -- three processes: one killed, one stopped past its lease -------------------------------

@@ -1,5 +1,6 @@
-"""``duron.Worker`` on the SQLite store: running, resuming, failing, cancelling,
-stopping, losing leases, and two worker processes sharing one file."""
+"""``duron.Worker``: running, resuming, failing, cancelling, stopping, losing
+leases (on every SQL store: the ``store`` fixture runs a test on SQLite and, when a
+server answers, PostgreSQL), and two worker processes sharing one SQLite file."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from duron.contrib.storage import SQLiteStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
+
+    from store_backends import Backend, Store
 
 
 HERE = Path(__file__).parent
@@ -96,7 +99,16 @@ async def unknown(ctx: duron.Context) -> int:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+async def store(backend: Backend) -> Store:
+    """A store on each SQL store (closed by ``backend``)."""
+    global state
+    state = State(release=anyio.Event())
+    return await backend.store(lease=5)
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """For the tests that edit a SQLite store's tables behind its back."""
     global state
     state = State(release=anyio.Event())
     s = SQLiteStore(tmp_path / "jobs.db", lease=5)
@@ -104,9 +116,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     await s.close()
 
 
-def worker(
-    store: SQLiteStore, *fns: duron.DurableFn[..., Any], **kw: int
-) -> duron.Worker:
+def worker(store: Store, *fns: duron.DurableFn[..., Any], **kw: int) -> duron.Worker:
     return duron.Worker(store, fns, poll_interval=0.05, heartbeat_interval=0.05, **kw)
 
 
@@ -125,7 +135,7 @@ def raw_db(store: SQLiteStore) -> sqlite3.Connection:
 
 
 @pytest.mark.anyio
-async def test_runs_jobs_submitted_before_and_while_it_runs(store: SQLiteStore) -> None:
+async def test_runs_jobs_submitted_before_and_while_it_runs(store: Store) -> None:
     before = [await store.submit(steps, n, job_id=f"b{n}") for n in range(1, 4)]
     async with worker(store, steps) as w:
         during = [await store.submit(steps, n, job_id=f"d{n}") for n in range(1, 4)]
@@ -140,7 +150,7 @@ async def test_runs_jobs_submitted_before_and_while_it_runs(store: SQLiteStore) 
 
 
 @pytest.mark.anyio
-async def test_runs_at_most_concurrency_jobs_at_once(store: SQLiteStore) -> None:
+async def test_runs_at_most_concurrency_jobs_at_once(store: Store) -> None:
     ids = [await store.submit(step_then_hold, i) for i in range(8)]
     async with worker(store, step_then_hold, concurrency=3) as w:
         await until(lambda: state.active == 3)
@@ -155,15 +165,15 @@ async def test_runs_at_most_concurrency_jobs_at_once(store: SQLiteStore) -> None
 
 
 @pytest.mark.anyio
-async def test_resumes_unfinished_jobs_on_start(store: SQLiteStore) -> None:
+async def test_resumes_unfinished_jobs_on_start(sqlite_store: SQLiteStore) -> None:
     # One job stopped at a safe point by its host...
-    async with step_then_hold.invoke(store.log("stopped")) as job:
+    async with step_then_hold.invoke(sqlite_store.log("stopped")) as job:
         await job.start(1)
         await until(lambda: state.active == 1)
-    assert (await store.get("stopped")).status == "pending"
+    assert (await sqlite_store.get("stopped")).status == "pending"
     # ...and one whose process died while it held the job.
-    await store.submit(steps, 1, job_id="orphan")
-    with raw_db(store) as db:
+    await sqlite_store.submit(steps, 1, job_id="orphan")
+    with raw_db(sqlite_store) as db:
         db.execute(
             "UPDATE jobs SET status = 'running', lease_owner = 'dead:1:0', "
             "lease_expires = 1, epoch = 3 WHERE id = 'orphan'"
@@ -171,19 +181,19 @@ async def test_resumes_unfinished_jobs_on_start(store: SQLiteStore) -> None:
     assert state.ran == ["step 1"]
     assert state.release is not None
     state.release.set()
-    async with worker(store, step_then_hold, steps):
-        assert await store.result("stopped") == 1
-        assert await store.result("orphan") == [0]
+    async with worker(sqlite_store, step_then_hold, steps):
+        assert await sqlite_store.result("stopped") == 1
+        assert await sqlite_store.result("orphan") == [0]
     # The step whose result was logged before the stop did not run again.
     assert sorted(state.ran) == ["hold 1", "step 0", "step 1"]
-    assert (await store.get("orphan")).epoch == 4
+    assert (await sqlite_store.get("orphan")).epoch == 4
 
 
 # -- failures ----------------------------------------------------------------------------------
 
 
 @pytest.mark.anyio
-async def test_a_job_error_is_recorded_and_re_raised(store: SQLiteStore) -> None:
+async def test_a_job_error_is_recorded_and_re_raised(store: Store) -> None:
     await store.submit(broken, 7, job_id="b7")
     async with worker(store, broken):
         with pytest.raises(ValueError, match=r"^order 7 is broken$"):
@@ -199,7 +209,7 @@ async def test_a_job_error_is_recorded_and_re_raised(store: SQLiteStore) -> None
 
 @pytest.mark.anyio
 async def test_a_job_of_an_unknown_function_fails_with_a_clear_error(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     await store.submit(unknown, job_id="u")
     await store.submit(steps, 1, job_id="s")
@@ -227,12 +237,12 @@ async def test_a_job_of_an_unknown_function_fails_with_a_clear_error(
 
 @pytest.mark.anyio
 async def test_a_job_whose_log_the_code_no_longer_replays_fails_and_can_be_requeued(
-    store: SQLiteStore,
+    sqlite_store: SQLiteStore,
 ) -> None:
-    async with steps.invoke(store.log("s")) as job:
+    async with steps.invoke(sqlite_store.log("s")) as job:
         await job.start(2)
         await job.wait()
-    with raw_db(store) as db:  # the job's end is gone, and the code now diverges
+    with raw_db(sqlite_store) as db:  # the job's end is gone, and the code now diverges
         db.execute("DELETE FROM entries WHERE job_id = 's' AND seq >= 2")
         db.execute("UPDATE jobs SET status = 'pending' WHERE id = 's'")
 
@@ -240,14 +250,14 @@ async def test_a_job_whose_log_the_code_no_longer_replays_fails_and_can_be_reque
     async def changed(ctx: duron.Context, n: int) -> int:
         return await ctx.run(step, 99)
 
-    async with worker(store, changed):
+    async with worker(sqlite_store, changed):
         with pytest.raises(
             duron.EffectError, match="NonDeterminismError: job s: at position 0"
         ):
-            await store.result("s")
-    await store.requeue("s")
-    async with worker(store, steps):
-        assert await store.result("s") == [0, 10]
+            await sqlite_store.result("s")
+    await sqlite_store.requeue("s")
+    async with worker(sqlite_store, steps):
+        assert await sqlite_store.result("s") == [0, 10]
 
 
 # -- cancel --------------------------------------------------------------------------------------
@@ -255,7 +265,7 @@ async def test_a_job_whose_log_the_code_no_longer_replays_fails_and_can_be_reque
 
 @pytest.mark.anyio
 async def test_cancel_reaches_the_durable_code_at_its_next_await(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     await store.submit(cancellable, 1, job_id="c")
     async with worker(store, cancellable):
@@ -272,22 +282,21 @@ async def test_cancel_reaches_the_durable_code_at_its_next_await(
 
 @pytest.mark.anyio
 async def test_a_cancel_from_another_process_is_seen_in_the_jobs_table(
-    store: SQLiteStore, tmp_path: Path
+    store: Store, backend: Backend
 ) -> None:
     await store.submit(cancellable, 3, job_id="c")
-    other = SQLiteStore(tmp_path / "jobs.db")  # another process's store object
+    other = await backend.store()  # another process's store object
     async with worker(store, cancellable):
         await until(lambda: state.active == 1)
         assert await other.cancel("c") is True
         with pytest.raises(duron.JobCancelledError, match=r"^job c was cancelled$"):
             await other.result("c")
-    await other.close()
     assert state.seen == ["cancelled 3"]
 
 
 @pytest.mark.anyio
 async def test_cancel_of_a_stopped_job_is_delivered_when_it_resumes(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     async with cancellable.invoke(store.log("c")) as job:
         await job.start(2)
@@ -305,7 +314,7 @@ async def test_cancel_of_a_stopped_job_is_delivered_when_it_resumes(
 
 @pytest.mark.anyio
 async def test_stopping_the_worker_stops_jobs_at_a_safe_point(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     ids = [await store.submit(step_then_hold, i) for i in range(3)]
     async with worker(store, step_then_hold) as w:
@@ -335,22 +344,19 @@ async def test_stopping_the_worker_stops_jobs_at_a_safe_point(
 
 @pytest.mark.anyio
 async def test_a_job_whose_lease_was_taken_over_is_stopped_without_writing(
-    store: SQLiteStore,
+    store: Store, backend: Backend
 ) -> None:
     await store.submit(step_then_hold, 1, job_id="j")
     async with worker(store, step_then_hold) as w:
         await until(lambda: state.active == 1)
-        with raw_db(store) as db:
-            db.execute(
-                "UPDATE jobs SET lease_owner = 'other:1:0', epoch = epoch + 1 "
-                "WHERE id = 'j'"
-            )
-            before = db.execute("SELECT count(*) FROM entries").fetchone()
+        backend.take_over("j")
+        before = backend.entry_count()
+        assert state.release is not None
+        state.release.set()  # the held effect ends: its completion is refused
         await until(lambda: w.running == [])
     info = await store.get("j")
     assert (info.status, info.lease_owner) == ("running", "other:1:0")
-    with raw_db(store) as db:
-        assert db.execute("SELECT count(*) FROM entries").fetchone() == before
+    assert backend.entry_count() == before
 
 
 class ClaimsItsOwnJobs(SQLiteStore):
