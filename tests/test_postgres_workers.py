@@ -22,7 +22,7 @@ from duron.contrib.storage import PostgresStore
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-import postgres_jobs  # noqa: E402
+import worker_jobs  # noqa: E402
 from postgres_support import dsn, requires_postgres, schema_name, sql  # noqa: E402
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def run_three_workers(tmp_path: Path, schema: str, n_jobs: int) -> None:
             await store.migrate()
             for job in range(n_jobs):
                 await store.submit(
-                    postgres_jobs.chain, job, job_id=postgres_jobs.job_id(job)
+                    worker_jobs.chain, job, job_id=worker_jobs.job_id(job)
                 )
 
     anyio.run(submit)
@@ -170,7 +170,7 @@ def run_three_workers(tmp_path: Path, schema: str, n_jobs: int) -> None:
         number = int(str(job_id).removeprefix("job-"))
         assert (status, orjson.loads(str(result))) == (
             "completed",
-            postgres_jobs.expected(number),
+            worker_jobs.expected(number),
         ), job_id
 
     by_job: dict[str, list[tuple[int, int, dict[str, Any]]]] = collections.defaultdict(
@@ -198,7 +198,7 @@ def run_three_workers(tmp_path: Path, schema: str, n_jobs: int) -> None:
         ), job_id
         completions = [(epoch, e) for _, epoch, e in rows if e["type"] == "done"]
         assert sorted(e["id"] for _, e in completions) == list(
-            range(postgres_jobs.STEPS)
+            range(worker_jobs.STEPS)
         ), job_id
         # No writer wrote after a newer epoch did: a stale worker never wrote.
         epochs = [epoch for _, epoch, _ in rows]
@@ -218,7 +218,7 @@ def run_three_workers(tmp_path: Path, schema: str, n_jobs: int) -> None:
     # operation was under an older lease (a worker killed or stopped before its
     # completion could be logged).
     assert sorted(logged) == sorted(
-        (job, op) for job in range(n_jobs) for op in range(postgres_jobs.STEPS)
+        (job, op) for job in range(n_jobs) for op in range(worker_jobs.STEPS)
     )
     reruns = 0
     for key, (token, epoch) in logged.items():

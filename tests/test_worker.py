@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))  # for the subprocess helper's durable functions
-import sqlite_jobs  # noqa: E402
+sys.path.insert(0, str(HERE))  # for the worker processes' durable functions
+import worker_jobs  # noqa: E402
 
 
 @dataclass
@@ -458,7 +458,7 @@ def test_two_worker_processes_one_killed_every_job_finishes_exactly_once(
     async def submit() -> None:
         store = SQLiteStore(db)
         for job in range(n_jobs):
-            await store.submit(sqlite_jobs.chain, job, job_id=f"job-{job}")
+            await store.submit(worker_jobs.chain, job, job_id=worker_jobs.job_id(job))
         await store.close()
 
     anyio.run(submit)
@@ -484,7 +484,7 @@ def test_two_worker_processes_one_killed_every_job_finishes_exactly_once(
 
     runs: dict[tuple[int, int], list[str]] = collections.defaultdict(list)
     for line in side.read_text().splitlines():
-        job, op, token = line.split()
+        _, job, op, token, _ = line.split()  # run JOB OP TOKEN EPOCH
         runs[int(job), int(op)].append(token)
     with sqlite3.connect(db) as conn:
         jobs = conn.execute("SELECT id, status, result, epoch FROM jobs").fetchall()
@@ -496,7 +496,7 @@ def test_two_worker_processes_one_killed_every_job_finishes_exactly_once(
         number = int(job_id.removeprefix("job-"))
         assert (status, orjson.loads(result)) == (
             "completed",
-            sqlite_jobs.expected(number),
+            worker_jobs.expected(number),
         )
     ends: collections.Counter[str] = collections.Counter()
     logged: dict[tuple[int, int], list[str]] = collections.defaultdict(list)
@@ -509,7 +509,7 @@ def test_two_worker_processes_one_killed_every_job_finishes_exactly_once(
     assert set(ends.values()) == {1}
     assert len(ends) == n_jobs
     assert sorted(logged) == sorted(
-        (job, op) for job in range(n_jobs) for op in range(sqlite_jobs.STEPS)
+        (job, op) for job in range(n_jobs) for op in range(worker_jobs.STEPS)
     )
     for key, tokens in logged.items():
         assert len(tokens) == 1, key
