@@ -199,9 +199,12 @@ class JobStore(Protocol):
         ...
 
     async def list_jobs(
-        self, status: JobStatus | None = None, *, limit: int | None = None
+        self,
+        status: JobStatus | Iterable[JobStatus] | None = None,
+        *,
+        limit: int | None = None,
     ) -> list[JobInfo]:
-        """Jobs, oldest first, optionally of one status."""
+        """Jobs, oldest first, optionally of one status or of several."""
         ...
 
     @overload
@@ -235,7 +238,10 @@ class JobStore(Protocol):
         ...
 
     async def prune(
-        self, *, status: JobStatus | Iterable[JobStatus], older_than: timedelta
+        self,
+        *,
+        status: JobStatus | Iterable[JobStatus] = ("completed", "failed", "cancelled"),
+        older_than: timedelta,
     ) -> int:
         """Delete ended jobs last changed before ``now - older_than``."""
         ...
