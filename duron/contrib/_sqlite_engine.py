@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import anyio
 
 from duron._errors import DuronError, InternalError, SchemaError, StorageError
-from duron.contrib._wakeups import Request, Watchers, host_caller
+from duron.contrib._wakeups import Request, Watchers, host_waiter
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Engine"]
 
@@ -122,9 +122,10 @@ class Engine:
         waiting does not unqueue it: it still runs, like a write already handed to
         the OS.
         """
+        call, event = host_waiter(_STORE)
         req = _Request(
-            call=host_caller(_STORE),
-            event=anyio.Event(),
+            call=call,
+            event=event,
             signal=signal,
             job=job,
             fn=fn,
@@ -188,11 +189,8 @@ class Engine:
                         stop = True
                     else:
                         batch.append(first)
-                while True:
-                    try:
-                        more = q.get_nowait()
-                    except queue.Empty:
-                        break
+                while not q.empty():  # this thread is the only reader
+                    more = q.get_nowait()
                     if more is None:
                         stop = True
                     else:

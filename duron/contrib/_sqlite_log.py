@@ -107,19 +107,25 @@ class SQLiteLog(SQLLog["SQLiteStore"]):
         ending: Ending | None,
     ) -> None:
         job_id, owner = self.job_id, self.store.owner
-        rows = [(job_id, start + i, e.decode()) for i, e in enumerate(entries)]
+        rows = [
+            (job_id, start + i, e.decode(), job_id, owner, epoch)
+            for i, e in enumerate(entries)
+        ]
 
         def run(conn: sqlite3.Connection) -> None:
-            # A read, not an update: the jobs row's page stays out of the commit.
-            # The transaction holds the write lock, so the check cannot go stale.
-            row = conn.execute(
-                "SELECT lease_owner, epoch FROM jobs WHERE id = ?", (job_id,)
-            ).fetchone()
-            if row is None or row[0] != owner or row[1] != epoch:
+            # The epoch check rides in the insert (a row per entry only while the
+            # lease is still this writer's), and reads the jobs row without
+            # updating it, so its page stays out of the commit. The transaction
+            # holds the write lock, so the check cannot go stale.
+            if len(rows) == 1:
+                inserted = conn.execute(_INSERT, rows[0]).rowcount
+            else:
+                inserted = conn.executemany(_INSERT, rows).rowcount
+            if inserted != len(rows):
+                row = conn.execute(
+                    "SELECT lease_owner, epoch FROM jobs WHERE id = ?", (job_id,)
+                ).fetchone()
                 raise LeaseLostError(job=job_id, detail=lost_detail(row, epoch))
-            conn.executemany(
-                "INSERT INTO entries (job_id, seq, entry) VALUES (?, ?, ?)", rows
-            )
             if started is not None:
                 conn.execute(
                     "UPDATE jobs SET function = ?, args = ? WHERE id = ?",
@@ -135,6 +141,12 @@ class SQLiteLog(SQLLog["SQLiteStore"]):
         await self.store._engine.call(
             run, signal=DONE if ending is not None else 0, job=job_id
         )
+
+
+_INSERT = (
+    "INSERT INTO entries (job_id, seq, entry) SELECT ?, ?, ? FROM jobs "
+    "WHERE id = ? AND lease_owner = ? AND epoch = ?"
+)
 
 
 def _next_seq(conn: sqlite3.Connection, job_id: str) -> int:

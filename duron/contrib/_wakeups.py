@@ -17,11 +17,19 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
-__all__ = ["DONE", "WORK", "Request", "Watchers", "host_caller"]
+__all__ = [
+    "DONE",
+    "WORK",
+    "Request",
+    "Waiter",
+    "Watchers",
+    "host_caller",
+    "host_waiter",
+]
 
 WORK = 1  # a job may have become runnable (or was asked to cancel)
 DONE = 2  # a job ended
@@ -43,12 +51,50 @@ def host_caller(store: str) -> Callable[..., object]:
     raise RuntimeError(f"the {store} is used from async code only")  # pragma: no cover
 
 
+class Waiter(Protocol):
+    """What a request's caller waits on: :class:`anyio.Event` or :class:`_Future`."""
+
+    def set(self) -> None: ...
+
+    async def wait(self) -> None: ...
+
+
+class _Future:
+    """A waiter on an asyncio loop: one bare future, woken by one callback.
+
+    ``anyio.Event`` on asyncio adds an ``asyncio.Event``, its waiter queue and a
+    second future on top; on a store's per-step round trip that costs ~10 µs.
+    A task cancelled while waiting cancels the future, so :meth:`set` skips it.
+    """
+
+    __slots__ = ("_fut",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._fut: asyncio.Future[None] = loop.create_future()
+
+    def set(self) -> None:
+        if not self._fut.done():
+            self._fut.set_result(None)
+
+    async def wait(self) -> None:
+        await self._fut
+
+
+def host_waiter(store: str) -> tuple[Callable[..., object], Waiter]:
+    """:func:`host_caller` and a fresh waiter for this task's loop."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return host_caller(store), anyio.Event()
+    return loop.call_soon_threadsafe, _Future(loop)
+
+
 @dataclass(slots=True, eq=False)
 class Request:
     """One caller's request: the way back to its loop, and the answer."""
 
     call: Callable[..., object]
-    event: anyio.Event
+    event: Waiter
     signal: int = 0  # WORK | DONE: what a success tells the watchers
     job: str | None = None  # the job a DONE signal is about
     result: Any = None
@@ -70,7 +116,7 @@ class _Watcher:
     event: anyio.Event
 
 
-def _set_all(events: list[anyio.Event]) -> None:
+def _set_all(events: list[Waiter]) -> None:
     for ev in events:
         ev.set()
 
@@ -100,7 +146,7 @@ class Watchers:
     def wake(self, batch: Iterable[Request]) -> None:
         """Wake the callers of ``batch`` and the watchers its successes signal
         (called on the store's thread)."""
-        by_loop: dict[Callable[..., object], list[anyio.Event]] = {}
+        by_loop: dict[Callable[..., object], list[Waiter]] = {}
         signals = 0
         done_jobs: set[str] = set()
         for req in batch:
