@@ -10,8 +10,8 @@ the job's outcome live here too.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from duron._codec import describe_type, explain
 from duron._errors import (
@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 
 
 __all__ = ["DriverBase"]
+
+_V = TypeVar("_V")
 
 
 class DriverBase:
@@ -141,20 +143,32 @@ class DriverBase:
         No if it records another operation there, or the job's end.
         """
         position = self.replayer.next_id
+
+        def verdict(entry: Entry) -> bool | None:
+            return _patch_verdict(entry, position, change_id)
+
         if self._current is not None:
-            verdict = _patch_verdict(self._current, position, change_id)
-            if verdict is not None:
-                return verdict
-        for _, entry in self._lookahead:
-            verdict = _patch_verdict(entry, position, change_id)
-            if verdict is not None:
-                return verdict
+            answer = verdict(self._current)
+            if answer is not None:
+                return answer
+        found = await self._scan_ahead(verdict)
+        return True if found is None else found[2]
+
+    async def _scan_ahead(
+        self, verdict: Callable[[Entry], _V | None]
+    ) -> tuple[int, Entry, _V] | None:
+        """The first entry not yet fed for which ``verdict`` says something, with
+        what it says; entries read to find it stay in the lookahead."""
+        for offset, entry in self._lookahead:
+            answer = verdict(entry)
+            if answer is not None:
+                return offset, entry, answer
         while (item := await self._read_entry()) is not None:
             self._lookahead.append(item)
-            verdict = _patch_verdict(item[1], position, change_id)
-            if verdict is not None:
-                return verdict
-        return True
+            answer = verdict(item[1])
+            if answer is not None:
+                return item[0], item[1], answer
+        return None
 
     def _cancel_root(self) -> None:
         root = self.root
@@ -194,11 +208,10 @@ class DriverBase:
         self, result: JSONValue, error: ErrorInfo | None, cause: BaseException | None
     ) -> Outcome:
         if error is not None:
-            exc = rebuild(error)
-            if cause is not None and exc is not cause:
-                exc.__cause__ = cause
             return Outcome(
-                error=exc, recorded_error=error, position=self.replayer.next_id
+                error=rebuild(error, cause),
+                recorded_error=error,
+                position=self.replayer.next_id,
             )
         ann = self.dfn.sig.return_annotation
         try:
@@ -281,10 +294,7 @@ class DriverBase:
         if fut.done():
             return
         if error is not None:
-            exc = rebuild(error)
-            if cause is not None and exc is not cause:
-                exc.__cause__ = cause
-            fut.set_exception(exc)
+            fut.set_exception(rebuild(error, cause))
             return
         if decoded is UNDECODED:
             decoded = self._decode(

@@ -27,12 +27,20 @@ def error_info(exc: BaseException) -> ErrorInfo:
     return ErrorInfo(f"{cls.__module__}.{cls.__qualname__}", str(exc), args)
 
 
-def rebuild(info: ErrorInfo) -> BaseException:
+def rebuild(info: ErrorInfo, cause: BaseException | None = None) -> BaseException:
     """The recorded exception as its own type when it can be found and built.
 
     Only modules already imported are searched (reading a log never imports code).
     Anything else becomes :class:`~duron.EffectError` naming the original type.
+    ``cause`` (the live exception, on a first run) becomes its ``__cause__``.
     """
+    exc = _rebuild(info)
+    if cause is not None and exc is not cause:
+        exc.__cause__ = cause
+    return exc
+
+
+def _rebuild(info: ErrorInfo) -> BaseException:
     cls = _find_class(info.type)
     if cls is not None:
         try:

@@ -173,7 +173,7 @@ class _Scoped:
 
 
 class _AnyioHost:
-    __slots__ = ("_event", "_handles", "_scope", "_tg")
+    __slots__ = ("_event", "_handles", "_tg")
 
     def __init__(self, tg: TaskGroup) -> None:
         self._tg = tg

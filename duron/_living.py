@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from duron._driver import DriverBase
 from duron._entries import JobCancelled
 from duron._log import (
     Entry,
@@ -36,8 +37,6 @@ from duron._runner import run_effect
 if TYPE_CHECKING:
     import asyncio
 
-
-from duron._driver import DriverBase
 
 __all__ = ["START_FLUSH_DELAY", "LivePhase"]
 
@@ -73,7 +72,7 @@ class LivePhase(DriverBase):
         end = JobFinished(
             t, out.get("result"), ErrorInfo.from_json(out) if "type" in out else None
         )
-        entries = self._take_starts(t)
+        entries = self._take_starts()
         entries.append(end)
         await self._append(entries)
         cause = None
@@ -159,7 +158,7 @@ class LivePhase(DriverBase):
         batch = list(self._events)
         self._events.clear()
         entries: list[Entry] = (
-            self._take_starts(t, _finishing(batch)) if self._unflushed else []
+            self._take_starts(_finishing(batch)) if self._unflushed else []
         )
         for ev in batch:
             if type(ev) is Fatal:
@@ -197,7 +196,7 @@ class LivePhase(DriverBase):
             if self._patch_queries:
                 await self._settle()
 
-    def _take_starts(self, t: float, finishing: set[int] | None = None) -> list[Entry]:
+    def _take_starts(self, finishing: set[int] | None = None) -> list[Entry]:
         """``start`` entries for the ops still running (``finishing``: done in this batch)."""
         if not self._unflushed:
             return []
@@ -242,7 +241,7 @@ class LivePhase(DriverBase):
 
     async def _flush_starts(self) -> None:
         self._flush_due = False
-        starts = self._take_starts(self.loop.time())
+        starts = self._take_starts()
         if starts:
             await self._append(starts)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from duron._driver import DriverBase
 from duron._errors import (
     NonDeterminismError,
 )
@@ -18,6 +19,7 @@ from duron._log import (
     Entry,
     OpCompleted,
     OpStarted,
+    decode_entry,
 )
 from duron._ops import (
     Outcome,
@@ -29,8 +31,6 @@ if TYPE_CHECKING:
     from duron._effect import EffectSpec
     from duron._json import JSONValue
 
-from duron._driver import DriverBase
-from duron._log import decode_entry
 
 __all__ = ["ReplayPhase"]
 
@@ -189,17 +189,12 @@ class ReplayPhase(DriverBase):
         if not unseen:
             return None
         op = min(unseen, key=lambda o: o.id)
-        found = next(
-            (item for item in self._lookahead if getattr(item[1], "id", None) == op.id),
-            None,
+        found = await self._scan_ahead(
+            lambda entry: True if getattr(entry, "id", None) == op.id else None
         )
-        while found is None and (item := await self._read_entry()) is not None:
-            self._lookahead.append(item)
-            if getattr(item[1], "id", None) == op.id:
-                found = item
         if found is None:
             return None
-        offset, entry = found
+        offset, entry, _ = found
         if not isinstance(entry, (OpStarted, OpCompleted)) or entry.name is None:
             return None
         assert entry.kind is not None

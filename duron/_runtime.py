@@ -25,6 +25,7 @@ from duron._errors import (
 from duron._exceptions import error_info
 from duron._host import OutputChannel
 from duron._hostloop import HostLoop, host_loop
+from duron._living import LivePhase
 from duron._loop import DurableLoop
 from duron._ops import (
     CancelRequest,
@@ -38,6 +39,7 @@ from duron._ops import (
     Recorded,
 )
 from duron._replay import Replayer
+from duron._replaying import ReplayPhase
 from duron._signal import Signal
 from duron._stream import Stream, StreamWriter, _Channel
 
@@ -53,8 +55,6 @@ if TYPE_CHECKING:
     )
     from duron._storage import LogStorage
 
-from duron._living import LivePhase
-from duron._replaying import ReplayPhase
 
 _running_loop = asyncio.events._get_running_loop
 
