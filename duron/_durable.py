@@ -16,7 +16,7 @@ from typing import (
     overload,
 )
 
-from duron._codec import UNANNOTATED, Codec, PydanticCodec, describe_type
+from duron._codec import UNANNOTATED, Codec, JSONValue, PydanticCodec, describe_type
 from duron._errors import UsageError
 from duron._signature import Signature, qualified_name
 
@@ -136,6 +136,32 @@ class DurableFn(Generic[_P, _T]):
                 if p.name in self.provided
             )
         return self._injections
+
+    def encode_arguments(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], *, via: str
+    ) -> dict[str, JSONValue]:
+        """A job's arguments as its first log entry records them (by name, encoded).
+
+        Args:
+            args: Positional arguments after the context.
+            kwargs: Keyword arguments.
+            via: The call that received them (``"start()"``, ``"submit()"``), for
+                the error message.
+
+        Raises:
+            UsageError: Bad arguments, or a value for a ``= duron.Provided``
+                parameter.
+            PayloadError: An argument cannot be encoded.
+        """
+        bound = self.sig.bind((None, *args), kwargs)
+        bound.pop(next(iter(self.sig.sig.parameters)), None)
+        for name in self.provided:
+            if name in bound:
+                raise UsageError(
+                    f"parameter {name!r} of {self.name} is provided by the job "
+                    f"(= duron.Provided); do not pass it to {via}"
+                )
+        return self.sig.encode_inputs(self.codec, bound)
 
     def invoke(self, storage: LogStorage) -> Job[_P, _T]:
         """Open a job on ``storage``; use it as an async context manager.

@@ -106,18 +106,8 @@ class Job(Generic[_P, _T]):
             JobMismatchError: The log holds another function or other arguments.
             PayloadError: An argument cannot be encoded.
         """
-        dfn = self._dfn
-        bound = dfn.sig.bind((None, *args), kwargs)
-        params = list(dfn.sig.sig.parameters)
-        bound.pop(params[0], None)
-        for name in dfn.provided:
-            if name in bound:
-                raise UsageError(
-                    f"parameter {name!r} of {dfn.name} is provided by the job "
-                    "(= duron.Provided); do not pass it to start()"
-                )
         try:
-            encoded = dfn.sig.encode_inputs(dfn.codec, bound)
+            encoded = self._dfn.encode_arguments(args, kwargs, via="start()")
         except PayloadError as err:
             raise PayloadError(
                 what=err.what,

@@ -307,19 +307,9 @@ def job_entry_for(
             f"submit() takes a @duron.durable function, not {fn!r}; decorate it "
             "with @duron.durable"
         )
-    sig = fn.sig
-    bound = sig.bind((None, *args), kwargs)
-    params = list(sig.sig.parameters)
-    bound.pop(params[0], None)
-    for name in fn.provided:
-        if name in bound:
-            raise UsageError(
-                f"parameter {name!r} of {fn.name} is provided by the job "
-                "(= duron.Provided); do not pass it to submit()"
-            )
-    encoded = sig.encode_inputs(fn.codec, bound)
+    encoded = fn.encode_arguments(args, kwargs, via="submit()")
     for name, data in encoded.items():
-        ann = sig.param(name).annotation
+        ann = fn.sig.param(name).annotation
         try:
             fn.codec.decode(data, ann)
         except Exception as exc:
