@@ -143,7 +143,7 @@ class Signature:
         return self._by_name[name]  # KeyError: recorded inputs may name old params
 
     def encode_inputs(
-        self, codec: Codec, bound: dict[str, Any], *, lenient: bool = True
+        self, codec: Codec, bound: dict[str, Any]
     ) -> dict[str, JSONValue]:
         """Encode bound arguments by their parameter annotations."""
         if self._hints is None:
@@ -151,7 +151,7 @@ class Signature:
         encode_as = self._encode_as
         out: dict[str, JSONValue] = {}
         for key, value in bound.items():
-            ann = encode_as[key] if lenient else self._input_annotation(key, lenient)
+            ann = encode_as[key]
             try:
                 out[key] = codec.encode(value, ann)
             except Exception as exc:
@@ -190,22 +190,13 @@ class Signature:
             KeyError: A recorded input names no parameter of the function.
             Exception: A recorded input no longer validates (the codec's error).
         """
+        if self._hints is None:
+            self.resolve()
+        encode_as = self._encode_as
         values = {
-            key: codec.decode(data, self._input_annotation(key, True))
-            for key, data in recorded.items()
+            key: codec.decode(data, encode_as[key]) for key, data in recorded.items()
         }
         return self.encode_inputs(codec, values)
-
-    def _input_annotation(self, key: str, lenient: bool) -> Any:
-        p = self.param(key)
-        ann = p.annotation
-        if p.kind is inspect.Parameter.VAR_POSITIONAL and ann is not UNANNOTATED:
-            ann = tuple[ann, ...]  # type: ignore[valid-type]
-        elif p.kind is inspect.Parameter.VAR_KEYWORD and ann is not UNANNOTATED:
-            ann = dict[str, ann]  # type: ignore[valid-type]
-        if ann is UNANNOTATED and lenient:
-            ann = Any
-        return ann
 
 
 def _encode_annotation(p: Param) -> Any:
