@@ -10,7 +10,7 @@ the job's outcome live here too.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from duron._codec import describe_type, explain
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from duron._codec import Codec
     from duron._durable import DurableFn
     from duron._host import OutputChannel
-    from duron._hostloop import HostLoop
+    from duron._hostloop import AsyncioHost, HostLoop
     from duron._json import JSONValue
     from duron._loop import DurableLoop
     from duron._replay import Replayer
@@ -85,6 +85,9 @@ class DriverBase:
     _unflushed: list[LiveOp]
     _events: deque[Event]
     _host: HostLoop | None
+    _inline: AsyncioHost | None
+    _append_nowait: Callable[[Sequence[bytes]], bool] | None
+    _unyielded: int
     _flush_due: bool
     _random_calls: int
     _patch_queries: list[tuple[str, asyncio.Future[bool]]]
@@ -232,6 +235,22 @@ class DriverBase:
             raise self._unwritable(entries) from None
         await self.storage.append(data)
         self.entries_written += len(entries)
+
+    def _append_now(self, entries: list[Entry]) -> bool:
+        """Append without waiting, if the storage can; False (nothing written) if not."""
+        append_nowait = self._append_nowait
+        if append_nowait is None:
+            return False
+        try:
+            data = [encode_entry(e) for e in entries]
+        except TypeError:
+            raise self._unwritable(entries) from None
+        if not append_nowait(data):
+            self._append_nowait = None  # this storage never can (e.g. fsync mode)
+            self._inline = None
+            return False
+        self.entries_written += len(entries)
+        return True
 
     def _unwritable(self, entries: list[Entry]) -> DuronError:
         """Name the payload in ``entries`` that cannot be written to the log."""

@@ -10,10 +10,12 @@ scopes and events, which are portable but heavier.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sys
+from asyncio import events
 from asyncio.tasks import _enter_task, _leave_task
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -30,7 +32,9 @@ def _current_library() -> str:
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-__all__ = ["Cancellable", "HostLoop", "host_loop"]
+__all__ = ["AsyncioHost", "Cancellable", "HostLoop", "host_loop"]
+
+_T = TypeVar("_T")
 
 
 class Cancellable(Protocol):
@@ -64,7 +68,7 @@ class HostLoop(Protocol):
 def host_loop(tg: TaskGroup) -> HostLoop:
     """The cheapest host adapter for the running event loop."""
     if _current_library() == "asyncio":
-        return _AsyncioHost()
+        return AsyncioHost()
     return _AnyioHost(tg)
 
 
@@ -101,22 +105,50 @@ def _wake_future(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-class _AsyncioHost:
-    __slots__ = ("_fut", "_loop", "_tasks")
+class AsyncioHost:
+    __slots__ = ("_context", "_fut", "_hooks", "_loop", "_tasks")
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._fut: asyncio.Future[None] | None = None
+        # Effects run in a copy of the driver's context, wherever they are started
+        # from, and first-iterate async generators under the host's hooks.
+        self._context = contextvars.copy_context()
+        self._hooks = sys.get_asyncgen_hooks()
 
     def spawn(
         self, fn: Callable[..., Awaitable[None]], *args: Any, name: str
     ) -> Cancellable:
+        return self._start(fn(*args), name)  # type: ignore[arg-type]
+
+    def spawn_inline(
+        self,
+        fn: Callable[..., Coroutine[Any, Any, _T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        name: str,
+    ) -> asyncio.Task[_T]:
+        """Start ``fn(*args, **kwargs)`` as a task from inside durable code: the
+        call and the task's first step happen here, on the host loop, under the
+        host's asyncgen hooks. What ``fn`` raises when called propagates."""
+        durable = events._get_running_loop()
+        hooks = sys.get_asyncgen_hooks()
+        events._set_running_loop(self._loop)
+        sys.set_asyncgen_hooks(*self._hooks)
+        try:
+            return self._start(fn(*args, **kwargs), name)
+        finally:
+            sys.set_asyncgen_hooks(*hooks)
+            events._set_running_loop(durable)
+
+    def _start(self, coro: Coroutine[Any, Any, _T], name: str) -> asyncio.Task[_T]:
         # Eager start: the effect runs until its first real wait right here,
         # which spares a round of the host loop before it begins (and all of
         # them for an effect that never waits).
-        task: asyncio.Task[None] = asyncio.Task(
-            fn(*args),  # type: ignore[arg-type]
+        task: asyncio.Task[_T] = self._context.copy().run(
+            asyncio.Task,  # type: ignore[arg-type]
+            coro,
             loop=self._loop,
             name=name,
             **_EAGER,

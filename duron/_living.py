@@ -9,6 +9,7 @@ the next write or after a short idle period, or else inside their ``done`` entry
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ import anyio
 
 from duron._driver import DriverBase
 from duron._entries import JobCancelled
+from duron._exceptions import error_info, rebuild
 from duron._log import (
     Entry,
     ErrorInfo,
@@ -30,18 +32,27 @@ from duron._ops import (
     Emitted,
     Event,
     Fatal,
+    LiveOp,
+    OpFuture,
     Outcome,
+    Recorded,
 )
-from duron._runner import run_effect
+from duron._runner import result_event, run_effect
 
 if TYPE_CHECKING:
     import asyncio
 
+    from duron._effect import EffectSpec
+    from duron._json import JSONValue
 
-__all__ = ["START_FLUSH_DELAY", "LivePhase"]
+
+__all__ = ["CHECKPOINT_EVERY", "START_FLUSH_DELAY", "LivePhase"]
 
 START_FLUSH_DELAY = 0.05
 """Seconds an operation may run before its ``start`` entry is written on its own."""
+
+CHECKPOINT_EVERY = 64
+"""Steps (effects finished at once included) between two yields to the host loop."""
 
 _now = time.time  # the host clock; a seam for tests
 
@@ -85,7 +96,6 @@ class LivePhase(DriverBase):
         host = self._host
         assert host is not None
         events = self._events
-        steps = 0
         while not root.done():
             if self._to_launch:
                 self._launch()
@@ -99,8 +109,11 @@ class LivePhase(DriverBase):
                             await self._settle()
                     continue
             await self._commit_and_deliver()
-            steps += 1
-            if steps % 64 == 0:  # effects that finish at once never make us wait
+            self._unyielded += 1
+            if self._unyielded >= CHECKPOINT_EVERY:
+                # Effects that finish at once never make us wait: let the host's
+                # other tasks run now and then.
+                self._unyielded = 0
                 await host.checkpoint()
 
     def _resume_pending(self) -> None:
@@ -195,6 +208,108 @@ class LivePhase(DriverBase):
             loop.run_ready()
             if self._patch_queries:
                 await self._settle()
+
+    def _run_at_once(
+        self,
+        spec: EffectSpec,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        inputs: dict[str, JSONValue],
+    ) -> Recorded | OpFuture:
+        """Start a live effect from inside durable code; hand its result over at
+        once if it finishes without waiting.
+
+        The caller checked that nothing else is ready, due or unrecorded, so the
+        driver's next step would be exactly this: commit the effect's ``done``
+        entry alone, advance the clock, deliver. Doing it here spares the future,
+        the suspension and the driver's round trip. An effect that waits, or an
+        outcome that cannot be committed without waiting, continues as usual.
+        """
+        inline = self._inline
+        assert inline is not None
+        rec = self.replayer.issue("effect", spec.name, inputs)
+        lop = LiveOp(rec, None, spec, args, kwargs)  # type: ignore[arg-type]
+        ev: Done | Fatal | None
+        try:
+            task = inline.spawn_inline(
+                spec.fn, args, kwargs, name=f"duron effect {spec.name}"
+            )
+        except Exception as exc:  # calling it failed: its outcome, as run_effect says
+            ev = Done(lop, None, error_info(exc), exc)
+        else:
+            if not task.done():  # it waits: its done-callback reports to the driver
+                lop.scope = task
+                task.add_done_callback(functools.partial(self._effect_finished, lop))
+                return self._await_driver(lop)
+            ev = self._effect_event(lop, task)
+        if type(ev) is Done and self._commit_at_once(lop, ev):
+            self.replayer.forget(rec.id)
+            if ev.error is not None:
+                return Recorded(None, rebuild(ev.error, ev.cause))
+            return Recorded(ev.decoded, None)
+        if ev is not None:
+            self._push(ev)
+        return self._await_driver(lop)
+
+    def _await_driver(self, lop: LiveOp) -> OpFuture:
+        """Register ``lop`` as a running operation whose outcome the driver delivers."""
+        fut = OpFuture(loop=self.loop, on_cancel=self._op_cancelled)
+        fut._lop = lop
+        lop.fut = fut
+        self.ops[lop.rec.id] = lop
+        self._unflushed.append(lop)
+        return fut
+
+    def _op_cancelled(self, lop: LiveOp) -> None:
+        if self.replayer.replaying:
+            return  # while replaying, a later entry may still name it: keep it
+        # Durable code gave up on it: stop the live effect, record nothing more.
+        lop.abandoned = True
+        self.ops.pop(lop.rec.id, None)
+        self.replayer.forget(lop.rec.id)
+        if lop.scope is not None:
+            lop.scope.cancel()
+
+    def _commit_at_once(self, lop: LiveOp, ev: Done) -> bool:
+        """Commit ``ev`` alone, now, if that is what the driver's next step would
+        do; False (nothing done) if a timer is due first or the storage would wait."""
+        loop = self.loop
+        t = max(loop.time(), _now())
+        deadline = loop.next_deadline()
+        if deadline is not None and deadline <= t:
+            return False
+        rec = lop.rec
+        done = OpCompleted(
+            rec.id, t, ev.result, ev.error, "effect", rec.name, rec.inputs
+        )
+        try:
+            if not self._append_now([done]):
+                return False
+        except Exception as exc:  # the driver fails the job with it
+            self._push(Fatal(exc))
+            return False
+        self._unyielded += 1
+        loop.advance(t)
+        return True
+
+    def _effect_finished(self, lop: LiveOp, task: asyncio.Task[Any]) -> None:
+        """Done-callback of an effect started inline that had to wait."""
+        ev = self._effect_event(lop, task)
+        if ev is not None:
+            self._push(ev)
+
+    def _effect_event(
+        self, lop: LiveOp, task: asyncio.Task[Any]
+    ) -> Done | Fatal | None:
+        """What a finished effect task amounts to (None: cancelled, nothing to say)."""
+        if task.cancelled():
+            return None
+        exc = task.exception()
+        if exc is None:
+            return result_event(lop, task.result(), self.codec, self.label)
+        if not isinstance(exc, Exception):
+            return None  # KeyboardInterrupt and the like: the task raised it already
+        return Done(lop, None, error_info(exc), exc)
 
     def _take_starts(self, finishing: set[int] | None = None) -> list[Entry]:
         """``start`` entries for the ops still running (``finishing``: done in this batch)."""

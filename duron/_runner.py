@@ -25,7 +25,7 @@ from duron._ops import Done, Emitted, Event, Fatal, LiveOp
 if TYPE_CHECKING:
     from duron._codec import Codec
 
-__all__ = ["run_effect"]
+__all__ = ["result_event", "run_effect"]
 
 
 class _Refused(Exception):
@@ -63,6 +63,14 @@ async def run_effect(
     except Exception as exc:
         push(Done(lop, None, error_info(exc), exc))
         return
+    push(result_event(lop, value, codec, label))
+
+
+def result_event(lop: LiveOp, value: Any, codec: Codec, label: str) -> Done | Fatal:
+    """The event for an effect that returned ``value``: its encoded result, or the
+    job's failure when the value cannot be encoded as annotated."""
+    spec = lop.spec
+    assert spec is not None
     ann = spec.result_annotation
     try:
         data = codec.encode(value, ann)
@@ -70,19 +78,16 @@ async def run_effect(
         # cannot be rebuilt never reaches the log.
         decoded = codec.decode(data, ann)
     except Exception as err:
-        push(
-            Fatal(
-                PayloadError(
-                    what=f"result of effect {spec.name}",
-                    type_name=describe_type(ann),
-                    detail=f"cannot encode {type(value).__qualname__}: {explain(err)}",
-                    position=lop.rec.id,
-                    job=label,
-                )
+        return Fatal(
+            PayloadError(
+                what=f"result of effect {spec.name}",
+                type_name=describe_type(ann),
+                detail=f"cannot encode {type(value).__qualname__}: {explain(err)}",
+                position=lop.rec.id,
+                job=label,
             )
         )
-        return
-    push(Done(lop, data, decoded=decoded))
+    return Done(lop, data, decoded=decoded)
 
 
 async def _run_stream(

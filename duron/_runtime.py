@@ -24,8 +24,8 @@ from duron._errors import (
 )
 from duron._exceptions import error_info
 from duron._host import OutputChannel
-from duron._hostloop import HostLoop, host_loop
-from duron._living import LivePhase
+from duron._hostloop import AsyncioHost, HostLoop, host_loop
+from duron._living import CHECKPOINT_EVERY, LivePhase
 from duron._loop import DurableLoop
 from duron._ops import (
     CancelRequest,
@@ -41,6 +41,7 @@ from duron._ops import (
 from duron._replay import Replayer
 from duron._replaying import ReplayPhase
 from duron._signal import Signal
+from duron._storage import nowait_appender
 from duron._stream import Stream, StreamWriter, _Channel
 
 if TYPE_CHECKING:
@@ -95,6 +96,9 @@ class Runtime(ReplayPhase, LivePhase):
         self._unflushed: list[LiveOp] = []
         self._events: deque[Event] = deque()
         self._host: HostLoop | None = None
+        self._inline: AsyncioHost | None = None
+        self._append_nowait = nowait_appender(storage)
+        self._unyielded = 0
         self._flush_due = False
         self._random_calls = 0
         self._patch_queries: list[tuple[str, asyncio.Future[bool]]] = []
@@ -167,6 +171,20 @@ class Runtime(ReplayPhase, LivePhase):
             recorded = self._replay_at_once(spec, inputs)
             if recorded is not None:
                 return recorded
+        if (
+            not replaying
+            and self._inline is not None
+            and sink is None
+            and spec.kind == "async"
+            and not self.loop._ready
+            and not self._events
+            and not self._to_launch
+            and not self._unflushed
+            and not self._patch_queries
+            and self._unyielded < CHECKPOINT_EVERY
+            and not self.closing
+        ):
+            return self._run_at_once(spec, args, kwargs, inputs)
         rec = self.replayer.issue("effect", spec.name, inputs)
         fut = OpFuture(loop=self.loop, on_cancel=self._op_cancelled)
         fut._lop = lop = LiveOp(rec, fut, spec, args, kwargs, sink=sink)
@@ -195,16 +213,6 @@ class Runtime(ReplayPhase, LivePhase):
         fut: asyncio.Future[bool] = self.loop.create_future()
         self._patch_queries.append((change_id, fut))
         return fut
-
-    def _op_cancelled(self, lop: LiveOp) -> None:
-        if self.replayer.replaying:
-            return  # while replaying, a later entry may still name it: keep it
-        # Durable code gave up on it: stop the live effect, record nothing more.
-        lop.abandoned = True
-        self.ops.pop(lop.rec.id, None)
-        self.replayer.forget(lop.rec.id)
-        if lop.scope is not None:
-            lop.scope.cancel()
 
     def next_random_seed(self) -> str:
         self._random_calls += 1
@@ -300,7 +308,9 @@ class Runtime(ReplayPhase, LivePhase):
         effect runs and nothing is written; the outcome then has ``finished=False``
         unless the log recorded the job's end.
         """
-        self._host = host_loop(tg)
+        self._host = host = host_loop(tg)
+        if isinstance(host, AsyncioHost) and self._append_nowait is not None:
+            self._inline = host
         self._records = records
         self.root = self.loop.spawn(main(), contextvars.copy_context())
         await self._settle()

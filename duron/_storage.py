@@ -10,15 +10,21 @@ else about them. Four operations, all async:
 * :meth:`LogStorage.append`: add a batch of entries, all-or-prefix: after a crash the
   log holds a prefix of the batch, never a damaged entry in the middle.
 
+A backend whose appends never wait (a memory log, a file written without fsync)
+may also offer ``append_nowait(entries) -> bool``: the same commit, done before
+returning, or ``False`` with nothing written when it would have to wait. The job
+driver then commits an effect that finished at once without leaving durable code
+(see :func:`nowait_appender`).
+
 Every backend passes the same contract test suite (``tests/test_storage_contract.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-__all__ = ["LogStorage"]
+__all__ = ["LogStorage", "nowait_appender"]
 
 
 @runtime_checkable
@@ -64,3 +70,23 @@ class LogStorage(Protocol):
             LeaseLostError: This writer no longer owns the log.
         """
         ...
+
+
+def nowait_appender(storage: LogStorage) -> Callable[[Sequence[bytes]], bool] | None:
+    """``storage.append_nowait`` when it can stand in for ``storage.append``.
+
+    Only when one class defines both: a subclass that overrides ``append`` (to
+    wait, count or mirror writes) and not ``append_nowait`` keeps every write
+    going through its ``append``.
+    """
+    nowait = getattr(storage, "append_nowait", None)
+    if nowait is None:
+        return None
+    cls = type(storage)
+    if _defined_in(cls, "append") is not _defined_in(cls, "append_nowait"):
+        return None
+    return nowait  # type: ignore[no-any-return]
+
+
+def _defined_in(cls: type, name: str) -> type | None:
+    return next((c for c in cls.__mro__ if name in vars(c)), None)

@@ -374,3 +374,59 @@ async def test_every_backend_is_a_log_storage(
     assert isinstance(storage, LogStorage)
     assert isinstance(storage.label, str)
     assert storage.label
+
+
+# -- append_nowait: optional; a backend that offers it commits like append --------
+# (the job driver uses it only through nowait_appender, see tests/test_at_once.py)
+
+NOWAIT = ("memory", "file")
+"""The backends offering ``append_nowait``; the others must not grow one unnoticed."""
+
+
+def nowait(storage: LogStorage, backend: str) -> Callable[[list[bytes]], bool]:
+    method = getattr(storage, "append_nowait", None)
+    assert (method is not None) == (backend in NOWAIT), backend
+    return cast("Callable[[list[bytes]], bool]", method)
+
+
+@pytest.fixture(params=NOWAIT)
+def nowait_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def test_only_the_listed_backends_offer_append_nowait(
+    open_log: Callable[[str], LogStorage], request: pytest.FixtureRequest
+) -> None:
+    backend = request.node.callspec.params["open_log"]
+    nowait(open_log("offered"), backend)
+
+
+async def test_append_nowait_commits_like_append(
+    nowait_backend: str, tmp_path: Path
+) -> None:
+    make = BACKENDS[nowait_backend]()
+    storage = make.make_storage(tmp_path, "nowait")
+    append_nowait = nowait(storage, nowait_backend)
+    await storage.acquire()
+    try:
+        await storage.append([entry(0)])
+        assert append_nowait([entry(1), entry(2)]) is True
+        assert append_nowait([]) is True  # an empty batch: nothing
+        await storage.append([entry(3)])
+    finally:
+        await storage.release()
+    reopened = make.make_storage(tmp_path, "nowait")
+    assert await read_entries(reopened) == [entry(i) for i in range(4)]
+
+
+async def test_append_nowait_without_the_lease_is_refused(
+    nowait_backend: str, tmp_path: Path
+) -> None:
+    storage = BACKENDS[nowait_backend]().make_storage(tmp_path, "nowait-no-lease")
+    append_nowait = nowait(storage, nowait_backend)
+    message = re.escape(
+        f"log {storage.label} is not open for writing (acquire() first)"
+    )
+    with pytest.raises(StorageError, match=message):
+        append_nowait([entry(0)])
+    assert await read_entries(storage) == []

@@ -110,23 +110,45 @@ class FileLogStorage:
             f.close()
 
     async def append(self, entries: Sequence[bytes], /) -> None:
+        if self.durability == "flush":
+            self.append_nowait(entries)
+            return
+        fd = self._writer()
+        if not entries:
+            return  # an empty write would put an empty, undecodable line in the log
+        data = b"\n".join(entries) + b"\n"
+        try:
+            await anyio.to_thread.run_sync(_write_all, fd, data, True)
+        except OSError as exc:
+            raise self._failed(fd, exc) from exc
+        self._end += len(data)
+
+    def append_nowait(self, entries: Sequence[bytes], /) -> bool:
+        """Append at once in ``"flush"`` mode; in ``"fsync"`` mode the fsync would
+        block the event loop, so this writes nothing and returns False."""
+        if self.durability == "fsync":
+            return False
+        fd = self._writer()
+        if entries:
+            data = b"\n".join(entries) + b"\n"
+            try:
+                _write_all(fd, data, False)
+            except OSError as exc:
+                raise self._failed(fd, exc) from exc
+            self._end += len(data)
+        return True
+
+    def _writer(self) -> int:
         fd = self._fd
         if fd is None:
             raise StorageError(
                 f"log {self.label} is not open for writing (acquire() first)"
             )
-        if not entries:
-            return  # an empty write would put an empty, undecodable line in the log
-        data = b"\n".join(entries) + b"\n"
-        try:
-            if self.durability == "fsync":
-                await anyio.to_thread.run_sync(_write_all, fd, data, True)
-            else:
-                _write_all(fd, data, False)
-        except OSError as exc:
-            self._undo_partial_write(fd)
-            raise StorageError(f"cannot append to log {self.label}: {exc}") from exc
-        self._end += len(data)
+        return fd
+
+    def _failed(self, fd: int, exc: OSError) -> StorageError:
+        self._undo_partial_write(fd)
+        return StorageError(f"cannot append to log {self.label}: {exc}")
 
     def _undo_partial_write(self, fd: int) -> None:
         # A failed write may have left part of the batch behind; the next append

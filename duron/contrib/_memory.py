@@ -41,6 +41,10 @@ class MemoryLogStorage:
             i += 1
 
     async def append(self, entries: Sequence[bytes], /) -> None:
+        self.append_nowait(entries)
+
+    def append_nowait(self, entries: Sequence[bytes], /) -> bool:
+        """Append at once (a memory log never waits); returns True."""
         if not self._held:
             raise StorageError(
                 f"log {self.label} is not open for writing (acquire() first)"
@@ -48,6 +52,7 @@ class MemoryLogStorage:
         # A copy, not the caller's object: orjson's output keeps its whole growth
         # buffer (~4 KiB), which a log held in memory would keep per entry.
         self._entries.extend([bytes(memoryview(e)) for e in entries])
+        return True
 
     @property
     def raw(self) -> list[bytes]:
