@@ -59,7 +59,35 @@ async def gather_flow(ctx: duron.Context, n: int) -> int:
 FLOWS: dict[str, Any] = {"seq": seq_flow, "gather": gather_flow}
 
 
+# --impl plain: the same workloads on plain asyncio, no Duron at all: ctx.run(step, i)
+# becomes step(i). What the workload's own shape costs (its gather, its awaits) is a
+# floor no durable runtime on this loop can go under.
+
+
+async def plain_step(i: int) -> int:
+    global _effect_runs
+    _effect_runs += 1
+    return i + 1
+
+
+async def plain_seq(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += await plain_step(i)
+    return total
+
+
+async def plain_gather(n: int) -> int:
+    results = await asyncio.gather(*[plain_step(i) for i in range(n)])
+    return sum(results)
+
+
+PLAIN: dict[str, Any] = {"seq": plain_seq, "gather": plain_gather}
+
+
 def make_storage(impl: str, store: str, path: Path | None) -> Any:
+    if impl == "plain":
+        return None
     if store == "memory":
         return storage_mod.MemoryLogStorage()
     assert path is not None
@@ -69,10 +97,13 @@ def make_storage(impl: str, store: str, path: Path | None) -> Any:
 
 
 async def run_job(impl: str, flow: Any, storage: Any, n: int) -> int:
+    if impl == "plain":
+        result: int = await PLAIN[flow.__name__.removesuffix("_flow")](n)
+        return result
     if impl == "ours":
         async with flow.invoke(storage) as job:
             await job.start(n)
-            result: int = await job.wait()
+            result = await job.wait()
         return result
     # duron 0.0.3: a Session opens the log; start() replays what the log holds.
     seed: Any = duron
@@ -120,7 +151,7 @@ def memory_kib() -> dict[str, int]:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--impl", choices=["ours", "seed"], required=True)
+    p.add_argument("--impl", choices=["ours", "seed", "plain"], required=True)
     p.add_argument("--shape", choices=sorted(FLOWS), required=True)
     p.add_argument("--mode", choices=["live", "replay"], required=True)
     p.add_argument("--store", choices=["memory", "file"], required=True)
@@ -138,6 +169,8 @@ def main() -> None:
 
     if a.store == "file" and a.log is None:
         p.error("--store file needs --log")
+    if a.impl == "plain" and (a.mode, a.store) != ("live", "memory"):
+        p.error("--impl plain has no log: --mode live --store memory")
     if a.mode == "replay" and a.store != "file":
         p.error("replay reads a log written by an earlier process: --store file")
 

@@ -273,15 +273,22 @@ def ratio(
     return seed.status, None
 
 
+def budget_us(case: Case, seed: Outcome | None) -> float | None:
+    """The µs per effect the target allows: the seed's figure / the target ratio."""
+    us = None if seed is None else seed.us_per_effect(case.n)
+    return None if us is None else us / case.target
+
+
 def print_table(
     cases: list[Case],
     ours: dict[Case, Outcome],
     seed: dict[Case, Outcome] | None,
+    plain: dict[tuple[str, int], Outcome],
     timeout: float | None,
 ) -> None:
     head = (
         f"{'workload':<26}{'N':>9}  {'ours µs/eff':>11}  {'seed µs/eff':>11}"
-        f"  {'seed/ours':>9}  {'target':>6}  {'met':<4}"
+        f"  {'seed/ours':>9}  {'target':>6}  {'met':<4}  {'budget':>6}  {'asyncio':>7}"
         f"  {'ours peak MiB':>13}  {'seed peak MiB':>13}"
     )
     print(head)
@@ -291,9 +298,12 @@ def print_table(
         s = seed.get(c) if seed is not None else None
         text, r = ratio(o, s, timeout)
         met = "-" if r is None else ("yes" if r >= c.target else "NO")
+        budget = budget_us(c, s)
         print(
             f"{c.label:<26}{c.n:>9,}  {fmt_us(o, c.n):>11}  {fmt_us(s, c.n):>11}"
             f"  {text:>9}  {'>=' + format(c.target, 'g') + 'x':>6}  {met:<4}"
+            f"  {'-' if budget is None else format(budget, ',.1f'):>6}"
+            f"  {fmt_us(plain.get((c.shape, c.n)), c.n):>7}"
             f"  {fmt_mib(o):>13}  {fmt_mib(s):>13}"
         )
     problems = [
@@ -358,6 +368,25 @@ def target_summary(
             f"{mode}: target >= {target:g}x faster than {SEED_VERSION}; met in "
             f"{met}/{len(got)} workloads (worst {min(got):.2f}x, best {max(got):.2f}x)"
         )
+    return lines
+
+
+def below_floor(
+    cases: list[Case], seed: dict[Case, Outcome], plain: dict[tuple[str, int], Outcome]
+) -> list[str]:
+    """Rows whose target asks for less time than the workload itself takes with no
+    durability at all: no runtime on this loop can meet those."""
+    lines = []
+    for c in cases:
+        budget = budget_us(c, seed.get(c))
+        p = plain.get((c.shape, c.n))
+        floor = None if p is None else p.us_per_effect(c.n)
+        if budget is not None and floor is not None and budget < floor:
+            lines.append(
+                f"{c.label} N={c.n:,}: the target allows {budget:.1f} µs per effect; "
+                f"the same code on plain asyncio, with no Duron at all, takes "
+                f"{floor:.1f} µs: out of reach on this loop"
+            )
     return lines
 
 
@@ -434,6 +463,7 @@ def bench(args: argparse.Namespace) -> int:
 
     ours: dict[Case, Outcome] = {}
     seed: dict[Case, Outcome] = {}
+    plain: dict[tuple[str, int], Outcome] = {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="duron-bench-") as tmp:
         dirs = {"ours": Path(tmp, "ours"), "seed": Path(tmp, "seed")}
@@ -442,6 +472,17 @@ def bench(args: argparse.Namespace) -> int:
         for case in cases:
             # The two sides alternate case by case, so a noisy neighbour on the
             # machine slows both rather than one.
+            shape = (case.shape, case.n)
+            if shape not in plain:
+                say(f"plain asyncio {case.shape} N={case.n:,} x{case.repeat}")
+                plain[shape] = run_case(
+                    ours_py,
+                    "plain",
+                    Case(case.shape, "live", "memory", case.n, case.repeat),
+                    dirs["ours"],
+                    args.timeout,
+                    args.clock,
+                )
             say(f"{case.label} N={case.n:,} x{case.repeat}")
             ours[case] = run_case(
                 ours_py, "ours", case, dirs["ours"], args.timeout, args.clock
@@ -454,7 +495,7 @@ def bench(args: argparse.Namespace) -> int:
 
     # A wall-clock time limit bounds the seed's wall time only.
     bound = timeout if args.clock == "wall" else None
-    print_table(cases, ours, seed if seed_py is not None else None, bound)
+    print_table(cases, ours, seed if seed_py is not None else None, plain, bound)
     print()
     for line in verdicts(cases, ours, "ours"):
         print(line)
@@ -464,6 +505,11 @@ def bench(args: argparse.Namespace) -> int:
         print()
         for line in target_summary(cases, ours, seed, bound):
             print(line)
+        floor = below_floor(cases, seed, plain)
+        if floor:
+            print()
+            for line in floor:
+                print(line)
     print()
     for line in extras(cases, ours, seed):
         print(line)
@@ -475,6 +521,9 @@ def bench(args: argparse.Namespace) -> int:
                 "case": asdict(c),
                 "ours": asdict(ours[c]),
                 "seed": asdict(seed[c]) if c in seed else None,
+                "plain_asyncio": asdict(plain[(c.shape, c.n)])
+                if (c.shape, c.n) in plain
+                else None,
             }
             for c in cases
         ]
