@@ -123,6 +123,18 @@ class PydanticCodec:
         return self.adapter(annotation).validate_python(data)
 
 
+def stored_as_is(value: object, annotation: type) -> bool:
+    """Whether :class:`PydanticCodec` encodes ``value``, annotated as the scalar
+    type ``annotation`` (str, int, float, bool), as the value itself."""
+    if type(value) is not annotation:
+        return False
+    if annotation is int:
+        return _INT_MIN <= value <= _INT_MAX  # type: ignore[operator]
+    if annotation is float:
+        return math.isfinite(value)  # type: ignore[arg-type]
+    return True
+
+
 def _key(annotation: Any) -> Any:
     try:
         hash(annotation)

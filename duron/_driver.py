@@ -85,7 +85,7 @@ class DriverBase:
     _unflushed: list[LiveOp]
     _events: deque[Event]
     _host: HostLoop | None
-    _inline: AsyncioHost | None
+    _asyncio: AsyncioHost | None
     _append_nowait: Callable[[Sequence[bytes]], bool] | None
     _unyielded: int
     _flush_due: bool
@@ -247,7 +247,6 @@ class DriverBase:
             raise self._unwritable(entries) from None
         if not append_nowait(data):
             self._append_nowait = None  # this storage never can (e.g. fsync mode)
-            self._inline = None
             return False
         self.entries_written += len(entries)
         return True

@@ -11,6 +11,7 @@ import typing
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
+from types import MethodType
 from typing import Any, Literal, NamedTuple, TypeVar, overload
 
 from duron._codec import UNANNOTATED
@@ -204,7 +205,7 @@ def effect_spec(fn: Callable[..., Any]) -> EffectSpec:
     """
     spec = getattr(fn, _SPEC_ATTR, None)
     if spec is not None:
-        if inspect.ismethod(fn):  # an effect defined as a method, on its instance
+        if type(fn) is MethodType:  # an effect defined as a method, on its instance
             return _bound_spec(spec, fn)
         return spec  # type: ignore[no-any-return]
     if not callable(fn):

@@ -225,23 +225,9 @@ class LivePhase(DriverBase):
         the suspension and the driver's round trip. An effect that waits, or an
         outcome that cannot be committed without waiting, continues as usual.
         """
-        inline = self._inline
-        assert inline is not None
         rec = self.replayer.issue("effect", spec.name, inputs)
         lop = LiveOp(rec, None, spec, args, kwargs)  # type: ignore[arg-type]
-        ev: Done | Fatal | None
-        try:
-            task = inline.spawn_inline(
-                spec.fn, args, kwargs, name=f"duron effect {spec.name}"
-            )
-        except Exception as exc:  # calling it failed: its outcome, as run_effect says
-            ev = Done(lop, None, error_info(exc), exc)
-        else:
-            if not task.done():  # it waits: its done-callback reports to the driver
-                lop.scope = task
-                task.add_done_callback(functools.partial(self._effect_finished, lop))
-                return self._await_driver(lop)
-            ev = self._effect_event(lop, task)
+        ev = self._start_task(lop, inline=True)
         if type(ev) is Done and self._commit_at_once(lop, ev):
             self.replayer.forget(rec.id)
             if ev.error is not None:
@@ -250,6 +236,28 @@ class LivePhase(DriverBase):
         if ev is not None:
             self._push(ev)
         return self._await_driver(lop)
+
+    def _start_task(self, lop: LiveOp, *, inline: bool = False) -> Done | Fatal | None:
+        """Start an ``async def`` effect as its own task on an asyncio host.
+
+        Returns its outcome when it finished in its first step; otherwise its
+        done-callback pushes the outcome when it comes. ``inline``: called from
+        durable code rather than from the driver.
+        """
+        host = self._asyncio
+        spec = lop.spec
+        assert host is not None
+        assert spec is not None
+        start = host.start_effect_inline if inline else host.start_effect
+        try:
+            task = start(spec.fn, lop.args, lop.kwargs, f"duron effect {spec.name}")
+        except Exception as exc:  # calling it failed: that is its outcome
+            return Done(lop, None, error_info(exc), exc)
+        if task.done():
+            return self._effect_event(lop, task)
+        lop.scope = task
+        task.add_done_callback(functools.partial(self._effect_finished, lop))
+        return None
 
     def _await_driver(self, lop: LiveOp) -> OpFuture:
         """Register ``lop`` as a running operation whose outcome the driver delivers."""
@@ -377,8 +385,16 @@ class LivePhase(DriverBase):
             self._to_launch.clear()
             return
         codec, label, push = self.codec, self.label, self._push
+        direct = self._asyncio is not None
         for lop in self._to_launch:
             assert lop.spec is not None
+            if direct and lop.spec.kind == "async":
+                if lop.abandoned:
+                    continue
+                ev = self._start_task(lop)
+                if ev is not None:
+                    push(ev)
+                continue
             lop.scope = host.spawn(
                 run_effect,
                 lop,

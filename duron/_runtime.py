@@ -96,7 +96,7 @@ class Runtime(ReplayPhase, LivePhase):
         self._unflushed: list[LiveOp] = []
         self._events: deque[Event] = deque()
         self._host: HostLoop | None = None
-        self._inline: AsyncioHost | None = None
+        self._asyncio: AsyncioHost | None = None  # the host, when it is asyncio
         self._append_nowait = nowait_appender(storage)
         self._unyielded = 0
         self._flush_due = False
@@ -173,7 +173,8 @@ class Runtime(ReplayPhase, LivePhase):
                 return recorded
         if (
             not replaying
-            and self._inline is not None
+            and self._asyncio is not None
+            and self._append_nowait is not None
             and sink is None
             and spec.kind == "async"
             and not self.loop._ready
@@ -309,8 +310,8 @@ class Runtime(ReplayPhase, LivePhase):
         unless the log recorded the job's end.
         """
         self._host = host = host_loop(tg)
-        if isinstance(host, AsyncioHost) and self._append_nowait is not None:
-            self._inline = host
+        if isinstance(host, AsyncioHost):
+            self._asyncio = host
         self._records = records
         self.root = self.loop.spawn(main(), contextvars.copy_context())
         await self._settle()

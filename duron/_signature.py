@@ -14,7 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from duron._codec import UNANNOTATED, Codec, JSONValue, describe_type, explain
+from duron._codec import (
+    UNANNOTATED,
+    Codec,
+    JSONValue,
+    PydanticCodec,
+    describe_type,
+    explain,
+    stored_as_is,
+)
 from duron._errors import PayloadError, UsageError
 from duron._json import format_call as format_call
 
@@ -52,6 +60,7 @@ class Signature:
         "_fn",
         "_hints",
         "_positional",
+        "_scalars",
         "_simple",
         "name",
         "params",
@@ -75,6 +84,7 @@ class Signature:
         self._simple = False
         self._by_name: dict[str, Param] = {}
         self._encode_as: dict[str, Any] = {}
+        self._scalars: tuple[tuple[str, type], ...] | None = None
         self.resolve(strict=False)
 
     def resolve(self, *, strict: bool = True) -> None:
@@ -111,6 +121,8 @@ class Signature:
         self._simple = all(p.kind in _POSITIONAL for p in params)
         self._by_name = {p.name: p for p in params}
         self._encode_as = {p.name: _encode_annotation(p) for p in params}
+        if self._simple and all(p.annotation in _SCALAR_TYPES for p in params):
+            self._scalars = tuple((p.name, p.annotation) for p in params)
 
     @property
     def resolved(self) -> bool:
@@ -168,6 +180,22 @@ class Signature:
         self, codec: Codec, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> dict[str, JSONValue]:
         """:meth:`bind` then :meth:`encode_inputs`, fast for positional calls."""
+        scalars = self._scalars
+        if (
+            scalars is not None
+            and not kwargs
+            and len(args) == len(scalars)
+            and type(codec) is PydanticCodec
+        ):
+            # Every parameter a str, int, float or bool, all given positionally:
+            # values of exactly those types are their own encoding.
+            out: dict[str, JSONValue] = {}
+            for (name, ann), value in zip(scalars, args, strict=True):
+                if not stored_as_is(value, ann):
+                    break  # the general path encodes it, or says what is wrong
+                out[name] = value
+            else:
+                return out
         if self._hints is None:
             self.resolve()
         if kwargs or not self._simple or len(args) > len(self._positional):
@@ -197,6 +225,9 @@ class Signature:
             key: codec.decode(data, encode_as[key]) for key, data in recorded.items()
         }
         return self.encode_inputs(codec, values)
+
+
+_SCALAR_TYPES = (str, int, float, bool)
 
 
 def _encode_annotation(p: Param) -> Any:

@@ -126,13 +126,13 @@ async def test_finished_effects_are_committed_before_durable_code_continues(
 
 def _count_inline(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     count = [0]
-    real = AsyncioHost.spawn_inline
+    real = AsyncioHost.start_effect_inline
 
     def spy(self: AsyncioHost, *args: Any, **kwargs: Any) -> Any:
         count[0] += 1
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(AsyncioHost, "spawn_inline", spy)
+    monkeypatch.setattr(AsyncioHost, "start_effect_inline", spy)
     return count
 
 
