@@ -36,6 +36,7 @@ from duron._ops import (
     OpFuture,
     Outcome,
     Recorded,
+    op_future,
 )
 from duron._runner import result_event, run_effect
 
@@ -261,9 +262,7 @@ class LivePhase(DriverBase):
 
     def _await_driver(self, lop: LiveOp) -> OpFuture:
         """Register ``lop`` as a running operation whose outcome the driver delivers."""
-        fut = OpFuture(loop=self.loop, on_cancel=self._op_cancelled)
-        fut._lop = lop
-        lop.fut = fut
+        fut = op_future(self.loop, lop, self._op_cancelled)
         self.ops[lop.rec.id] = lop
         self._unflushed.append(lop)
         return fut

@@ -76,6 +76,7 @@ class DurableLoop(asyncio.AbstractEventLoop):
         self._exception_handler: Any = None
         self._task_factory: Any = None
         self.errors: list[dict[str, Any]] = []
+        self._hooks = (self._asyncgen_firstiter, self._asyncgen_finalizer)
 
     # -- stepping (used by the driver) ------------------------------------------------
 
@@ -87,7 +88,7 @@ class DurableLoop(asyncio.AbstractEventLoop):
         prev_loop = events._get_running_loop()
         events._set_running_loop(self)
         hooks = sys.get_asyncgen_hooks()
-        sys.set_asyncgen_hooks(self._asyncgen_firstiter, self._asyncgen_finalizer)
+        sys.set_asyncgen_hooks(*self._hooks)
         # Under a trio host sniffio says "trio"; code in here runs on asyncio.
         prev_lib: str | None = getattr(_sniffio_local, "name", None)
         if prev_lib is not None:

@@ -34,9 +34,9 @@ from duron._ops import (
     Event,
     Fatal,
     LiveOp,
-    OpFuture,
     Outcome,
     Recorded,
+    op_future,
 )
 from duron._replay import Replayer
 from duron._replaying import ReplayPhase
@@ -187,8 +187,8 @@ class Runtime(ReplayPhase, LivePhase):
         ):
             return self._run_at_once(spec, args, kwargs, inputs)
         rec = self.replayer.issue("effect", spec.name, inputs)
-        fut = OpFuture(loop=self.loop, on_cancel=self._op_cancelled)
-        fut._lop = lop = LiveOp(rec, fut, spec, args, kwargs, sink=sink)
+        lop = LiveOp(rec, None, spec, args, kwargs, sink=sink)  # type: ignore[arg-type]
+        fut = op_future(self.loop, lop, self._op_cancelled)
         if spec.kind == "stream":
             lop.state = args[0] if args else kwargs.get(sig.params[0].name)
         self.ops[rec.id] = lop
@@ -202,8 +202,8 @@ class Runtime(ReplayPhase, LivePhase):
     ) -> tuple[str, asyncio.Future[Any]]:
         self._check_loop("ctx.create_future")
         rec = self.replayer.issue("future", name or "future", None)
-        fut = OpFuture(loop=self.loop, on_cancel=self._op_cancelled)
-        fut._lop = lop = LiveOp(rec, fut, annotation=annotation)
+        lop = LiveOp(rec, None, annotation=annotation)  # type: ignore[arg-type]
+        fut = op_future(self.loop, lop, self._op_cancelled)
         self.ops[rec.id] = lop
         if not self.replayer.replaying:
             self._unflushed.append(lop)
