@@ -10,7 +10,8 @@ Run it with ``./dev bench`` (or ``.venv/bin/python benchmarks/bench_core.py``)::
 Every measurement runs in a fresh interpreter (``_worker.py``), one implementation at
 a time, so timings and peak memory never leak from one case into the next. The
 reference is ``duron==0.0.3`` from PyPI, the original implementation of this API,
-installed on demand into ``benchmarks/.venv-seed`` (git-ignored). See
+installed on demand into ``benchmarks/.venv-seed-3.X`` (git-ignored; one per Python
+version, the one running this script, so that both sides run on the same Python). See
 ``benchmarks/README.md`` for how to read the table.
 """
 
@@ -30,7 +31,9 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 WORKER = BENCH / "_worker.py"
-SEED_VENV = BENCH / ".venv-seed"
+# One side environment per Python version: both implementations run on the
+# interpreter this script runs on (./dev benchpy 3.X picks another one).
+SEED_VENV = BENCH / f".venv-seed-{sys.version_info[0]}.{sys.version_info[1]}"
 SEED_SPEC = "duron==0.0.3"
 SEED_VERSION = "0.0.3"
 WARMUP_N = 10  # the untimed job _worker.py runs first (its WARMUP_N)
