@@ -152,11 +152,8 @@ class LivePhase(DriverBase):
                     if lop.abandoned:
                         return
                     await self._append([self._entry_for(ev, t)])
-                    deadline = loop.next_deadline()
-                    if deadline is not None and deadline <= t:
+                    if not loop.advance_quietly(t):
                         await self._advance(t)
-                    else:
-                        loop.advance(t)
                     # A timer due by now may have made durable code give up on it
                     # (a timeout), which already dropped it.
                     self.ops.pop(lop.rec.id, None)
@@ -188,11 +185,8 @@ class LivePhase(DriverBase):
                 ev.recorded = True  # type: ignore[union-attr]
                 ev.ack.set()  # type: ignore[union-attr]
         for ev in batch:
-            deadline = loop.next_deadline()
-            if deadline is not None and deadline <= t:
+            if not loop.advance_quietly(t):
                 await self._advance(t)
-            else:
-                loop.advance(t)
             if type(ev) is CancelRequest:
                 self._cancel_root()
             else:
@@ -282,8 +276,7 @@ class LivePhase(DriverBase):
         do; False (nothing done) if a timer is due first or the storage would wait."""
         loop = self.loop
         t = max(loop.time(), _now())
-        deadline = loop.next_deadline()
-        if deadline is not None and deadline <= t:
+        if loop.due_by(t):
             return False
         rec = lop.rec
         done = OpCompleted(
@@ -296,7 +289,7 @@ class LivePhase(DriverBase):
             self._push(Fatal(exc))
             return False
         self._unyielded += 1
-        loop.advance(t)
+        loop.advance_quietly(t)  # no timer is due by t (checked above)
         return True
 
     def _effect_finished(self, lop: LiveOp, task: asyncio.Task[Any]) -> None:

@@ -111,6 +111,21 @@ class DurableLoop(asyncio.AbstractEventLoop):
             heapq.heappop(timers)
         return timers[0][0] if timers else None
 
+    def due_by(self, t: float) -> bool:
+        """Whether a pending timer falls due at or before ``t``."""
+        deadline = self.next_deadline()
+        return deadline is not None and deadline <= t
+
+    def advance_quietly(self, to: float) -> bool:
+        """Move the clock to ``to`` if no timer falls due by then (nothing runs);
+        False, with nothing done, if one does: :meth:`advance` fires it, and the
+        driver then answers what it leads to step by step."""
+        if self.due_by(to):
+            return False
+        if to > self._clock:
+            self._clock = to
+        return True
+
     def advance(self, to: float) -> None:
         """Move the clock to ``to``, firing every timer due by then, in order."""
         timers = self._timers

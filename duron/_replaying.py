@@ -65,8 +65,7 @@ class ReplayPhase(DriverBase):
     async def _replay(self, entry: Entry, offset: int) -> Finish | None:
         loop = self.loop
         t = entry.t
-        deadline = loop.next_deadline()
-        if deadline is not None and deadline <= t:
+        if not loop.advance_quietly(t):
             # Timers due by this entry fire first; a ctx.patched they lead to is
             # answered by the log from this entry on. Until it is fed, this entry
             # (not the lookahead's first) is the next: no outcome may jump it.
@@ -75,8 +74,6 @@ class ReplayPhase(DriverBase):
                 await self._advance(t)
             finally:
                 self._current = None
-        else:
-            loop.advance(t)
         try:
             action = self.replayer.feed(entry, offset)
         except NonDeterminismError as err:
@@ -132,8 +129,7 @@ class ReplayPhase(DriverBase):
         if type(entry) is not OpCompleted or entry.id != position:
             return None
         loop = self.loop
-        deadline = loop.next_deadline()
-        if deadline is not None and deadline <= entry.t:
+        if loop.due_by(entry.t):
             return None
         error = entry.error
         if error is None:
@@ -149,7 +145,7 @@ class ReplayPhase(DriverBase):
         if start is not None:
             lookahead.popleft()
         lookahead.popleft()
-        loop.advance(entry.t)
+        loop.advance_quietly(entry.t)  # no timer is due by then (checked above)
         return out
 
     def _same_inputs(
