@@ -100,10 +100,10 @@ class DurableFn(Generic[_P, _T]):
                 f"{qualified_name(fn)} is not one"
             )
         self.fn = fn
-        self.name = name or qualified_name(fn)
-        self.module = getattr(fn, "__module__", "") or ""
+        self.name: str = name or qualified_name(fn)
+        self.module: str = getattr(fn, "__module__", "") or ""
         self.codec: Codec = codec if codec is not None else _default_codec
-        self.sig = Signature(fn, self.name)
+        self.sig: Signature = Signature(fn, self.name)
         params = list(self.sig.sig.parameters.values())
         if not params or params[0].kind not in (
             inspect.Parameter.POSITIONAL_ONLY,
@@ -121,8 +121,8 @@ class DurableFn(Generic[_P, _T]):
             _ = self.injections  # report a bad Provided annotation at decoration
         self.__wrapped__ = fn
         self.__doc__ = fn.__doc__
-        self.__qualname__ = getattr(fn, "__qualname__", self.name)
-        self.__name__ = getattr(fn, "__name__", self.name)
+        self.__qualname__: str = getattr(fn, "__qualname__", self.name)
+        self.__name__: str = getattr(fn, "__name__", self.name)
         self.__module__ = self.module
 
     @property

@@ -339,8 +339,8 @@ class VerificationError(DuronError):
     def __init__(self, reports: Sequence[VerifyReport]) -> None:
         if not reports:
             raise ValueError("a VerificationError needs at least one report")
-        self.reports = tuple(reports)
-        self.report = self.reports[0]
+        self.reports: tuple[VerifyReport, ...] = tuple(reports)
+        self.report: VerifyReport = self.reports[0]
         blocks = []
         for r in self.reports:
             what = (

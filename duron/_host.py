@@ -36,11 +36,11 @@ class OutputChannel:
     __slots__ = ("_wake", "annotation", "closed", "codec", "error", "name", "values")
 
     def __init__(self, name: str, annotation: Any, codec: Codec) -> None:
-        self.name = name
-        self.annotation = annotation
-        self.codec = codec
+        self.name: str = name
+        self.annotation: Any = annotation
+        self.codec: Codec = codec
         self.values: list[Any] = []
-        self.closed = False
+        self.closed: bool = False
         self.error: BaseException | None = None
         self._wake: anyio.Event | None = None
 

@@ -120,11 +120,13 @@ class Replayer:
         same_inputs: Callable[[OpRecord, dict[str, JSONValue] | None], bool]
         | None = None,
     ) -> None:
-        self.job = job
-        self.next_id = 0
-        self.replaying = replaying
-        self.finished = False
-        self.same_inputs = same_inputs
+        self.job: str = job
+        self.next_id: int = 0
+        self.replaying: bool = replaying
+        self.finished: bool = False
+        self.same_inputs: (
+            Callable[[OpRecord, dict[str, JSONValue] | None], bool] | None
+        ) = same_inputs
         self._pending: dict[int, OpRecord] = {}
 
     @property

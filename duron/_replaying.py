@@ -38,6 +38,10 @@ __all__ = ["ReplayPhase"]
 class ReplayPhase(DriverBase):
     """Replaying a log into durable code (see the module docstring)."""
 
+    # Declared in DriverBase; repeated because _fill_lookahead assigns it here, and
+    # an unannotated assignment in a subclass leaves the public type to inference.
+    entries_read: int
+
     async def _fill_lookahead(self, size: int = 256) -> None:
         """Read up to ``size`` entries ahead, so that replay can take recorded
         outcomes synchronously (see :meth:`_replay_at_once`)."""

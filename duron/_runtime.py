@@ -77,17 +77,17 @@ class Runtime(ReplayPhase, LivePhase):
         self.dfn = dfn
         self.storage = storage
         self.codec: Codec = dfn.codec
-        self.label = storage.label
+        self.label: str = storage.label
         self.seed = seed
-        self.loop = DurableLoop(clock)  # type: ignore[abstract]
-        self.replayer = Replayer(
+        self.loop: DurableLoop = DurableLoop(clock)  # type: ignore[abstract]
+        self.replayer: Replayer = Replayer(
             self.label, replaying=replaying, same_inputs=self._same_inputs
         )
         self.ops: dict[int, LiveOp] = {}
         self.inputs: dict[str, LiveOp] = {}
         self.outputs: dict[str, OutputChannel] = {}
-        self.live = anyio.Event()
-        self.ended = False
+        self.live: anyio.Event = anyio.Event()
+        self.ended: bool = False
         self.closing = False  # the host is stopping the job: start no more effects
         self.root: asyncio.Task[Any] | None = None
         self.entries_written = 0

@@ -56,7 +56,7 @@ class Signal(Generic[_T]):
     __slots__ = ("_blocks", "name")
 
     def __init__(self, name: str = "signal") -> None:
-        self.name = name
+        self.name: str = name
         self._blocks: list[_Block] = []
 
     async def __aenter__(self) -> Signal[_T]:

@@ -70,9 +70,9 @@ class Signature:
 
     def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
         self._fn = fn
-        self.name = name or qualified_name(fn)
+        self.name: str = name or qualified_name(fn)
         try:
-            self.sig = inspect.signature(fn)
+            self.sig: inspect.Signature = inspect.signature(fn)
         except (TypeError, ValueError) as exc:
             raise UsageError(
                 f"cannot read the signature of {self.name}: {exc}"

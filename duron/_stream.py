@@ -24,9 +24,9 @@ class _Channel(Generic[_T]):
     __slots__ = ("closed", "error", "items", "name", "waiters")
 
     def __init__(self, name: str) -> None:
-        self.name = name
+        self.name: str = name
         self.items: deque[_T] = deque()
-        self.closed = False
+        self.closed: bool = False
         self.error: BaseException | None = None
         self.waiters: deque[asyncio.Future[None]] = deque()
 

@@ -107,7 +107,7 @@ class Worker:
         self.functions = fns
         self.concurrency = concurrency
         self.poll_interval = poll_interval
-        self.heartbeat_interval = (
+        self.heartbeat_interval: float = (
             heartbeat_interval
             if heartbeat_interval is not None
             else min(1.0, store.lease / 3)
@@ -115,7 +115,7 @@ class Worker:
         self._slots: dict[str, _Slot] = {}
         self._tg: TaskGroup | None = None
         self._state = "new"
-        self.ended = 0
+        self.ended: int = 0
         """How many jobs this worker ran to their end (any outcome)."""
 
     @property

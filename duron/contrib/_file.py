@@ -49,9 +49,9 @@ class FileLogStorage:
             raise ValueError(
                 f"durability must be 'flush' or 'fsync', not {durability!r}"
             )
-        self.path = Path(path)
+        self.path: Path = Path(path)
         self.durability: Durability = durability
-        self.label = str(self.path)
+        self.label: str = str(self.path)
         self._fd: int | None = None
         self._end = 0  # size of the committed log while we hold it
 

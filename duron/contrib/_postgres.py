@@ -165,7 +165,7 @@ class PostgresStore(SQLStore):
                 f"schema must be a plain PostgreSQL identifier (letters, digits and "
                 f"_, not starting with a digit, at most 63 characters), not {schema!r}"
             )
-        self.lease = check_lease(lease)
+        self.lease: float = check_lease(lease)
         if pool_size < 2:
             raise ValueError(
                 f"pool_size must be at least 2 (appends and the other requests "
@@ -173,8 +173,8 @@ class PostgresStore(SQLStore):
             )
         self.dsn = dsn
         self.schema = schema
-        self.label = _label(dsn, schema)
-        self.owner = new_owner()
+        self.label: str = _label(dsn, schema)
+        self.owner: str = new_owner()
         self._schema = Schema(schema)
         self._start(
             Engine(

@@ -104,11 +104,11 @@ class SQLiteStore(SQLStore):
             raise ValueError(
                 f"durability must be 'flush' or 'fsync', not {durability!r}"
             )
-        self.lease = check_lease(lease)
-        self.path = os.fspath(path)
-        self.label = self.path
+        self.lease: float = check_lease(lease)
+        self.path: str = os.fspath(path)
+        self.label: str = self.path
         self.durability: Durability = durability
-        self.owner = new_owner()
+        self.owner: str = new_owner()
         self._start(
             Engine(
                 path=self.path,
