@@ -128,20 +128,15 @@ class AsyncioHost:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         name: str,
+        *,
+        from_durable: bool = False,
     ) -> asyncio.Task[_T]:
         """Start ``fn(*args, **kwargs)`` as a task, its first step run here (what
-        ``fn`` raises when called propagates)."""
-        return self._start(fn(*args, **kwargs), name)
-
-    def start_effect_inline(
-        self,
-        fn: Callable[..., Coroutine[Any, Any, _T]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        name: str,
-    ) -> asyncio.Task[_T]:
-        """:meth:`start_effect` from inside durable code: the call and the first
-        step still happen on the host loop, under the host's asyncgen hooks."""
+        ``fn`` raises when called propagates). ``from_durable``: called from inside
+        durable code; the call and the first step still happen on the host loop,
+        under the host's asyncgen hooks."""
+        if not from_durable:
+            return self._start(fn(*args, **kwargs), name)
         durable = events._get_running_loop()
         hooks = sys.get_asyncgen_hooks()
         events._set_running_loop(self._loop)

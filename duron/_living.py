@@ -243,9 +243,14 @@ class LivePhase(DriverBase):
         spec = lop.spec
         assert host is not None
         assert spec is not None
-        start = host.start_effect_inline if inline else host.start_effect
         try:
-            task = start(spec.fn, lop.args, lop.kwargs, f"duron effect {spec.name}")
+            task = host.start_effect(
+                spec.fn,
+                lop.args,
+                lop.kwargs,
+                f"duron effect {spec.name}",
+                from_durable=inline,
+            )
         except Exception as exc:  # calling it failed: that is its outcome
             return Done(lop, None, error_info(exc), exc)
         if task.done():

@@ -126,13 +126,13 @@ async def test_finished_effects_are_committed_before_durable_code_continues(
 
 def _count_inline(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     count = [0]
-    real = AsyncioHost.start_effect_inline
+    real = AsyncioHost.start_effect
 
     def spy(self: AsyncioHost, *args: Any, **kwargs: Any) -> Any:
-        count[0] += 1
+        count[0] += kwargs.get("from_durable", False)
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(AsyncioHost, "start_effect_inline", spy)
+    monkeypatch.setattr(AsyncioHost, "start_effect", spy)
     return count
 
 
