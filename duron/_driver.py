@@ -88,6 +88,7 @@ class DriverBase:
     _asyncio: AsyncioHost | None
     _append_nowait: Callable[[Sequence[bytes]], bool] | None
     _unyielded: int
+    _effects_stopped: bool
     _flush_due: bool
     _random_calls: int
     _patch_queries: list[tuple[str, asyncio.Future[bool]]]

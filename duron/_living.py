@@ -9,6 +9,7 @@ the next write or after a short idle period, or else inside their ``done`` entry
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from typing import TYPE_CHECKING, Any
@@ -41,8 +42,6 @@ from duron._ops import (
 from duron._runner import result_event, run_effect
 
 if TYPE_CHECKING:
-    import asyncio
-
     from duron._effect import EffectSpec
     from duron._json import JSONValue
 
@@ -76,9 +75,7 @@ class LivePhase(DriverBase):
             await self._run_live(root)
         finally:
             flusher.cancel()
-        for lop in self.ops.values():
-            if lop.scope is not None:
-                lop.scope.cancel()
+        self._stop_effects()
         out = self._root_outcome_json()
         t = loop.time()
         end = JobFinished(
@@ -306,9 +303,17 @@ class LivePhase(DriverBase):
     def _effect_event(
         self, lop: LiveOp, task: asyncio.Task[Any]
     ) -> Done | Fatal | None:
-        """What a finished effect task amounts to (None: cancelled, nothing to say)."""
+        """What a finished effect task amounts to (None: the job stopped it)."""
         if task.cancelled():
-            return None
+            if lop.abandoned or self._effects_stopped:
+                return None
+            # Only the job cancels these tasks: this effect raised CancelledError
+            # itself. That is its outcome (durable code gets it as an EffectError
+            # naming CancelledError, live and replayed), not a reason to wait forever.
+            try:
+                task.result()
+            except asyncio.CancelledError as cancelled:
+                return Done(lop, None, error_info(cancelled), cancelled)
         exc = task.exception()
         if exc is None:
             return result_event(lop, task.result(), self.codec, self.label)
@@ -402,8 +407,16 @@ class LivePhase(DriverBase):
             )
         self._to_launch.clear()
 
+    def _stop_effects(self) -> None:
+        """The job is ending: cancel the effects still running, record nothing more."""
+        self._effects_stopped = True
+        for lop in self.ops.values():
+            if lop.scope is not None:
+                lop.scope.cancel()
+
     async def aclose(self) -> None:
         """Cancel the effects still running and wait for them to stop."""
+        self._effects_stopped = True
         if self._host is not None:
             await self._host.aclose()
 

@@ -9,6 +9,7 @@ encoded never reaches the log (the job fails with a :class:`~duron.PayloadError`
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from collections.abc import Callable
@@ -63,7 +64,22 @@ async def run_effect(
     except Exception as exc:
         push(Done(lop, None, error_info(exc), exc))
         return
+    except asyncio.CancelledError as exc:
+        if not _cancelled_itself(lop):
+            raise
+        push(Done(lop, None, error_info(exc), exc))
+        return
     push(result_event(lop, value, codec, label))
+
+
+def _cancelled_itself(lop: LiveOp) -> bool:
+    """Whether the asyncio CancelledError being handled is the effect's own doing,
+    not a cancellation of its task (which only the job asks for)."""
+    if lop.abandoned:
+        return False
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # 3.11+: cancel() requests
+    return cancelling is None or cancelling() == 0
 
 
 def result_event(lop: LiveOp, value: Any, codec: Codec, label: str) -> Done | Fatal:

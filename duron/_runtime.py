@@ -99,6 +99,7 @@ class Runtime(ReplayPhase, LivePhase):
         self._asyncio: AsyncioHost | None = None  # the host, when it is asyncio
         self._append_nowait = nowait_appender(storage)
         self._unyielded = 0
+        self._effects_stopped = False  # the job is ending: effects were cancelled
         self._flush_due = False
         self._random_calls = 0
         self._patch_queries: list[tuple[str, asyncio.Future[bool]]] = []

@@ -541,3 +541,56 @@ async def test_durable_function_exception_is_raised_by_wait_live_and_on_replay()
     assert end.type == "end"
     assert end.error is not None
     assert end.error.message == "order 7 cannot ship"
+
+
+# -- an effect that raises CancelledError itself --------------------------------------
+
+cancel_calls: list[str] = []
+
+
+@duron.effect
+async def gives_up(wait: bool) -> int:
+    cancel_calls.append(f"gives_up {wait}")
+    if wait:
+        await asyncio.sleep(0.001)
+    raise asyncio.CancelledError("gave up")
+
+
+async def also_gives_up() -> int:
+    cancel_calls.append("also_gives_up")
+    await asyncio.sleep(0)
+    raise asyncio.CancelledError("gave up too")
+
+
+@duron.durable
+async def giving_up(ctx: duron.Context) -> list[str]:
+    seen = []
+    for call in (
+        ctx.run(gives_up, False),
+        ctx.run(gives_up, True),
+        ctx.run(lambda: also_gives_up()),  # a lambda: the general runner
+    ):
+        try:
+            await call
+        except duron.EffectError as exc:
+            seen.append(f"{exc.type_name}: {exc.message}")
+    return seen
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_an_effect_raising_cancelled_error_fails_its_call_not_the_job() -> None:
+    # Nobody cancelled it: waiting on it forever would hang the job. Its outcome is
+    # an error, recorded like any other and raised again on replay.
+    storage = MemoryLogStorage()
+    cancel_calls.clear()
+    want = [
+        "asyncio.exceptions.CancelledError: gave up",
+        "asyncio.exceptions.CancelledError: gave up",
+        "asyncio.exceptions.CancelledError: gave up too",
+    ]
+    with anyio.fail_after(10):
+        assert await run_job(giving_up, storage) == want
+    assert len(cancel_calls) == 3
+    with anyio.fail_after(10):
+        assert await run_job(giving_up, storage) == want  # replayed
+    assert len(cancel_calls) == 3
