@@ -295,7 +295,7 @@ class LivePhase(DriverBase):
         return True
 
     def _effect_finished(self, lop: LiveOp, task: asyncio.Task[Any]) -> None:
-        """Done-callback of an effect started inline that had to wait."""
+        """Done-callback of an effect task that had to wait: report its outcome."""
         ev = self._effect_event(lop, task)
         if ev is not None:
             self._push(ev)
