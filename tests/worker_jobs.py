@@ -68,8 +68,11 @@ def track_epochs(store: SQLiteStore | PostgresStore) -> None:
 
 
 async def work_until_done(store: SQLiteStore | PostgresStore) -> None:
-    """Run a worker until no job is pending or running, then close the store."""
-    async with duron.Worker(store, [chain], concurrency=16, poll_interval=0.05):
-        while await store.list_jobs(["pending", "running"], limit=1):
+    """Run a worker until no job is pending or running and it runs none itself,
+    then close the store. (A worker stopped past its leases still runs the jobs
+    it lost when it continues, while the store lists them as another's or as
+    finished: it stops only once each has tried to write and been refused.)"""
+    async with duron.Worker(store, [chain], concurrency=16, poll_interval=0.05) as w:
+        while w.running or await store.list_jobs(["pending", "running"], limit=1):
             await anyio.sleep(0.05)
     await store.close()
