@@ -1,9 +1,11 @@
 """The job that ``test_crash.py`` runs in a subprocess and SIGKILLs at random moments.
 
-Usage: ``python crash_worker.py DIR BACKEND`` (BACKEND: ``asyncio`` or ``trio``).
+Usage: ``python crash_worker.py DIR BACKEND DURABILITY`` (BACKEND: ``asyncio`` or
+``trio``; DURABILITY: the file store's ``flush`` or ``fsync``).
 
 The job runs 200 effects, one at a time or in small gathers, over the file log
-``DIR/log.jsonl``. Every effect appends its key to ``DIR/effects.log`` and fsyncs it
+``DIR/log.jsonl``; some wait, some run in a thread, some return without waiting
+(in flush mode on asyncio those are committed from inside ``ctx.run``). Every effect appends its key to ``DIR/effects.log`` and fsyncs it
 before returning, so the test can tell which effects really ran, and how often. When
 the job ends the worker prints ``{"result": ...}`` as one JSON line.
 
@@ -23,7 +25,7 @@ from pathlib import Path
 import anyio
 
 import duron
-from duron.contrib.storage import FileLogStorage
+from duron.contrib.storage import Durability, FileLogStorage
 
 N = 200
 WIDTHS = (1, 1, 3, 1, 2, 4, 1)
@@ -55,11 +57,18 @@ def square_in_thread(key: int) -> int:
     return _record(key)
 
 
+@duron.effect
+async def square_at_once(key: int) -> int:
+    return _record(key)
+
+
 @duron.durable
 async def crash_flow(ctx: duron.Context, n: int) -> int:
     async def one(key: int) -> int:
         if key % 5 == 0:
             return await ctx.run(square_in_thread, key)
+        if key % 5 == 2:
+            return await ctx.run(square_at_once, key)
         return await ctx.run(square, key)
 
     total = 0
@@ -76,9 +85,10 @@ async def crash_flow(ctx: duron.Context, n: int) -> int:
     return total
 
 
-async def main(directory: Path) -> None:
+async def main(directory: Path, durability: str) -> None:
     _Side.path = directory / "effects.log"
-    storage = FileLogStorage(directory / "log.jsonl", durability="fsync")
+    mode: Durability = "fsync" if durability == "fsync" else "flush"
+    storage = FileLogStorage(directory / "log.jsonl", durability=mode)
     async with crash_flow.invoke(storage) as job:
         await job.start(N)
         result = await job.wait()
@@ -86,4 +96,6 @@ async def main(directory: Path) -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(main, Path(sys.argv[1]), backend=sys.argv[2])
+    durability = sys.argv[3]
+    assert durability in ("flush", "fsync"), durability
+    anyio.run(main, Path(sys.argv[1]), durability, backend=sys.argv[2])

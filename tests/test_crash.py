@@ -1,7 +1,8 @@
 """Crash test: a real process SIGKILLed at random moments resumes without re-doing work.
 
-``crash_worker.py`` runs a 200-effect job over a file log; each effect appends its key
-to a side file (fsynced) just before it returns. The test kills the worker at random
+``crash_worker.py`` runs a 200-effect job over a file log (in flush or fsync mode,
+drawn per run: a killed process loses nothing the OS was handed); each effect
+appends its key to a side file (fsynced) just before it returns. The test kills the worker at random
 moments (seeded), notes after each kill which effects the log holds a ``done`` entry
 for, and starts it again until the job finishes. An effect may run again only if its
 ``done`` entry had not reached the log when the process died.
@@ -77,8 +78,9 @@ def test_sigkilled_job_resumes_and_never_reruns_a_logged_effect(
     kills: list[Kill] = []
     while True:
         backend = rng.choice(["asyncio", "trio"])
+        durability = rng.choice(["flush", "fsync"])
         proc = subprocess.Popen(
-            [sys.executable, str(WORKER), str(tmp_path), backend],
+            [sys.executable, str(WORKER), str(tmp_path), backend, durability],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
@@ -128,7 +130,7 @@ def test_sigkilled_job_resumes_and_never_reruns_a_logged_effect(
 
     # Once more on the finished log: the same result, and nothing runs.
     replay = subprocess.run(
-        [sys.executable, str(WORKER), str(tmp_path), "asyncio"],
+        [sys.executable, str(WORKER), str(tmp_path), "asyncio", "flush"],
         capture_output=True,
         timeout=60,
         check=False,
