@@ -6,6 +6,7 @@ import asyncio
 import functools
 import operator
 import re
+import sys
 import threading
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any
@@ -583,9 +584,11 @@ async def test_an_effect_raising_cancelled_error_fails_its_call_not_the_job() ->
     # an error, recorded like any other and raised again on replay.
     storage = MemoryLogStorage()
     cancel_calls.clear()
+    # A task keeps the message of a CancelledError raised inside it from 3.11 on.
+    lost = sys.version_info < (3, 11)
     want = [
-        "asyncio.exceptions.CancelledError: gave up",
-        "asyncio.exceptions.CancelledError: gave up",
+        "asyncio.exceptions.CancelledError: " + ("" if lost else "gave up"),
+        "asyncio.exceptions.CancelledError: " + ("" if lost else "gave up"),
         "asyncio.exceptions.CancelledError: gave up too",
     ]
     with anyio.fail_after(10):
