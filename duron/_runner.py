@@ -77,7 +77,10 @@ def _cancelled_itself(lop: LiveOp) -> bool:
     not a cancellation of its task (which only the job asks for)."""
     if lop.abandoned:
         return False
-    task = asyncio.current_task()
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not on asyncio: trio cancels with an exception of its own
+        return True
     cancelling = getattr(task, "cancelling", None)  # 3.11+: cancel() requests
     return cancelling is None or cancelling() == 0
 
