@@ -570,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description="µs per effect, live and replayed, against duron 0.0.3"
     )
-    p.add_argument("--quick", action="store_true", help="smaller N, one run each")
+    p.add_argument("--quick", action="store_true", help="smaller N, fewer repeats")
     p.add_argument("--no-seed", action="store_true", help=f"skip {SEED_SPEC}")
     p.add_argument(
         "--no-install",

@@ -138,7 +138,8 @@ def effect(
     Durable code runs it with ``await ctx.run(fn, *args)``; its result is recorded in
     the log and replayed from there, so it runs once per job. Supported forms:
 
-    * ``async def``: awaited on the job's event loop;
+    * ``async def``: run as a task of its own on the host's event loop (the one
+      running the job), not on the durable code's loop;
     * plain ``def``: run in a worker thread, never blocking the loop;
     * ``async def`` with ``yield`` (a streaming effect): its first parameter is the
       state, annotated ``Annotated[S, duron.Reducer(fold)]``; each yielded action is
