@@ -229,12 +229,14 @@ class DriverBase:
             ) from err
         return Outcome(result=value, position=self.replayer.next_id)
 
-    async def _append(self, entries: list[Entry]) -> None:
+    def _encode(self, entries: list[Entry]) -> list[bytes]:
         try:
-            data = [encode_entry(e) for e in entries]
+            return [encode_entry(e) for e in entries]
         except TypeError:  # orjson refuses what JSON cannot hold: ints past 64 bits
             raise self._unwritable(entries) from None
-        await self.storage.append(data)
+
+    async def _append(self, entries: list[Entry]) -> None:
+        await self.storage.append(self._encode(entries))
         self.entries_written += len(entries)
 
     def _append_now(self, entries: list[Entry]) -> bool:
@@ -242,11 +244,7 @@ class DriverBase:
         append_nowait = self._append_nowait
         if append_nowait is None:
             return False
-        try:
-            data = [encode_entry(e) for e in entries]
-        except TypeError:
-            raise self._unwritable(entries) from None
-        if not append_nowait(data):
+        if not append_nowait(self._encode(entries)):
             self._append_nowait = None  # this storage never can (e.g. fsync mode)
             return False
         self.entries_written += len(entries)
