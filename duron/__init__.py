@@ -8,11 +8,12 @@ where the log ends.
 
 # No `from __future__ import annotations` here: it would export a name `annotations`.
 from duron._codec import UNANNOTATED, Codec, JSONValue, PydanticCodec
-from duron._context import Context
+from duron._context import Context, PatchQuery
 from duron._durable import DurableFn, Provided, durable
 from duron._effect import Reducer, effect
 from duron._errors import (
     CorruptLogError,
+    DivergenceKind,
     DuplicateJobError,
     DuronError,
     EffectError,
@@ -24,13 +25,16 @@ from duron._errors import (
     LeaseLostError,
     LogLockedError,
     NonDeterminismError,
+    OperationCall,
+    PayloadDecodeError,
+    PayloadEncodeError,
     PayloadError,
     SchemaError,
     StorageError,
     UnknownFunctionError,
     UsageError,
 )
-from duron._host import HostReader, HostWriter
+from duron._host_streams import HostReader, HostWriter
 from duron._job import Job
 from duron._jobstore import Claim, Heartbeat, JobInfo, JobStatus, JobStore
 from duron._signal import Signal, SignalInterrupt, SignalWriter
@@ -46,6 +50,7 @@ __all__ = [
     "Codec",
     "Context",
     "CorruptLogError",
+    "DivergenceKind",
     "DuplicateJobError",
     "DurableFn",
     "DuronError",
@@ -67,6 +72,10 @@ __all__ = [
     "LogLockedError",
     "LogStorage",
     "NonDeterminismError",
+    "OperationCall",
+    "PatchQuery",
+    "PayloadDecodeError",
+    "PayloadEncodeError",
     "PayloadError",
     "Provided",
     "PydanticCodec",

@@ -16,7 +16,15 @@ import pydantic_core
 
 from duron._json import JSONValue
 
-__all__ = ["UNANNOTATED", "Codec", "JSONValue", "PydanticCodec", "describe_type"]
+__all__ = [
+    "UNANNOTATED",
+    "Codec",
+    "JSONValue",
+    "PydanticCodec",
+    "decode_recorded",
+    "describe_type",
+    "roundtrip",
+]
 
 
 class _Unannotated:
@@ -200,3 +208,90 @@ def explain(exc: BaseException) -> str:
         return "; ".join(parts)
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+# -- the two ways a payload crosses the log ------------------------------------------
+
+
+def roundtrip(
+    codec: Codec,
+    value: object,
+    annotation: Any,
+    *,
+    what: str,
+    job: str | None = None,
+    position: int | None = None,
+) -> tuple[JSONValue, Any]:
+    """``value`` as the log records it, and as a replay will rebuild it.
+
+    Everything the code hands to the log goes through here: the data is what gets
+    written, the rebuilt value is what durable code sees on the first run, so
+    that it sees exactly what a replay will give it. A value that does not encode,
+    or would not decode back, is refused before anything is written.
+
+    Args:
+        codec: The job's codec.
+        value: The value to record.
+        annotation: Its declared type.
+        what: Which payload, for the error (``"result of effect work"``).
+        job: The job's label, for the error.
+        position: The operation's position, for the error.
+
+    Raises:
+        PayloadEncodeError: The value cannot be recorded as ``annotation``.
+    """
+    from duron._errors import PayloadEncodeError
+
+    try:
+        data = codec.encode(value, annotation)
+    except Exception as err:
+        cause: Exception = err
+        detail = f"cannot encode {type(value).__qualname__}: {explain(err)}"
+    else:
+        try:
+            return data, codec.decode(data, annotation)
+        except Exception as err:
+            cause = err
+            detail = f"would not decode back from the log: {explain(err)}"
+    raise PayloadEncodeError(
+        what=what,
+        type_name=_type_name(annotation, value),
+        detail=detail,
+        position=position,
+        job=job,
+    ) from cause
+
+
+def decode_recorded(
+    codec: Codec,
+    data: JSONValue,
+    annotation: Any,
+    *,
+    what: str,
+    job: str | None = None,
+    position: int | None = None,
+) -> Any:
+    """A payload read from the log, validated into today's ``annotation``.
+
+    Raises:
+        PayloadDecodeError: It no longer validates (the type changed since the
+            log was written).
+    """
+    try:
+        return codec.decode(data, annotation)
+    except Exception as err:
+        from duron._errors import PayloadDecodeError
+
+        raise PayloadDecodeError(
+            what=f"recorded {what}",
+            type_name=describe_type(annotation),
+            detail=f"no longer validates: {explain(err)}",
+            position=position,
+            job=job,
+        ) from err
+
+
+def _type_name(annotation: Any, value: object) -> str:
+    if annotation is Any:
+        return type(value).__qualname__
+    return describe_type(annotation)

@@ -10,24 +10,68 @@ from collections.abc import (
     Awaitable,
     Callable,
     Coroutine,
+    Generator,
 )
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    NoReturn,
+    ParamSpec,
+    TypeVar,
+    overload,
+)
 
+from duron._driver import Recorded
 from duron._effect import effect_spec
 from duron._errors import UsageError
-from duron._ops import Recorded
 from duron._signal import Signal, SignalWriter
-from duron._stream import Stream, StreamWriter, channel
+from duron._stream import Channel, Stream, StreamWriter, channel
 
 if TYPE_CHECKING:
-    from duron._runtime import Runtime
+    from duron._driver import Driver
 
-__all__ = ["Context"]
+__all__ = ["Context", "PatchQuery"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 _S = TypeVar("_S")
+
+
+class PatchQuery:
+    """The answer of ``ctx.patched(change_id)``, once awaited (a ``bool``).
+
+    It has no truth value of its own: ``if ctx.patched("id"):`` without ``await``
+    raises :class:`~duron.UsageError` rather than always taking the new path.
+    Do not construct it yourself.
+    """
+
+    __slots__ = ("_awaited", "_driver", "change_id")
+
+    def __init__(self, driver: Driver, change_id: str) -> None:
+        self._driver = driver
+        self.change_id: str = change_id
+        self._awaited = False
+
+    def __await__(self) -> Generator[Any, None, bool]:
+        if self._awaited:
+            raise UsageError(
+                f"ctx.patched({self.change_id!r}) was already awaited; ask again "
+                "with a new ctx.patched(...) call"
+            )
+        self._awaited = True
+        return self._driver.patch_query(self.change_id).__await__()
+
+    def __bool__(self) -> NoReturn:
+        raise UsageError(
+            f"ctx.patched({self.change_id!r}) must be awaited: write "
+            f"`if await ctx.patched({self.change_id!r}):` (without await it would "
+            "always take the new path)"
+        )
+
+    def __repr__(self) -> str:
+        return f"<PatchQuery {self.change_id!r}>"
 
 
 class Context:
@@ -39,8 +83,8 @@ class Context:
 
     __slots__ = ("_rt",)
 
-    def __init__(self, runtime: Runtime) -> None:
-        self._rt = runtime
+    def __init__(self, driver: Driver) -> None:
+        self._rt = driver
 
     @overload
     async def run(
@@ -139,11 +183,11 @@ class Context:
                 f"ctx.stream needs a streaming effect (an async generator); "
                 f"{spec.name} is not one: use ctx.run"
             )
-        reader, writer = channel(f"{spec.name} states")
-        fut = self._rt.issue_effect(spec, (initial, *args), kwargs, sink=writer)
+        states: Channel[Any] = Channel(f"{spec.name} states")
+        fut = self._rt.issue_effect(spec, (initial, *args), kwargs, sink=states)
         assert isinstance(fut, asyncio.Future)  # a sink never takes the shortcut
         try:
-            yield reader, fut
+            yield Stream(states), fut
         finally:
             if not fut.done():
                 fut.cancel()
@@ -219,13 +263,18 @@ class Context:
         """
         return self._rt.issue_future(dtype, name)
 
-    async def patched(self, change_id: str) -> bool:
+    def patched(self, change_id: str) -> PatchQuery:
         """Whether this job takes the new code path introduced by ``change_id``.
 
-        True for jobs that reach this point under code that has the patch (new
-        jobs, and old jobs whose log ends before this point); False for logs that
-        recorded something else here before the change. Keep both branches until no
-        job that could answer False is still running, then remove the old one.
+        Await it: ``if await ctx.patched("id"):``. True for jobs that reach this
+        point under code that has the patch (new jobs, and old jobs whose log ends
+        before this point); False for logs that recorded something else here
+        before the change. Keep both branches until no job that could answer False
+        is still running, then remove the old one.
+
+        Replay may have to read further into the log to answer, hence the await.
+        Used without it (``if ctx.patched("id"):``), the query raises
+        :class:`~duron.UsageError` instead of always being true.
 
         Example:
             ```python
@@ -233,7 +282,7 @@ class Context:
                 await ctx.run(send_receipt, order)
             ```
         """
-        return await self._rt.patch_query(change_id)
+        return PatchQuery(self._rt, change_id)
 
     async def time(self) -> float:
         """The job's clock in seconds since the epoch: recorded, so replay sees the same.

@@ -1,112 +1,424 @@
-"""What both phases of the job driver share: its state and its stepping discipline.
+"""The driver: one run of a durable function over one log, replayed then live.
 
-Replay and live run durable code the same way, so that they cannot drift apart:
-the clock moves one timer deadline at a time (:meth:`DriverBase._advance`), every
-delivery is followed by running the loop until nothing is ready, and
-``ctx.patched`` questions are answered only at those points
-(:meth:`DriverBase._settle`). Delivery into durable code (results, emissions) and
-the job's outcome live here too.
+It pumps three things and owns none of their rules: the engine
+(:mod:`duron._engine`: what was recorded, what to write), the durable loop
+(:mod:`duron._durable_loop`: where durable code runs, on a virtual clock) and the
+storage (:class:`~duron.LogStorage`). Effects run on the host through
+:mod:`duron._effect_runner`; outcomes reach durable code through :mod:`duron._delivery`.
+
+Replay: read entries into the engine, ask it what comes next, fire the timers it
+says fall first, deliver what it hands back, run the loop until nothing is ready,
+answer ``ctx.patched`` questions; until the log ends.
+
+Live: effects run on the host and report their outcomes into a queue; each round
+takes every outcome that is ready, writes them in one append (the engine composes
+it), and only then delivers them, one at a time, each at the write's time. Two
+shortcuts spare the queue, and are leaves of this same path (the engine composes
+what they write): a replayed call whose recorded end is next in the log gets it
+at once, and a live ``async def`` effect that finishes in its first step on a
+quiet job is committed from inside ``ctx.run``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from duron._codec import describe_type, explain
+import anyio
+
+from duron._codec import decode_recorded, roundtrip
+from duron._delivery import OpFuture, deliver_done, deliver_emit, inject
+from duron._durable_loop import DurableLoop
+from duron._effect_runner import Effects, Fatal
+from duron._engine import (
+    LOG_ENDED,
+    NEED_ENTRIES,
+    Cancelled,
+    Done,
+    Emitted,
+    Ended,
+    Engine,
+    FireTimer,
+    Op,
+    Outcome,
+)
+from duron._entries import ErrorInfo
 from duron._errors import (
     DuronError,
     EffectError,
     InternalError,
+    JobCancelledError,
+    NonDeterminismError,
+    PayloadEncodeError,
     PayloadError,
+    UsageError,
 )
 from duron._exceptions import error_info, rebuild
-from duron._log import (
-    Entry,
-    ErrorInfo,
-    JobFinished,
-    OpCompleted,
-    decode_entry,
-    encode_entry,
-)
-from duron._ops import (
-    UNDECODED,
-    Done,
-    Event,
-    LiveOp,
-    Outcome,
-)
-from duron._signal import Signal
-from duron._stream import _Channel
+from duron._hosts import host_for
+from duron._log import decode_entry, encode_entry
+from duron._storage import nowait_appender
 
 if TYPE_CHECKING:
-    import asyncio
-    from collections import deque
+    from anyio.abc import TaskGroup
 
-    import anyio
-
-    from duron._codec import Codec
     from duron._durable import DurableFn
-    from duron._host import OutputChannel
-    from duron._hostloop import AsyncioHost, HostLoop
+    from duron._effect import EffectSpec
+    from duron._entries import Entry
+    from duron._host_streams import OutputChannel
+    from duron._hosts import AnyioHost, AsyncioHost
     from duron._json import JSONValue
-    from duron._loop import DurableLoop
-    from duron._replay import Replayer
     from duron._storage import LogStorage
 
+__all__ = ["CHECKPOINT_EVERY", "START_FLUSH_DELAY", "Driver", "JobOutcome", "Recorded"]
 
-__all__ = ["DriverBase"]
+START_FLUSH_DELAY = 0.05
+"""Seconds an operation may run before its ``start`` entry is written on its own."""
 
-_V = TypeVar("_V")
+CHECKPOINT_EVERY = 64
+"""Steps (effects finished at once included) between two yields to the host loop."""
+
+READ_AHEAD = 256
+"""Entries read from storage at a time while replaying."""
+
+_running_loop = asyncio.events._get_running_loop
 
 
-class DriverBase:
-    """State and steps shared by :class:`~duron._replaying.ReplayPhase` and
-    :class:`~duron._living.LivePhase`; :class:`~duron._runtime.Runtime` joins them."""
+@dataclass(slots=True)
+class Recorded:
+    """An effect's outcome handed to ``ctx.run`` at once, without a future."""
 
-    # The state every phase shares; Runtime.__init__ sets it.
-    dfn: DurableFn[..., Any]
-    storage: LogStorage
-    codec: Codec
-    label: str
-    seed: str
-    loop: DurableLoop
-    replayer: Replayer
-    ops: dict[int, LiveOp]
-    inputs: dict[str, LiveOp]
-    outputs: dict[str, OutputChannel]
-    live: anyio.Event
-    ended: bool
-    closing: bool
-    root: asyncio.Task[Any] | None
-    entries_written: int
-    entries_read: int
-    _to_launch: list[LiveOp]
-    _unflushed: list[LiveOp]
-    _events: deque[Event]
-    _host: HostLoop | None
-    _asyncio: AsyncioHost | None
-    _append_nowait: Callable[[Sequence[bytes]], bool] | None
-    _unyielded: int
-    _effects_stopped: bool
-    _flush_due: bool
-    _random_calls: int
-    _patch_queries: list[tuple[str, asyncio.Future[bool]]]
-    _records: AsyncIterator[tuple[int, bytes]] | None
-    _lookahead: deque[tuple[int, Entry]]
-    _current: Entry | None
+    value: Any
+    error: BaseException | None
 
-    async def _read_entry(self) -> tuple[int, Entry] | None:
-        records = self._records
+
+@dataclass(slots=True)
+class JobOutcome:
+    """How a run ended: a decoded result, or an exception for ``wait()`` to raise."""
+
+    result: Any = None
+    error: BaseException | None = None
+    recorded_error: ErrorInfo | None = None
+    position: int = 0
+    finished: bool = True  # False: a replay-only run stopped where the log ends
+
+
+class Driver:
+    """One run of a durable function over one log (see the module docstring).
+
+    Args:
+        dfn: The durable function.
+        storage: Its log.
+        seed: The job's random seed (from its job entry).
+        started: The job clock at its job entry.
+        replaying: Whether the log holds more than the job entry.
+        clock: The host clock (seconds since the epoch) live entries are stamped
+            with; replay takes time from the log instead.
+    """
+
+    def __init__(
+        self,
+        dfn: DurableFn[..., Any],
+        storage: LogStorage,
+        *,
+        seed: str,
+        started: float,
+        replaying: bool,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.dfn = dfn
+        self.storage = storage
+        self.codec = dfn.codec
+        self.label: str = storage.label
+        self.seed = seed
+        self.clock = clock
+        self.loop = DurableLoop(started)  # type: ignore[abstract]
+        self.engine = Engine(
+            self.label, replaying=replaying, same_inputs=self._same_inputs
+        )
+        self.live = anyio.Event()  # replay is over: host input may be recorded
+        self.ended = False
+        self.closing = False  # the host is stopping the job: start no more effects
+        self.root: asyncio.Task[Any] | None = None
+        self.entries_written = 0
+        self.entries_read = 0
+        self.outputs: dict[str, OutputChannel] = {}
+        self.inputs: dict[str, Op] = {}
+        self.injected: dict[str, Any] = inject(self)
+        self._events: deque[Outcome | Fatal] = deque()
+        self._to_launch: list[Op] = []
+        self._host: AsyncioHost | AnyioHost | None = None
+        self._effects: Effects | None = None
+        self._append_nowait = nowait_appender(storage)
+        self._records: AsyncIterator[tuple[int, bytes]] | None = None
+        self._patch_queries: list[tuple[str, asyncio.Future[bool]]] = []
+        self._unyielded = 0
+        self._flush_due = False
+        self._random_calls = 0
+
+    # -- running ---------------------------------------------------------------------
+
+    async def run(
+        self,
+        tg: TaskGroup,
+        main: Callable[[], Any],
+        records: AsyncIterator[tuple[int, bytes]] | None,
+        *,
+        replay_only: bool = False,
+    ) -> JobOutcome:
+        """Replay ``records`` (the log after its job entry), then run live to the end.
+
+        With ``replay_only`` (verification), stop where the log ends instead: no
+        effect runs and nothing is written; the outcome then has ``finished=False``
+        unless the log recorded the job's end.
+        """
+        self._host = host = host_for(tg)
+        self._effects = Effects(host, self.codec, self.label, self._push)
+        self._records = records
+        self.root = self.loop.spawn(main(), contextvars.copy_context())
+        await self._settle()
+        if records is not None:
+            ended = await self._replay()
+            if ended is not None:
+                return await self._finished_from_log(ended)
+        if replay_only:
+            return JobOutcome(finished=False, position=self.engine.next_id)
+        return await self._live()
+
+    async def _replay(self) -> Ended | None:
+        """Deliver the log's entries; the log's end entry, or None where it stops."""
+        engine, loop = self.engine, self.loop
+        while True:
+            try:
+                event = engine.next_event(loop.next_deadline())
+            except NonDeterminismError as err:
+                raise await self._earlier_divergence(err) from None
+            match event:
+                case Done() | Emitted() | Cancelled():
+                    loop.advance(event.t)  # no timer is due by then (the engine said)
+                    self._deliver(event)
+                case FireTimer(deadline=deadline):
+                    loop.advance(deadline)
+                case Ended():
+                    return event
+                case _ if event is NEED_ENTRIES:
+                    await self._read_ahead()
+                    continue
+                case _:
+                    assert event is LOG_ENDED
+                    return None
+            loop.run_ready()
+            if self._patch_queries:
+                await self._settle()
+
+    async def _read_ahead(self) -> None:
+        """Read up to :data:`READ_AHEAD` more entries into the engine."""
+        records, engine = self._records, self.engine
         if records is None:
-            return None
+            engine.receive_end()
+            return
+        label = self.label
+        batch: list[tuple[int, Entry]] = []
         try:
-            offset, raw = await records.__anext__()
+            for _ in range(READ_AHEAD):
+                offset, raw = await records.__anext__()
+                batch.append((offset, decode_entry(raw, job=label, offset=offset)))
         except StopAsyncIteration:
             self._records = None
-            return None
-        self.entries_read += 1
-        return offset, decode_entry(raw, job=self.label, offset=offset)
+            engine.receive_end()
+        finally:
+            engine.receive_many(batch)
+            self.entries_read += len(batch)
+
+    async def _earlier_divergence(
+        self, err: NonDeterminismError
+    ) -> NonDeterminismError:
+        """``err``, or the divergence further back that the log shows (read ahead)."""
+        while (earlier := self.engine.earlier_divergence(err.position)) is NEED_ENTRIES:
+            await self._read_ahead()
+        return earlier if earlier is not None else err
+
+    async def _finished_from_log(self, ended: Ended) -> JobOutcome:
+        engine = self.engine
+        while engine.next_event(None) is NEED_ENTRIES:
+            await self._read_ahead()  # anything after the end is damage: it raises
+        root = self.root
+        assert root is not None
+        engine.check_end(ended, self._code_end() if root.done() else None)
+        return self._outcome_from(ended.result, ended.error, None)
+
+    async def _live(self) -> JobOutcome:
+        loop, root, host = self.loop, self.root, self._host
+        assert root is not None
+        assert host is not None
+        if self.engine.replaying:
+            self._resume_pending()
+        self.live.set()
+        await self._advance(max(loop.time(), self.clock()))
+        flusher = host.spawn(self._flusher, name=f"duron flusher {self.label}")
+        try:
+            await self._run_live(root)
+        finally:
+            flusher.cancel()
+        self.stop_effects()
+        code_end = self._code_end()
+        error = ErrorInfo.from_json(code_end) if "type" in code_end else None
+        t = loop.time()
+        await self._append(self.engine.end(code_end.get("result"), error, t, t))
+        cause = None if root.cancelled() else root.exception()
+        return self._outcome_from(code_end.get("result"), error, cause)
+
+    def _resume_pending(self) -> None:
+        """The log ended: what was issued but not finished continues live."""
+        engine = self.engine
+        for op in engine.go_live():
+            if op.fut.cancelled():  # durable code stopped waiting meanwhile
+                engine.abandon(op)
+            elif op.kind == "effect":
+                self._to_launch.append(op)
+
+    async def _run_live(self, root: asyncio.Task[Any]) -> None:
+        loop, host, events, engine = self.loop, self._host, self._events, self.engine
+        assert host is not None
+        while not root.done():
+            if self._to_launch:
+                self._launch()
+            if not events and not engine.has_staged:
+                await self._wait()
+                if not events and not engine.has_staged:
+                    deadline = loop.next_deadline()
+                    if deadline is not None and deadline <= self.clock():
+                        loop.advance(deadline)
+                        if self._patch_queries:
+                            await self._settle()
+                    continue
+            await self._commit()
+            self._unyielded += 1
+            if self._unyielded >= CHECKPOINT_EVERY:
+                # Effects that finish at once never make us wait: let the host's
+                # other tasks run now and then.
+                self._unyielded = 0
+                await host.checkpoint()
+
+    async def _commit(self) -> None:
+        """Append every ready outcome in one write, then deliver them in order."""
+        loop, engine = self.loop, self.engine
+        t = max(loop.time(), self.clock())
+        batch: list[Any] = list(self._events)
+        self._events.clear()
+        for event in batch:
+            if type(event) is Fatal:
+                raise event.error
+        entries = engine.commit(batch, t, loop.time())
+        if entries:
+            await self._append(entries)
+        engine.committed(batch)
+        for event in batch:
+            if event.ack is not None:
+                event.recorded = True
+                event.ack.set()
+        for event in batch:
+            if not loop.advance_quietly(t):
+                await self._advance(t)
+            self._deliver(event)
+            loop.run_ready()
+            if self._patch_queries:
+                await self._settle()
+
+    async def _wait(self) -> None:
+        """Sleep until an outcome arrives or the next timer is due."""
+        host = self._host
+        assert host is not None
+        if self._flush_due:
+            await self._flush_starts()
+            if self._events:
+                return
+        deadline = self.loop.next_deadline()
+        delay = None if deadline is None else deadline - self.clock()
+        if delay is None or delay > 0:
+            await host.sleep(delay)
+        if self._flush_due and not self._events:
+            await self._flush_starts()
+
+    async def _flush_starts(self) -> None:
+        self._flush_due = False
+        starts = self.engine.flush_starts(self.loop.time())
+        if starts:
+            await self._append(starts)
+
+    async def _flusher(self) -> None:
+        """Every so often, have an idle driver record what is still running."""
+        host = self._host
+        assert host is not None
+        while True:
+            await anyio.sleep(START_FLUSH_DELAY)
+            if self.engine.has_unflushed:
+                self._flush_due = True
+                host.wake()
+
+    def _launch(self) -> None:
+        effects = self._effects
+        assert effects is not None
+        if not self.closing:
+            push = self._push
+            for op in self._to_launch:
+                if not op.abandoned:
+                    outcome = effects.start(op)
+                    if outcome is not None:
+                        push(outcome)
+        self._to_launch.clear()
+
+    def _push(self, event: Outcome | Fatal) -> None:
+        self._events.append(event)
+        host = self._host
+        if host is not None:
+            host.wake()
+
+    def stop_effects(self) -> None:
+        """The job is stopping: cancel what still runs live, record none of it."""
+        self.closing = True
+        for op in self.engine.pending.values():
+            if op.task is not None:
+                Effects.stop(op)
+            else:
+                op.stopped = True
+
+    async def aclose(self) -> None:
+        """Cancel the effects still running and wait for them to stop."""
+        self.stop_effects()
+        if self._host is not None:
+            await self._host.aclose()
+
+    def shutdown(self) -> None:
+        """The run is over: wake host readers and writers still waiting on it."""
+        self.ended = True
+        self.live.set()
+        for ch in self.outputs.values():
+            ch.notify()
+        for event in self._events:
+            if not isinstance(event, Fatal) and event.ack is not None:
+                event.ack.set()
+        self._events.clear()
+        self.loop.close()
+
+    # -- stepping durable code -------------------------------------------------------
+
+    def _deliver(self, event: Outcome) -> None:
+        match event:
+            case Done(op=op) if not op.abandoned:
+                deliver_done(
+                    self, op, event.result, event.error, event.cause, event.decoded
+                )
+            case Emitted(op=op) if not op.abandoned:
+                deliver_emit(self, op, event.value, event.decoded)
+            case Cancelled():
+                root = self.root
+                if root is not None and not root.done():
+                    root.cancel("the job was cancelled")
 
     async def _advance(self, to: float) -> None:
         """Move the clock to ``to`` one timer deadline at a time."""
@@ -119,115 +431,334 @@ class DriverBase:
 
     async def _settle(self) -> None:
         """Run the loop until nothing is ready, answering ``ctx.patched`` questions."""
-        loop = self.loop
+        loop, engine = self.loop, self.engine
         loop.run_ready()
         while self._patch_queries:
             queries, self._patch_queries = self._patch_queries, []
             for change_id, fut in queries:
                 if fut.done():
                     continue
-                if self.replayer.replaying:
-                    taken = await self._recorded_patch(change_id)
-                else:
-                    taken = True
-                if taken:
-                    rec = self.replayer.issue("patch", change_id, None)
-                    lop = LiveOp(rec, fut)
-                    self.ops[rec.id] = lop
-                    if not self.replayer.replaying:
-                        self._push(Done(lop, True))
+                while (taken := engine.patched(change_id)) is None:
+                    await self._read_ahead()
                 fut.set_result(taken)
             loop.run_ready()
 
-    async def _recorded_patch(self, change_id: str) -> bool:
-        """While replaying: does the log take the patched path at the next position?
+    # -- what durable code calls (through Context) -----------------------------------
 
-        Yes if the log's entry for that position is this patch's marker, or if the
-        log ends before recording anything for it (the job goes live from there).
-        No if it records another operation there, or the job's end.
+    def check_loop(self, what: str) -> None:
+        if _running_loop() is not self.loop:
+            raise UsageError(
+                f"{what} was called outside this job's durable code; a Context is "
+                "only valid inside the durable function it was given to"
+            )
+
+    def issue_effect(
+        self,
+        spec: EffectSpec,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        sink: Any = None,
+    ) -> asyncio.Future[Any] | Recorded:
+        """Register an effect call; the future to await, or its :class:`Recorded`
+        outcome when one of the shortcuts (see the module docstring) applies."""
+        if _running_loop() is not self.loop:
+            self.check_loop(f"ctx.run({spec.name})")
+        engine = self.engine
+        try:
+            inputs = spec.sig.encode_call(self.codec, args, kwargs)
+        except PayloadError as err:
+            raise err.at(job=self.label, position=engine.next_id) from err.__cause__
+        streaming = spec.kind == "stream"
+        if sink is None and not streaming:
+            if engine.replaying:
+                recorded = self._replay_at_once(spec, inputs)
+                if recorded is not None:
+                    return recorded
+            elif spec.kind == "async" and self._quiet():
+                return self._run_at_once(spec, args, kwargs, inputs)
+        op = engine.issue(Op("effect", spec.name, inputs, streaming=streaming))
+        op.spec, op.args, op.kwargs, op.sink = spec, args, kwargs, sink
+        if streaming:
+            op.state = args[0] if args else kwargs.get(spec.sig.params[0].name)
+        if not engine.replaying:
+            self._to_launch.append(op)
+        return self._await(op)
+
+    def _await(self, op: Op) -> OpFuture:
+        fut = OpFuture(loop=self.loop)
+        fut.bind(op, self._op_cancelled)
+        op.fut = fut
+        return fut
+
+    def _replay_at_once(
+        self, spec: EffectSpec, inputs: dict[str, JSONValue]
+    ) -> Recorded | None:
+        """The call's recorded outcome, if stepping would hand it over next.
+
+        Normally the task suspends on its future, the loop goes quiet and the
+        driver delivers the next entry. When nothing else is ready and the engine
+        says the next entries are exactly this call's (no timer before them), the
+        task may as well go on with the outcome. Anything unusual (a payload that
+        no longer decodes) is left to the general path, which reports it.
         """
-        position = self.replayer.next_id
+        if self._patch_queries or self.loop.has_ready():
+            return None
+        engine, loop = self.engine, self.loop
+        done = engine.recorded_at_once(
+            "effect", spec.name, inputs, loop.next_deadline()
+        )
+        if done is None:
+            return None
+        if done.error is None:
+            try:
+                out = Recorded(
+                    self.codec.decode(done.result, spec.result_annotation), None
+                )
+            except Exception:
+                return None
+        else:
+            out = Recorded(None, rebuild(done.error))
+        engine.take_at_once(done)
+        loop.advance(done.t)  # only moves the clock: no timer is due (checked)
+        return out
 
-        def verdict(entry: Entry) -> bool | None:
-            return _patch_verdict(entry, position, change_id)
+    def _quiet(self) -> bool:
+        """Whether a live effect that ends at once may be committed from durable
+        code: nothing but this call is ready, due, unrecorded or being asked, the
+        storage can append without waiting and the host is asyncio."""
+        effects = self._effects
+        return (
+            self._append_nowait is not None
+            and effects is not None
+            and effects.direct
+            and not self.loop.has_ready()
+            and not self._events
+            and not self._to_launch
+            and self.engine.idle
+            and not self._patch_queries
+            and self._unyielded < CHECKPOINT_EVERY
+            and not self.closing
+        )
 
-        if self._current is not None:
-            answer = verdict(self._current)
-            if answer is not None:
-                return answer
-        found = await self._scan_ahead(verdict)
-        return True if found is None else found[2]
+    def _run_at_once(
+        self,
+        spec: EffectSpec,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        inputs: dict[str, JSONValue],
+    ) -> Recorded | OpFuture:
+        """Start a live effect from durable code; if it ends in its first step,
+        commit it alone, now, as the driver's next round would, and hand the
+        outcome over. An effect that waits continues as usual."""
+        effects = self._effects
+        assert effects is not None
+        op = self.engine.issue(Op("effect", spec.name, inputs))
+        op.spec, op.args, op.kwargs = spec, args, kwargs
+        outcome = effects.start(op, from_durable=True)
+        if type(outcome) is Done and self._commit_at_once(outcome):
+            if outcome.error is not None:
+                return Recorded(None, rebuild(outcome.error, outcome.cause))
+            return Recorded(outcome.decoded, None)
+        if outcome is not None:
+            self._push(outcome)
+        return self._await(op)
 
-    async def _scan_ahead(
-        self, verdict: Callable[[Entry], _V | None]
-    ) -> tuple[int, Entry, _V] | None:
-        """The first entry not yet fed for which ``verdict`` says something, with
-        what it says; entries read to find it stay in the lookahead."""
-        for offset, entry in self._lookahead:
-            answer = verdict(entry)
-            if answer is not None:
-                return offset, entry, answer
-        while (item := await self._read_entry()) is not None:
-            self._lookahead.append(item)
-            answer = verdict(item[1])
-            if answer is not None:
-                return item[0], item[1], answer
+    def _commit_at_once(self, done: Done) -> bool:
+        """Commit ``done`` alone, now; False (nothing written) if a timer is due
+        first or the storage would have to wait."""
+        loop, engine = self.loop, self.engine
+        t = max(loop.time(), self.clock())
+        if loop.due_by(t):
+            return False
+        batch: list[Outcome] = [done]
+        try:
+            if not self._append_now(engine.commit(batch, t, loop.time())):
+                return False
+        except Exception as exc:  # the driver fails the job with it
+            self._push(Fatal(exc))
+            return False
+        engine.committed(batch)
+        self._unyielded += 1
+        loop.advance(t)  # only moves the clock: no timer is due by t (checked)
+        return True
+
+    def _op_cancelled(self, op: Op) -> None:
+        """Durable code gave up waiting for ``op``: stop it, record nothing more."""
+        if self.engine.abandon(op) and op.task is not None:
+            Effects.stop(op)
+
+    def issue_future(
+        self, annotation: Any, name: str | None
+    ) -> tuple[str, asyncio.Future[Any]]:
+        self.check_loop("ctx.create_future")
+        op = self.engine.issue(Op("future", name or "future"))
+        op.annotation = annotation
+        return str(op.id), self._await(op)
+
+    def patch_query(self, change_id: str) -> asyncio.Future[bool]:
+        self.check_loop(f"ctx.patched({change_id!r})")
+        fut: asyncio.Future[bool] = self.loop.create_future()
+        self._patch_queries.append((change_id, fut))
+        return fut
+
+    def next_random_seed(self) -> str:
+        self._random_calls += 1
+        return f"{self.seed}:{self._random_calls}"
+
+    # -- what the host calls (through Job) ---------------------------------------------
+
+    @property
+    def position(self) -> int:
+        """How many operations durable code has issued."""
+        return self.engine.next_id
+
+    async def wait_live(self) -> None:
+        """Return once replay is over and host input can be recorded."""
+        await self.live.wait()
+        if self.ended:
+            raise UsageError(f"job {self.label} has ended; it takes no more input")
+
+    async def submit_input(
+        self, name: str, data: JSONValue, error: BaseException | None, close: bool
+    ) -> None:
+        await self.wait_live()
+        op = self.inputs[name]
+        if op.closed:
+            raise UsageError(
+                f"job {self.label}: {name!r} is closed; it takes no more values"
+            )
+        event: Done | Emitted
+        if close:
+            op.closed = True
+            info = error_info(error) if error is not None else None
+            event = Done(op, None, info, cause=error, ack=anyio.Event())
+        else:
+            event = Emitted(op, data, ack=anyio.Event())
+        await self._submit(event, f"the value for {name!r}")
+
+    async def recorded_count(self, name: str) -> int:
+        """How many values the log holds for host input ``name`` (after replay)."""
+        await self.live.wait()
+        return int(self.inputs[name].state or 0)
+
+    def find_future(self, future_id: str) -> Op | None:
+        """The pending future ``future_id``, if durable code still waits for it."""
+        try:
+            op = self.engine.pending.get(int(future_id))
+        except ValueError:
+            return None
+        if op is None or op.kind != "future" or op.fut.done() or op.closed:
+            return None
+        return op
+
+    async def complete_future(
+        self, future_id: str, result: Any, exception: BaseException | None
+    ) -> None:
+        await self.wait_live()
+        op = self.find_future(future_id)
+        if op is None:
+            raise UsageError(
+                f"job {self.label}: no pending future {future_id!r} (unknown, already "
+                "completed, or no longer awaited); check job.is_future_pending first"
+            )
+        if exception is not None:
+            event = Done(op, None, error_info(exception), cause=exception)
+        else:
+            data, decoded = roundtrip(
+                self.codec,
+                result,
+                op.annotation,
+                what=f"result for future {future_id!r} ({op.name})",
+                job=self.label,
+            )
+            event = Done(op, data, decoded=decoded)
+        event.ack = anyio.Event()
+        op.closed = True
+        await self._submit(event, f"the result of future {future_id!r}")
+
+    async def cancel(self) -> None:
+        await self.wait_live()
+        await self._submit(Cancelled(ack=anyio.Event()), "the cancellation")
+
+    async def _submit(self, event: Outcome, what: str) -> None:
+        self._push(event)
+        await event.ack.wait()
+        if not event.recorded:
+            raise UsageError(f"job {self.label} ended before {what} was recorded")
+
+    # -- what verification asks after a replay-only run ------------------------------
+
+    def code_ending(self) -> str | None:
+        """How durable code ended, in words (``None`` while it still runs)."""
+        root = self.root
+        if root is None or not root.done():
+            return None
+        if root.cancelled():
+            return "is cancelled"
+        exc = root.exception()
+        if exc is None:
+            return "returns"
+        return f"raises {type(exc).__qualname__}({str(exc)!r})"
+
+    def code_failure(self) -> DuronError | None:
+        """The Duron error that stopped durable code itself (a bug of today's code:
+        an input that cannot be encoded, an API misused), if one did."""
+        root = self.root
+        if root is None or not root.done() or root.cancelled():
+            return None
+        exc = root.exception()
+        if isinstance(exc, DuronError) and not isinstance(exc, EffectError):
+            return exc
         return None
 
-    def _cancel_root(self) -> None:
-        root = self.root
-        if root is not None and not root.done():
-            root.cancel("the job was cancelled")
+    # -- the job's end ---------------------------------------------------------------
 
-    def _root_outcome_json(self) -> dict[str, Any]:
+    def _code_end(self) -> dict[str, Any]:
+        """How durable code ended, as the end entry records it.
+
+        Raises:
+            DuronError: Durable code failed with one (a bug to fix, not the job's
+                result: the run fails and the log stays resumable).
+        """
         root = self.root
         assert root is not None
         if root.cancelled():
-            from duron._errors import JobCancelledError
-
-            return error_info(
-                JobCancelledError(f"job {self.label} was cancelled")
-            ).to_json()
+            cancelled = JobCancelledError(f"job {self.label} was cancelled")
+            return error_info(cancelled).to_json()
         exc = root.exception()
         if exc is not None:
             if isinstance(exc, DuronError) and not isinstance(exc, EffectError):
-                # A Duron error (bad payload, misuse) is a bug to fix, not the job's
-                # result: fail this run and leave the log resumable.
                 raise exc
             return error_info(exc).to_json()
-        ann = self.dfn.sig.return_annotation
-        try:
-            data = self.codec.encode(root.result(), ann)
-            self.codec.decode(data, ann)  # an end replay could not decode: refuse it
-        except Exception as err:
-            raise PayloadError(
-                what=f"result of durable function {self.dfn.name}",
-                type_name=describe_type(ann),
-                detail=f"cannot encode {type(root.result()).__qualname__}: {explain(err)}",
-                job=self.label,
-            ) from err
+        dfn = self.dfn
+        data, _ = roundtrip(
+            self.codec,
+            root.result(),
+            dfn.sig.return_annotation,
+            what=f"result of durable function {dfn.name}",
+            job=self.label,
+        )
         return {"result": data}
 
     def _outcome_from(
         self, result: JSONValue, error: ErrorInfo | None, cause: BaseException | None
-    ) -> Outcome:
+    ) -> JobOutcome:
+        position = self.engine.next_id
         if error is not None:
-            return Outcome(
-                error=rebuild(error, cause),
-                recorded_error=error,
-                position=self.replayer.next_id,
+            return JobOutcome(
+                error=rebuild(error, cause), recorded_error=error, position=position
             )
-        ann = self.dfn.sig.return_annotation
-        try:
-            value = self.codec.decode(result, ann)
-        except Exception as err:
-            raise PayloadError(
-                what=f"recorded result of durable function {self.dfn.name}",
-                type_name=describe_type(ann),
-                detail=explain(err),
-                job=self.label,
-            ) from err
-        return Outcome(result=value, position=self.replayer.next_id)
+        dfn = self.dfn
+        value = decode_recorded(
+            self.codec,
+            result,
+            dfn.sig.return_annotation,
+            what=f"result of durable function {dfn.name}",
+            job=self.label,
+        )
+        return JobOutcome(result=value, position=position)
+
+    # -- writing ---------------------------------------------------------------------
 
     def _encode(self, entries: list[Entry]) -> list[bytes]:
         try:
@@ -241,7 +772,7 @@ class DriverBase:
 
     def _append_now(self, entries: list[Entry]) -> bool:
         """Append without waiting, if the storage can; False (nothing written) if not."""
-        append_nowait = self._append_nowait
+        append_nowait: Callable[[Sequence[bytes]], bool] | None = self._append_nowait
         if append_nowait is None:
             return False
         if not append_nowait(self._encode(entries)):
@@ -257,9 +788,9 @@ class DriverBase:
                 encode_entry(entry)
             except TypeError as exc:
                 op_id: int | None = getattr(entry, "id", None)
-                lop = self.ops.get(op_id) if op_id is not None else None
+                op = self.engine.pending.get(op_id) if op_id is not None else None
                 name = getattr(entry, "name", None) or (
-                    lop.rec.name if lop is not None else f"operation #{op_id}"
+                    op.name if op is not None else f"operation #{op_id}"
                 )
                 if entry.type == "end":
                     what = f"result of durable function {self.dfn.name}"
@@ -271,7 +802,7 @@ class DriverBase:
                     what = f"exception raised by effect {name}"
                 else:
                     what = f"result of effect {name}"
-                err = PayloadError(
+                err = PayloadEncodeError(
                     what=what,
                     type_name=f"{entry.type} entry",
                     detail=f"cannot be written to the log: {exc}",
@@ -282,94 +813,20 @@ class DriverBase:
                 return err
         return InternalError(f"job {self.label}: a batch of entries failed to encode")
 
-    def _push(self, ev: Event) -> None:
-        self._events.append(ev)
-        if self._host is not None:
-            self._host.wake()
+    def _same_inputs(self, op: Op, recorded: dict[str, JSONValue] | None) -> bool:
+        """Whether an effect's recorded inputs mean today's call under today's types.
 
-    def _deliver_done(
-        self,
-        lop: LiveOp,
-        result: JSONValue,
-        error: ErrorInfo | None,
-        cause: BaseException | None = None,
-        decoded: Any = UNDECODED,
-    ) -> None:
-        kind = lop.rec.kind
-        if kind == "input":
-            lop.closed = True
-            if not lop.fut.done():
-                lop.fut.set_result(None)
-            if isinstance(lop.target, _Channel):
-                lop.target.close(rebuild(error) if error is not None else None)
-            return
-        if kind == "patch":
-            return
-        if lop.sink is not None:
-            lop.sink._ch.close()
-        fut = lop.fut
-        if fut.done():
-            return
-        if error is not None:
-            fut.set_exception(rebuild(error, cause))
-            return
-        if decoded is UNDECODED:
-            decoded = self._decode(
-                lop, result, lop.annotation if kind == "future" else None
-            )
-        fut.set_result(decoded)
-
-    def _deliver_emit(
-        self, lop: LiveOp, value: JSONValue, decoded: Any = UNDECODED
-    ) -> None:
-        kind = lop.rec.kind
-        if kind == "input":
-            if decoded is UNDECODED:
-                decoded = self._decode(lop, value, lop.annotation, "value sent to")
-            lop.state = (lop.state or 0) + 1  # values recorded so far (recorded_count)
-            if isinstance(lop.target, Signal):
-                lop.target.trigger(decoded)
-            else:
-                lop.target.put(decoded)
-            return
-        spec = lop.spec
-        if spec is None or spec.kind != "stream":
-            raise InternalError(
-                f"emission recorded for non-streaming operation {lop.rec.name}"
-            )
-        if decoded is UNDECODED:
-            decoded = self._decode(
-                lop, value, spec.action_annotation, "value yielded by"
-            )
-        lop.state = spec.reducer(lop.state, decoded)
-        if lop.sink is not None:
-            lop.sink._ch.put(lop.state)
-
-    def _decode(
-        self, lop: LiveOp, data: JSONValue, annotation: Any, what: str = "result of"
-    ) -> Any:
-        if annotation is None:
-            assert lop.spec is not None
-            annotation = lop.spec.result_annotation
+        Inputs are compared as encoded; when they differ, the recorded ones are
+        validated through the effect's current annotations and encoded again: a
+        model that gained a field with a default then matches a log written before
+        the field existed. Anything that no longer validates, or encodes to
+        something else, is a divergence.
+        """
+        spec = op.spec
+        if spec is None or recorded is None or op.inputs is None:
+            return False
         try:
-            return self.codec.decode(data, annotation)
-        except Exception as err:
-            raise PayloadError(
-                what=f"recorded {what} {lop.rec.name}",
-                type_name=describe_type(annotation),
-                detail=f"no longer validates: {explain(err)}",
-                position=lop.rec.id,
-                job=self.label,
-            ) from err
-
-
-def _patch_verdict(entry: Entry, position: int, change_id: str) -> bool | None:
-    if isinstance(entry, JobFinished):
-        return False
-    if getattr(entry, "id", None) != position:
-        return None
-    return (
-        isinstance(entry, OpCompleted)
-        and entry.kind == "patch"
-        and entry.name == change_id
-    )
+            again = spec.sig.reencode_inputs(self.codec, recorded)
+        except Exception:
+            return False
+        return bool(again == op.inputs)

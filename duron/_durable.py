@@ -163,7 +163,9 @@ class DurableFn(Generic[_P, _T]):
                 )
         return self.sig.encode_inputs(self.codec, bound)
 
-    def invoke(self, storage: LogStorage) -> Job[_P, _T]:
+    def invoke(
+        self, storage: LogStorage, *, clock: Callable[[], float] | None = None
+    ) -> Job[_P, _T]:
         """Open a job on ``storage``; use it as an async context manager.
 
         Example:
@@ -175,13 +177,18 @@ class DurableFn(Generic[_P, _T]):
 
         Args:
             storage: Where the job's log lives.
+            clock: The host clock the job records time from, in seconds since the
+                epoch (default ``time.time``). Replay takes time from the log; a
+                test can pass a fake clock to drive a live run's durable timers.
 
         Returns:
             The job handle.
         """
         from duron._job import Job
 
-        return Job(self, storage)
+        if clock is None:
+            return Job(self, storage)
+        return Job(self, storage, clock=clock)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise UsageError(

@@ -16,8 +16,8 @@ from typing import Any, Literal, NamedTuple, TypeVar, overload
 
 from duron._codec import UNANNOTATED
 from duron._durable import DurableFn
+from duron._durable_loop import in_durable_code
 from duron._errors import UsageError
-from duron._loop import in_durable_code
 from duron._signature import Signature, qualified_name
 
 __all__ = ["EffectSpec", "Reducer", "effect", "effect_spec"]

@@ -16,13 +16,15 @@ Every error keeps its facts as attributes and builds its message from them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from duron._verify import VerifyReport
 
 __all__ = [
     "CorruptLogError",
+    "DivergenceKind",
     "DuplicateJobError",
     "DuronError",
     "EffectError",
@@ -35,6 +37,9 @@ __all__ = [
     "LeaseLostError",
     "LogLockedError",
     "NonDeterminismError",
+    "OperationCall",
+    "PayloadDecodeError",
+    "PayloadEncodeError",
     "PayloadError",
     "SchemaError",
     "StorageError",
@@ -53,15 +58,68 @@ class UsageError(DuronError, TypeError):
     """The API was used in a way it does not support (raised early, with advice)."""
 
 
+DivergenceKind = Literal[
+    "other-operation",
+    "not-reached",
+    "position-finished",
+    "unexpected-value",
+    "early-end",
+    "other-end",
+    "no-job-entry",
+]
+"""How code and log differ, the ``kind`` of a :class:`NonDeterminismError`:
+
+* ``other-operation``: the log recorded one operation at the position, the code asks
+  for another (another effect, other inputs, another kind);
+* ``not-reached``: the log recorded an operation at a position the code never
+  reached (it ended, or waits for something else);
+* ``position-finished``: the log records more for a position the code is done with
+  (a second completion, or a completion of an operation the code dropped);
+* ``unexpected-value``: the log recorded a streamed value for an operation that
+  does not stream (an effect that is not an async generator, a future);
+* ``early-end``: the log recorded the job's end while the code still waits;
+* ``other-end``: both ended, with another result or error;
+* ``no-job-entry``: the log does not begin with its job entry.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OperationCall:
+    """One operation as the log records it, or as the code asks for it.
+
+    Attributes:
+        kind: ``"effect"``, ``"future"``, ``"input"`` (a stream or signal
+            parameter) or ``"patch"`` (a ``ctx.patched`` marker).
+        name: The effect's recorded name, the future's name, the parameter's
+            name or the patch's change id.
+        inputs: The encoded inputs of an effect, by parameter name.
+    """
+
+    kind: str
+    name: str
+    inputs: dict[str, Any] | None = None
+
+    def __str__(self) -> str:
+        from duron._json import describe_operation
+
+        return describe_operation(self.kind, self.name, self.inputs)
+
+
 class NonDeterminismError(DuronError):
     """The durable code asked for something other than what the log recorded.
 
     Attributes:
         job: The job's label (a log path or a job id).
         position: The operation's position in the job (0 for its first operation).
-        recorded: What the log recorded at that position, or ``None`` if nothing.
-        requested: What the code asks for now, or ``None`` if it asked for nothing.
+        kind: How they differ (see :data:`DivergenceKind`).
+        recorded: What the log recorded at that position, as shown, or ``None``.
+        requested: What the code asks for now, as shown, or ``None`` for nothing.
+        recorded_call: What the log recorded there, as data, when it is an
+            operation.
+        requested_calls: What the code asks for there, as data: one operation, or
+            (for an ``early-end``) every operation it still waits for.
         offset: Where the recorded entry is in the log (byte offset or row), if known.
+        hint: A few words on how the two sides relate, if any.
     """
 
     def __init__(
@@ -69,15 +127,21 @@ class NonDeterminismError(DuronError):
         *,
         job: str,
         position: int,
+        kind: DivergenceKind,
         recorded: str | None,
         requested: str | None,
+        recorded_call: OperationCall | None = None,
+        requested_calls: Sequence[OperationCall] = (),
         offset: int | None = None,
         hint: str | None = None,
     ) -> None:
         self.job = job
         self.position = position
+        self.kind: DivergenceKind = kind
         self.recorded = recorded
         self.requested = requested
+        self.recorded_call = recorded_call
+        self.requested_calls: tuple[OperationCall, ...] = tuple(requested_calls)
         self.offset = offset
         self.hint = hint
         where = f"position {position}"
@@ -272,13 +336,19 @@ class UnknownFunctionError(DuronError):
 
 
 class PayloadError(DuronError):
-    """A value could not be encoded for the log, or a logged value no longer decodes.
+    """A value could not go into the log, or a logged value no longer decodes.
+
+    Catch this to handle both; the two subclasses say who must act:
+    :class:`PayloadEncodeError` (a value the code produced cannot be recorded:
+    fix the code) and :class:`PayloadDecodeError` (a value the log holds no longer
+    validates as today's type: a schema change).
 
     Attributes:
         what: Which payload (``"result of work"``, ``"argument 'name' of work"``).
         type_name: The annotated type (or the value's type when unannotated).
         detail: The codec's explanation (for pydantic, its validation message).
         position: The operation's position, when the payload belongs to one.
+        job: The job's label, when known.
     """
 
     def __init__(
@@ -301,6 +371,37 @@ class PayloadError(DuronError):
         if position is not None:
             where += f"position {position}: "
         super().__init__(f"{where}{what} ({type_name}): {detail}")
+
+    def at(self, *, job: str | None, position: int | None = None) -> PayloadError:
+        """The same error, placed in a job (and at a position), its cause kept."""
+        err = type(self)(
+            what=self.what,
+            type_name=self.type_name,
+            detail=self.detail,
+            position=position if position is not None else self.position,
+            job=job,
+        )
+        err.__cause__ = self.__cause__
+        return err
+
+
+class PayloadEncodeError(PayloadError):
+    """A value the code produced cannot be written to the log as its annotated type.
+
+    An argument, an effect's result or raised exception, a value sent to a job: it
+    does not encode, or what it encodes to would not decode back into the annotated
+    type (so that a replay could not rebuild it). Nothing was written. Fix the
+    value or the annotation.
+    """
+
+
+class PayloadDecodeError(PayloadError):
+    """A value the log holds no longer validates as today's annotated type.
+
+    The log was written under other types (a model lost a field, a field changed
+    type). Nothing was run. Make the type accept the old form (a default, a
+    validator), or keep the job on the old code.
+    """
 
 
 class EffectError(DuronError):

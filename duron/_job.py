@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 import anyio
 
-from duron._codec import describe_type, explain
+from duron._codec import decode_recorded, describe_type, explain
 from duron._context import Context
+from duron._driver import Driver, JobOutcome
 from duron._errors import (
     JobMismatchError,
     JobNotStartedError,
     NonDeterminismError,
+    PayloadEncodeError,
     PayloadError,
     UsageError,
 )
-from duron._host import HostReader, HostWriter
+from duron._host_streams import HostReader, HostWriter
 from duron._log import JobStarted, decode_entry, encode_entry
-from duron._runtime import Outcome, Runtime
 from duron._signature import format_call
 
 if TYPE_CHECKING:
@@ -43,18 +44,30 @@ class Job(Generic[_P, _T]):
     Use it as an async context manager: entering takes the log's writer lease,
     leaving stops the job at a safe point (live effects are cancelled; their results
     were not recorded, so a later ``resume()`` runs them again) and releases the log.
+    :meth:`close` does the same from any task.
 
     Do not construct it yourself.
     """
 
-    def __init__(self, dfn: DurableFn[_P, _T], storage: LogStorage) -> None:
+    def __init__(
+        self,
+        dfn: DurableFn[_P, _T],
+        storage: LogStorage,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._dfn = dfn
         self._storage = storage
+        self._clock = clock
         self._tg: TaskGroup | None = None
-        self._runtime: Runtime | None = None
+        self._owner: int | None = None  # the task that entered the job's task group
+        self._driver: Driver | None = None
         self._state = "new"
-        self._done = anyio.Event()
-        self._outcome: Outcome | None = None
+        self._done = anyio.Event()  # the run is over (or never started)
+        self._stopping = False
+        self._closed = anyio.Event()  # the run stopped and the log was released
+        self._run_scope: anyio.CancelScope | None = None
+        self._outcome: JobOutcome | None = None
         self._failure: BaseException | None = None
 
     @property
@@ -80,6 +93,7 @@ class Job(Generic[_P, _T]):
             await self._storage.release()
             raise
         self._tg = tg
+        self._owner = anyio.get_current_task().id
         self._state = "open"
         return self
 
@@ -109,12 +123,7 @@ class Job(Generic[_P, _T]):
         try:
             encoded = self._dfn.encode_arguments(args, kwargs, via="start()")
         except PayloadError as err:
-            raise PayloadError(
-                what=err.what,
-                type_name=err.type_name,
-                detail=err.detail,
-                job=self.id,
-            ) from err.__cause__
+            raise err.at(job=self.id) from err.__cause__
         await self._begin(encoded)
 
     async def resume(self) -> None:
@@ -144,12 +153,12 @@ class Job(Generic[_P, _T]):
             # arguments that cannot be rebuilt are refused before the log holds them.
             args = self._decode_args(encoded, recorded=False)
             first = JobStarted(
-                dfn.name, encoded, secrets.token_hex(8), time.time(), dfn.module
+                dfn.name, encoded, secrets.token_hex(8), self._clock(), dfn.module
             )
             try:
                 data = encode_entry(first)
             except TypeError as exc:  # orjson: e.g. an int past 64 bits
-                raise PayloadError(
+                raise PayloadEncodeError(
                     what=f"arguments of {dfn.name}",
                     type_name="job entry",
                     detail=f"cannot be written to the log: {exc}",
@@ -173,18 +182,19 @@ class Job(Generic[_P, _T]):
                 )
             replay = records
             args = self._decode_args(first.args)
-        runtime = Runtime(
+        driver = Driver(
             dfn,
             self._storage,
             seed=first.seed,
-            clock=first.t,
+            started=first.t,
             replaying=replay is not None,
+            clock=self._clock,
         )
-        self._runtime = runtime
+        self._driver = driver
         self._state = "running"
         assert self._tg is not None
         self._tg.start_soon(
-            self._drive, self._tg, runtime, args, replay, name=f"duron job {label}"
+            self._drive, self._tg, driver, args, replay, name=f"duron job {label}"
         )
 
     def _decode_args(
@@ -195,40 +205,44 @@ class Job(Generic[_P, _T]):
     async def _drive(
         self,
         tg: TaskGroup,
-        runtime: Runtime,
+        driver: Driver,
         args: dict[str, Any],
         records: AsyncIterator[tuple[int, bytes]] | None,
     ) -> None:
-        dfn = self._dfn
-        ctx = Context(runtime)
-
-        fn: Any = dfn.fn
+        ctx = Context(driver)
+        fn: Any = self._dfn.fn
 
         async def main() -> Any:
-            return await fn(ctx, **args, **runtime.injected)
+            return await fn(ctx, **args, **driver.injected)
 
         try:
-            self._outcome = await runtime.run(tg, main, records)
-            self._state = "failed" if self._outcome.error is not None else "finished"
+            with anyio.CancelScope() as scope:
+                self._run_scope = scope
+                if self._stopping:
+                    scope.cancel()
+                self._outcome = await driver.run(tg, main, records)
+                self._state = (
+                    "failed" if self._outcome.error is not None else "finished"
+                )
         except Exception as exc:
             self._failure = exc
             self._state = "failed"
         finally:
-            runtime.shutdown()
+            driver.shutdown()
             with anyio.CancelScope(shield=True):
-                await runtime.aclose()  # effects still running stop here
+                await driver.aclose()  # effects still running stop here
                 if records is not None:
                     await _aclose(records)
             self._done.set()
 
     # -- live input and output --------------------------------------------------------
 
-    async def _running(self, what: str) -> Runtime:
-        if self._runtime is None:
+    async def _running(self, what: str) -> Driver:
+        if self._driver is None:
             raise UsageError(
                 f"job {self.id}: {what} needs a started job: call start() or resume() first"
             )
-        return self._runtime
+        return self._driver
 
     @overload
     async def open_stream(self, name: str, mode: Literal["w"]) -> HostWriter[Any]: ...
@@ -258,7 +272,7 @@ class Job(Generic[_P, _T]):
         Raises:
             UsageError: No such parameter, or the wrong direction for it.
         """
-        runtime = await self._running(f"open_stream({name!r})")
+        driver = await self._running(f"open_stream({name!r})")
         injections = {inj.name: inj for inj in self._dfn.injections}
         inj = injections.get(name)
         if inj is None:
@@ -277,8 +291,8 @@ class Job(Generic[_P, _T]):
                 name,
                 inj.annotation,
                 self._dfn.codec,
-                runtime.submit_input,
-                runtime.recorded_count,
+                driver.submit_input,
+                driver.recorded_count,
             )
         if mode == "r":
             if inj.kind != "writer":
@@ -286,7 +300,7 @@ class Job(Generic[_P, _T]):
                     f"{name!r} is a {inj.kind} the durable code reads; the host writes "
                     f"it: open_stream({name!r}, 'w')"
                 )
-            return HostReader(runtime.outputs[name], runtime, start)
+            return HostReader(driver.outputs[name], driver, start)
         raise UsageError(f"open_stream mode must be 'r' or 'w', not {mode!r}")
 
     async def complete_future(
@@ -307,13 +321,17 @@ class Job(Generic[_P, _T]):
             UsageError: Unknown, already completed, or abandoned future.
             PayloadError: ``result`` does not validate as the future's type.
         """
-        runtime = await self._running("complete_future")
-        await runtime.complete_future(future_id, result, exception)
+        driver = await self._running("complete_future")
+        await driver.complete_future(future_id, result, exception)
 
     def is_future_pending(self, future_id: str) -> bool:
         """Whether durable code still waits on this future (exact once replay is over)."""
-        rt = self._runtime
-        return rt is not None and not rt.ended and rt.find_future(future_id) is not None
+        driver = self._driver
+        return (
+            driver is not None
+            and not driver.ended
+            and driver.find_future(future_id) is not None
+        )
 
     async def cancel(self) -> None:
         """Cancel the job: recorded, then delivered as cancellation at its next await.
@@ -321,8 +339,8 @@ class Job(Generic[_P, _T]):
         If the durable code lets the cancellation end it, :meth:`wait` raises
         :class:`~duron.JobCancelledError`; the log records that end.
         """
-        runtime = await self._running("cancel")
-        await runtime.cancel()
+        driver = await self._running("cancel")
+        await driver.cancel()
 
     async def wait(self) -> _T:
         """Wait for the job to end and return its result (recorded or fresh).
@@ -352,30 +370,48 @@ class Job(Generic[_P, _T]):
         return self._outcome.result  # type: ignore[no-any-return]
 
     async def close(self) -> None:
-        """Stop the job at a safe point and release the log (idempotent)."""
-        if self._state in ("closed", "new"):
+        """Stop the job at a safe point and release the log (idempotent).
+
+        Any task may call it: it asks the run to stop, waits until it has (live
+        effects cancelled, nothing more written) and releases the log. The job's
+        task group itself is left by the task that entered ``async with``, when it
+        leaves the block (or calls this).
+        """
+        if self._state == "new":
             self._state = "closed"
             return
-        tg, self._tg = self._tg, None
-        if self._runtime is not None:
-            self._runtime.closing = True
+        await self._stop()
+        tg = self._tg
+        if tg is not None and anyio.get_current_task().id == self._owner:
+            self._tg = None
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
+
+    async def _stop(self) -> None:
+        """Stop the run and release the log, once, whichever task asks first."""
+        if self._stopping:
+            await self._closed.wait()
+            return
+        self._stopping = True
         try:
-            if tg is not None:
-                tg.cancel_scope.cancel()
-                await tg.__aexit__(None, None, None)
+            with anyio.CancelScope(shield=True):
+                driver = self._driver
+                if driver is not None:
+                    driver.stop_effects()
+                    scope = self._run_scope
+                    if scope is not None:
+                        scope.cancel()
+                    await self._done.wait()
+                await self._storage.release()
         finally:
-            if self._runtime is not None:
-                self._runtime.loop.close()
-                with anyio.CancelScope(shield=True):
-                    await self._runtime.aclose()
-            await self._storage.release()
             if self._state in ("open", "running"):
                 self._state = "closed"
             self._done.set()
+            self._closed.set()
 
     def __repr__(self) -> str:
-        rt = self._runtime
-        position = rt.replayer.next_id if rt is not None else 0
+        driver = self._driver
+        position = driver.position if driver is not None else 0
         return f"<Job {self._dfn.name} id={self.id} state={self._state} position={position}>"
 
 
@@ -399,6 +435,7 @@ async def read_job_entry(
         raise NonDeterminismError(
             job=label,
             position=0,
+            kind="no-job-entry",
             recorded=f"a {entry.type} entry",
             requested="the job entry",
             offset=offset,
@@ -431,19 +468,22 @@ def decode_job_args(
                 recorded=format_call(dfn.name, encoded),
                 requested=f"{dfn.name} without a parameter {name!r}",
             ) from None
+        if recorded:
+            out[name] = decode_recorded(
+                dfn.codec,
+                data,
+                p.annotation,
+                what=f"argument {name!r} of {dfn.name}",
+                job=label,
+            )
+            continue
         try:
             out[name] = dfn.codec.decode(data, p.annotation)
         except Exception as exc:
-            if recorded:
-                what = f"recorded argument {name!r} of {dfn.name}"
-                detail = f"no longer validates: {explain(exc)}"
-            else:
-                what = f"argument {name!r} of {dfn.name}"
-                detail = f"does not validate: {explain(exc)}"
-            raise PayloadError(
-                what=what,
+            raise PayloadEncodeError(
+                what=f"argument {name!r} of {dfn.name}",
                 type_name=describe_type(p.annotation),
-                detail=detail,
+                detail=f"would not decode back from the log: {explain(exc)}",
                 job=label,
             ) from exc
     return out

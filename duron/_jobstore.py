@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
 import orjson
 
-from duron._codec import describe_type, explain
+from duron._codec import decode_recorded, describe_type, explain
 from duron._errors import (
     DuplicateJobError,
     JobCancelledError,
@@ -471,13 +471,10 @@ def outcome_of(info: JobInfo, fn: DurableFn[..., Any] | None = None) -> Any:
             f"job {info.id} ran durable function {info.function}, not {fn.name}; "
             "pass the function that ran it to decode its result"
         )
-    ann = fn.sig.return_annotation
-    try:
-        return fn.codec.decode(info.result, ann)
-    except Exception as exc:
-        raise PayloadError(
-            what=f"recorded result of durable function {fn.name}",
-            type_name=describe_type(ann),
-            detail=f"no longer validates: {explain(exc)}",
-            job=info.id,
-        ) from exc
+    return decode_recorded(
+        fn.codec,
+        info.result,
+        fn.sig.return_annotation,
+        what=f"result of durable function {fn.name}",
+        job=info.id,
+    )

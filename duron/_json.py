@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-__all__ = ["JSONValue", "format_call"]
+__all__ = ["JSONValue", "describe_operation", "format_call"]
 
 JSONValue = Union[  # noqa: UP007 - a recursive alias needs Union
     None, bool, int, float, str, list["JSONValue"], dict[str, "JSONValue"]
@@ -26,3 +26,13 @@ def format_call(name: str, inputs: dict[str, Any] | None) -> str:
             text = text[:57] + "..."
         parts.append(f"{key}={text}")
     return f"{name}({', '.join(parts)})"
+
+
+def describe_operation(kind: str, name: str, inputs: dict[str, Any] | None) -> str:
+    """An operation as errors show it: ``work(n=1)`` for an effect, ``future reply``,
+    ``patch send-receipt``, ``input inbox`` for the rest."""
+    if kind == "effect":
+        return format_call(name, inputs)
+    if inputs is None:
+        return f"{kind} {name}"
+    return f"{kind} {format_call(name, inputs)}"

@@ -23,7 +23,7 @@ from duron._codec import (
     explain,
     stored_as_is,
 )
-from duron._errors import PayloadError, UsageError
+from duron._errors import PayloadEncodeError, UsageError
 from duron._json import format_call as format_call
 
 __all__ = ["Param", "Signature", "qualified_name"]
@@ -60,6 +60,7 @@ class Signature:
         "_fn",
         "_hints",
         "_positional",
+        "_required",
         "_scalars",
         "_simple",
         "name",
@@ -81,6 +82,7 @@ class Signature:
         self.params: tuple[Param, ...] = ()
         self.return_annotation: Any = UNANNOTATED
         self._positional: tuple[str, ...] = ()
+        self._required = 0
         self._simple = False
         self._by_name: dict[str, Param] = {}
         self._encode_as: dict[str, Any] = {}
@@ -119,6 +121,9 @@ class Signature:
         self.return_annotation = hints.get("return", UNANNOTATED)
         self._positional = tuple(p.name for p in params if p.kind in _POSITIONAL)
         self._simple = all(p.kind in _POSITIONAL for p in params)
+        # In a signature of positional parameters only, those without a default
+        # come first: a call passing at least this many positionally binds them all.
+        self._required = sum(1 for p in params if not p.has_default)
         self._by_name = {p.name: p for p in params}
         self._encode_as = {p.name: _encode_annotation(p) for p in params}
         if self._simple and all(p.annotation in _SCALAR_TYPES for p in params):
@@ -132,7 +137,7 @@ class Signature:
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Map a call's explicit arguments to parameter names (defaults left out)."""
         self.resolve()
-        if self._simple and len(args) <= len(self._positional):
+        if self._simple and self._required <= len(args) <= len(self._positional):
             bound = dict(zip(self._positional, args, strict=False))
             if kwargs:
                 for key in kwargs:
@@ -167,7 +172,7 @@ class Signature:
             try:
                 out[key] = codec.encode(value, ann)
             except Exception as exc:
-                raise PayloadError(
+                raise PayloadEncodeError(
                     what=f"argument {key!r} of {self.name}",
                     type_name=describe_type(ann)
                     if ann is not Any
@@ -198,7 +203,11 @@ class Signature:
                 return out
         if self._hints is None:
             self.resolve()
-        if kwargs or not self._simple or len(args) > len(self._positional):
+        if (
+            kwargs
+            or not self._simple
+            or not self._required <= len(args) <= len(self._positional)
+        ):
             return self.encode_inputs(codec, self.bind(args, kwargs))
         return self.encode_inputs(
             codec, dict(zip(self._positional, args, strict=False))

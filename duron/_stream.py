@@ -11,7 +11,7 @@ import asyncio
 from collections import deque
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Stream", "StreamClosed", "StreamWriter"]
+__all__ = ["Channel", "Stream", "StreamClosed", "StreamWriter", "channel"]
 
 _T = TypeVar("_T")
 
@@ -20,7 +20,9 @@ class StreamClosed(Exception):
     """Sending to a stream that is already closed."""
 
 
-class _Channel(Generic[_T]):
+class Channel(Generic[_T]):
+    """The buffer between a stream's ends, on the durable loop."""
+
     __slots__ = ("closed", "error", "items", "name", "waiters")
 
     def __init__(self, name: str) -> None:
@@ -61,7 +63,7 @@ class Stream(Generic[_T]):
 
     __slots__ = ("_ch",)
 
-    def __init__(self, channel: _Channel[_T]) -> None:
+    def __init__(self, channel: Channel[_T]) -> None:
         self._ch = channel
 
     def __aiter__(self) -> Stream[_T]:
@@ -92,7 +94,7 @@ class StreamWriter(Generic[_T]):
 
     __slots__ = ("_ch",)
 
-    def __init__(self, channel: _Channel[_T]) -> None:
+    def __init__(self, channel: Channel[_T]) -> None:
         self._ch = channel
 
     async def send(self, value: _T) -> None:
@@ -108,5 +110,5 @@ class StreamWriter(Generic[_T]):
 
 
 def channel(name: str) -> tuple[Stream[Any], StreamWriter[Any]]:
-    ch: _Channel[Any] = _Channel(name)
+    ch: Channel[Any] = Channel(name)
     return Stream(ch), StreamWriter(ch)

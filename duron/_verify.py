@@ -1,7 +1,7 @@
 """Replay a log against today's code, running nothing, and say whether it still fits.
 
 This is what ``duron verify`` and :mod:`duron.testing` share. The log is replayed by
-the job driver itself in replay-only mode (:meth:`Runtime.run` with
+the job driver itself in replay-only mode (:meth:`Driver.run` with
 ``replay_only=True``): no effect runs, nothing is written, the log's lease is not
 taken (a running job's log can be checked while it runs), and the replay stops where
 the log ends. So the verdict is exactly what a real ``resume()`` would meet, at the
@@ -28,18 +28,18 @@ import anyio
 
 from duron._codec import explain
 from duron._context import Context
+from duron._driver import Driver, JobOutcome
 from duron._errors import (
     CorruptLogError,
     DuronError,
-    EffectError,
     JobMismatchError,
     JobNotFoundError,
     NonDeterminismError,
+    PayloadDecodeError,
     PayloadError,
     StorageError,
 )
 from duron._job import decode_job_args, read_job_entry
-from duron._runtime import Outcome, Runtime
 from duron.contrib._file import FileLogStorage
 
 if TYPE_CHECKING:
@@ -241,27 +241,29 @@ async def _verify(
             recorded=err.recorded,
             requested=err.requested,
         )
-    runtime = Runtime(dfn, storage, seed=first.seed, clock=first.t, replaying=True)
-    ctx = Context(runtime)
+    driver = Driver(dfn, storage, seed=first.seed, started=first.t, replaying=True)
+    ctx = Context(driver)
     fn: Any = dfn.fn
 
     async def main() -> Any:
-        return await fn(ctx, **args, **runtime.injected)
+        return await fn(ctx, **args, **driver.injected)
 
     def counts() -> dict[str, Any]:
-        base.entries = 1 + runtime.entries_read
-        return {"operations": runtime.replayer.next_id}
+        base.entries = 1 + driver.entries_read
+        return {"operations": driver.position}
 
     try:
-        outcome = await _replay_only(runtime, main, records)
+        outcome = await _replay_only(driver, main, records)
     except NonDeterminismError as err:
-        failed = _code_failure(runtime)
-        if failed is not None and err.requested is None:
-            return base.report("incompatible", "code-error", failed, **counts())
+        failed = driver.code_failure()
+        if failed is not None and err.kind == "not-reached":
+            return base.report(
+                "incompatible", "code-error", f"the code failed: {failed}", **counts()
+            )
         return base.report(
             "incompatible",
             "diverged",
-            _divergence(err, runtime),
+            _divergence(err, driver),
             position=err.position,
             recorded=err.recorded,
             requested=err.requested,
@@ -285,26 +287,28 @@ async def _verify(
             "incompatible", "code-error", f"the code failed: {err}", **counts()
         )
     finally:
-        runtime.shutdown()
+        driver.shutdown()
     if not outcome.finished:
-        failed = _code_failure(runtime)
+        failed = driver.code_failure()
         if failed is not None:
-            return base.report("incompatible", "code-error", failed, **counts())
+            return base.report(
+                "incompatible", "code-error", f"the code failed: {failed}", **counts()
+            )
     return base.report("ok", None, "", finished=outcome.finished, **counts())
 
 
 async def _replay_only(
-    runtime: Runtime,
+    driver: Driver,
     main: Callable[[], Any],
     records: AsyncIterator[tuple[int, bytes]],
-) -> Outcome:
+) -> JobOutcome:
     # Nothing is started in the task group (no effect runs); it is there because
     # the driver takes one. Errors are carried out of it unwrapped.
     failure: Exception | None = None
-    outcome = Outcome(finished=False)
+    outcome = JobOutcome(finished=False)
     async with anyio.create_task_group() as tg:
         try:
-            outcome = await runtime.run(tg, main, records, replay_only=True)
+            outcome = await driver.run(tg, main, records, replay_only=True)
         except Exception as exc:
             failure = exc
     if failure is not None:
@@ -330,63 +334,38 @@ async def _watch(
         yield offset, raw
 
 
-def _divergence(err: NonDeterminismError, runtime: Runtime) -> str:
+def _divergence(err: NonDeterminismError, driver: Driver) -> str:
     """Two lines: what the log recorded at the position, what the code does now."""
     recorded = err.recorded if err.recorded is not None else "nothing"
     first = f"position {err.position}: log recorded {recorded}"
-    requested = err.requested
-    root = runtime.root
-    ended = root is not None and root.done()
-    if requested is None or requested == "nothing more for it":
-        if ended:
-            now = f"code now {_how_it_ended(runtime)} before reaching it"
-        else:
-            now = "code now asks for nothing there"
-    elif recorded.startswith("the job's end"):
-        if requested.startswith("to end with "):
-            now = "code now ends with " + requested.removeprefix("to end with ")
-        elif requested == "to wait for something":
-            now = "code now waits for more (a timer, a future or host input)"
-        else:
-            now = f"code now calls {requested}"
-    else:
-        op = runtime.replayer.pending.get(err.position)
-        verb = "calls" if op is None or op.kind == "effect" else "asks for"
-        now = f"code now {verb} {requested}"
+    match err.kind:
+        case "not-reached" | "position-finished":
+            ending = driver.code_ending()
+            if ending is not None:
+                now = f"code now {ending} before reaching it"
+            else:
+                now = "code now asks for nothing there"
+        case "early-end":
+            calls = err.requested_calls
+            if calls:
+                now = f"code now calls {err.requested}"
+            else:
+                now = "code now waits for more (a timer, a future or host input)"
+        case "other-end":
+            now = "code now ends with " + (err.requested or "").removeprefix(
+                "to end with "
+            )
+        case _:
+            calls = err.requested_calls
+            verb = "calls" if not calls or calls[0].kind == "effect" else "asks for"
+            now = f"code now {verb} {err.requested}"
     return f"{first}\n{now}"
-
-
-def _how_it_ended(runtime: Runtime) -> str:
-    root = runtime.root
-    assert root is not None
-    if root.cancelled():
-        return "is cancelled"
-    exc = root.exception()
-    if exc is None:
-        return "returns"
-    return f"raises {type(exc).__qualname__}({str(exc)!r})"
-
-
-def _code_failure(runtime: Runtime) -> str | None:
-    """The Duron error that stopped the durable code itself, if one did.
-
-    A Duron error raised inside durable code (an input that cannot be encoded, an
-    API misused) is a bug of today's code, not the job's outcome: report it rather
-    than the divergence it causes further on.
-    """
-    root = runtime.root
-    if root is None or not root.done() or root.cancelled():
-        return None
-    exc = root.exception()
-    if isinstance(exc, DuronError) and not isinstance(exc, EffectError):
-        return f"the code failed: {exc}"
-    return None
 
 
 def _payload(err: PayloadError) -> str:
     where = f"position {err.position}: " if err.position is not None else ""
     cause = err.__cause__
-    if err.what.startswith("recorded "):
+    if isinstance(err, PayloadDecodeError):
         why = explain(cause) if cause is not None else err.detail
         return f"{where}{err.what} no longer validates as {err.type_name}: {why}"
     return f"{where}{err.what} ({err.type_name}): {err.detail}"

@@ -14,17 +14,24 @@ Host = Callable[["duron.Job[..., Any]"], Awaitable[None]]
 
 
 async def run_job(
-    dfn: duron.DurableFn[..., Any], storage: duron.LogStorage, *args: Any
+    dfn: duron.DurableFn[..., Any],
+    storage: duron.LogStorage,
+    *args: Any,
+    clock: Callable[[], float] | None = None,
 ) -> Any:
     """Start (or replay) the job with ``args`` and return its result."""
-    async with dfn.invoke(storage) as job:
+    async with dfn.invoke(storage, clock=clock) as job:
         await job.start(*args)
         return await job.wait()
 
 
-async def resume_job(dfn: duron.DurableFn[..., Any], storage: duron.LogStorage) -> Any:
+async def resume_job(
+    dfn: duron.DurableFn[..., Any],
+    storage: duron.LogStorage,
+    clock: Callable[[], float] | None = None,
+) -> Any:
     """Resume the job the log holds and return its result."""
-    async with dfn.invoke(storage) as job:
+    async with dfn.invoke(storage, clock=clock) as job:
         await job.resume()
         return await job.wait()
 

@@ -17,10 +17,10 @@ import pytest
 from support import run_job
 
 import duron
-from duron._hostloop import AsyncioHost
-from duron._living import CHECKPOINT_EVERY
+from duron._driver import CHECKPOINT_EVERY
+from duron._durable_loop import in_durable_code
+from duron._hosts import AsyncioHost
 from duron._log import decode_entry
-from duron._loop import in_durable_code
 from duron._storage import nowait_appender
 from duron.contrib.storage import FileLogStorage, MemoryLogStorage
 

@@ -27,11 +27,11 @@ from hypothesis import strategies as st
 from support import resume_job, run_job
 
 import duron
-import duron._living
 from duron._effect import effect_spec
+from duron._engine import Engine
+from duron._engine import Op as EngineOp
 from duron._entries import JobFinished, JobStarted, OpCompleted, OpStarted
 from duron._log import encode_entry
-from duron._replay import OpRecord, Replayer
 from duron.contrib.storage import MemoryLogStorage
 
 pytestmark = pytest.mark.anyio
@@ -195,7 +195,7 @@ async def long_result(ctx: duron.Context) -> list[str]:
 
 
 class HostClock:
-    """The host clock the job driver reads (``duron._living._now``), with a jump."""
+    """The host clock given to the job (``invoke(clock=...)``), with a jump."""
 
     def __init__(self) -> None:
         self.shift = 0.0
@@ -231,35 +231,38 @@ async def wide(ctx: duron.Context, n: int) -> int:
 def issued_ops() -> Iterator[list[Op]]:
     """Every operation durable code asks for while this is open, in issue order."""
     seen: list[Op] = []
-    original = Replayer.issue
+    asked: list[tuple[str, dict[str, Any] | None]] = []
+    original = Engine.issue
+    original_recorded = Engine.recorded_at_once
+    original_take = Engine.take_at_once
 
-    original_take = Replayer.take
-
-    def issue(
-        self: Replayer, kind: str, name: str, inputs: dict[str, Any] | None
-    ) -> OpRecord:
-        op = original(self, kind, name, inputs)
-        seen.append((op.id, op.name, op.inputs))
+    def issue(self: Engine, op: EngineOp) -> EngineOp:
+        original(self, op)
+        if op.kind != "input":
+            seen.append((op.id, op.name, op.inputs))
         return op
 
-    def take(
-        self: Replayer,
+    def recorded_at_once(
+        self: Engine,
         kind: str,
         name: str,
         inputs: dict[str, Any] | None,
-        start: OpStarted | None,
-        done: OpCompleted,
-    ) -> bool:
+        deadline: float | None,
+    ) -> OpCompleted | None:
+        asked[:] = [(name, inputs)]
+        return original_recorded(self, kind, name, inputs, deadline)
+
+    def take_at_once(self: Engine, done: OpCompleted) -> None:
         # The replay shortcut issues and completes an operation in one call.
         position = self.next_id
-        taken = original_take(self, kind, name, inputs, start, done)
-        if taken:
-            seen.append((position, name, inputs))
-        return taken
+        original_take(self, done)
+        name, inputs = asked[0]
+        seen.append((position, name, inputs))
 
     with (
-        mock.patch.object(Replayer, "issue", issue),
-        mock.patch.object(Replayer, "take", take),
+        mock.patch.object(Engine, "issue", issue),
+        mock.patch.object(Engine, "recorded_at_once", recorded_at_once),
+        mock.patch.object(Engine, "take_at_once", take_at_once),
     ):
         yield seen
 
@@ -453,15 +456,12 @@ async def test_results_after_a_timer_are_delivered_in_log_order(
     assert timing.calls == []
 
 
-async def test_a_result_that_comes_after_its_timeout_loses_to_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_result_that_comes_after_its_timeout_loses_to_it() -> None:
     # The result and the timeout are due in the same step: the timer, due first,
     # fires first, live and on replay, and the late result is dropped.
     host_clock.shift = 0.0
-    monkeypatch.setattr(duron._living, "_now", host_clock)
     storage = MemoryLogStorage()
-    assert await run_job(timed_out, storage) == "timed out"
+    assert await run_job(timed_out, storage, clock=host_clock) == "timed out"
     assert await run_job(timed_out, storage) == "timed out"
 
 

@@ -3,7 +3,7 @@ in FIFO order, timers fire only when the clock is moved, in deadline order."""
 
 from __future__ import annotations
 
-from duron._loop import DurableLoop
+from duron._durable_loop import DurableLoop
 
 
 def make_loop(clock: float = 100.0) -> DurableLoop:

@@ -130,13 +130,15 @@ async def test_signal_value_failing_validation_writes_nothing() -> None:
         before = storage.raw
         with pytest.raises(
             duron.PayloadError,
-            match=re.escape("value sent to 'stop' (Stop): field 'reason' required"),
+            match=re.escape(
+                "value sent to 'stop' (Stop): cannot encode dict: field 'reason' required"
+            ),
         ):
             await stop.send({"hard": True})
         with pytest.raises(
             duron.PayloadError,
             match=re.escape(
-                "value sent to 'stop' (Stop): Input should be a valid dictionary or "
+                "value sent to 'stop' (Stop): cannot encode str: Input should be a valid dictionary or "
                 "instance of Stop"
             ),
         ):

@@ -516,7 +516,7 @@ async def test_value_failing_validation_writes_nothing() -> None:
         with pytest.raises(
             duron.PayloadError,
             match=re.escape(
-                "value sent to 'numbers' (int): Input should be a valid integer, "
+                "value sent to 'numbers' (int): cannot encode str: Input should be a valid integer, "
                 "unable to parse string as an integer"
             ),
         ):
@@ -621,7 +621,7 @@ async def test_durable_code_sending_an_invalid_value_fails_the_job() -> None:
         with pytest.raises(
             duron.PayloadError,
             match=re.escape(
-                "value sent to stream 'results' (int): Input should be a valid "
+                "value sent to stream 'results' (int): cannot encode str: Input should be a valid "
                 "integer, unable to parse string as an integer"
             ),
         ):

@@ -1,8 +1,8 @@
 """Time and randomness in durable code: recorded clocks, durable timers, seeded RNGs.
 
-Long sleeps are tested without waiting for them: the host clock the job driver reads
-(``duron._living._now``) is shifted forward between runs, as if the machine had been
-down for a while, and only the short remainder is really waited for.
+Long sleeps are tested without waiting for them: the host clock given to the job
+(``fn.invoke(storage, clock=...)``) is shifted forward between runs, as if the machine
+had been down for a while, and only the short remainder is really waited for.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import pytest
 from support import run_job
 
 import duron
-import duron._living
 from duron.contrib.storage import MemoryLogStorage
 
 pytestmark = pytest.mark.anyio
@@ -42,10 +41,8 @@ class HostClock:
 
 
 @pytest.fixture
-def host_clock(monkeypatch: pytest.MonkeyPatch) -> HostClock:
-    clock = HostClock()
-    monkeypatch.setattr(duron._living, "_now", clock)
-    return clock
+def host_clock() -> HostClock:
+    return HostClock()
 
 
 # -- deterministic clock and randomness -------------------------------------------------
@@ -89,8 +86,8 @@ async def test_ctx_time_follows_the_host_clock_live(host_clock: HostClock) -> No
     host_clock.shift = 1000.0
     storage = MemoryLogStorage()
     before = time.time() + 1000.0
-    result = await run_job(clocks_flow, storage)
-    # The job starts on the real clock, but the live clock is the (shifted) host's.
+    result = await run_job(clocks_flow, storage, clock=host_clock)
+    assert result["t0"] >= before  # the job entry's time comes from it too
     assert result["t1"] >= before
     assert await run_job(clocks_flow, storage) == result
 
@@ -133,7 +130,7 @@ async def test_a_job_stopped_during_a_sleep_waits_only_what_is_left(
     host_clock.shift = 59.9  # the job is resumed 59.9 s later: 0.1 s is left
     began = time.monotonic()
     with anyio.fail_after(10):
-        start, end = await run_job(nap_flow, storage, 60.0)
+        start, end = await run_job(nap_flow, storage, 60.0, clock=host_clock)
     waited = time.monotonic() - began
     assert 0.05 < waited < 5, f"waited {waited:.3f}s for the 0.1s left of the sleep"
     assert start == slept_from
@@ -156,7 +153,7 @@ async def test_a_sleep_that_ended_while_the_job_was_down_fires_at_once(
 
     host_clock.shift = 3600.0  # resumed an hour later
     with anyio.fail_after(5):
-        _, end = await run_job(nap_flow, storage, 60.0)
+        _, end = await run_job(nap_flow, storage, 60.0, clock=host_clock)
     # Durable code wakes at the sleep's deadline, not at the time it was resumed...
     assert end == pytest.approx(slept_from + 60.0, abs=1e-6)
     # ... and what it does next happens now.

@@ -104,6 +104,10 @@ class DurableLoop(asyncio.AbstractEventLoop):
             sys.set_asyncgen_hooks(*hooks)
             events._set_running_loop(prev_loop)
 
+    def has_ready(self) -> bool:
+        """Whether a callback is ready to run (a task woken, a future resolved)."""
+        return bool(self._ready)
+
     def next_deadline(self) -> float | None:
         """When the earliest pending timer is due, or None."""
         timers = self._timers

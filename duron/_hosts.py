@@ -1,19 +1,21 @@
-"""What the job driver needs from the host's event loop, at the least cost per effect.
+"""Host backends: what the job driver needs from the event loop the job runs on.
 
-Three things: start an effect's task (cancellable), sleep until woken or until a
-deadline, and stop everything it started. On asyncio these map straight onto the
-loop (a task, a future, ``call_later``), which keeps a live effect's overhead in
-tens of microseconds; any other host (trio) goes through anyio's task group, cancel
-scopes and events, which are portable but heavier.
+Three things: start a task (cancellable), sleep until woken or until a deadline,
+and stop everything it started. :class:`AsyncioHost` maps them straight onto the
+asyncio loop (a task, a future, ``call_later``) and can start an ``async def``
+effect as a bare task whose first step runs at once, which keeps a live effect's
+overhead to a few microseconds. :class:`AnyioHost` serves any other anyio backend
+(trio) through a task group, cancel scopes and events: portable, but heavier.
+Effects are started through :mod:`duron._effect_runner`, which picks the way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import asyncio.tasks as _tasks
 import contextvars
 import sys
 from asyncio import events
-from asyncio.tasks import _enter_task, _leave_task
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -32,7 +34,7 @@ def _current_library() -> str:
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-__all__ = ["AsyncioHost", "Cancellable", "HostLoop", "host_loop"]
+__all__ = ["AnyioHost", "AsyncioHost", "Cancellable", "Host", "host_for"]
 
 _T = TypeVar("_T")
 
@@ -41,7 +43,7 @@ class Cancellable(Protocol):
     def cancel(self) -> Any: ...
 
 
-class HostLoop(Protocol):
+class Host(Protocol):
     def spawn(
         self, fn: Callable[..., Awaitable[None]], *args: Any, name: str
     ) -> Cancellable:
@@ -65,11 +67,12 @@ class HostLoop(Protocol):
         ...
 
 
-def host_loop(tg: TaskGroup) -> HostLoop:
-    """The cheapest host adapter for the running event loop."""
+def host_for(tg: TaskGroup) -> AsyncioHost | AnyioHost:
+    """The cheapest host backend for the running event loop (``tg`` runs its tasks
+    on any backend but asyncio)."""
     if _current_library() == "asyncio":
         return AsyncioHost()
-    return _AnyioHost(tg)
+    return AnyioHost(tg)
 
 
 _EAGER: dict[str, Any] = {"eager_start": True} if sys.version_info >= (3, 12) else {}
@@ -83,21 +86,22 @@ def _start_now(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None
     first step off the queue and run it with the task as the current one. On any
     other loop (uvloop...) the task simply starts on the next round.
     """
+    # The standard loop's and asyncio's private parts, read where they are known.
     ready = getattr(loop, "_ready", None)
     if not ready:
         return
     handle = ready[-1]
-    if getattr(handle._callback, "__self__", None) is not task:
+    if getattr(handle._callback, "__self__", None) is not task:  # pyright: ignore[reportPrivateUsage]
         return
     ready.pop()
     current = asyncio.current_task(loop)
     if current is not None:
-        _leave_task(loop, current)
+        _tasks._leave_task(loop, current)  # pyright: ignore[reportPrivateUsage]
     try:
-        handle._run()
+        handle._run()  # pyright: ignore[reportPrivateUsage]
     finally:
         if current is not None:
-            _enter_task(loop, current)
+            _tasks._enter_task(loop, current)  # pyright: ignore[reportPrivateUsage]
 
 
 def _wake_future(fut: asyncio.Future[None]) -> None:
@@ -209,7 +213,7 @@ class _Scoped:
             self.scope.cancel()
 
 
-class _AnyioHost:
+class AnyioHost:
     __slots__ = ("_event", "_handles", "_tg")
 
     def __init__(self, tg: TaskGroup) -> None:

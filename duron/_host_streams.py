@@ -17,8 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 
-from duron._codec import Codec, describe_type, explain
-from duron._errors import PayloadError
+from duron._codec import Codec, roundtrip
 
 __all__ = ["HostReader", "HostWriter", "OutputChannel"]
 
@@ -50,15 +49,12 @@ class OutputChannel:
             from duron._stream import StreamClosed
 
             raise StreamClosed(f"stream {self.name} is closed")
-        try:
-            data = self.codec.encode(value, self.annotation)
-            value = self.codec.decode(data, self.annotation)
-        except Exception as exc:
-            raise PayloadError(
-                what=f"value sent to stream {self.name!r}",
-                type_name=describe_type(self.annotation),
-                detail=explain(exc),
-            ) from exc
+        _, value = roundtrip(
+            self.codec,
+            value,
+            self.annotation,
+            what=f"value sent to stream {self.name!r}",
+        )
         self.values.append(value)
         self.notify()
 
@@ -149,18 +145,12 @@ class HostWriter(Generic[_T]):
         """Validate, record and deliver ``value``; returns once it is in the log.
 
         Raises:
-            PayloadError: The value does not validate as the parameter's type
+            PayloadEncodeError: The value does not validate as the parameter's type
                 (nothing is written).
         """
-        try:
-            data = self._codec.encode(value, self._annotation)
-            self._codec.decode(data, self._annotation)
-        except Exception as exc:
-            raise PayloadError(
-                what=f"value sent to {self._name!r}",
-                type_name=describe_type(self._annotation),
-                detail=explain(exc),
-            ) from exc
+        data, _ = roundtrip(
+            self._codec, value, self._annotation, what=f"value sent to {self._name!r}"
+        )
         await self._submit(self._name, data, None, False)
 
     async def close(self, error: BaseException | None = None) -> None:

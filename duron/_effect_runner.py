@@ -1,0 +1,245 @@
+"""Running effects live: start each one on the host, turn how it ended into an outcome.
+
+An ``async def`` effect on an asyncio host starts as a bare task whose first step
+runs at once (:meth:`~duron._hosts.AsyncioHost.start_effect`), and a done-callback
+reports its end: an effect that never waits costs no loop round at all. Every
+other effect (a plain ``def`` in a worker thread, a streaming effect, a lambda
+returning an awaitable, any effect on a trio host) runs inside :func:`run_effect`,
+a coroutine the host spawns.
+
+Either way the outcome is a :class:`~duron._engine.Done` (or, for each value a
+streaming effect yields, an :class:`~duron._engine.Emitted`) whose payload went
+through :func:`~duron._codec.roundtrip`: durable code gets exactly what a replay
+will rebuild, and a value that cannot be recorded fails the job with a
+:class:`~duron.PayloadEncodeError` (a :class:`Fatal` outcome) instead of reaching
+the log.
+
+Cancellation has one rule (:func:`cancelled_by_job`): only the job cancels an
+effect's task, and it marks the operation ``stopped`` first (:meth:`Effects.stop`).
+A task that ends cancelled without that mark raised ``CancelledError`` itself:
+that is its outcome, recorded like any other exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+
+from duron._codec import roundtrip
+from duron._engine import Done, Emitted, Op
+from duron._errors import PayloadEncodeError
+from duron._exceptions import error_info
+from duron._hosts import AsyncioHost
+
+if TYPE_CHECKING:
+    from duron._codec import Codec
+    from duron._hosts import AnyioHost
+
+__all__ = ["Effects", "Fatal", "cancelled_by_job", "run_effect"]
+
+
+@dataclass(slots=True, eq=False)
+class Fatal:
+    """The job cannot go on: the driver raises ``error`` (nothing more is written)."""
+
+    error: BaseException
+
+
+Report = Callable[[Done | Emitted | Fatal], None]
+
+
+def cancelled_by_job(op: Op, task: asyncio.Task[Any] | None = None) -> bool:
+    """Whether the cancellation ending ``op``'s live run came from the job.
+
+    The job marks an operation ``stopped`` before it cancels its task. On 3.11+ a
+    task also counts the cancellations asked of it, which catches a job stopping
+    while the mark was being set; 3.10 has only the mark.
+    """
+    if op.stopped:
+        return True
+    if task is None:
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # not on asyncio: trio cancels with its own exception
+            return False
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is not None and cancelling() > 0
+
+
+class Effects:
+    """Starts the live effects of one job on its host and reports their outcomes."""
+
+    __slots__ = ("_asyncio", "_codec", "_host", "_label", "_report")
+
+    def __init__(
+        self, host: AsyncioHost | AnyioHost, codec: Codec, label: str, report: Report
+    ) -> None:
+        self._host = host
+        self._asyncio = host if isinstance(host, AsyncioHost) else None
+        self._codec = codec
+        self._label = label
+        self._report = report
+
+    @property
+    def direct(self) -> bool:
+        """Whether ``async def`` effects start as bare tasks (an asyncio host)."""
+        return self._asyncio is not None
+
+    def start(self, op: Op, *, from_durable: bool = False) -> Done | Fatal | None:
+        """Start ``op``'s effect; its outcome if it ended in its first step.
+
+        Otherwise the outcome is reported when it comes. ``from_durable``: called
+        from inside durable code (see :meth:`AsyncioHost.start_effect`).
+        """
+        spec = op.spec
+        host = self._asyncio
+        if host is not None and spec.kind == "async":
+            try:
+                task = host.start_effect(
+                    spec.fn,
+                    op.args,
+                    op.kwargs,
+                    f"duron effect {spec.name}",
+                    from_durable=from_durable,
+                )
+            except Exception as exc:  # calling it failed: that is its outcome
+                return Done(op, None, error_info(exc), cause=exc)
+            if task.done():
+                return self._task_outcome(op, task)
+            op.task = task
+            task.add_done_callback(functools.partial(self._task_ended, op))
+            return None
+        op.task = self._host.spawn(
+            run_effect,
+            op,
+            self._codec,
+            self._label,
+            self._report,
+            name=f"duron effect {spec.name}",
+        )
+        return None
+
+    @staticmethod
+    def stop(op: Op) -> None:
+        """Cancel ``op``'s live run, if any; whatever it ends with is not recorded."""
+        op.stopped = True
+        task = op.task
+        if task is not None:
+            task.cancel()
+
+    def _task_ended(self, op: Op, task: asyncio.Task[Any]) -> None:
+        outcome = self._task_outcome(op, task)
+        if outcome is not None:
+            self._report(outcome)
+
+    def _task_outcome(self, op: Op, task: asyncio.Task[Any]) -> Done | Fatal | None:
+        """What a finished effect task amounts to (None: the job stopped it)."""
+        if task.cancelled():
+            if cancelled_by_job(op, task):
+                return None
+            try:
+                task.result()
+            except asyncio.CancelledError as cancelled:
+                return Done(op, None, error_info(cancelled), cause=cancelled)
+        exc = task.exception()
+        if exc is None:
+            return result_outcome(op, task.result(), self._codec, self._label)
+        if not isinstance(exc, Exception):
+            return None  # KeyboardInterrupt and the like: the task raised it already
+        return Done(op, None, error_info(exc), cause=exc)
+
+
+def result_outcome(op: Op, value: Any, codec: Codec, label: str) -> Done | Fatal:
+    """The outcome of an effect that returned ``value``: its encoded result, or the
+    job's failure when the value cannot be recorded as annotated."""
+    spec = op.spec
+    try:
+        data, decoded = roundtrip(
+            codec,
+            value,
+            spec.result_annotation,
+            what=f"result of effect {spec.name}",
+            job=label,
+            position=op.id,
+        )
+    except PayloadEncodeError as err:
+        return Fatal(err)
+    return Done(op, data, decoded=decoded)
+
+
+class _Refused(Exception):
+    """Raised inside a streaming effect's run: Duron refused a value; fail the job."""
+
+    def __init__(self, error: PayloadEncodeError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+async def run_effect(op: Op, codec: Codec, label: str, report: Report) -> None:
+    """Run ``op``'s effect to its end and report its outcome; silent if the job
+    stopped it."""
+    spec = op.spec
+    if op.stopped:
+        return
+    try:
+        if spec.kind == "async":
+            value = await spec.fn(*op.args, **op.kwargs)
+        elif spec.kind == "sync":
+            value = await anyio.to_thread.run_sync(
+                functools.partial(spec.fn, *op.args, **op.kwargs)
+            )
+        elif spec.kind == "stream":
+            value = await _run_stream(op, codec, label, report)
+        else:
+            value = spec.fn(*op.args, **op.kwargs)
+            if inspect.isawaitable(value):
+                value = await value
+    except _Refused as refused:
+        report(Fatal(refused.error))
+        return
+    except Exception as exc:
+        report(Done(op, None, error_info(exc), cause=exc))
+        return
+    except asyncio.CancelledError as exc:
+        if cancelled_by_job(op):
+            raise
+        report(Done(op, None, error_info(exc), cause=exc))
+        return
+    report(result_outcome(op, value, codec, label))
+
+
+async def _run_stream(op: Op, codec: Codec, label: str, report: Report) -> Any:
+    spec = op.spec
+    rest = op.args[1:] if op.args else ()
+    kwargs = dict(op.kwargs)
+    kwargs.pop(spec.sig.params[0].name, None)
+    state = op.state  # the folded state so far: a resumed stream continues from it
+    agen = spec.fn(state, *rest, **kwargs)
+    try:
+        action = await agen.__anext__()
+        while True:
+            try:
+                # Fold what replay will fold: the action as the log gives it back.
+                data, action = roundtrip(
+                    codec,
+                    action,
+                    spec.action_annotation,
+                    what=f"value yielded by streaming effect {spec.name}",
+                    job=label,
+                    position=op.id,
+                )
+            except PayloadEncodeError as err:
+                raise _Refused(err) from err
+            report(Emitted(op, data, decoded=action))
+            state = spec.reducer(state, action)
+            action = await agen.asend(state)
+    except StopAsyncIteration:
+        return state
+    finally:
+        await agen.aclose()
