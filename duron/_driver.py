@@ -25,7 +25,7 @@ import asyncio
 import contextvars
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,33 +35,32 @@ from duron._codec import decode_recorded, roundtrip
 from duron._delivery import OpFuture, deliver_done, deliver_emit, inject
 from duron._durable_loop import DurableLoop
 from duron._effect_runner import Effects, Fatal
-from duron._engine import (
+from duron._engine import Engine
+from duron._entries import ErrorInfo
+from duron._errors import (
+    DuronError,
+    EffectError,
+    JobCancelledError,
+    NonDeterminismError,
+    PayloadError,
+    UsageError,
+)
+from duron._exceptions import error_info, rebuild
+from duron._host_input import HostInput
+from duron._hosts import host_for
+from duron._log import decode_entry
+from duron._log_writer import LogWriter
+from duron._operations import (
     LOG_ENDED,
     NEED_ENTRIES,
     Cancelled,
     Done,
     Emitted,
     Ended,
-    Engine,
     FireTimer,
     Op,
     Outcome,
 )
-from duron._entries import ErrorInfo
-from duron._errors import (
-    DuronError,
-    EffectError,
-    InternalError,
-    JobCancelledError,
-    NonDeterminismError,
-    PayloadEncodeError,
-    PayloadError,
-    UsageError,
-)
-from duron._exceptions import error_info, rebuild
-from duron._hosts import host_for
-from duron._log import decode_entry, encode_entry
-from duron._storage import nowait_appender
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -144,16 +143,16 @@ class Driver:
         self.ended = False
         self.closing = False  # the host is stopping the job: start no more effects
         self.root: asyncio.Task[Any] | None = None
-        self.entries_written = 0
         self.entries_read = 0
+        self.writer = LogWriter(storage, dfn.name, self._name_at)
         self.outputs: dict[str, OutputChannel] = {}
         self.inputs: dict[str, Op] = {}
         self.injected: dict[str, Any] = inject(self)
+        self.host_input = HostInput(self)
         self._events: deque[Outcome | Fatal] = deque()
         self._to_launch: list[Op] = []
         self._host: AsyncioHost | AnyioHost | None = None
         self._effects: Effects | None = None
-        self._append_nowait = nowait_appender(storage)
         self._records: AsyncIterator[tuple[int, bytes]] | None = None
         self._patch_queries: list[tuple[str, asyncio.Future[bool]]] = []
         self._unyielded = 0
@@ -177,7 +176,7 @@ class Driver:
         unless the log recorded the job's end.
         """
         self._host = host = host_for(tg)
-        self._effects = Effects(host, self.codec, self.label, self._push)
+        self._effects = Effects(host, self.codec, self.label, self.push)
         self._records = records
         self.root = self.loop.spawn(main(), contextvars.copy_context())
         await self._settle()
@@ -268,7 +267,7 @@ class Driver:
         code_end = self._code_end()
         error = ErrorInfo.from_json(code_end) if "type" in code_end else None
         t = loop.time()
-        await self._append(self.engine.end(code_end.get("result"), error, t, t))
+        await self.writer.append(self.engine.end(code_end.get("result"), error, t, t))
         cause = None if root.cancelled() else root.exception()
         return self._outcome_from(code_end.get("result"), error, cause)
 
@@ -315,7 +314,7 @@ class Driver:
                 raise event.error
         entries = engine.commit(batch, t, loop.time())
         if entries:
-            await self._append(entries)
+            await self.writer.append(entries)
         engine.committed(batch)
         for event in batch:
             if event.ack is not None:
@@ -348,7 +347,7 @@ class Driver:
         self._flush_due = False
         starts = self.engine.flush_starts(self.loop.time())
         if starts:
-            await self._append(starts)
+            await self.writer.append(starts)
 
     async def _flusher(self) -> None:
         """Every so often, have an idle driver record what is still running."""
@@ -364,7 +363,7 @@ class Driver:
         effects = self._effects
         assert effects is not None
         if not self.closing:
-            push = self._push
+            push = self.push
             for op in self._to_launch:
                 if not op.abandoned:
                     outcome = effects.start(op)
@@ -372,7 +371,8 @@ class Driver:
                         push(outcome)
         self._to_launch.clear()
 
-    def _push(self, event: Outcome | Fatal) -> None:
+    def push(self, event: Outcome | Fatal) -> None:
+        """Queue an outcome for the next write (and wake the driver)."""
         self._events.append(event)
         host = self._host
         if host is not None:
@@ -528,7 +528,7 @@ class Driver:
         storage can append without waiting and the host is asyncio."""
         effects = self._effects
         return (
-            self._append_nowait is not None
+            self.writer.can_append_now
             and effects is not None
             and effects.direct
             and not self.loop.has_ready()
@@ -560,7 +560,7 @@ class Driver:
                 return Recorded(None, rebuild(outcome.error, outcome.cause))
             return Recorded(outcome.decoded, None)
         if outcome is not None:
-            self._push(outcome)
+            self.push(outcome)
         return self._await(op)
 
     def _commit_at_once(self, done: Done) -> bool:
@@ -572,10 +572,10 @@ class Driver:
             return False
         batch: list[Outcome] = [done]
         try:
-            if not self._append_now(engine.commit(batch, t, loop.time())):
+            if not self.writer.append_now(engine.commit(batch, t, loop.time())):
                 return False
         except Exception as exc:  # the driver fails the job with it
-            self._push(Fatal(exc))
+            self.push(Fatal(exc))
             return False
         engine.committed(batch)
         self._unyielded += 1
@@ -611,80 +611,6 @@ class Driver:
     def position(self) -> int:
         """How many operations durable code has issued."""
         return self.engine.next_id
-
-    async def wait_live(self) -> None:
-        """Return once replay is over and host input can be recorded."""
-        await self.live.wait()
-        if self.ended:
-            raise UsageError(f"job {self.label} has ended; it takes no more input")
-
-    async def submit_input(
-        self, name: str, data: JSONValue, error: BaseException | None, close: bool
-    ) -> None:
-        await self.wait_live()
-        op = self.inputs[name]
-        if op.closed:
-            raise UsageError(
-                f"job {self.label}: {name!r} is closed; it takes no more values"
-            )
-        event: Done | Emitted
-        if close:
-            op.closed = True
-            info = error_info(error) if error is not None else None
-            event = Done(op, None, info, cause=error, ack=anyio.Event())
-        else:
-            event = Emitted(op, data, ack=anyio.Event())
-        await self._submit(event, f"the value for {name!r}")
-
-    async def recorded_count(self, name: str) -> int:
-        """How many values the log holds for host input ``name`` (after replay)."""
-        await self.live.wait()
-        return int(self.inputs[name].state or 0)
-
-    def find_future(self, future_id: str) -> Op | None:
-        """The pending future ``future_id``, if durable code still waits for it."""
-        try:
-            op = self.engine.pending.get(int(future_id))
-        except ValueError:
-            return None
-        if op is None or op.kind != "future" or op.fut.done() or op.closed:
-            return None
-        return op
-
-    async def complete_future(
-        self, future_id: str, result: Any, exception: BaseException | None
-    ) -> None:
-        await self.wait_live()
-        op = self.find_future(future_id)
-        if op is None:
-            raise UsageError(
-                f"job {self.label}: no pending future {future_id!r} (unknown, already "
-                "completed, or no longer awaited); check job.is_future_pending first"
-            )
-        if exception is not None:
-            event = Done(op, None, error_info(exception), cause=exception)
-        else:
-            data, decoded = roundtrip(
-                self.codec,
-                result,
-                op.annotation,
-                what=f"result for future {future_id!r} ({op.name})",
-                job=self.label,
-            )
-            event = Done(op, data, decoded=decoded)
-        event.ack = anyio.Event()
-        op.closed = True
-        await self._submit(event, f"the result of future {future_id!r}")
-
-    async def cancel(self) -> None:
-        await self.wait_live()
-        await self._submit(Cancelled(ack=anyio.Event()), "the cancellation")
-
-    async def _submit(self, event: Outcome, what: str) -> None:
-        self._push(event)
-        await event.ack.wait()
-        if not event.recorded:
-            raise UsageError(f"job {self.label} ended before {what} was recorded")
 
     # -- what verification asks after a replay-only run ------------------------------
 
@@ -758,60 +684,9 @@ class Driver:
         )
         return JobOutcome(result=value, position=position)
 
-    # -- writing ---------------------------------------------------------------------
-
-    def _encode(self, entries: list[Entry]) -> list[bytes]:
-        try:
-            return [encode_entry(e) for e in entries]
-        except TypeError:  # orjson refuses what JSON cannot hold: ints past 64 bits
-            raise self._unwritable(entries) from None
-
-    async def _append(self, entries: list[Entry]) -> None:
-        await self.storage.append(self._encode(entries))
-        self.entries_written += len(entries)
-
-    def _append_now(self, entries: list[Entry]) -> bool:
-        """Append without waiting, if the storage can; False (nothing written) if not."""
-        append_nowait: Callable[[Sequence[bytes]], bool] | None = self._append_nowait
-        if append_nowait is None:
-            return False
-        if not append_nowait(self._encode(entries)):
-            self._append_nowait = None  # this storage never can (e.g. fsync mode)
-            return False
-        self.entries_written += len(entries)
-        return True
-
-    def _unwritable(self, entries: list[Entry]) -> DuronError:
-        """Name the payload in ``entries`` that cannot be written to the log."""
-        for entry in entries:
-            try:
-                encode_entry(entry)
-            except TypeError as exc:
-                op_id: int | None = getattr(entry, "id", None)
-                op = self.engine.pending.get(op_id) if op_id is not None else None
-                name = getattr(entry, "name", None) or (
-                    op.name if op is not None else f"operation #{op_id}"
-                )
-                if entry.type == "end":
-                    what = f"result of durable function {self.dfn.name}"
-                elif entry.type == "start":
-                    what = f"inputs of {name}"
-                elif entry.type == "emit":
-                    what = f"value yielded by streaming effect {name}"
-                elif getattr(entry, "error", None) is not None:
-                    what = f"exception raised by effect {name}"
-                else:
-                    what = f"result of effect {name}"
-                err = PayloadEncodeError(
-                    what=what,
-                    type_name=f"{entry.type} entry",
-                    detail=f"cannot be written to the log: {exc}",
-                    position=op_id,
-                    job=self.label,
-                )
-                err.__cause__ = exc
-                return err
-        return InternalError(f"job {self.label}: a batch of entries failed to encode")
+    def _name_at(self, position: int) -> str | None:
+        op = self.engine.pending.get(position)
+        return op.name if op is not None else None
 
     def _same_inputs(self, op: Op, recorded: dict[str, JSONValue] | None) -> bool:
         """Whether an effect's recorded inputs mean today's call under today's types.

@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 
 from duron._codec import roundtrip
-from duron._engine import Done, Emitted, Op
 from duron._errors import PayloadEncodeError
 from duron._exceptions import error_info
 from duron._hosts import AsyncioHost
+from duron._operations import Done, Emitted, Op
 
 if TYPE_CHECKING:
     from duron._codec import Codec

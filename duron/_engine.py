@@ -32,8 +32,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from duron._entries import (
     Entry,
@@ -46,170 +45,20 @@ from duron._entries import (
     OpStarted,
 )
 from duron._errors import CorruptLogError, NonDeterminismError, OperationCall
-from duron._json import JSONValue, describe_operation
+from duron._json import JSONValue, show_pair
+from duron._operations import (
+    LOG_ENDED,
+    NEED_ENTRIES,
+    Cancelled,
+    Done,
+    Emitted,
+    Ended,
+    FireTimer,
+    Op,
+    Outcome,
+)
 
-__all__ = [
-    "LOG_ENDED",
-    "NEED_ENTRIES",
-    "UNDECODED",
-    "Cancelled",
-    "Done",
-    "Emitted",
-    "Ended",
-    "Engine",
-    "FireTimer",
-    "Op",
-    "Outcome",
-]
-
-UNDECODED: Any = object()
-"""Marks an outcome whose value has not been decoded for durable code yet."""
-
-
-class Op:
-    """One operation: what the code asked for at a position.
-
-    The engine reads and writes the first block of fields; the driver attaches the
-    rest (the future durable code awaits, the running task...) and the engine never
-    looks at them.
-    """
-
-    __slots__ = (
-        "abandoned",
-        "annotation",
-        "args",
-        "closed",
-        "fut",
-        "id",
-        "inputs",
-        "kind",
-        "kwargs",
-        "name",
-        "sink",
-        "spec",
-        "start_logged",
-        "state",
-        "stopped",
-        "streaming",
-        "target",
-        "task",
-    )
-
-    def __init__(
-        self,
-        kind: str,
-        name: str,
-        inputs: dict[str, JSONValue] | None = None,
-        *,
-        streaming: bool = False,
-    ) -> None:
-        # The engine's part.
-        self.id: int = -1  # set by Engine.issue
-        self.kind: str = kind  # "effect", "future", "input" or "patch"
-        self.name: str = name
-        self.inputs: dict[str, JSONValue] | None = inputs
-        self.streaming: bool = streaming  # it may record values before its end
-        self.start_logged: bool = False
-        self.abandoned: bool = False  # the code stopped waiting: record no more
-        # The driver's part.
-        self.fut: Any = None
-        self.spec: Any = None
-        self.args: tuple[Any, ...] = ()
-        self.kwargs: dict[str, Any] = {}
-        self.task: Any = None  # what runs it live (cancellable)
-        self.stopped: bool = False  # the job cancelled its live run
-        self.state: Any = None
-        self.sink: Any = None
-        self.annotation: Any = None
-        self.target: Any = None
-        self.closed: bool = False
-
-    def call(self) -> OperationCall:
-        """What this operation asks for, as error data."""
-        return OperationCall(self.kind, self.name, self.inputs)
-
-    def describe(self) -> str:
-        return describe_operation(self.kind, self.name, self.inputs)
-
-    def __repr__(self) -> str:
-        return f"<Op #{self.id} {self.describe()}>"
-
-
-# -- what flows between engine and driver ------------------------------------------
-
-
-@dataclass(slots=True, eq=False)
-class Done:
-    """An operation finished: its result or error. Recorded by a live run, or read
-    from the log while replaying; ``t`` is the job clock of its entry."""
-
-    op: Op
-    result: JSONValue = None
-    error: ErrorInfo | None = None
-    t: float = 0.0
-    # Live only: the exception itself, the value durable code gets (decoded as
-    # replay would), and the host's acknowledgement once it is in the log.
-    cause: BaseException | None = None
-    decoded: Any = UNDECODED
-    ack: Any = None
-    recorded: bool = False
-
-
-@dataclass(slots=True, eq=False)
-class Emitted:
-    """An operation produced a value before its end (a streaming effect's action, a
-    value sent to a host input)."""
-
-    op: Op
-    value: JSONValue
-    t: float = 0.0
-    decoded: Any = UNDECODED
-    ack: Any = None
-    recorded: bool = False
-
-
-@dataclass(slots=True, eq=False)
-class Cancelled:
-    """The host cancelled the job here (delivered to durable code as cancellation)."""
-
-    t: float = 0.0
-    ack: Any = None
-    recorded: bool = False
-
-
-@dataclass(slots=True, eq=False)
-class Ended:
-    """The log records the job's end (while replaying)."""
-
-    result: JSONValue
-    error: ErrorInfo | None
-    t: float
-
-
-@dataclass(slots=True, eq=False)
-class FireTimer:
-    """A durable timer falls due before the next entry: fire it first."""
-
-    deadline: float
-
-
-class _Signal:
-    __slots__ = ("_name",)
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __repr__(self) -> str:
-        return self._name
-
-
-NEED_ENTRIES: Final[Any] = _Signal("NEED_ENTRIES")
-"""The engine cannot answer before it has read more of the log."""
-LOG_ENDED: Final[Any] = _Signal("LOG_ENDED")
-"""Every recorded entry was delivered: the job goes live from here."""
-
-Outcome = Done | Emitted | Cancelled
-"""What a live write records, in the order it happened."""
+__all__ = ["Engine"]
 
 
 class Engine:
@@ -498,7 +347,7 @@ class Engine:
             else {"result": ended.result}
         )
         if _comparable(code_end) != _comparable(recorded):
-            was, now = _show_pair(recorded, code_end)
+            was, now = show_pair(recorded, code_end)
             raise NonDeterminismError(
                 job=self.job,
                 position=self.next_id,
@@ -724,33 +573,3 @@ def _comparable(d: dict[str, Any]) -> Any:
     if "type" in d:  # an error: compare type and message, not args
         return ("error", d["type"], d["message"])
     return ("result", d["result"])
-
-
-def _show(d: dict[str, Any]) -> str:
-    if "type" in d:
-        return f"error {d['type']}({d['message']!r})"
-    text = repr(d["result"])
-    return f"result {text if len(text) <= 80 else text[:77] + '...'}"
-
-
-def _show_pair(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, str]:
-    """Two differing ends for one message: long results are cut at the same place,
-    just before their first difference, so that the difference shows."""
-    if "type" in a or "type" in b:
-        return _show(a), _show(b)
-    ta, tb = repr(a["result"]), repr(b["result"])
-    if len(ta) <= 80 and len(tb) <= 80:
-        return f"result {ta}", f"result {tb}"
-    same = next(
-        (i for i, (x, y) in enumerate(zip(ta, tb, strict=False)) if x != y),
-        min(len(ta), len(tb)),
-    )
-    start = max(0, same - 30)
-    return f"result {_window(ta, start)}", f"result {_window(tb, start)}"
-
-
-def _window(text: str, start: int, width: int = 74) -> str:
-    end = start + width
-    return (
-        ("..." if start else "") + text[start:end] + ("..." if end < len(text) else "")
-    )

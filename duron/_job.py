@@ -291,8 +291,8 @@ class Job(Generic[_P, _T]):
                 name,
                 inj.annotation,
                 self._dfn.codec,
-                driver.submit_input,
-                driver.recorded_count,
+                driver.host_input.submit_input,
+                driver.host_input.recorded_count,
             )
         if mode == "r":
             if inj.kind != "writer":
@@ -322,7 +322,7 @@ class Job(Generic[_P, _T]):
             PayloadError: ``result`` does not validate as the future's type.
         """
         driver = await self._running("complete_future")
-        await driver.complete_future(future_id, result, exception)
+        await driver.host_input.complete_future(future_id, result, exception)
 
     def is_future_pending(self, future_id: str) -> bool:
         """Whether durable code still waits on this future (exact once replay is over)."""
@@ -330,7 +330,7 @@ class Job(Generic[_P, _T]):
         return (
             driver is not None
             and not driver.ended
-            and driver.find_future(future_id) is not None
+            and driver.host_input.find_future(future_id) is not None
         )
 
     async def cancel(self) -> None:
@@ -340,7 +340,7 @@ class Job(Generic[_P, _T]):
         :class:`~duron.JobCancelledError`; the log records that end.
         """
         driver = await self._running("cancel")
-        await driver.cancel()
+        await driver.host_input.cancel()
 
     async def wait(self) -> _T:
         """Wait for the job to end and return its result (recorded or fresh).

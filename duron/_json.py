@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-__all__ = ["JSONValue", "describe_operation", "format_call"]
+__all__ = ["JSONValue", "describe_operation", "format_call", "show_pair"]
 
 JSONValue = Union[  # noqa: UP007 - a recursive alias needs Union
     None, bool, int, float, str, list["JSONValue"], dict[str, "JSONValue"]
@@ -36,3 +36,34 @@ def describe_operation(kind: str, name: str, inputs: dict[str, Any] | None) -> s
     if inputs is None:
         return f"{kind} {name}"
     return f"{kind} {format_call(name, inputs)}"
+
+
+def _show(d: dict[str, Any]) -> str:
+    if "type" in d:
+        return f"error {d['type']}({d['message']!r})"
+    text = repr(d["result"])
+    return f"result {text if len(text) <= 80 else text[:77] + '...'}"
+
+
+def show_pair(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, str]:
+    """Two differing job ends (a result or an error, as entries hold them) for one
+    message: long results are cut at the same place,
+    just before their first difference, so that the difference shows."""
+    if "type" in a or "type" in b:
+        return _show(a), _show(b)
+    ta, tb = repr(a["result"]), repr(b["result"])
+    if len(ta) <= 80 and len(tb) <= 80:
+        return f"result {ta}", f"result {tb}"
+    same = next(
+        (i for i, (x, y) in enumerate(zip(ta, tb, strict=False)) if x != y),
+        min(len(ta), len(tb)),
+    )
+    start = max(0, same - 30)
+    return f"result {_window(ta, start)}", f"result {_window(tb, start)}"
+
+
+def _window(text: str, start: int, width: int = 74) -> str:
+    end = start + width
+    return (
+        ("..." if start else "") + text[start:end] + ("..." if end < len(text) else "")
+    )

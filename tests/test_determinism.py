@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 import anyio
@@ -29,10 +29,12 @@ from support import resume_job, run_job
 import duron
 from duron._effect import effect_spec
 from duron._engine import Engine
-from duron._engine import Op as EngineOp
 from duron._entries import JobFinished, JobStarted, OpCompleted, OpStarted
 from duron._log import encode_entry
 from duron.contrib.storage import MemoryLogStorage
+
+if TYPE_CHECKING:
+    from duron._operations import Op as EngineOp
 
 pytestmark = pytest.mark.anyio
 

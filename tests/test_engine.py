@@ -17,17 +17,7 @@ from typing import Any
 import pytest
 
 from duron import CorruptLogError, NonDeterminismError, OperationCall
-from duron._engine import (
-    LOG_ENDED,
-    NEED_ENTRIES,
-    Cancelled,
-    Done,
-    Emitted,
-    Ended,
-    Engine,
-    FireTimer,
-    Op,
-)
+from duron._engine import Engine
 from duron._entries import (
     Entry,
     ErrorInfo,
@@ -37,6 +27,16 @@ from duron._entries import (
     OpCompleted,
     OpEmitted,
     OpStarted,
+)
+from duron._operations import (
+    LOG_ENDED,
+    NEED_ENTRIES,
+    Cancelled,
+    Done,
+    Emitted,
+    Ended,
+    FireTimer,
+    Op,
 )
 
 JOB = "logs/greet.jsonl"
@@ -758,4 +758,5 @@ def test_engine_imports_nothing_that_does_io() -> None:
         "duron._entries",
         "duron._errors",
         "duron._json",
+        "duron._operations",
     ]
