@@ -387,5 +387,6 @@ def test_replay_core_imports_nothing_that_does_io() -> None:
         "duron._entries",
         "duron._errors",
         "duron._json",
+        "duron._redact",  # errors hide passwords (re and urllib.parse only)
         "duron._replay",
     ]
