@@ -217,7 +217,7 @@ class SchemaError(StorageError):
     """
 
     def __init__(self, *, store: str, detail: str) -> None:
-        self.store = redact(store)
+        self.store: str = redact(store)
         self.detail = detail
         super().__init__(f"{self.store}: {detail}")
 
@@ -233,7 +233,7 @@ class JobNotFoundError(DuronError, LookupError):
 
     def __init__(self, *, job: str, store: str) -> None:
         self.job = job
-        self.store = redact(store)
+        self.store: str = redact(store)
         super().__init__(
             f"no job {job!r} in {self.store}; list the store's jobs with "
             "store.list_jobs() or `duron jobs list`"
@@ -256,7 +256,7 @@ class DuplicateJobError(DuronError):
         super().__init__(
             f"job {job} was already submitted as {recorded}, not {requested}; a job "
             "id names one call: submit the same arguments to get the same job, or "
-            "use another job_id"
+            "submit under another id (fn.options(job_id=...))"
         )
 
 
