@@ -154,6 +154,13 @@ class Signature:
             self.resolve()
         return self._by_name[name]  # KeyError: recorded inputs may name old params
 
+    def stored_as(self, name: str) -> Any:
+        """The type a parameter's input is encoded as: its annotation (``*args``
+        as a tuple of it, ``**kwargs`` as a dict of it; ``Any`` unannotated)."""
+        if self._hints is None:
+            self.resolve()
+        return self._encode_as[name]
+
     def encode_inputs(
         self, codec: Codec, bound: dict[str, Any]
     ) -> dict[str, JSONValue]:

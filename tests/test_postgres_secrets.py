@@ -96,11 +96,11 @@ def schema() -> Iterator[str]:
         async def fill() -> None:
             async with PostgresStore(dsn(), schema=name) as store:
                 await store.migrate()
-                await store.submit(doubled, 21, job_id="done")
+                await store.submit(doubled.options(job_id="done"), 21)
                 async with doubled.invoke(store.log("done")) as job:
                     await job.resume()
                     assert await job.wait() == 42
-                await store.submit(doubled, 1, job_id="todo")
+                await store.submit(doubled.options(job_id="todo"), 1)
 
         anyio.run(fill)
         yield name

@@ -177,7 +177,7 @@ def load_target(target: str) -> dict[str, DurableFn[..., Any]]:
             if not isinstance(value, DurableFn):
                 continue
             other = found.setdefault(value.name, value)
-            if other is not value:
+            if other.fn is not value.fn:  # fn.options(...) is the same function
                 raise UsageError(
                     f"module {module_name} holds several durable functions recorded "
                     f"as {value.name!r} ({other.__name__}, {key}): name the one to "

@@ -131,7 +131,7 @@ class PostgresStore(SQLStore):
         ```python
         store = PostgresStore("postgresql://app:secret@db.internal/app")
         await store.migrate()  # once, at deploy time
-        job_id = await store.submit(checkout, order, job_id="order-42")
+        job_id = await store.submit(checkout.options(job_id="order-42"), order)
         async with duron.Worker(store, [checkout]):
             print(await store.result(job_id))
         ```
