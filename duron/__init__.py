@@ -37,6 +37,7 @@ from duron._errors import (
 from duron._host_streams import HostReader, HostWriter
 from duron._job import Job
 from duron._jobstore import Claim, Heartbeat, JobInfo, JobStatus, JobStore
+from duron._options import CallOptions
 from duron._signal import Signal, SignalInterrupt, SignalWriter
 from duron._storage import LogStorage
 from duron._stream import Stream, StreamClosed, StreamWriter
@@ -46,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "UNANNOTATED",
+    "CallOptions",
     "Claim",
     "Codec",
     "Context",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
+import secrets
+import time
 import typing
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -16,8 +19,18 @@ from typing import (
     overload,
 )
 
-from duron._codec import UNANNOTATED, Codec, JSONValue, PydanticCodec, describe_type
-from duron._errors import UsageError
+from duron._codec import (
+    UNANNOTATED,
+    Codec,
+    JSONValue,
+    PydanticCodec,
+    describe_type,
+    explain,
+)
+from duron._entries import JobStarted
+from duron._errors import PayloadEncodeError, PayloadError, UsageError
+from duron._log import encode_entry
+from duron._options import CallOptions
 from duron._signature import Signature, qualified_name
 
 if TYPE_CHECKING:
@@ -82,7 +95,11 @@ def _injection(fn_name: str, name: str, annotation: Any) -> Injection:
 
 
 class DurableFn(Generic[_P, _T]):
-    """A function decorated with ``@duron.durable``. Run it with :meth:`invoke`.
+    """A function decorated with ``@duron.durable``. Run it with :meth:`invoke`,
+    or submit it to a job store: ``store.submit(fn, *args, **kwargs)``.
+
+    Options of a call (the job's id, ...) are not arguments: they travel on the
+    function, ``store.submit(fn.options(job_id="order-42"), ...)``.
 
     Do not construct it yourself.
     """
@@ -117,6 +134,7 @@ class DurableFn(Generic[_P, _T]):
             p.name for p in params[1:] if p.default is Provided
         )
         self._injections: tuple[Injection, ...] | None = None
+        self._options = CallOptions()
         if self.sig.resolved:
             _ = self.injections  # report a bad Provided annotation at decoration
         self.__wrapped__ = fn
@@ -137,6 +155,43 @@ class DurableFn(Generic[_P, _T]):
             )
         return self._injections
 
+    def options(self, *, job_id: str | None = None) -> DurableFn[_P, _T]:
+        """This function carrying options for its calls (the ones given are set;
+        ``None`` leaves an option as it is, so ``fn.options(a=1).options(b=2)``
+        carries both).
+
+        The copy is the same durable function (same name: a worker given ``fn``
+        runs the jobs submitted with ``fn.options(...)``) and takes the same
+        arguments.
+
+        Example:
+            ```python
+            job_id = await store.submit(checkout.options(job_id="order-42"), order)
+            ```
+
+        Args:
+            job_id: The id of the job ``store.submit()`` makes (default: a random
+                one); submitting the same call under the same id again is
+                idempotent.
+
+        Returns:
+            A copy of this function with these options.
+
+        Raises:
+            UsageError: A bad value, naming the option.
+        """
+        options = self._options.merged(self.name, job_id=job_id)
+        if options is self._options:
+            return self
+        fn = copy.copy(self)
+        fn._options = options
+        return fn
+
+    @property
+    def call_options(self) -> CallOptions:
+        """The options this function carries for its calls (see :meth:`options`)."""
+        return self._options
+
     def encode_arguments(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], *, via: str
     ) -> dict[str, JSONValue]:
@@ -149,10 +204,11 @@ class DurableFn(Generic[_P, _T]):
                 the error message.
 
         Raises:
-            UsageError: Bad arguments, or a value for a ``= duron.Provided``
-                parameter.
+            UsageError: Bad arguments, a value for a ``= duron.Provided``
+                parameter, or a call option (``job_id=``) passed as an argument.
             PayloadError: An argument cannot be encoded.
         """
+        self._refuse_options_as_arguments(kwargs)
         bound = self.sig.bind((None, *args), kwargs)
         bound.pop(next(iter(self.sig.sig.parameters)), None)
         for name in self.provided:
@@ -162,6 +218,87 @@ class DurableFn(Generic[_P, _T]):
                     f"(= duron.Provided); do not pass it to {via}"
                 )
         return self.sig.encode_inputs(self.codec, bound)
+
+    def job_entry(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        via: str,
+        job: str | None = None,
+        t: float | None = None,
+    ) -> JobStarted:
+        """The first entry of a job calling this function with these arguments.
+
+        The one place a job's call is turned into its log entry, for
+        ``job.start()`` and ``store.submit()`` alike: the arguments are bound,
+        encoded, and checked to decode back as replay will read them, and the
+        entry to be writable, before anything is stored.
+
+        Args:
+            args: Positional arguments after the context.
+            kwargs: Keyword arguments.
+            via: The call that received them (``"start()"``, ``"submit()"``), for
+                the error message.
+            job: The job's label, for the error message, when it has one.
+            t: The job clock to record (default: the host's ``time.time()``).
+
+        Returns:
+            The job entry (with a fresh random seed).
+
+        Raises:
+            UsageError: Bad arguments (see :meth:`encode_arguments`).
+            PayloadError: An argument cannot be encoded, would not decode from
+                the log, or the entry cannot be written.
+        """
+        try:
+            encoded = self.encode_arguments(args, kwargs, via=via)
+        except PayloadError as err:
+            if job is None:
+                raise
+            raise err.at(job=job) from err.__cause__
+        for name, data in encoded.items():
+            try:
+                self.codec.decode(data, self.sig.stored_as(name))
+            except Exception as exc:
+                raise PayloadEncodeError(
+                    what=f"argument {name!r} of {self.name}",
+                    type_name=describe_type(self.sig.param(name).annotation),
+                    detail=f"would not decode from the log: {explain(exc)}",
+                    job=job,
+                ) from exc
+        entry = JobStarted(
+            self.name,
+            encoded,
+            secrets.token_hex(8),
+            time.time() if t is None else t,
+            self.module,
+        )
+        try:
+            encode_entry(entry)
+        except TypeError as exc:  # orjson: e.g. an int past 64 bits
+            raise PayloadEncodeError(
+                what=f"arguments of {self.name}",
+                type_name="job entry",
+                detail=f"cannot be written to the log: {exc}",
+                job=job,
+            ) from exc
+        return entry
+
+    def _refuse_options_as_arguments(self, kwargs: dict[str, Any]) -> None:
+        """A call option given among the arguments, where the function has no
+        parameter of that name, is a mistake: say where it goes."""
+        params = self.sig.sig.parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return  # every keyword is an argument of the function
+        for name in CallOptions.names():
+            if name in kwargs and name not in params:
+                raise UsageError(
+                    f"durable function {self.name} has no parameter {name!r}: "
+                    f"{name} is an option of the call, not an argument; pass it on "
+                    f"the function: store.submit({self.__name__}.options("
+                    f"{name}=...), ...)"
+                )
 
     def invoke(
         self, storage: LogStorage, *, clock: Callable[[], float] | None = None
@@ -197,7 +334,11 @@ class DurableFn(Generic[_P, _T]):
         )
 
     def __repr__(self) -> str:
-        return f"<durable {self.name}>"
+        given = self._options.given()
+        if not given:
+            return f"<durable {self.name}>"
+        options = ", ".join(f"{k}={v!r}" for k, v in given.items())
+        return f"<durable {self.name}.options({options})>"
 
 
 @overload

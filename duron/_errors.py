@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from duron._redact import redact
+
 if TYPE_CHECKING:
     from duron._verify import VerifyReport
 
@@ -233,7 +235,14 @@ class CorruptLogError(DuronError):
 
 
 class StorageError(DuronError):
-    """The storage backend failed (I/O error, driver error, refused write)."""
+    """The storage backend failed (I/O error, driver error, refused write).
+
+    The message never shows a password: a connection string in it is shown
+    without one (the driver's own words may quote the URL it was given).
+    """
+
+    def __init__(self, message: str = "", /) -> None:
+        super().__init__(redact(message))
 
 
 class LogLockedError(StorageError):
@@ -272,9 +281,9 @@ class SchemaError(StorageError):
     """
 
     def __init__(self, *, store: str, detail: str) -> None:
-        self.store = store
+        self.store: str = redact(store)
         self.detail = detail
-        super().__init__(f"{store}: {detail}")
+        super().__init__(f"{self.store}: {detail}")
 
 
 class JobNotFoundError(DuronError, LookupError):
@@ -282,14 +291,15 @@ class JobNotFoundError(DuronError, LookupError):
 
     Attributes:
         job: The job id asked for.
-        store: The store that was searched.
+        store: The store that was searched (a path, or a URL without its
+            password).
     """
 
     def __init__(self, *, job: str, store: str) -> None:
         self.job = job
-        self.store = store
+        self.store: str = redact(store)
         super().__init__(
-            f"no job {job!r} in {store}; list the store's jobs with "
+            f"no job {job!r} in {self.store}; list the store's jobs with "
             "store.list_jobs() or `duron jobs list`"
         )
 
@@ -310,7 +320,7 @@ class DuplicateJobError(DuronError):
         super().__init__(
             f"job {job} was already submitted as {recorded}, not {requested}; a job "
             "id names one call: submit the same arguments to get the same job, or "
-            "use another job_id"
+            "submit under another id (fn.options(job_id=...))"
         )
 
 

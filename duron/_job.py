@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 import anyio
 
-from duron._codec import decode_recorded, describe_type, explain
+from duron._codec import decode_recorded
 from duron._context import Context
 from duron._driver import Driver, JobOutcome
 from duron._errors import (
     JobMismatchError,
     JobNotStartedError,
     NonDeterminismError,
-    PayloadEncodeError,
-    PayloadError,
     UsageError,
 )
 from duron._host_streams import HostReader, HostWriter
@@ -120,11 +117,10 @@ class Job(Generic[_P, _T]):
             JobMismatchError: The log holds another function or other arguments.
             PayloadError: An argument cannot be encoded.
         """
-        try:
-            encoded = self._dfn.encode_arguments(args, kwargs, via="start()")
-        except PayloadError as err:
-            raise err.at(job=self.id) from err.__cause__
-        await self._begin(encoded)
+        wanted = self._dfn.job_entry(
+            args, kwargs, via="start()", job=self.id, t=self._clock()
+        )
+        await self._begin(wanted)
 
     async def resume(self) -> None:
         """Continue the job recorded in the log: replay it, then carry on live.
@@ -135,7 +131,7 @@ class Job(Generic[_P, _T]):
         """
         await self._begin(None)
 
-    async def _begin(self, encoded: dict[str, Any] | None) -> None:
+    async def _begin(self, wanted: JobStarted | None) -> None:
         if self._state != "open":
             raise UsageError(
                 f"job {self.id} is {self._state}: start()/resume() once, inside "
@@ -147,24 +143,12 @@ class Job(Generic[_P, _T]):
         first = await read_job_entry(records, label)
         if first is None:
             await _aclose(records)
-            if encoded is None:
+            if wanted is None:
                 raise JobNotStartedError(job=label)
-            # Durable code gets its arguments as replay will rebuild them, and
-            # arguments that cannot be rebuilt are refused before the log holds them.
-            args = self._decode_args(encoded, recorded=False)
-            first = JobStarted(
-                dfn.name, encoded, secrets.token_hex(8), self._clock(), dfn.module
-            )
-            try:
-                data = encode_entry(first)
-            except TypeError as exc:  # orjson: e.g. an int past 64 bits
-                raise PayloadEncodeError(
-                    what=f"arguments of {dfn.name}",
-                    type_name="job entry",
-                    detail=f"cannot be written to the log: {exc}",
-                    job=label,
-                ) from exc
-            await self._storage.append([data])
+            # The builder checked that the arguments decode back and that the entry
+            # can be written: durable code gets them as replay will rebuild them.
+            first = wanted
+            await self._storage.append([encode_entry(first)])
             replay: AsyncIterator[tuple[int, bytes]] | None = None
         else:
             if first.fn != dfn.name:
@@ -172,16 +156,16 @@ class Job(Generic[_P, _T]):
                 raise JobMismatchError(
                     job=label, field="function", recorded=first.fn, requested=dfn.name
                 )
-            if encoded is not None and not _same_args(dfn, encoded, first.args):
+            if wanted is not None and not _same_args(dfn, wanted.args, first.args):
                 await _aclose(records)
                 raise JobMismatchError(
                     job=label,
                     field="arguments",
                     recorded=format_call(dfn.name, first.args),
-                    requested=format_call(dfn.name, encoded),
+                    requested=format_call(dfn.name, wanted.args),
                 )
             replay = records
-            args = self._decode_args(first.args)
+        args = self._decode_args(first.args)
         driver = Driver(
             dfn,
             self._storage,
@@ -197,10 +181,8 @@ class Job(Generic[_P, _T]):
             self._drive, self._tg, driver, args, replay, name=f"duron job {label}"
         )
 
-    def _decode_args(
-        self, encoded: dict[str, Any], *, recorded: bool = True
-    ) -> dict[str, Any]:
-        return decode_job_args(self._dfn, encoded, self.id, recorded=recorded)
+    def _decode_args(self, encoded: dict[str, Any]) -> dict[str, Any]:
+        return decode_job_args(self._dfn, encoded, self.id)
 
     async def _drive(
         self,
@@ -212,8 +194,12 @@ class Job(Generic[_P, _T]):
         ctx = Context(driver)
         fn: Any = self._dfn.fn
 
+        call_args, call_kwargs = self._dfn.sig.call_arguments(
+            {**args, **driver.injected}
+        )
+
         async def main() -> Any:
-            return await fn(ctx, **args, **driver.injected)
+            return await fn(ctx, *call_args, **call_kwargs)
 
         try:
             with anyio.CancelScope() as scope:
@@ -445,22 +431,19 @@ async def read_job_entry(
 
 
 def decode_job_args(
-    dfn: DurableFn[..., Any],
-    encoded: dict[str, Any],
-    label: str,
-    *,
-    recorded: bool = True,
+    dfn: DurableFn[..., Any], encoded: dict[str, Any], label: str
 ) -> dict[str, Any]:
-    """Validate a job's encoded arguments into the durable function's parameter types.
+    """Validate a job's recorded arguments into the durable function's parameter
+    types, by parameter name (``*args`` as a tuple, ``**kwargs`` as a dict).
 
     Raises:
         JobMismatchError: An argument names no parameter of the function.
-        PayloadError: An argument does not validate (``recorded``: no longer).
+        PayloadDecodeError: An argument no longer validates.
     """
     out: dict[str, Any] = {}
     for name, data in encoded.items():
         try:
-            p = dfn.sig.param(name)
+            annotation = dfn.sig.stored_as(name)
         except KeyError:
             raise JobMismatchError(
                 job=label,
@@ -468,24 +451,13 @@ def decode_job_args(
                 recorded=format_call(dfn.name, encoded),
                 requested=f"{dfn.name} without a parameter {name!r}",
             ) from None
-        if recorded:
-            out[name] = decode_recorded(
-                dfn.codec,
-                data,
-                p.annotation,
-                what=f"argument {name!r} of {dfn.name}",
-                job=label,
-            )
-            continue
-        try:
-            out[name] = dfn.codec.decode(data, p.annotation)
-        except Exception as exc:
-            raise PayloadEncodeError(
-                what=f"argument {name!r} of {dfn.name}",
-                type_name=describe_type(p.annotation),
-                detail=f"would not decode back from the log: {explain(exc)}",
-                job=label,
-            ) from exc
+        out[name] = decode_recorded(
+            dfn.codec,
+            data,
+            annotation,
+            what=f"argument {name!r} of {dfn.name}",
+            job=label,
+        )
     return out
 
 

@@ -15,24 +15,31 @@ from __future__ import annotations
 
 import math
 import secrets
-import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    overload,
+)
 
 import orjson
 
-from duron._codec import decode_recorded, describe_type, explain
+from duron._codec import decode_recorded
 from duron._errors import (
     DuplicateJobError,
     JobCancelledError,
-    PayloadError,
     UsageError,
 )
 from duron._exceptions import rebuild
 from duron._json import JSONValue, format_call
 from duron._log import ErrorInfo, JobFinished, JobStarted, decode_entry
+from duron._options import JOB_ID_RULE, CallOptions, is_job_id
 
 if TYPE_CHECKING:
     from duron._durable import DurableFn
@@ -45,15 +52,17 @@ __all__ = [
     "JobInfo",
     "JobStatus",
     "JobStore",
+    "Submission",
     "end_outcome",
     "fork_prefix",
-    "job_entry_for",
     "new_job_id",
     "outcome_of",
     "parse_job_entry",
+    "submission",
 ]
 
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 JobStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 """Where a job is in its life:
@@ -184,14 +193,10 @@ class JobStore(Protocol):
         ...
 
     async def submit(
-        self,
-        fn: DurableFn[..., Any],
-        /,
-        *args: Any,
-        job_id: str | None = None,
-        **kwargs: Any,
+        self, fn: DurableFn[_P, Any], /, *args: _P.args, **kwargs: _P.kwargs
     ) -> str:
-        """Add a job for a worker to run; idempotent by ``job_id``."""
+        """Add a job running ``fn(*args, **kwargs)`` for a worker to run; its
+        options (``fn.options(job_id=...)``) say how. Idempotent by job id."""
         ...
 
     async def get(self, job_id: str) -> JobInfo:
@@ -282,22 +287,39 @@ def new_job_id() -> str:
 
 
 def check_job_id(job_id: object) -> str:
-    if not isinstance(job_id, str) or not job_id or len(job_id) > 255:
-        raise UsageError(
-            f"a job id is a non-empty string of at most 255 characters, not {job_id!r}"
-        )
+    if not is_job_id(job_id):
+        raise UsageError(f"a job id is {JOB_ID_RULE}, not {job_id!r}")
     return job_id
 
 
-def job_entry_for(
-    fn: DurableFn[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> JobStarted:
-    """The job entry ``fn.invoke(...).start(*args, **kwargs)`` would write.
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A call ready to be stored by ``store.submit()``.
 
-    Arguments are encoded, and checked to decode back, before anything is stored.
+    Attributes:
+        job_id: The job's id (the one ``fn.options(job_id=...)`` gave, or a new
+            random one).
+        entry: The job's first log entry (its function and encoded arguments).
+        options: The call's options, as the function carried them.
+    """
+
+    job_id: str
+    entry: JobStarted
+    options: CallOptions
+
+
+def submission(
+    fn: DurableFn[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Submission:
+    """What ``store.submit(fn, *args, **kwargs)`` stores: every keyword is the
+    function's; the call's options are the ones ``fn`` carries
+    (``fn.options(...)``).
+
+    The arguments are encoded, and checked, before anything is stored (see
+    :meth:`~duron.DurableFn.job_entry`).
 
     Raises:
-        UsageError: Bad arguments for ``fn``.
+        UsageError: ``fn`` is not a durable function, or bad arguments for it.
         PayloadError: An argument cannot be encoded or would not decode.
     """
     from duron._durable import DurableFn
@@ -307,18 +329,10 @@ def job_entry_for(
             f"submit() takes a @duron.durable function, not {fn!r}; decorate it "
             "with @duron.durable"
         )
-    encoded = fn.encode_arguments(args, kwargs, via="submit()")
-    for name, data in encoded.items():
-        ann = fn.sig.param(name).annotation
-        try:
-            fn.codec.decode(data, ann)
-        except Exception as exc:
-            raise PayloadError(
-                what=f"argument {name!r} of {fn.name}",
-                type_name=describe_type(ann),
-                detail=f"would not decode from the log: {explain(exc)}",
-            ) from exc
-    return JobStarted(fn.name, encoded, secrets.token_hex(8), time.time(), fn.module)
+    options = fn.call_options
+    entry = fn.job_entry(args, kwargs, via="submit()", job=options.job_id)
+    job_id = options.job_id if options.job_id is not None else new_job_id()
+    return Submission(job_id, entry, options)
 
 
 def check_resubmit(job_id: str, wanted: JobStarted, first: bytes | str | None) -> None:

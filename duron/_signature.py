@@ -159,6 +159,38 @@ class Signature:
             self.resolve()
         return self._by_name[name]  # KeyError: recorded inputs may name old params
 
+    def call_arguments(
+        self, values: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """How to call the function with ``values`` by parameter name (as
+        :meth:`bind` gives them): positionally up to a ``*args`` parameter, whose
+        values are spread, then by keyword, ``**kwargs`` spread."""
+        if self._hints is None:
+            self.resolve()
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        variadic = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in self.params)
+        for p in self.params:
+            if p.name not in values:
+                continue
+            value = values[p.name]
+            if p.kind is inspect.Parameter.VAR_POSITIONAL:
+                args.extend(value)
+            elif p.kind is inspect.Parameter.VAR_KEYWORD:
+                kwargs.update(value)
+            elif variadic and p.kind in _POSITIONAL:
+                args.append(value)  # before *args: only by position
+            else:
+                kwargs[p.name] = value
+        return tuple(args), kwargs
+
+    def stored_as(self, name: str) -> Any:
+        """The type a parameter's input is encoded as: its annotation (``*args``
+        as a tuple of it, ``**kwargs`` as a dict of it; ``Any`` unannotated)."""
+        if self._hints is None:
+            self.resolve()
+        return self._encode_as[name]
+
     def encode_inputs(
         self, codec: Codec, bound: dict[str, Any]
     ) -> dict[str, JSONValue]:

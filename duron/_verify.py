@@ -245,8 +245,10 @@ async def _verify(
     ctx = Context(driver)
     fn: Any = dfn.fn
 
+    call_args, call_kwargs = dfn.sig.call_arguments({**args, **driver.injected})
+
     async def main() -> Any:
-        return await fn(ctx, **args, **driver.injected)
+        return await fn(ctx, *call_args, **call_kwargs)
 
     def counts() -> dict[str, Any]:
         base.entries = 1 + driver.entries_read

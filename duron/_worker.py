@@ -97,7 +97,7 @@ class Worker:
                     "with @duron.durable"
                 )
             other = fns.get(fn.name)
-            if other is not None and other is not fn:
+            if other is not None and other.fn is not fn.fn:  # fn.options() is fn
                 raise UsageError(
                     f"two durable functions are named {fn.name}; give one another "
                     "name with @duron.durable(name=...)"

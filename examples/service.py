@@ -99,7 +99,9 @@ async def create(request: Request) -> JSONResponse:
         # The order id is the job id: a client retrying the request gets the
         # same job, not a second checkout.
         await store.submit(
-            checkout, request.path_params["order_id"], order, job_id=job_id(request)
+            checkout.options(job_id=job_id(request)),
+            request.path_params["order_id"],
+            order,
         )
     except duron.DuplicateJobError as exc:
         return JSONResponse({"error": str(exc)}, status_code=409)

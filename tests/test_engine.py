@@ -759,4 +759,5 @@ def test_engine_imports_nothing_that_does_io() -> None:
         "duron._errors",
         "duron._json",
         "duron._operations",
+        "duron._redact",
     ]

@@ -43,18 +43,18 @@ def db(tmp_path: Path) -> Path:
 
     async def fill() -> None:
         store = SQLiteStore(path)
-        await store.submit(steps, 3, job_id="done")
+        await store.submit(steps.options(job_id="done"), 3)
         async with steps.invoke(store.log("done")) as job:
             await job.resume()
             await job.wait()
-        await store.submit(steps, 1, job_id="todo")
-        await store.submit(ghost, job_id="lost")
+        await store.submit(steps.options(job_id="todo"), 1)
+        await store.submit(ghost.options(job_id="lost"))
         async with duron.Worker(store, [steps], poll_interval=0.05) as w:
             await store.result("todo")
             with pytest.raises(duron.EffectError):
                 await store.result("lost")
             assert w.ended == 1
-        await store.submit(steps, 2, job_id="waiting")
+        await store.submit(steps.options(job_id="waiting"), 2)
         await store.close()
 
     anyio.run(fill)

@@ -92,7 +92,7 @@ def done(i: int, result: object = None) -> bytes:
 
 @pytest.mark.anyio
 async def test_submit_records_the_job_and_its_job_entry(store: Store) -> None:
-    job_id = await store.submit(checkout, 42, job_id="order-42")
+    job_id = await store.submit(checkout.options(job_id="order-42"), 42)
     assert job_id == "order-42"
     info = await store.get("order-42")
     assert (info.id, info.function, info.status, info.args, info.epoch) == (
@@ -114,8 +114,8 @@ async def test_submit_records_the_job_and_its_job_entry(store: Store) -> None:
 
 @pytest.mark.anyio
 async def test_submit_is_idempotent_by_job_id(store: Store) -> None:
-    first = await store.submit(checkout, 42, job_id="order-42")
-    again = await store.submit(checkout, order=42, job_id="order-42")
+    first = await store.submit(checkout.options(job_id="order-42"), 42)
+    again = await store.submit(checkout.options(job_id="order-42"), order=42)
     assert first == again == "order-42"
     assert len([e async for e in store.read_log("order-42")]) == 1
     assert len(await store.list_jobs()) == 1
@@ -125,21 +125,21 @@ async def test_submit_is_idempotent_by_job_id(store: Store) -> None:
 async def test_submit_with_other_arguments_under_the_same_id_is_refused(
     store: Store,
 ) -> None:
-    await store.submit(checkout, 42, job_id="order-42")
+    await store.submit(checkout.options(job_id="order-42"), 42)
     message = (
         "job order-42 was already submitted as checkout(order=42), not "
         "checkout(order=43); a job id names one call: submit the same arguments to "
-        "get the same job, or use another job_id"
+        "get the same job, or submit under another id (fn.options(job_id=...))"
     )
     with pytest.raises(duron.DuplicateJobError, match=f"^{re.escape(message)}$"):
-        await store.submit(checkout, 43, job_id="order-42")
+        await store.submit(checkout.options(job_id="order-42"), 43)
     with pytest.raises(duron.DuplicateJobError, match=re.escape("not steps(n=42)")):
-        await store.submit(steps, 42, job_id="order-42")
+        await store.submit(steps.options(job_id="order-42"), 42)
 
 
 @pytest.mark.anyio
 async def test_submit_without_an_id_makes_a_fresh_one(store: Store) -> None:
-    await store.submit(checkout, 42, job_id="order-42")
+    await store.submit(checkout.options(job_id="order-42"), 42)
     a = await store.submit(checkout, 1)
     b = await store.submit(checkout, 1)
     assert len({a, b, "order-42"}) == 3
@@ -150,15 +150,104 @@ async def test_submit_without_an_id_makes_a_fresh_one(store: Store) -> None:
 @pytest.mark.anyio
 async def test_submit_checks_arguments_before_storing(store: Store) -> None:
     with pytest.raises(duron.UsageError, match=re.escape("checkout() called with bad")):
-        await store.submit(checkout, 1, 2)
+        await store.submit(checkout, 1, 2)  # type: ignore[call-arg]
     with pytest.raises(
         duron.PayloadError, match=re.escape("argument 'order' of checkout")
     ):
-        await store.submit(checkout, "not a number")
+        await store.submit(checkout, "not a number")  # type: ignore[arg-type]
     with pytest.raises(
         duron.UsageError, match=re.escape("submit() takes a @duron.durable")
     ):
         await store.submit(charge, 1)  # type: ignore[arg-type]
+    assert await store.list_jobs() == []
+
+
+@duron.durable
+async def sums(ctx: duron.Context, numbers: list[int]) -> int:
+    return sum(numbers)
+
+
+@pytest.mark.anyio
+async def test_an_argument_the_log_cannot_hold_is_refused_before_storing(
+    store: Store,
+) -> None:
+    message = (
+        "job big: arguments of sums (job entry): cannot be written to the log: "
+        "Integer exceeds 64-bit range"
+    )
+    with pytest.raises(duron.PayloadError, match=f"^{re.escape(message)}$"):
+        await store.submit(sums.options(job_id="big"), [1, 2**70])
+    assert await store.list_jobs() == []
+
+
+# -- call options ---------------------------------------------------------------------
+
+
+@duron.durable
+async def labelled(ctx: duron.Context, job_id: str, n: int = 0) -> str:
+    return f"{job_id}:{n}"
+
+
+@duron.durable
+async def anything(ctx: duron.Context, /, **extra: int) -> dict[str, int]:
+    return extra
+
+
+@pytest.mark.anyio
+async def test_job_id_is_an_option_of_the_call_not_an_argument(store: Store) -> None:
+    message = (
+        "durable function checkout has no parameter 'job_id': job_id is an option "
+        "of the call, not an argument; pass it on the function: "
+        "store.submit(checkout.options(job_id=...), ...)"
+    )
+    with pytest.raises(duron.UsageError, match=f"^{re.escape(message)}$"):
+        await store.submit(checkout, 42, job_id="order-42")  # type: ignore[call-arg]
+    assert await store.list_jobs() == []
+    job_id = await store.submit(checkout.options(job_id="order-42"), order=42)
+    assert job_id == "order-42"
+    info = await store.get("order-42")
+    assert (info.function, info.args) == ("checkout", {"order": 42})
+
+
+@pytest.mark.anyio
+async def test_a_job_id_parameter_of_the_function_is_its_argument(
+    store: Store,
+) -> None:
+    job_id = await store.submit(labelled, job_id="x")
+    assert job_id != "x"
+    assert (await store.get(job_id)).args == {"job_id": "x"}
+    # with an option of the call as well: the two never mix
+    again = await store.submit(labelled.options(job_id="the-job"), job_id="x", n=2)
+    assert again == "the-job"
+    assert (await store.get("the-job")).args == {"job_id": "x", "n": 2}
+    assert await run_here(store, labelled, "the-job") == "x:2"
+    # a function taking **kwargs takes every keyword
+    extra = await store.submit(anything.options(job_id="any"), job_id=7)
+    assert (await store.get(extra)).args == {"extra": {"job_id": 7}}
+
+
+@pytest.mark.anyio
+async def test_a_worker_given_fn_runs_jobs_submitted_with_fn_options(
+    store: Store,
+) -> None:
+    a = await store.submit(checkout.options(job_id="a"), 1)
+    b = await store.submit(checkout, 2)
+    async with duron.Worker(store, [checkout, checkout.options(job_id="c")]):
+        assert await store.result(a, checkout) == Receipt(order=1, amount=1.5)
+        assert await store.result(b, checkout.options(job_id="x")) == Receipt(
+            order=2, amount=3.0
+        )
+
+
+@pytest.mark.anyio
+async def test_an_option_with_a_bad_value_is_refused(store: Store) -> None:
+    for bad in ("", "x" * 256, 42):
+        message = (
+            "checkout.options(job_id=...): job_id must be a non-empty string of at "
+            f"most 255 characters, not {bad!r}"
+        )
+        with pytest.raises(duron.UsageError, match=f"^{re.escape(message)}$"):
+            checkout.options(job_id=bad)  # type: ignore[arg-type]
     assert await store.list_jobs() == []
 
 
@@ -169,7 +258,7 @@ async def test_submit_checks_arguments_before_storing(store: Store) -> None:
 async def test_result_waits_for_a_job_run_here_and_decodes_by_the_function(
     store: Store,
 ) -> None:
-    await store.submit(checkout, 7, job_id="o7")
+    await store.submit(checkout.options(job_id="o7"), 7)
     got: list[Receipt] = []
     async with anyio.create_task_group() as tg:
 
@@ -187,7 +276,7 @@ async def test_result_waits_for_a_job_run_here_and_decodes_by_the_function(
 
 @pytest.mark.anyio
 async def test_result_re_raises_the_job_error(store: Store) -> None:
-    await store.submit(broken, 3, job_id="b3")
+    await store.submit(broken.options(job_id="b3"), 3)
     with pytest.raises(ValueError, match=r"^order 3 is broken$"):
         await run_here(store, broken, "b3")
     with pytest.raises(ValueError, match=r"^order 3 is broken$"):
@@ -203,7 +292,7 @@ async def test_result_re_raises_the_job_error(store: Store) -> None:
 
 @pytest.mark.anyio
 async def test_result_times_out(store: Store) -> None:
-    await store.submit(checkout, 1, job_id="slow")
+    await store.submit(checkout.options(job_id="slow"), 1)
     with pytest.raises(
         TimeoutError,
         match=re.escape("job slow did not finish within 0.05 s (status pending)"),
@@ -213,7 +302,7 @@ async def test_result_times_out(store: Store) -> None:
 
 @pytest.mark.anyio
 async def test_result_with_the_wrong_function_is_refused(store: Store) -> None:
-    await store.submit(checkout, 1, job_id="c1")
+    await store.submit(checkout.options(job_id="c1"), 1)
     await run_here(store, checkout, "c1")
     with pytest.raises(
         duron.UsageError,
@@ -340,7 +429,7 @@ async def test_held_leases_are_renewed(backend: Backend) -> None:
 @pytest.mark.anyio
 async def test_list_jobs_by_status(store: Store) -> None:
     for i in range(4):
-        await store.submit(checkout, i, job_id=f"o{i}")
+        await store.submit(checkout.options(job_id=f"o{i}"), i)
     await run_here(store, checkout, "o1")
     await run_here(store, checkout, "o3")
     assert [j.id for j in await store.list_jobs(status="completed")] == ["o1", "o3"]
@@ -362,7 +451,7 @@ async def test_list_jobs_by_status(store: Store) -> None:
 
 @pytest.mark.anyio
 async def test_cancel_a_job_that_never_ran(store: Store) -> None:
-    await store.submit(checkout, 1, job_id="o1")
+    await store.submit(checkout.options(job_id="o1"), 1)
     assert await store.cancel("o1") is True
     info = await store.get("o1")
     assert info.status == "cancelled"
@@ -371,7 +460,7 @@ async def test_cancel_a_job_that_never_ran(store: Store) -> None:
     ):
         await store.result("o1")
     assert await store.cancel("o1") is False  # already ended
-    await store.submit(checkout, 2, job_id="o2")
+    await store.submit(checkout.options(job_id="o2"), 2)
     await run_here(store, checkout, "o2")
     assert await store.cancel("o2") is False  # completed: left alone
     assert (await store.get("o2")).status == "completed"
@@ -393,7 +482,7 @@ async def test_cancel_a_job_that_ran_is_a_request(store: Store) -> None:
 
 @pytest.mark.anyio
 async def test_cancel_a_fork_that_never_ran_is_a_request(store: Store) -> None:
-    await store.submit(steps, 2, job_id="s")
+    await store.submit(steps.options(job_id="s"), 2)
     await run_here(store, steps, "s")
     await store.fork("s", at=1, new_id="s2")
     # It never ran, but its log holds progress (op 0): only a run can end it.
@@ -404,7 +493,7 @@ async def test_cancel_a_fork_that_never_ran_is_a_request(store: Store) -> None:
 
 @pytest.mark.anyio
 async def test_requeue(store: Store) -> None:
-    await store.submit(checkout, 1, job_id="o1")
+    await store.submit(checkout.options(job_id="o1"), 1)
     await store.fail(
         "o1", 0, duron.UnknownFunctionError(job="o1", function="checkout", known=())
     )
@@ -427,7 +516,7 @@ async def test_prune_deletes_old_ended_jobs_and_their_logs(
     store: Store, backend: Backend
 ) -> None:
     for i in range(3):
-        await store.submit(checkout, i, job_id=f"o{i}")
+        await store.submit(checkout.options(job_id=f"o{i}"), i)
     await run_here(store, checkout, "o0")
     await store.cancel("o1")
     assert await store.prune(status="completed", older_than=timedelta(days=1)) == 0
@@ -450,7 +539,7 @@ async def test_prune_deletes_old_ended_jobs_and_their_logs(
 
 @pytest.mark.anyio
 async def test_fork_re_runs_from_an_operation(store: Store) -> None:
-    await store.submit(steps, 4, job_id="s")
+    await store.submit(steps.options(job_id="s"), 4)
     assert await run_here(store, steps, "s") == [0, 10, 20, 30]
     ran.clear()
     new_id = await store.fork("s", at=2, new_id="s-again")

@@ -44,8 +44,8 @@ async def test_a_job_released_while_its_heartbeat_was_asked_is_not_lost(
     backend: Backend,
 ) -> None:
     store = await backend.store(lease=60)
-    await store.submit(doubled, 1, job_id="ends")
-    await store.submit(doubled, 2, job_id="taken")
+    await store.submit(doubled.options(job_id="ends"), 1)
+    await store.submit(doubled.options(job_id="taken"), 2)
     claims = await store.claim(2)
     assert [c.job_id for c in claims] == ["ends", "taken"]
     # The worker names the jobs it runs; before the store reads their rows, one
@@ -61,7 +61,7 @@ async def test_a_job_whose_lease_ran_out_is_not_claimed_again_by_its_holder(
     backend: Backend,
 ) -> None:
     store = await backend.store(lease=60)
-    await store.submit(doubled, 1, job_id="j")
+    await store.submit(doubled.options(job_id="j"), 1)
     [claim] = await store.claim(1)
     assert (claim.job_id, claim.epoch) == ("j", 1)
     # The holder stalled past its lease; it still runs the job, so claiming it

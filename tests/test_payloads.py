@@ -428,6 +428,7 @@ async def test_a_custom_codec_encodes_every_payload() -> None:
         assert await job.wait() == "HEY HEY"
     assert codec.calls == [
         ("encode", "str"),  # the job's argument
+        ("decode", "str"),  # ... checked before it is logged
         ("decode", "str"),  # ... as durable code receives it
         ("encode", "str"),  # the effect's inputs
         ("encode", "int"),

@@ -169,7 +169,7 @@ async def test_claims_skip_locked_rows_and_never_share_a_job(schema: str) -> Non
     await a.migrate()
     b = PostgresStore(dsn(), schema=schema)
     for i in range(10):
-        await a.submit(checkout, i, job_id=f"o{i}")
+        await a.submit(checkout.options(job_id=f"o{i}"), i)
     lock = RowLock(schema, "o0")
     try:
         with anyio.fail_after(5):  # does not wait for the locked row
@@ -396,7 +396,7 @@ def test_db_migrate_and_jobs_list_from_the_command_line(
 
     async def submit() -> None:
         async with PostgresStore(dsn(), schema=schema) as store:
-            await store.submit(checkout, 5, job_id="order-5")
+            await store.submit(checkout.options(job_id="order-5"), 5)
 
     anyio.run(submit)
     assert main(["jobs", "list", url]) == 0

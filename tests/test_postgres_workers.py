@@ -66,10 +66,10 @@ def worker(store: PostgresStore, *fns: duron.DurableFn[..., Any]) -> duron.Worke
 async def test_a_worker_s_appends_go_through_the_group_commit(
     store: PostgresStore,
 ) -> None:
-    ids = [await store.submit(steps, n, job_id=f"s{n}") for n in range(1, 6)]
+    ids = [await store.submit(steps.options(job_id=f"s{n}"), n) for n in range(1, 6)]
     async with worker(store, steps) as w:
         results = [await store.result(i, steps) for i in ids]
-        late = await store.submit(steps, 2, job_id="late")
+        late = await store.submit(steps.options(job_id="late"), 2)
         assert await store.result(late) == [0, 10]
     assert results == [[10 * i for i in range(n)] for n in range(1, 6)]
     assert w.ended == 6
@@ -96,7 +96,7 @@ def run_three_workers(tmp_path: Path, schema: str, n_jobs: int) -> None:
             await store.migrate()
             for job in range(n_jobs):
                 await store.submit(
-                    worker_jobs.chain, job, job_id=worker_jobs.job_id(job)
+                    worker_jobs.chain.options(job_id=worker_jobs.job_id(job)), job
                 )
 
     anyio.run(submit)

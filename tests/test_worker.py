@@ -136,9 +136,11 @@ def raw_db(store: SQLiteStore) -> sqlite3.Connection:
 
 @pytest.mark.anyio
 async def test_runs_jobs_submitted_before_and_while_it_runs(store: Store) -> None:
-    before = [await store.submit(steps, n, job_id=f"b{n}") for n in range(1, 4)]
+    before = [await store.submit(steps.options(job_id=f"b{n}"), n) for n in range(1, 4)]
     async with worker(store, steps) as w:
-        during = [await store.submit(steps, n, job_id=f"d{n}") for n in range(1, 4)]
+        during = [
+            await store.submit(steps.options(job_id=f"d{n}"), n) for n in range(1, 4)
+        ]
         for job_id in before + during:
             n = int(job_id[1:])
             assert await store.result(job_id, steps) == [i * 10 for i in range(n)]
@@ -172,7 +174,7 @@ async def test_resumes_unfinished_jobs_on_start(sqlite_store: SQLiteStore) -> No
         await until(lambda: state.active == 1)
     assert (await sqlite_store.get("stopped")).status == "pending"
     # ...and one whose process died while it held the job.
-    await sqlite_store.submit(steps, 1, job_id="orphan")
+    await sqlite_store.submit(steps.options(job_id="orphan"), 1)
     with raw_db(sqlite_store) as db:
         db.execute(
             "UPDATE jobs SET status = 'running', lease_owner = 'dead:1:0', "
@@ -194,7 +196,7 @@ async def test_resumes_unfinished_jobs_on_start(sqlite_store: SQLiteStore) -> No
 
 @pytest.mark.anyio
 async def test_a_job_error_is_recorded_and_re_raised(store: Store) -> None:
-    await store.submit(broken, 7, job_id="b7")
+    await store.submit(broken.options(job_id="b7"), 7)
     async with worker(store, broken):
         with pytest.raises(ValueError, match=r"^order 7 is broken$"):
             await store.result("b7")
@@ -211,8 +213,8 @@ async def test_a_job_error_is_recorded_and_re_raised(store: Store) -> None:
 async def test_a_job_of_an_unknown_function_fails_with_a_clear_error(
     store: Store,
 ) -> None:
-    await store.submit(unknown, job_id="u")
-    await store.submit(steps, 1, job_id="s")
+    await store.submit(unknown.options(job_id="u"))
+    await store.submit(steps.options(job_id="s"), 1)
     message = (
         "job u: durable function unknown is not registered with this worker (it "
         "runs: broken, steps); pass it to duron.Worker(store, [...]) and requeue the "
@@ -267,7 +269,7 @@ async def test_a_job_whose_log_the_code_no_longer_replays_fails_and_can_be_reque
 async def test_cancel_reaches_the_durable_code_at_its_next_await(
     store: Store,
 ) -> None:
-    await store.submit(cancellable, 1, job_id="c")
+    await store.submit(cancellable.options(job_id="c"), 1)
     async with worker(store, cancellable):
         await until(lambda: state.active == 1)
         assert await store.cancel("c") is True
@@ -284,7 +286,7 @@ async def test_cancel_reaches_the_durable_code_at_its_next_await(
 async def test_a_cancel_from_another_process_is_seen_in_the_jobs_table(
     store: Store, backend: Backend
 ) -> None:
-    await store.submit(cancellable, 3, job_id="c")
+    await store.submit(cancellable.options(job_id="c"), 3)
     other = await backend.store()  # another process's store object
     async with worker(store, cancellable):
         await until(lambda: state.active == 1)
@@ -347,7 +349,7 @@ async def test_stopping_the_worker_stops_jobs_at_a_safe_point(
 async def test_a_job_whose_lease_was_taken_over_is_stopped_without_writing(
     store: Store, backend: Backend, effect_ends: bool
 ) -> None:
-    await store.submit(step_then_hold, 1, job_id="j")
+    await store.submit(step_then_hold.options(job_id="j"), 1)
     async with worker(store, step_then_hold) as w:
         await until(lambda: state.active == 1)
         backend.take_over("j")
@@ -394,7 +396,7 @@ async def test_a_job_claimed_again_while_it_runs_is_run_once_under_the_new_claim
     state = State(release=anyio.Event())
     # A long lease: only the test makes it run out.
     store = ClaimsItsOwnJobs(tmp_path / "jobs.db", lease=60)
-    await store.submit(step_then_wait, 1, job_id="j")
+    await store.submit(step_then_wait.options(job_id="j"), 1)
     async with worker(store, step_then_wait) as w:
         await until(lambda: state.seen == ["start 1"])
         # This process stalled past the lease; the worker's next look for work
@@ -460,7 +462,9 @@ def test_two_worker_processes_one_killed_every_job_finishes_exactly_once(
     async def submit() -> None:
         store = SQLiteStore(db)
         for job in range(n_jobs):
-            await store.submit(worker_jobs.chain, job, job_id=worker_jobs.job_id(job))
+            await store.submit(
+                worker_jobs.chain.options(job_id=worker_jobs.job_id(job)), job
+            )
         await store.close()
 
     anyio.run(submit)

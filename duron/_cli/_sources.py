@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from duron._errors import UsageError
+from duron._redact import redact
 from duron._storage import LogStorage
 from duron.contrib._file import FileLogStorage
 
@@ -102,17 +103,17 @@ class Stores:
         base, job = split_job(arg)
         if job is None:
             raise UsageError(
-                f"{arg!r} names a store, not one job's log: add #job-id "
+                f"{redact(arg)!r} names a store, not one job's log: add #job-id "
                 "(e.g. sqlite:///jobs.db#order-42)"
             )
         return self.job(base, job)
 
     def job(self, url: str, job_id: str) -> LogRef:
-        """The log of job ``job_id`` in the store at ``url``."""
+        """The log of job ``job_id`` in the store at ``url``, labelled with the URL
+        without its password."""
         base, _ = split_job(url)
-        return LogRef(
-            f"{base}#{job_id}", StoreLog(self.store(base), job_id, f"{base}#{job_id}")
-        )
+        label = f"{redact(base)}#{job_id}"
+        return LogRef(label, StoreLog(self.store(base), job_id, label))
 
     async def jobs(self, url: str, statuses: Sequence[str] | None) -> list[JobInfo]:
         """Every job of the store at ``url`` (with one of ``statuses``), oldest first."""

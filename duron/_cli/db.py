@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from duron._errors import DuronError, UsageError
+from duron._redact import redact
 
 if TYPE_CHECKING:
     import argparse
@@ -48,12 +49,12 @@ def _migrate(args: argparse.Namespace) -> int:
         scheme = url.partition("://")[0]
         if scheme == "sqlite":
             raise UsageError(
-                f"{url!r}: a SQLite store creates its tables when the application "
+                f"{redact(url)!r}: a SQLite store creates its tables when the application "
                 "first opens it; `duron db migrate` is for PostgreSQL stores"
             )
         if scheme not in ("postgresql", "postgres"):
             raise UsageError(
-                f"{url!r} is not a PostgreSQL URL; write "
+                f"{redact(url)!r} is not a PostgreSQL URL; write "
                 "postgresql://user:password@host:5432/dbname"
             )
         from duron.contrib._postgres import store_from_url
@@ -69,7 +70,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
         applied = anyio.run(run)
     except (DuronError, ValueError, ImportError) as exc:
-        print(f"duron db: error: {exc}", file=sys.stderr)
+        print(f"duron db: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     if applied:
         versions = ", ".join(str(v) for v in applied)

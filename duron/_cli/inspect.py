@@ -39,6 +39,7 @@ from duron._log import (
     OpStarted,
     decode_entry,
 )
+from duron._redact import redact
 
 if TYPE_CHECKING:
     import argparse
@@ -427,7 +428,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         tl = anyio.run(_read, args)
     except (DuronError, OSError) as err:
-        print(f"duron inspect: {err}", file=sys.stderr)
+        print(f"duron inspect: {redact(str(err))}", file=sys.stderr)
         return 2
     out = sys.stdout
     if args.json:
@@ -437,7 +438,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         out.write(render_text(tl, full=args.full) + "\n")
     if tl.damage is not None:
-        print(f"duron inspect: {tl.damage}", file=sys.stderr)
+        print(f"duron inspect: {redact(str(tl.damage))}", file=sys.stderr)
         return 2
     return 0
 

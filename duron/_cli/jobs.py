@@ -25,6 +25,7 @@ import orjson
 
 from duron._errors import DuronError, UsageError
 from duron._jobstore import STATUSES
+from duron._redact import redact
 
 if TYPE_CHECKING:
     from duron._jobstore import JobInfo, JobStore
@@ -48,13 +49,13 @@ def open_store(url: str) -> JobStore:
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise UsageError(
-            f"{url!r} is not a store URL; write sqlite:///relative/path.db or "
+            f"{redact(url)!r} is not a store URL; write sqlite:///relative/path.db or "
             "sqlite:////absolute/path.db"
         )
     if scheme == "sqlite":
         if not rest.startswith("/") or rest == "/":
             raise UsageError(
-                f"{url!r}: a SQLite URL has three slashes before a relative path "
+                f"{redact(url)!r}: a SQLite URL has three slashes before a relative path "
                 "(sqlite:///jobs.db) and four before an absolute one "
                 "(sqlite:////var/lib/app/jobs.db)"
             )
@@ -69,7 +70,7 @@ def open_store(url: str) -> JobStore:
         except (ValueError, ImportError) as exc:  # a bad DSN, no psycopg
             raise UsageError(str(exc)) from exc
     raise UsageError(
-        f"{url!r}: unknown store scheme {scheme!r}; Duron knows sqlite:///path.db "
+        f"{redact(url)!r}: unknown store scheme {scheme!r}; Duron knows sqlite:///path.db "
         "and postgresql://user@host/dbname"
     )
 
@@ -178,7 +179,7 @@ def _command(
         try:
             return fn(args)
         except DuronError as exc:
-            print(f"duron jobs: error: {exc}", file=sys.stderr)
+            print(f"duron jobs: error: {redact(str(exc))}", file=sys.stderr)
             return 2
 
     return run

@@ -25,6 +25,7 @@ import anyio
 
 from duron._durable import DurableFn
 from duron._errors import DuronError, UsageError
+from duron._redact import redact
 
 if TYPE_CHECKING:
     from duron._cli._sources import LogRef, Stores
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         functions = load_target(args.target)
     except UsageError as err:
-        print(f"duron verify: {err}", file=sys.stderr)
+        print(f"duron verify: {redact(str(err))}", file=sys.stderr)
         return 2
     if args.job and len(args.store) != 1:
         print("duron verify: --job needs exactly one --store URL", file=sys.stderr)
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         reports = anyio.run(_verify_all, functions, args)
     except DuronError as err:
-        print(f"duron verify: {err}", file=sys.stderr)
+        print(f"duron verify: {redact(str(err))}", file=sys.stderr)
         return 2
     code = exit_code(reports)
     if args.json:
@@ -176,7 +177,7 @@ def load_target(target: str) -> dict[str, DurableFn[..., Any]]:
             if not isinstance(value, DurableFn):
                 continue
             other = found.setdefault(value.name, value)
-            if other is not value:
+            if other.fn is not value.fn:  # fn.options(...) is the same function
                 raise UsageError(
                     f"module {module_name} holds several durable functions recorded "
                     f"as {value.name!r} ({other.__name__}, {key}): name the one to "

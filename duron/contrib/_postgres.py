@@ -32,6 +32,7 @@ from duron._jobstore import (
     check_resubmit,
     is_entry_type,
 )
+from duron._redact import redact
 from duron.contrib._postgres_engine import Engine
 from duron.contrib._postgres_log import PostgresLog
 from duron.contrib._postgres_schema import SCHEMA_VERSION, Schema, migrate
@@ -70,17 +71,25 @@ def _require_driver() -> None:
 
 
 def _label(dsn: str, schema: str) -> str:
-    """The DSN as a URL without its password (what messages and the CLI show)."""
+    """The DSN as a URL without its password (what messages and the CLI show).
+
+    Built from the parsed DSN, so it names the server whatever form the DSN has
+    (URL or ``key=value``) and never holds a password; a DSN that does not parse
+    is shown through :func:`~duron._redact.redact`.
+    """
     from psycopg.conninfo import conninfo_to_dict
 
     try:
         info = conninfo_to_dict(dsn)
     except Exception as exc:
+        # libpq quotes the piece it stopped at, which may be the password: the
+        # message is shown hidden, and the driver's exception is not chained.
+        detail = " ".join(redact(str(exc), dsn=dsn).split())
         raise ValueError(
-            f"{_hide_password(dsn)!r} is not a PostgreSQL connection string "
-            f"({' '.join(str(exc).split())}); write "
-            "postgresql://user:password@host:5432/dbname"
-        ) from exc
+            f"{redact(dsn, dsn=dsn)!r} is not a PostgreSQL connection string "
+            f"({detail}); "
+            "write postgresql://user:password@host:5432/dbname"
+        ) from None
     user = info.get("user")
     host = info.get("host") or "localhost"
     port = info.get("port")
@@ -106,11 +115,6 @@ def store_from_url(url: str, **options: Any) -> PostgresStore:
     return PostgresStore(dsn, schema=schema[-1] if schema else "duron", **options)
 
 
-def _hide_password(dsn: str) -> str:
-    dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
-    return re.sub(r"(password\s*=\s*)\S+", r"\1***", dsn)
-
-
 class PostgresStore(SQLStore):
     """Many jobs and their logs in PostgreSQL, shared by workers on many machines.
 
@@ -127,7 +131,7 @@ class PostgresStore(SQLStore):
         ```python
         store = PostgresStore("postgresql://app:secret@db.internal/app")
         await store.migrate()  # once, at deploy time
-        job_id = await store.submit(checkout, order, job_id="order-42")
+        job_id = await store.submit(checkout.options(job_id="order-42"), order)
         async with duron.Worker(store, [checkout]):
             print(await store.result(job_id))
         ```

@@ -84,7 +84,7 @@ class Stats:
 class Engine:
     """The pool, its thread and loop, the flusher and the lease renewer of one store."""
 
-    dsn: str
+    dsn: str = field(repr=False)  # it may hold the password: shown by ``label``
     label: str
     schema: Schema
     owner: str

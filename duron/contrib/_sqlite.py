@@ -70,7 +70,7 @@ class SQLiteStore(SQLStore):
     Example:
         ```python
         store = SQLiteStore("jobs.db")
-        job_id = await store.submit(checkout, order, job_id="order-42")
+        job_id = await store.submit(checkout.options(job_id="order-42"), order)
         async with duron.Worker(store, [checkout]):
             print(await store.result(job_id))
         ```

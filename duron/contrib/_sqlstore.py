@@ -17,7 +17,7 @@ import socket
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 import anyio
 import orjson
@@ -32,12 +32,12 @@ from duron._jobstore import (
     check_job_id,
     decode_error,
     fork_prefix,
-    job_entry_for,
     new_job_id,
     outcome_of,
     parse_job_entry,
     seconds,
     statuses,
+    submission,
 )
 from duron._log import encode_entry
 from duron.contrib._wakeups import DONE, WORK
@@ -62,6 +62,7 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 _S = TypeVar("_S", bound="SQLStore")
 
 READ_CHUNK = 1000
@@ -160,37 +161,37 @@ class SQLStore(ABC):
     # -- jobs -----------------------------------------------------------------------
 
     async def submit(
-        self,
-        fn: DurableFn[..., Any],
-        /,
-        *args: Any,
-        job_id: str | None = None,
-        **kwargs: Any,
+        self, fn: DurableFn[_P, Any], /, *args: _P.args, **kwargs: _P.kwargs
     ) -> str:
         """Add a job running ``fn(*args, **kwargs)``, for a worker to run.
 
-        Submitting again with the same ``job_id`` and the same call returns the
+        Every argument is the durable function's; options of the call travel on
+        the function: ``store.submit(checkout.options(job_id="order-42"), order)``.
+        Submitting again under the same job id with the same call returns the
         same id and changes nothing, so a request handler may retry freely.
 
         Args:
-            fn: A ``@duron.durable`` function.
+            fn: A ``@duron.durable`` function, or one carrying options
+                (``fn.options(job_id=...)``; without a job id, a random one).
             *args: Its arguments (after the context).
-            job_id: The job's id (default: a random one).
             **kwargs: Its keyword arguments.
 
         Returns:
             The job id.
 
         Raises:
-            DuplicateJobError: ``job_id`` names a job with other arguments or
+            DuplicateJobError: The job id names a job with other arguments or
                 another function.
             PayloadError: An argument cannot be encoded for the log.
+            UsageError: Bad arguments for ``fn``, or a call option among them
+                (``job_id=``: pass it as ``fn.options(job_id=...)``).
         """
-        entry = job_entry_for(fn, args, kwargs)
-        jid = new_job_id() if job_id is None else check_job_id(job_id)
-        raw = encode_entry(entry).decode()
-        await self._add(jid, entry, raw, orjson.dumps(entry.args).decode())
-        return jid
+        sub = submission(fn, args, kwargs)
+        raw = encode_entry(sub.entry).decode()
+        await self._add(
+            sub.job_id, sub.entry, raw, orjson.dumps(sub.entry.args).decode()
+        )
+        return sub.job_id
 
     async def get(self, job_id: str) -> JobInfo:
         """The job's row.
