@@ -412,3 +412,58 @@ async def test_a_patch_asked_when_a_timer_fires_replays_with_its_answer() -> Non
     assert await run_hosted(sleepy, storage, no_host) == "NEW"
     assert patch_entries(storage) == [(0, "after-sleep")]
     assert await replay_same(sleepy, storage, no_host) == "NEW"
+
+
+# -- the unawaited form ----------------------------------------------------------------
+
+
+@duron.durable(name="forgot-await")
+async def forgot_await(ctx: duron.Context) -> str:
+    if ctx.patched("new-path"):  # type: ignore[truthy-bool]  # the mistake on purpose
+        return "new"
+    return "old"
+
+
+async def test_a_patch_query_used_without_await_is_refused() -> None:
+    # Without await, a coroutine would be truthy: the new path, always, and an old
+    # log would then fail to replay with advice to use ctx.patched.
+    storage = MemoryLogStorage()
+    async with forgot_await.invoke(storage) as job:
+        await job.start()
+        with pytest.raises(
+            duron.UsageError,
+            match=re.escape(
+                "ctx.patched('new-path') must be awaited: write "
+                "`if await ctx.patched('new-path'):` (without await it would always "
+                "take the new path)"
+            ),
+        ):
+            await job.wait()
+    # A Duron error in durable code fails the run, not the job: nothing was recorded.
+    assert [e.type for e in storage.entries()] == ["job"]
+
+
+@duron.durable(name="awaited-twice")
+async def awaited_twice(ctx: duron.Context) -> bool:
+    query = ctx.patched("twice")
+    first = await query
+    return first and await query
+
+
+async def test_a_patch_query_is_awaited_once() -> None:
+    async with awaited_twice.invoke(MemoryLogStorage()) as job:
+        await job.start()
+        with pytest.raises(
+            duron.UsageError,
+            match=re.escape(
+                "ctx.patched('twice') was already awaited; ask again with a new "
+                "ctx.patched(...) call"
+            ),
+        ):
+            await job.wait()
+
+
+def test_a_patch_query_shows_its_change_id() -> None:
+    from duron._context import PatchQuery
+
+    assert repr(PatchQuery(None, "x")) == "<PatchQuery 'x'>"  # type: ignore[arg-type]
