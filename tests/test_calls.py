@@ -56,7 +56,8 @@ async def test_start_with_too_many_arguments_writes_nothing() -> None:
 
 @duron.durable
 async def calls_add_with_one(ctx: duron.Context) -> int:
-    return await ctx.run(add, 1)  # type: ignore[call-arg]
+    result: int = await ctx.run(add, 1)  # type: ignore[call-overload]
+    return result
 
 
 async def test_an_effect_called_without_a_required_argument_is_refused() -> None:
@@ -90,7 +91,7 @@ async def test_keywords_still_bind() -> None:
 
 @duron.durable
 async def variadic(
-    ctx: duron.Context, first: int, *rest: int, scale: int = 1, **tags: str
+    ctx: duron.Context, /, first: int, *rest: int, scale: int = 1, **tags: str
 ) -> list[object]:
     return [first, list(rest), scale, dict(tags)]
 

@@ -419,7 +419,7 @@ async def test_a_patch_asked_when_a_timer_fires_replays_with_its_answer() -> Non
 
 @duron.durable(name="forgot-await")
 async def forgot_await(ctx: duron.Context) -> str:
-    if ctx.patched("new-path"):  # type: ignore[truthy-bool]  # the mistake on purpose
+    if ctx.patched("new-path"):  # the mistake, on purpose
         return "new"
     return "old"
 
