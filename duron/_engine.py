@@ -163,6 +163,11 @@ class Engine:
         """The log holds no more entries."""
         self._more = False
 
+    @property
+    def exhausted(self) -> bool:
+        """Whether every entry of the log was received and consumed."""
+        return not self._lookahead and not self._more
+
     def next_event(
         self, deadline: float | None
     ) -> Done | Emitted | Cancelled | Ended | FireTimer | Any:
