@@ -129,7 +129,8 @@ plans = st.lists(steps, min_size=1, max_size=8).map(lambda ss: [list(s) for s in
 
 
 def job_entry(plan: list[list[Any]]) -> bytes:
-    return encode_entry(JobStarted(workflow.name, {"plan": plan}, "seed", T))
+    args: dict[str, Any] = {"plan": plan}
+    return encode_entry(JobStarted(workflow.name, args, "seed", T))
 
 
 async def run_with(
@@ -212,7 +213,11 @@ async def test_the_live_shortcut_is_taken_on_a_quiet_job(
 async def test_file_storage_in_flush_mode_takes_the_same_path(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    plan = [["run", "instant"], ["gather", ["instant", "yielding"]], ["run", "failing"]]
+    plan: list[list[Any]] = [
+        ["run", "instant"],
+        ["gather", ["instant", "yielding"]],
+        ["run", "failing"],
+    ]
     logs = []
     for shortcuts in (True, False):
         path = tmp_path / f"{shortcuts}.jsonl"
