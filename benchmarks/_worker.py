@@ -28,8 +28,20 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-import duron
-from duron.contrib import storage as storage_mod
+import orjson
+
+
+def _source_first() -> None:
+    """``--src=DIR``: import the ``duron`` in DIR (another checkout of this repo)."""
+    for arg in sys.argv[1:]:
+        if arg.startswith("--src="):
+            sys.path.insert(0, arg.removeprefix("--src="))
+
+
+_source_first()
+
+import duron  # noqa: E402 - after --src put its tree first
+from duron.contrib import storage as storage_mod  # noqa: E402
 
 _effect_runs = 0
 WARMUP_N = 10
@@ -85,22 +97,95 @@ async def plain_gather(n: int) -> int:
 PLAIN: dict[str, Any] = {"seq": plain_seq, "gather": plain_gather}
 
 
-def make_storage(impl: str, store: str, path: Path | None) -> Any:
+# --impl floor: the plain workload plus what a log costs at the least: live, each
+# effect's entry encoded with orjson (and written and flushed, for a file); replay,
+# each line of the same log read and decoded. Duron's own cost is what it takes
+# above this.
+
+
+class FloorLog:
+    """Entries as bytes: kept in a list (memory) or written to a file, one flushed
+    write per entry; or, to replay, read back and decoded line by line."""
+
+    def __init__(self, path: Path | None, mode: str) -> None:
+        self.path = path
+        self.mode = mode
+        self.entries: list[bytes] = []
+
+    def record(self, i: int, result: int) -> None:
+        data = orjson.dumps(
+            {
+                "type": "done",
+                "id": i,
+                "t": time.time(),
+                "kind": "effect",
+                "name": "step",
+                "inputs": {"i": i},
+                "result": result,
+            }
+        )
+        if self.file is None:
+            self.entries.append(data)
+        else:
+            self.file.write(data + b"\n")
+            self.file.flush()
+
+    def __enter__(self) -> FloorLog:
+        self.file: Any = None
+        if self.path is not None and self.mode == "live":
+            self.file = open(self.path, "wb", buffering=0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def replay(self) -> list[Any]:
+        assert self.path is not None
+        with open(self.path, "rb") as f:
+            return [orjson.loads(line) for line in f]
+
+
+async def floor_run(shape: str, log: FloorLog, n: int) -> int:
+    if log.mode == "replay":
+        decoded = log.replay()
+        return await PLAIN[shape](n) if decoded else 0
+
+    async def logged(i: int) -> int:
+        result = await plain_step(i)
+        log.record(i, result)
+        return result
+
+    if shape == "seq":
+        total = 0
+        for i in range(n):
+            total += await logged(i)
+        return total
+    return sum(await asyncio.gather(*[logged(i) for i in range(n)]))
+
+
+def make_storage(impl: str, store: str, path: Path | None, mode: str = "live") -> Any:
     if impl == "plain":
         return None
+    if impl == "floor":
+        return FloorLog(path if store == "file" else None, mode)
     if store == "memory":
         return storage_mod.MemoryLogStorage()
     assert path is not None
-    if impl == "ours":
+    if impl in ("ours", "ref"):
         return storage_mod.FileLogStorage(path, durability="flush")
     return storage_mod.FileLogStorage(path)
 
 
 async def run_job(impl: str, flow: Any, storage: Any, n: int) -> int:
+    shape = flow.__name__.removesuffix("_flow")
     if impl == "plain":
-        result: int = await PLAIN[flow.__name__.removesuffix("_flow")](n)
+        result: int = await PLAIN[shape](n)
         return result
-    if impl == "ours":
+    if impl == "floor":
+        with storage:
+            return await floor_run(shape, storage, n)
+    if impl in ("ours", "ref"):
         async with flow.invoke(storage) as job:
             await job.start(n)
             result = await job.wait()
@@ -151,7 +236,10 @@ def memory_kib() -> dict[str, int]:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--impl", choices=["ours", "seed", "plain"], required=True)
+    p.add_argument(
+        "--impl", choices=["ours", "ref", "seed", "plain", "floor"], required=True
+    )
+    p.add_argument("--src", type=Path, help="import duron from this checkout")
     p.add_argument("--shape", choices=sorted(FLOWS), required=True)
     p.add_argument("--mode", choices=["live", "replay"], required=True)
     p.add_argument("--store", choices=["memory", "file"], required=True)
@@ -194,13 +282,13 @@ def main() -> None:
             # Live: every repeat writes a fresh log and the last one is kept for
             # the replay measurements. Replay: every repeat reads the same log.
             path = a.log
-            if a.mode == "live":
+            if a.mode == "live" and a.impl != "floor":
                 assert path is not None
                 if r < a.repeat - 1:
                     path = path.with_name(f"{path.name}.{r}")
                 if path.exists():
                     path.unlink()
-        storage = make_storage(a.impl, a.store, path)
+        storage = make_storage(a.impl, a.store, path, a.mode)
         _effect_runs = 0
         profiler = cProfile.Profile() if a.profile and r == 0 else None
         result, seconds, cpu = asyncio.run(
@@ -211,7 +299,7 @@ def main() -> None:
         calls.append(_effect_runs)
         if result != expected:
             raise SystemExit(f"wrong result {result!r}, expected {expected!r}")
-        want_calls = a.n if a.mode == "live" else 0
+        want_calls = a.n if a.mode == "live" or a.impl == "floor" else 0
         if _effect_runs != want_calls:
             raise SystemExit(
                 f"{a.mode} ran the effect {_effect_runs} times, expected {want_calls}"

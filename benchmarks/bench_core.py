@@ -6,6 +6,7 @@ Run it with ``./dev bench`` (or ``.venv/bin/python benchmarks/bench_core.py``)::
     ./dev bench --quick      # N up to 10k, fewer repeats: a look in ~10 s
     ./dev bench --no-seed    # this implementation only
     ./dev bench --profile    # cProfile of the two hottest workloads instead
+    ./dev bench --against REF  # also this repo at commit REF, in the same run
 
 Every measurement runs in a fresh interpreter (``_worker.py``), one implementation at
 a time, so timings and peak memory never leak from one case into the next. The
@@ -128,9 +129,15 @@ def run_case(
     timeout: float,
     clock: str = "wall",
     profile: Path | None = None,
+    src: Path | None = None,
+    replay_from: Path | None = None,
 ) -> Outcome:
+    """One workload in a fresh process. ``src``: import duron from that tree;
+    ``replay_from``: the folder whose live run wrote the log a replay reads."""
     key = "s" if clock == "wall" else "cpu_s"
     log = logdir / case.log_name if case.log_name else None
+    if case.mode == "replay" and replay_from is not None and case.log_name:
+        log = replay_from / case.log_name
     if case.mode == "replay" and (log is None or not log.exists()):
         return Outcome("skipped", detail="no log: its live run did not finish")
     cmd = [
@@ -148,6 +155,8 @@ def run_case(
         cmd.append(f"--log={log}")
     if profile is not None:
         cmd.append(f"--profile={profile}")
+    if src is not None:
+        cmd.append(f"--src={src}")
     try:
         proc = subprocess.run(
             cmd, cwd=logdir, capture_output=True, text=True, timeout=timeout
@@ -243,6 +252,35 @@ def python_version(py: Path) -> str:
     return r.stdout.strip() or "?"
 
 
+def reference_tree(ref: str) -> tuple[Path | None, str]:
+    """A copy of this repository at commit ``ref`` (made once per commit, in
+    ``benchmarks/.ref/``, git-ignored), to measure against; or None and why."""
+    r = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{ref}^{{commit}}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if r.returncode != 0:
+        return None, f"git does not know {ref!r}: {r.stderr.strip()}"
+    sha = r.stdout.strip()
+    tree = BENCH / ".ref" / sha
+    if not (tree / "duron" / "__init__.py").exists():
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", sha, "duron"], cwd=ROOT, capture_output=True, check=False
+        )
+        if archive.returncode != 0:
+            return None, f"git archive {sha} failed"
+        untar = subprocess.run(
+            ["tar", "-x", "-C", str(tree)], input=archive.stdout, check=False
+        )
+        if untar.returncode != 0:
+            return None, f"could not unpack {sha} into {tree}"
+    return tree, sha[:10]
+
+
 # -- output -----------------------------------------------------------------------
 
 
@@ -282,18 +320,37 @@ def budget_us(case: Case, seed: Outcome | None) -> float | None:
     return None if us is None else us / case.target
 
 
+def change(ours: Outcome | None, ref: Outcome | None) -> str:
+    """How much slower (+) or faster (-) ours is than the reference commit."""
+    if ours is None or ref is None or ours.best_s is None or ref.best_s is None:
+        return "-"
+    return f"{(ours.best_s / ref.best_s - 1) * 100:+.0f}%"
+
+
+def times_floor(o: Outcome | None, floor: Outcome | None) -> str:
+    if o is None or floor is None or o.best_s is None or floor.best_s is None:
+        return "-"
+    return f"{o.best_s / floor.best_s:.1f}x"
+
+
 def print_table(
     cases: list[Case],
     ours: dict[Case, Outcome],
     seed: dict[Case, Outcome] | None,
     plain: dict[tuple[str, int], Outcome],
     timeout: float | None,
+    floor: dict[Case, Outcome],
+    ref: dict[Case, Outcome] | None = None,
+    ref_name: str = "",
 ) -> None:
     head = (
         f"{'workload':<26}{'N':>9}  {'ours µs/eff':>11}  {'seed µs/eff':>11}"
         f"  {'seed/ours':>9}  {'target':>6}  {'met':<4}  {'budget':>6}  {'asyncio':>7}"
+        f"  {'floor':>6}  {'ours/floor':>10}"
         f"  {'ours peak MiB':>13}  {'seed peak MiB':>13}"
     )
+    if ref is not None:
+        head += f"  {'ref µs/eff':>10}  {'ref/floor':>9}  {'vs ref':>6}"
     print(head)
     print("-" * len(head))
     for c in cases:
@@ -302,16 +359,34 @@ def print_table(
         text, r = ratio(o, s, timeout)
         met = "-" if r is None else ("yes" if r >= c.target else "NO")
         budget = budget_us(c, s)
-        print(
+        f = floor.get(c)
+        line = (
             f"{c.label:<26}{c.n:>9,}  {fmt_us(o, c.n):>11}  {fmt_us(s, c.n):>11}"
             f"  {text:>9}  {'>=' + format(c.target, 'g') + 'x':>6}  {met:<4}"
             f"  {'-' if budget is None else format(budget, ',.1f'):>6}"
             f"  {fmt_us(plain.get((c.shape, c.n)), c.n):>7}"
+            f"  {fmt_us(f, c.n):>6}  {times_floor(o, f):>10}"
             f"  {fmt_mib(o):>13}  {fmt_mib(s):>13}"
         )
+        if ref is not None:
+            rc = ref.get(c)
+            line += (
+                f"  {fmt_us(rc, c.n):>10}  {times_floor(rc, f):>9}  {change(o, rc):>6}"
+            )
+        print(line)
+    if ref is not None:
+        print(
+            f"\nref: commit {ref_name}, measured in the same run; vs ref: ours' time "
+            "against it (+ slower, - faster)"
+        )
+    print(
+        "floor: the same awaits on plain asyncio plus orjson encoding each entry "
+        "(live; a file row also writes and flushes it) or decoding each line of "
+        "the same log (replay)"
+    )
     problems = [
         f"  {who} {c.label} N={c.n:,}: {out.status} {out.detail}"
-        for who, res in (("ours", ours), ("seed", seed or {}))
+        for who, res in (("ours", ours), ("seed", seed or {}), ("ref", ref or {}))
         for c, out in res.items()
         if out.status not in ("ok",)
     ]
@@ -438,6 +513,14 @@ def bench(args: argparse.Namespace) -> int:
         if seed_py is None:
             say(f"reference not available, measuring this implementation only: {why}")
 
+    ref_tree: Path | None = None
+    ref_name = ""
+    if args.against:
+        ref_tree, ref_name = reference_tree(args.against)
+        if ref_tree is None:
+            say(f"cannot measure against {args.against}: {ref_name}")
+            return 2
+
     probe = subprocess.run(
         [str(ours_py), "-I", "-c", "import duron"], capture_output=True, check=False
     )
@@ -454,6 +537,8 @@ def bench(args: argparse.Namespace) -> int:
     print(f"ours: duron (this tree), Python {python_version(ours_py)}")
     if seed_py is not None:
         print(f"seed: {SEED_SPEC} from PyPI, Python {python_version(seed_py)}")
+    if ref_tree is not None:
+        print(f"ref: duron at commit {ref_name} ({args.against}), same interpreter")
     what = "wall time" if args.clock == "wall" else "CPU time (all threads)"
     print(
         f"µs/eff = best {what} over the repeats / N, job open to result; "
@@ -466,10 +551,12 @@ def bench(args: argparse.Namespace) -> int:
 
     ours: dict[Case, Outcome] = {}
     seed: dict[Case, Outcome] = {}
+    ref: dict[Case, Outcome] = {}
+    floor: dict[Case, Outcome] = {}
     plain: dict[tuple[str, int], Outcome] = {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="duron-bench-") as tmp:
-        dirs = {"ours": Path(tmp, "ours"), "seed": Path(tmp, "seed")}
+        dirs = {name: Path(tmp, name) for name in ("ours", "seed", "ref", "floor")}
         for d in dirs.values():
             d.mkdir()
         for case in cases:
@@ -490,6 +577,26 @@ def bench(args: argparse.Namespace) -> int:
             ours[case] = run_case(
                 ours_py, "ours", case, dirs["ours"], args.timeout, args.clock
             )
+            # The floor replays the log ours wrote; live, it writes its own.
+            floor[case] = run_case(
+                ours_py,
+                "floor",
+                case,
+                dirs["floor"],
+                args.timeout,
+                args.clock,
+                replay_from=dirs["ours"],
+            )
+            if ref_tree is not None:
+                ref[case] = run_case(
+                    ours_py,
+                    "ref",
+                    case,
+                    dirs["ref"],
+                    args.timeout,
+                    args.clock,
+                    src=ref_tree,
+                )
             if seed_py is not None:
                 seed[case] = run_case(
                     seed_py, "seed", case, dirs["seed"], timeout, args.clock
@@ -498,7 +605,16 @@ def bench(args: argparse.Namespace) -> int:
 
     # A wall-clock time limit bounds the seed's wall time only.
     bound = timeout if args.clock == "wall" else None
-    print_table(cases, ours, seed if seed_py is not None else None, plain, bound)
+    print_table(
+        cases,
+        ours,
+        seed if seed_py is not None else None,
+        plain,
+        bound,
+        floor,
+        ref if ref_tree is not None else None,
+        ref_name,
+    )
     print()
     for line in verdicts(cases, ours, "ours"):
         print(line)
@@ -527,6 +643,8 @@ def bench(args: argparse.Namespace) -> int:
                 "plain_asyncio": asdict(plain[(c.shape, c.n)])
                 if (c.shape, c.n) in plain
                 else None,
+                "floor": asdict(floor[c]) if c in floor else None,
+                "ref": asdict(ref[c]) if c in ref else None,
             }
             for c in cases
         ]
@@ -597,6 +715,12 @@ def main(argv: list[str] | None = None) -> int:
         "which load from other programs disturbs much less",
     )
     p.add_argument("--json", type=Path, help="also write the raw results here")
+    p.add_argument(
+        "--against",
+        metavar="REF",
+        help="also measure duron at this git commit (e.g. HEAD~3, a tag) in the "
+        "same run, with the same interpreter: the regression check",
+    )
     p.add_argument(
         "--profile",
         action="store_true",

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 import typing
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import pydantic
 import pydantic_core
 
+from duron._errors import PayloadDecodeError, PayloadEncodeError
 from duron._json import JSONValue
 
 __all__ = [
@@ -218,7 +220,7 @@ def roundtrip(
     value: object,
     annotation: Any,
     *,
-    what: str,
+    what: str | Callable[[], str],
     job: str | None = None,
     position: int | None = None,
 ) -> tuple[JSONValue, Any]:
@@ -233,15 +235,14 @@ def roundtrip(
         codec: The job's codec.
         value: The value to record.
         annotation: Its declared type.
-        what: Which payload, for the error (``"result of effect work"``).
+        what: Which payload, for the error (``"result of effect work"``), or a
+            function that says it (called only for an error, off the hot path).
         job: The job's label, for the error.
         position: The operation's position, for the error.
 
     Raises:
         PayloadEncodeError: The value cannot be recorded as ``annotation``.
     """
-    from duron._errors import PayloadEncodeError
-
     try:
         data = codec.encode(value, annotation)
     except Exception as err:
@@ -254,7 +255,7 @@ def roundtrip(
             cause = err
             detail = f"would not decode back from the log: {explain(err)}"
     raise PayloadEncodeError(
-        what=what,
+        what=what if isinstance(what, str) else what(),
         type_name=_type_name(annotation, value),
         detail=detail,
         position=position,
@@ -280,8 +281,6 @@ def decode_recorded(
     try:
         return codec.decode(data, annotation)
     except Exception as err:
-        from duron._errors import PayloadDecodeError
-
         raise PayloadDecodeError(
             what=f"recorded {what}",
             type_name=describe_type(annotation),

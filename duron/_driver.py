@@ -488,8 +488,18 @@ class Driver:
                     return recorded
             elif spec.kind == "async" and self._quiet():
                 return self._run_at_once(spec, args, kwargs, inputs)
-        op = engine.issue(Op("effect", spec.name, inputs, streaming=streaming))
-        op.spec, op.args, op.kwargs, op.sink = spec, args, kwargs, sink
+        op = engine.issue(
+            Op(
+                "effect",
+                spec.name,
+                inputs,
+                streaming=streaming,
+                spec=spec,
+                args=args,
+                kwargs=kwargs,
+            )
+        )
+        op.sink = sink
         if streaming:
             op.state = args[0] if args else kwargs.get(spec.sig.params[0].name)
         if not engine.replaying:
@@ -513,7 +523,7 @@ class Driver:
         task may as well go on with the outcome. Anything unusual (a payload that
         no longer decodes) is left to the general path, which reports it.
         """
-        if self._patch_queries or self.loop.has_ready():
+        if self._patch_queries or self.loop.ready:
             return None
         engine, loop = self.engine, self.loop
         done = engine.recorded_at_once(
@@ -540,16 +550,16 @@ class Driver:
         storage can append without waiting and the host is asyncio."""
         effects = self._effects
         return (
-            self.writer.can_append_now
-            and effects is not None
-            and effects.direct
-            and not self.loop.has_ready()
-            and not self._events
+            not self._events
             and not self._to_launch
-            and self.engine.idle
             and not self._patch_queries
             and self._unyielded < CHECKPOINT_EVERY
             and not self.closing
+            and effects is not None
+            and effects.direct
+            and self.writer.can_append_now
+            and self.engine.idle
+            and not self.loop.ready
         )
 
     def _run_at_once(
@@ -564,8 +574,9 @@ class Driver:
         outcome over. An effect that waits continues as usual."""
         effects = self._effects
         assert effects is not None
-        op = self.engine.issue(Op("effect", spec.name, inputs))
-        op.spec, op.args, op.kwargs = spec, args, kwargs
+        op = self.engine.issue(
+            Op("effect", spec.name, inputs, spec=spec, args=args, kwargs=kwargs)
+        )
         outcome = effects.start(op, from_durable=True)
         if type(outcome) is Done and self._commit_at_once(outcome):
             if outcome.error is not None:
@@ -582,14 +593,12 @@ class Driver:
         t = max(loop.time(), self.clock())
         if loop.due_by(t):
             return False
-        batch: list[Outcome] = [done]
         try:
-            if not self.writer.append_now(engine.commit(batch, t, loop.time())):
+            if not self.writer.append_now(engine.commit_alone(done, t)):
                 return False
         except Exception as exc:  # the driver fails the job with it
             self.push(Fatal(exc))
             return False
-        engine.committed(batch)
         self._unyielded += 1
         loop.advance(t)  # only moves the clock: no timer is due by t (checked)
         return True

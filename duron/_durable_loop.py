@@ -68,7 +68,8 @@ class DurableLoop(asyncio.AbstractEventLoop):
     """An asyncio loop with a virtual clock, stepped by the job driver."""
 
     def __init__(self, clock: float) -> None:
-        self._ready: deque[asyncio.Handle] = deque()
+        # Callbacks ready to run, in order (the driver asks whether any are).
+        self.ready: deque[asyncio.Handle] = deque()
         self._timers: list[tuple[float, int, asyncio.TimerHandle]] = []
         self._seq = 0
         self._clock = clock
@@ -82,7 +83,7 @@ class DurableLoop(asyncio.AbstractEventLoop):
 
     def run_ready(self) -> None:
         """Run ready callbacks until none is left."""
-        ready = self._ready
+        ready = self.ready
         if not ready:
             return
         prev_loop = events._get_running_loop()
@@ -103,10 +104,6 @@ class DurableLoop(asyncio.AbstractEventLoop):
                 _sniffio_local.name = prev_lib
             sys.set_asyncgen_hooks(*hooks)
             events._set_running_loop(prev_loop)
-
-    def has_ready(self) -> bool:
-        """Whether a callback is ready to run (a task woken, a future resolved)."""
-        return bool(self._ready)
 
     def next_deadline(self) -> float | None:
         """When the earliest pending timer is due, or None."""
@@ -139,7 +136,7 @@ class DurableLoop(asyncio.AbstractEventLoop):
                 continue
             if when > self._clock:
                 self._clock = when
-            self._ready.append(handle)
+            self.ready.append(handle)
             self.run_ready()
         if to > self._clock:
             self._clock = to
@@ -162,7 +159,7 @@ class DurableLoop(asyncio.AbstractEventLoop):
         context: contextvars.Context | None = None,
     ) -> asyncio.Handle:
         handle = _Handle(callback, args, self, context)
-        self._ready.append(handle)
+        self.ready.append(handle)
         return handle
 
     def call_later(  # type: ignore[override]
@@ -227,7 +224,7 @@ class DurableLoop(asyncio.AbstractEventLoop):
 
     def close(self) -> None:
         self._closed = True
-        self._ready.clear()
+        self.ready.clear()
         self._timers.clear()
 
     def call_soon_threadsafe(  # type: ignore[override]
@@ -283,4 +280,4 @@ class DurableLoop(asyncio.AbstractEventLoop):
         pass
 
     def __repr__(self) -> str:
-        return f"<DurableLoop clock={self._clock:.6f} ready={len(self._ready)} timers={len(self._timers)}>"
+        return f"<DurableLoop clock={self._clock:.6f} ready={len(self.ready)} timers={len(self._timers)}>"

@@ -53,9 +53,13 @@ class EffectSpec:
     reducer: Callable[[Any, Any], Any] = _replace
     action_annotation: Any = UNANNOTATED
     _result_annotation: Any = None  # set to _UNSET in __post_init__; cached once read
+    task_name: str = ""  # the name of the task a live run of it gets
+    result_what: str = ""  # how errors name its result
 
     def __post_init__(self) -> None:
         self._result_annotation = _UNSET
+        self.task_name = f"duron effect {self.name}"
+        self.result_what = f"result of effect {self.name}"
 
     @property
     def result_annotation(self) -> Any:

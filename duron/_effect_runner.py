@@ -75,21 +75,18 @@ def cancelled_by_job(op: Op, task: asyncio.Task[Any] | None = None) -> bool:
 class Effects:
     """Starts the live effects of one job on its host and reports their outcomes."""
 
-    __slots__ = ("_asyncio", "_codec", "_host", "_label", "_report")
+    __slots__ = ("_asyncio", "_codec", "_host", "_label", "_report", "direct")
 
     def __init__(
         self, host: AsyncioHost | AnyioHost, codec: Codec, label: str, report: Report
     ) -> None:
         self._host = host
         self._asyncio = host if isinstance(host, AsyncioHost) else None
+        # Whether ``async def`` effects start as bare tasks (an asyncio host).
+        self.direct: bool = self._asyncio is not None
         self._codec = codec
         self._label = label
         self._report = report
-
-    @property
-    def direct(self) -> bool:
-        """Whether ``async def`` effects start as bare tasks (an asyncio host)."""
-        return self._asyncio is not None
 
     def start(self, op: Op, *, from_durable: bool = False) -> Done | Fatal | None:
         """Start ``op``'s effect; its outcome if it ended in its first step.
@@ -105,7 +102,7 @@ class Effects:
                     spec.fn,
                     op.args,
                     op.kwargs,
-                    f"duron effect {spec.name}",
+                    spec.task_name,
                     from_durable=from_durable,
                 )
             except Exception as exc:  # calling it failed: that is its outcome
@@ -121,7 +118,7 @@ class Effects:
             self._codec,
             self._label,
             self._report,
-            name=f"duron effect {spec.name}",
+            name=spec.task_name,
         )
         return None
 
@@ -164,7 +161,7 @@ def result_outcome(op: Op, value: Any, codec: Codec, label: str) -> Done | Fatal
             codec,
             value,
             spec.result_annotation,
-            what=f"result of effect {spec.name}",
+            what=spec.result_what,
             job=label,
             position=op.id,
         )

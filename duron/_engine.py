@@ -394,6 +394,19 @@ class Engine:
                     entries.append(JobCancelled(t))
         return entries
 
+    def commit_alone(self, done: Done, t: float) -> list[Entry]:
+        """:meth:`commit` of ``done`` alone while the engine is :attr:`idle`
+        (nothing else to write), with :meth:`committed` done: the shortcut that
+        commits an effect from inside ``ctx.run`` calls this."""
+        op = done.op
+        self._unflushed.clear()  # idle: it held ``op`` alone
+        del self._pending[op.id]
+        # _done_entry() for an operation no start entry named, inline: this is
+        # the hot path of a live job.
+        return [
+            OpCompleted(op.id, t, done.result, done.error, op.kind, op.name, op.inputs)
+        ]
+
     def committed(self, batch: list[Outcome]) -> None:
         """The batch is in the log: its finished operations are no longer pending."""
         pending = self._pending

@@ -33,7 +33,14 @@ class LogWriter:
         name_of: The name of the operation at a position, for errors.
     """
 
-    __slots__ = ("_function", "_name_of", "_nowait", "entries_written", "storage")
+    __slots__ = (
+        "_function",
+        "_name_of",
+        "_nowait",
+        "can_append_now",
+        "entries_written",
+        "storage",
+    )
 
     def __init__(
         self,
@@ -48,11 +55,8 @@ class LogWriter:
         self._nowait: Callable[[Sequence[bytes]], bool] | None = nowait_appender(
             storage
         )
-
-    @property
-    def can_append_now(self) -> bool:
-        """Whether :meth:`append_now` may succeed (the storage never waits)."""
-        return self._nowait is not None
+        # Whether append_now() may succeed (the storage can append without waiting).
+        self.can_append_now: bool = self._nowait is not None
 
     async def append(self, entries: list[Entry]) -> None:
         """Append ``entries`` as one batch; returns once the storage committed it."""
@@ -66,6 +70,7 @@ class LogWriter:
             return False
         if not nowait(self.encode(entries)):
             self._nowait = None  # this storage never can (e.g. fsync mode)
+            self.can_append_now = False
             return False
         self.entries_written += len(entries)
         return True

@@ -73,6 +73,9 @@ class Op:
         inputs: dict[str, JSONValue] | None = None,
         *,
         streaming: bool = False,
+        spec: Any = None,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
     ) -> None:
         # The engine's part.
         self.id: int = -1  # set by Engine.issue
@@ -84,9 +87,9 @@ class Op:
         self.abandoned: bool = False  # the code stopped waiting: record no more
         # The driver's part.
         self.fut: Any = None
-        self.spec: Any = None
-        self.args: tuple[Any, ...] = ()
-        self.kwargs: dict[str, Any] = {}
+        self.spec: Any = spec  # an effect's EffectSpec
+        self.args: tuple[Any, ...] = args
+        self.kwargs: dict[str, Any] = kwargs if kwargs is not None else {}
         self.task: Any = None  # what runs it live (cancellable)
         self.stopped: bool = False  # the job cancelled its live run
         self.state: Any = None
