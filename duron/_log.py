@@ -218,7 +218,7 @@ def _checked(d: Any) -> Entry:
         case "cancel":
             return JobCancelled(_time(d))
         case _:
-            raise InvalidField("", f"unknown entry type {_shown(kind)}")
+            raise InvalidField("", f"unknown entry type {_quoted(kind)}")
 
 
 def _field(d: dict[str, Any], name: str) -> Any:
@@ -284,13 +284,13 @@ def _outcome(d: dict[str, Any], what: str) -> tuple[Any, ErrorInfo | None]:
 
 
 def _shown(value: Any) -> str:
-    """A scalar as it reads in a message; anything else by its JSON type."""
-    if type(value) is int:
-        return str(value)
-    if type(value) is str:
-        text = repr(value)
-        return text if len(text) <= 60 else text[:56] + "...'"
-    return json_type(value)
+    """A value out of range by itself (an integer), anything else by its JSON type."""
+    return str(value) if type(value) is int else json_type(value)
+
+
+def _quoted(text: str) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= 60 else shown[:56] + "...'"
 
 
 def _check_depth(d: Any) -> None:

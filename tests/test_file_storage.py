@@ -237,8 +237,7 @@ async def test_entry_of_unknown_type_in_the_middle_names_its_offset(
     path.write_bytes(b"".join(old))
     offset = len(old[0]) + len(old[1]) + len(old[2])
     message = (
-        f"log {path} is damaged at offset {offset}: unknown entry type 'bogus'"
-        f"{DAMAGED}"
+        f"log {path} is damaged at offset {offset}: unknown entry type 'bogus'{DAMAGED}"
     )
     with pytest.raises(duron.CorruptLogError, match="^" + re.escape(message) + "$"):
         await resume_chain(FileLogStorage(path))
