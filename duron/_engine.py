@@ -358,7 +358,7 @@ class Engine:
                 position=self.next_id,
                 kind="other-end",
                 recorded=f"the job's end with {was}",
-                requested=f"to end with {now}",
+                requested=f"an end with {now}",
             )
 
     # -- composing what a live run writes --------------------------------------------
@@ -587,7 +587,14 @@ def _finishing(batch: list[Outcome]) -> set[int] | None:
     return done
 
 
+_CANCELLED = "duron._errors.JobCancelledError"
+
+
 def _comparable(d: dict[str, Any]) -> Any:
     if "type" in d:  # an error: compare type and message, not args
+        if d["type"] == _CANCELLED:
+            # Its message names the job's label (a log path): a copy of the log
+            # under another path is the same job, cancelled the same way.
+            return ("cancelled",)
         return ("error", d["type"], d["message"])
     return ("result", d["result"])

@@ -18,7 +18,9 @@ pays ~0.3 µs per field and replay builds one record per entry. Treat them as
 immutable all the same.
 
 The records import no serializer (the replay core uses them and must stay free of
-I/O); turning them into bytes and back is :mod:`duron._log`'s job.
+I/O); turning them into bytes and back is :mod:`duron._log`'s job, and so is checking
+every field of an entry read back (:class:`InvalidField` is how a field says what is
+wrong with it).
 """
 
 from __future__ import annotations
@@ -32,15 +34,67 @@ __all__ = [
     "FORMAT_VERSION",
     "Entry",
     "ErrorInfo",
+    "InvalidField",
     "JobCancelled",
     "JobFinished",
     "JobStarted",
     "OpCompleted",
     "OpEmitted",
     "OpStarted",
+    "json_type",
 ]
 
 FORMAT_VERSION = 1
+
+
+class InvalidField(ValueError):
+    """A stored field holds something Duron never writes there.
+
+    Readers turn it into :class:`~duron.CorruptLogError` (for a log entry) or
+    another Duron error naming where the field was read.
+
+    Attributes:
+        path: The field's name, dotted from the record it was read from
+            (``"error.type"``); empty for the record itself.
+        problem: What is wrong: ``"is missing"``, ``"must be a string, not null"``.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"field {path!r} {problem}" if path else problem)
+
+    def within(self, outer: str) -> InvalidField:
+        """The same problem, named from the record that holds ``outer``."""
+        return InvalidField(
+            f"{outer}.{self.path}" if self.path else outer, self.problem
+        )
+
+
+def json_type(value: object) -> str:
+    """The JSON type of a decoded value, as a message names it (``"a list"``)."""
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "a boolean"
+    kind = type(value)
+    if kind is int:
+        return "an integer"
+    if kind is float:
+        return "a number"
+    if kind is str:
+        return "a string"
+    if kind is list:
+        return "a list"
+    if kind is dict:
+        return "an object"
+    return f"a {kind.__qualname__}"  # not from JSON: a caller's own value
+
+
+def _scalar(value: object) -> bool:
+    # isinstance, not type(): the driver also reads back errors it recorded itself,
+    # whose args may still be str or int subclasses (an IntEnum) before encoding.
+    return value is None or isinstance(value, (str, int, float))
 
 
 @dataclass(slots=True)
@@ -59,9 +113,35 @@ class ErrorInfo:
 
     @classmethod
     def from_json(cls, d: Any) -> ErrorInfo:
+        """The error :meth:`to_json` wrote.
+
+        Raises:
+            InvalidField: ``d`` is not such an object: ``type`` and ``message``
+                strings, ``args`` (if present) a list of JSON scalars, the only
+                arguments an error is recorded with.
+        """
+        if type(d) is not dict:
+            raise InvalidField("", f"must be an object, not {json_type(d)}")
+        kind = d.get("type")
+        message = d.get("message")
         args = d.get("args")
-        return cls(
-            str(d["type"]), str(d["message"]), args if isinstance(args, list) else None
+        if isinstance(kind, str) and isinstance(message, str):
+            if args is None and "args" not in d:
+                return cls(kind, message)
+            if type(args) is list and all(_scalar(a) for a in args):
+                return cls(kind, message, args)
+        for name in ("type", "message"):
+            if name not in d:
+                raise InvalidField(name, "is missing")
+            if not isinstance(d[name], str):
+                raise InvalidField(name, f"must be a string, not {json_type(d[name])}")
+        if type(args) is not list:
+            raise InvalidField("args", f"must be a list, not {json_type(args)}")
+        i = next(i for i, a in enumerate(args) if not _scalar(a))
+        raise InvalidField(
+            "args",
+            "must hold only strings, numbers, booleans and nulls "
+            f"(item {i} is {json_type(args[i])})",
         )
 
 

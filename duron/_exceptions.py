@@ -45,13 +45,14 @@ def _rebuild(info: ErrorInfo) -> BaseException:
     if cls is not None:
         try:
             exc = cls(*info.args) if info.args is not None else cls(info.message)
-        except Exception:
-            pass
-        else:
             # Built from its args, an exception whose __init__ formats them (e.g.
-            # HTTPError(status) -> "server answered 404") says something else.
-            if str(exc) == info.message:
-                return exc
+            # HTTPError(status) -> "server answered 404") says something else; one
+            # whose args do not fit it may not even be shown.
+            same = str(exc) == info.message
+        except Exception:
+            same = False
+        if same:
+            return exc
     return EffectError(info.type, info.message)
 
 

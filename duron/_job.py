@@ -422,7 +422,7 @@ async def read_job_entry(
             job=label,
             position=0,
             kind="no-job-entry",
-            recorded=f"a {entry.type} entry",
+            recorded=f"{'an' if entry.type[0] in 'aeiou' else 'a'} {entry.type} entry",
             requested="the job entry",
             offset=offset,
             hint="a log must begin with its job entry",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import (
@@ -31,14 +31,24 @@ from typing import (
 import orjson
 
 from duron._codec import decode_recorded
+from duron._entries import InvalidField, json_type
 from duron._errors import (
     DuplicateJobError,
     JobCancelledError,
+    StorageError,
     UsageError,
 )
 from duron._exceptions import rebuild
 from duron._json import JSONValue, format_call
-from duron._log import ErrorInfo, JobFinished, JobStarted, decode_entry
+from duron._log import (
+    MAX_DEPTH,
+    T_MAX,
+    T_MIN,
+    ErrorInfo,
+    JobFinished,
+    JobStarted,
+    decode_entry,
+)
 from duron._options import JOB_ID_RULE, CallOptions, is_job_id
 
 if TYPE_CHECKING:
@@ -55,6 +65,7 @@ __all__ = [
     "Submission",
     "end_outcome",
     "fork_prefix",
+    "job_info_from_row",
     "new_job_id",
     "outcome_of",
     "parse_job_entry",
@@ -429,15 +440,110 @@ def fork_prefix(
     return out
 
 
-def decode_error(text: str | None) -> ErrorInfo | None:
+def job_info_from_row(
+    row: tuple[Any, ...], when: Callable[[Any], datetime | None], store: str
+) -> JobInfo:
+    """A job row (its columns in the order of ``JOB_COLUMNS``) as a :class:`JobInfo`,
+    every column checked; ``when`` turns a time column into a datetime.
+
+    Raises:
+        StorageError: A column holds what Duron never writes there (the row is
+            damaged): the message names the job and the column.
+    """
+    (
+        job_id,
+        function,
+        args,
+        status,
+        result,
+        error,
+        created,
+        updated,
+        owner,
+        expires,
+        epoch,
+        cancel,
+        forked_from,
+    ) = row
+    column = "args"
+    try:
+        decoded_args = _json_column(args)
+        if decoded_args is not None and type(decoded_args) is not dict:
+            raise InvalidField("", f"must be an object, not {json_type(decoded_args)}")
+        column = "result"
+        decoded_result = _json_column(result)
+        column = "error"
+        decoded_error = _json_column(error)
+        info_error = None if error is None else ErrorInfo.from_json(decoded_error)
+        column = "status"
+        if status not in STATUSES:
+            raise InvalidField(
+                "", f"must be one of {', '.join(STATUSES)}, not {status!r}"
+            )
+        if status == "failed" and info_error is None:
+            raise InvalidField("", "is 'failed' but column 'error' is empty")
+        column = "created"
+        created_at = when(created)
+        column = "updated"
+        updated_at = when(updated)
+        column = "lease_expires"
+        expires_at = when(expires)
+    except InvalidField as exc:
+        what = exc.problem if not exc.path else f"holds an error whose {exc}"
+        raise StorageError(
+            f"job {job_id}: its row in {store} is damaged: column {column!r} {what}"
+        ) from None
+    assert created_at is not None
+    assert updated_at is not None
+    return JobInfo(
+        id=job_id,
+        function=function,
+        status=status,
+        args=decoded_args,
+        result=decoded_result,
+        error=info_error,
+        created=created_at,
+        updated=updated_at,
+        lease_owner=owner,
+        lease_expires=expires_at,
+        epoch=epoch,
+        cancel_requested=bool(cancel),
+        forked_from=forked_from,
+    )
+
+
+def _json_column(text: str | bytes | None) -> JSONValue:
+    """A JSON column's value; :class:`InvalidField` if it is not what Duron writes."""
     if text is None:
         return None
-    return ErrorInfo.from_json(orjson.loads(text))
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidField("", f"is not JSON ({exc})") from None
+    # Duron wrote it from within an entry: one level less deep than an entry may be.
+    if len(text) >= 2 * MAX_DEPTH:
+        try:
+            orjson.dumps([value])
+        except orjson.JSONEncodeError:
+            raise InvalidField(
+                "", f"is nested more than {MAX_DEPTH - 1} levels deep"
+            ) from None
+    return value  # type: ignore[no-any-return]
 
 
 def timestamp(t: float | None) -> datetime | None:
+    """A time stored as seconds since the epoch, as an aware datetime.
+
+    Raises:
+        InvalidField: ``t`` is not a time a datetime can hold.
+    """
     if t is None:
         return None
+    if type(t) not in (float, int) or not T_MIN <= t <= T_MAX:
+        raise InvalidField(
+            "",
+            f"must be a time within the years 1 to 9999 (seconds since 1970), not {t!r}",
+        )
     return datetime.fromtimestamp(t, tz=timezone.utc)
 
 

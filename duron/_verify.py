@@ -355,7 +355,7 @@ def _divergence(err: NonDeterminismError, driver: Driver) -> str:
                 now = "code now waits for more (a timer, a future or host input)"
         case "other-end":
             now = "code now ends with " + (err.requested or "").removeprefix(
-                "to end with "
+                "an end with "
             )
         case _:
             calls = err.requested_calls

@@ -481,7 +481,7 @@ async def test_a_long_result_that_changed_is_shown_where_it_differs() -> None:
     message = (
         "job <memory>: at position 0 the log recorded the job's end with result "
         "..., 'item-15', 'item-16', 'item-XVII', 'item-18', 'item-19'] but the "
-        "code now asks for to end with result ..., 'item-15', 'item-16', "
+        "code now asks for an end with result ..., 'item-15', 'item-16', "
         "'item-17', 'item-18', 'item-19']. The durable function no longer "
         "replays this log: restore the old code path (ctx.patched can carry both) "
         "or start a new job"

@@ -593,7 +593,7 @@ def test_job_end_compared_with_the_code_end() -> None:
         NonDeterminismError,
         match=nondeterminism(
             "at position 1 the log recorded the job's end with result {'total': 1} "
-            "but the code now asks for to end with result {'total': 2}"
+            "but the code now asks for an end with result {'total': 2}"
         ),
     ) as info:
         e.check_end(ended, {"result": {"total": 2}})

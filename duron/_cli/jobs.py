@@ -25,6 +25,7 @@ import orjson
 
 from duron._errors import DuronError, UsageError
 from duron._jobstore import STATUSES
+from duron._log import decode_entry
 from duron._redact import redact
 
 if TYPE_CHECKING:
@@ -255,6 +256,9 @@ def _show(args: argparse.Namespace) -> int:
         data = _as_json(info)
         data["entries"] = len(entries)
         if args.log:
+            # Each entry is checked first: a damaged one is a one-line error.
+            for seq, raw in entries:
+                decode_entry(raw, job=info.id, offset=seq)
             data["log"] = [orjson.loads(raw) for _, raw in entries]
         print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         return 0
@@ -283,8 +287,8 @@ def _show(args: argparse.Namespace) -> int:
     for key, value in lines:
         print(f"{key + ':':<{width + 1}} {value}")
     if args.log:
-        for seq, raw in entries:
-            print(f"{seq:>6}  {raw.decode()}")
+        for seq, raw in entries:  # as stored, damaged or not
+            print(f"{seq:>6}  {raw.decode('utf-8', 'replace')}")
     return 0
 
 

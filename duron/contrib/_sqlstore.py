@@ -30,8 +30,8 @@ from duron._jobstore import (
     JobInfo,
     JobStatus,
     check_job_id,
-    decode_error,
     fork_prefix,
+    job_info_from_row,
     new_job_id,
     outcome_of,
     parse_job_entry,
@@ -429,41 +429,9 @@ class SQLStore(ABC):
     # -- what each store supplies -------------------------------------------------
 
     def _job_info(self, row: tuple[Any, ...]) -> JobInfo:
-        """A :data:`JOB_COLUMNS` row as a :class:`~duron.JobInfo`."""
-        (
-            job_id,
-            function,
-            args,
-            status,
-            result,
-            error,
-            created,
-            updated,
-            owner,
-            expires,
-            epoch,
-            cancel,
-            forked_from,
-        ) = row
-        created_at = self._when(created)
-        updated_at = self._when(updated)
-        assert created_at is not None
-        assert updated_at is not None
-        return JobInfo(
-            id=job_id,
-            function=function,
-            status=status,
-            args=orjson.loads(args) if args is not None else None,
-            result=orjson.loads(result) if result is not None else None,
-            error=decode_error(error),
-            created=created_at,
-            updated=updated_at,
-            lease_owner=owner,
-            lease_expires=self._when(expires),
-            epoch=epoch,
-            cancel_requested=bool(cancel),
-            forked_from=forked_from,
-        )
+        """A :data:`JOB_COLUMNS` row as a :class:`~duron.JobInfo` (a damaged column
+        is a :class:`~duron.StorageError`)."""
+        return job_info_from_row(row, self._when, self.label)
 
     @staticmethod
     def _when(value: Any) -> datetime | None:
