@@ -37,7 +37,7 @@ _POSITIONAL = (
 @dataclass(frozen=True, slots=True)
 class Param:
     name: str
-    kind: inspect._ParameterKind
+    kind: Any  # an inspect.Parameter kind (POSITIONAL_ONLY, ...)
     annotation: Any
     has_default: bool
     extras: tuple[Any, ...] = ()

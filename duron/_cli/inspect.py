@@ -57,7 +57,7 @@ _CANCELLED_TYPES = (
 )
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Any) -> None:
     p = sub.add_parser(
         "inspect",
         help="show a job's log as a timeline (no code is imported)",
@@ -151,7 +151,7 @@ class Timeline:
         job = self.job
         ended = self.end is not None
         ops: list[JSONValue] = []
-        for op in self._sorted_ops():
+        for op in self.sorted_ops():
             ops.append(
                 {
                     "position": op.position,
@@ -198,7 +198,7 @@ class Timeline:
             else {"offset": self.damage.offset, "reason": self.damage.reason},
         }
 
-    def _sorted_ops(self) -> list[OpView]:
+    def sorted_ops(self) -> list[OpView]:
         return [self.ops[k] for k in sorted(self.ops)]
 
 
@@ -268,7 +268,7 @@ def render_text(tl: Timeline, *, full: bool = False) -> str:
     ended = tl.end is not None
     rows = [["pos", "kind", "operation", "status", "started", "done", "took"]]
     details: list[list[str]] = [[]]
-    for op in tl._sorted_ops():
+    for op in tl.sorted_ops():
         took = op.duration()
         rows.append(
             [
@@ -400,7 +400,7 @@ def render_rich(
         "running": "cyan",
         "open": "cyan",
     }
-    for op in tl._sorted_ops():
+    for op in tl.sorted_ops():
         status = op.status(ended)
         took = op.duration()
         table.add_row(

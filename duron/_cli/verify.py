@@ -54,7 +54,7 @@ none incompatible) or a usage error.
 """
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Any) -> None:
     p = sub.add_parser(
         "verify",
         help="check that the current code still replays job logs",
