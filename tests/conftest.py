@@ -1,5 +1,11 @@
-"""Shared fixtures: every async test runs on asyncio and on trio (through anyio);
-a ``backend`` test runs on every SQL job store (tests/store_backends.py)."""
+"""Shared fixtures: an async test runs on asyncio, and on trio too where the host
+matters (``pytestmark = pytest.mark.both_hosts``: effects, host input and output,
+stores, workers); a ``backend`` test runs on every SQL job store
+(tests/store_backends.py).
+
+Durable code always runs on Duron's own loop whatever the host, so a test of what
+it records and replays learns nothing more on trio.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +23,23 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("asyncio", id="asyncio"),
-        pytest.param("trio", id="trio"),
-    ]
-)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_hosts: run the async test on asyncio and on trio"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "anyio_backend" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        if "anyio_backend" in str(mark.args[0]):
+            return  # the test picks its hosts itself
+    both = metafunc.definition.get_closest_marker("both_hosts") is not None
+    metafunc.parametrize("anyio_backend", ["asyncio", "trio"] if both else ["asyncio"])
+
+
+@pytest.fixture
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

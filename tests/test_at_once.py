@@ -24,7 +24,7 @@ from duron._log import decode_entry
 from duron._storage import nowait_appender
 from duron.contrib.storage import FileLogStorage, MemoryLogStorage
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_hosts]
 
 var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
 

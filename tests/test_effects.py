@@ -18,7 +18,7 @@ from support import run_job
 import duron
 from duron.contrib.storage import MemoryLogStorage
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_hosts]
 
 
 def entry_names(storage: MemoryLogStorage) -> list[str | None]:

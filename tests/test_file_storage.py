@@ -26,7 +26,7 @@ from duron.contrib.storage import Durability, FileLogStorage
 if TYPE_CHECKING:
     from pathlib import Path
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_hosts]
 
 DAMAGED = (
     ". Duron does not skip damaged entries; restore the log from a backup or "

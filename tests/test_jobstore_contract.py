@@ -21,6 +21,8 @@ import pytest
 import duron
 from duron._jobstore import fork_prefix
 
+pytestmark = pytest.mark.both_hosts
+
 if TYPE_CHECKING:
     from store_backends import Backend, Store
 

@@ -20,7 +20,7 @@ from duron._jobstore import Heartbeat, JobStore
 if TYPE_CHECKING:
     from store_backends import Backend
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_hosts]
 
 
 @duron.effect

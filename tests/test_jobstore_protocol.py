@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from duron import JobStore
     from duron.contrib.storage import PostgresStore
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_hosts]
 
 
 def as_job_stores(sqlite: SQLiteStore, postgres: PostgresStore) -> list[JobStore]:

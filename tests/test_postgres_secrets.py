@@ -32,7 +32,7 @@ from postgres_support import dsn, requires_postgres, schema_name
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-pytestmark = requires_postgres
+pytestmark = [requires_postgres, pytest.mark.both_hosts]
 
 SECRET = "Zq7hush8vXw"
 """The password that must never be shown."""

@@ -31,7 +31,7 @@ from postgres_support import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
-pytestmark = requires_postgres
+pytestmark = [requires_postgres, pytest.mark.both_hosts]
 
 
 class Receipt(pydantic.BaseModel):

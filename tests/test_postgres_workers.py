@@ -28,7 +28,7 @@ from postgres_support import dsn, requires_postgres, schema_name, sql  # noqa: E
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
 
-pytestmark = requires_postgres
+pytestmark = [requires_postgres, pytest.mark.both_hosts]
 
 
 @duron.effect

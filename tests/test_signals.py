@@ -19,7 +19,7 @@ from support import Host, run_hosted
 import duron
 from duron.contrib.storage import MemoryLogStorage
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_hosts]
 
 effect_calls: list[str] = []
 

@@ -9,7 +9,7 @@ import pytest
 import duron
 from duron.contrib.storage import MemoryLogStorage
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_hosts]
 
 calls: list[str] = []
 

@@ -37,7 +37,7 @@ from postgres_support import (
     requires_postgres,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_hosts]
 
 
 class Backend(Protocol):

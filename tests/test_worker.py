@@ -33,6 +33,8 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))  # for the worker processes' durable functions
 import worker_jobs  # noqa: E402
 
+pytestmark = pytest.mark.both_hosts
+
 
 @dataclass
 class State:

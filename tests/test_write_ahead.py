@@ -18,7 +18,7 @@ from duron.contrib.storage import FileLogStorage, MemoryLogStorage
 if TYPE_CHECKING:
     from pathlib import Path
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_hosts]
 
 seen: list[tuple[int, list[int]]] = []
 """What durable code saw, with the results the log held at that moment."""
