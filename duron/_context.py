@@ -23,7 +23,7 @@ from typing import (
     overload,
 )
 
-from duron._driver import Recorded
+from duron._durable_calls import Recorded
 from duron._effect import effect_spec
 from duron._errors import UsageError
 from duron._signal import Signal, SignalWriter
@@ -31,6 +31,7 @@ from duron._stream import Channel, Stream, StreamWriter, channel
 
 if TYPE_CHECKING:
     from duron._driver import Driver
+    from duron._durable_calls import DurableCalls
 
 __all__ = ["Context", "PatchQuery"]
 
@@ -47,10 +48,10 @@ class PatchQuery:
     Do not construct it yourself.
     """
 
-    __slots__ = ("_awaited", "_driver", "change_id")
+    __slots__ = ("_awaited", "_calls", "change_id")
 
-    def __init__(self, driver: Driver, change_id: str) -> None:
-        self._driver = driver
+    def __init__(self, calls: DurableCalls, change_id: str) -> None:
+        self._calls = calls
         self.change_id: str = change_id
         self._awaited = False
 
@@ -61,7 +62,7 @@ class PatchQuery:
                 "with a new ctx.patched(...) call"
             )
         self._awaited = True
-        return self._driver.patch_query(self.change_id).__await__()
+        return self._calls.patch_query(self.change_id).__await__()
 
     def __bool__(self) -> NoReturn:
         raise UsageError(
@@ -81,10 +82,10 @@ class Context:
     was passed to.
     """
 
-    __slots__ = ("_rt",)
+    __slots__ = ("_calls",)
 
     def __init__(self, driver: Driver) -> None:
-        self._rt = driver
+        self._calls = driver.calls
 
     @overload
     async def run(
@@ -137,7 +138,7 @@ class Context:
             NonDeterminismError: The log recorded another call at this position.
             PayloadError: An argument cannot be encoded.
         """
-        out = self._rt.issue_effect(effect_spec(fn), args, kwargs)
+        out = self._calls.issue_effect(effect_spec(fn), args, kwargs)
         if type(out) is Recorded:  # replayed at once: no future needed
             if out.error is not None:
                 raise out.error
@@ -184,7 +185,7 @@ class Context:
                 f"{spec.name} is not one: use ctx.run"
             )
         states: Channel[Any] = Channel(f"{spec.name} states")
-        fut = self._rt.issue_effect(spec, (initial, *args), kwargs, sink=states)
+        fut = self._calls.issue_effect(spec, (initial, *args), kwargs, sink=states)
         assert isinstance(fut, asyncio.Future)  # a sink never takes the shortcut
         try:
             yield Stream(states), fut
@@ -261,7 +262,7 @@ class Context:
         Returns:
             ``(future_id, awaitable)``; send the id to whoever completes it.
         """
-        return self._rt.issue_future(dtype, name)
+        return self._calls.issue_future(dtype, name)
 
     def patched(self, change_id: str) -> PatchQuery:
         """Whether this job takes the new code path introduced by ``change_id``.
@@ -282,7 +283,7 @@ class Context:
                 await ctx.run(send_receipt, order)
             ```
         """
-        return PatchQuery(self._rt, change_id)
+        return PatchQuery(self._calls, change_id)
 
     async def time(self) -> float:
         """The job's clock in seconds since the epoch: recorded, so replay sees the same.
@@ -290,11 +291,11 @@ class Context:
         Use it instead of ``time.time()``. ``asyncio.sleep`` and timeouts in durable
         code run on this clock too.
         """
-        return self._rt.loop.time()
+        return self._calls.time()
 
     async def time_ns(self) -> int:
         """:meth:`time` in integer nanoseconds."""
-        return int(self._rt.loop.time() * 1e9)
+        return int(self._calls.time() * 1e9)
 
     def random(self) -> random.Random:
         """A ``random.Random`` seeded deterministically for this point of the job.
@@ -302,7 +303,7 @@ class Context:
         Each call returns a new generator; the n-th call of a job always gets the
         same seed, on the first run and on every replay.
         """
-        return random.Random(self._rt.next_random_seed())
+        return random.Random(self._calls.next_random_seed())
 
     def __repr__(self) -> str:
-        return f"<duron.Context job={self._rt.label}>"
+        return f"<duron.Context job={self._calls.label}>"

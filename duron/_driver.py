@@ -3,8 +3,10 @@
 It pumps three things and owns none of their rules: the engine
 (:mod:`duron._engine`: what was recorded, what to write), the durable loop
 (:mod:`duron._durable_loop`: where durable code runs, on a virtual clock) and the
-storage (:class:`~duron.LogStorage`). Effects run on the host through
-:mod:`duron._effect_runner`; outcomes reach durable code through :mod:`duron._delivery`.
+storage (:class:`~duron.LogStorage`, through :mod:`duron._log_writer`). Effects run
+on the host through :mod:`duron._effect_runner`; outcomes reach durable code
+through :mod:`duron._delivery`; what durable code asks for comes in through
+:mod:`duron._durable_calls`, what the host sends through :mod:`duron._host_input`.
 
 Replay: read entries into the engine, ask it what comes next, fire the timers it
 says fall first, deliver what it hands back, run the loop until nothing is ready,
@@ -16,7 +18,8 @@ it), and only then delivers them, one at a time, each at the write's time. Two
 shortcuts spare the queue, and are leaves of this same path (the engine composes
 what they write): a replayed call whose recorded end is next in the log gets it
 at once, and a live ``async def`` effect that finishes in its first step on a
-quiet job is committed from inside ``ctx.run``.
+quiet job is committed from inside ``ctx.run`` (both in
+:mod:`duron._durable_calls`).
 """
 
 from __future__ import annotations
@@ -26,28 +29,22 @@ import contextvars
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from duron._codec import decode_recorded, roundtrip
-from duron._delivery import OpFuture, deliver_done, deliver_emit, inject
+from duron._delivery import deliver_done, deliver_emit, inject
+from duron._durable_calls import CHECKPOINT_EVERY, DurableCalls
 from duron._durable_loop import DurableLoop
 from duron._effect_runner import Effects, Fatal
 from duron._engine import Engine
 from duron._entries import ErrorInfo
 from duron._errors import (
-    DuronError,
-    EffectError,
-    JobCancelledError,
     NonDeterminismError,
-    PayloadError,
-    UsageError,
 )
-from duron._exceptions import error_info, rebuild
 from duron._host_input import HostInput
 from duron._hosts import host_for
+from duron._job_end import JobOutcome, code_end, outcome_from
 from duron._log import decode_entry
 from duron._log_writer import LogWriter
 from duron._operations import (
@@ -66,44 +63,22 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from duron._durable import DurableFn
-    from duron._effect import EffectSpec
     from duron._entries import Entry
     from duron._host_streams import OutputChannel
     from duron._hosts import AnyioHost, AsyncioHost
     from duron._json import JSONValue
     from duron._storage import LogStorage
 
-__all__ = ["CHECKPOINT_EVERY", "START_FLUSH_DELAY", "Driver", "JobOutcome", "Recorded"]
+__all__ = ["CHECKPOINT_EVERY", "START_FLUSH_DELAY", "Driver"]
 
 START_FLUSH_DELAY = 0.05
 """Seconds an operation may run before its ``start`` entry is written on its own."""
 
-CHECKPOINT_EVERY = 64
-"""Steps (effects finished at once included) between two yields to the host loop."""
 
 READ_AHEAD = 256
 """Entries read from storage at a time while replaying."""
 
 _running_loop = asyncio.events._get_running_loop
-
-
-@dataclass(slots=True)
-class Recorded:
-    """An effect's outcome handed to ``ctx.run`` at once, without a future."""
-
-    value: Any
-    error: BaseException | None
-
-
-@dataclass(slots=True)
-class JobOutcome:
-    """How a run ended: a decoded result, or an exception for ``wait()`` to raise."""
-
-    result: Any = None
-    error: BaseException | None = None
-    recorded_error: ErrorInfo | None = None
-    position: int = 0
-    finished: bool = True  # False: a replay-only run stopped where the log ends
 
 
 class Driver:
@@ -154,15 +129,15 @@ class Driver:
         self.inputs: dict[str, Op] = {}
         self.injected: dict[str, Any] = inject(self)
         self.host_input = HostInput(self)
-        self._events: deque[Outcome | Fatal] = deque()
-        self._to_launch: list[Op] = []
+        self.calls = DurableCalls(self)
+        self.events: deque[Outcome | Fatal] = deque()
+        self.to_launch: list[Op] = []
         self._host: AsyncioHost | AnyioHost | None = None
-        self._effects: Effects | None = None
+        self.effects: Effects | None = None
         self._records: AsyncIterator[tuple[int, bytes]] | None = None
-        self._patch_queries: list[tuple[str, asyncio.Future[bool]]] = []
-        self._unyielded = 0
+        self.patch_queries: list[tuple[str, asyncio.Future[bool]]] = []
+        self.unyielded = 0
         self._flush_due = False
-        self._random_calls = 0
 
     # -- running ---------------------------------------------------------------------
 
@@ -181,7 +156,7 @@ class Driver:
         unless the log recorded the job's end.
         """
         self._host = host = host_for(tg)
-        self._effects = Effects(host, self.codec, self.label, self.push)
+        self.effects = Effects(host, self.codec, self.label, self.push)
         self._records = records
         if records is not None:
             # Read before durable code starts, so that its first call can take
@@ -223,7 +198,7 @@ class Driver:
                     assert event is LOG_ENDED
                     return None
             loop.run_ready()
-            if self._patch_queries:
+            if self.patch_queries:
                 await self._settle()
 
     async def _read_ahead(self) -> None:
@@ -259,8 +234,10 @@ class Driver:
             await self._read_ahead()  # anything after the end is damage: it raises
         root = self.root
         assert root is not None
-        engine.check_end(ended, self._code_end() if root.done() else None)
-        return self._outcome_from(ended.result, ended.error, None)
+        engine.check_end(
+            ended, code_end(self.root, self.dfn, self.label) if root.done() else None
+        )
+        return self._outcome(ended.result, ended.error, None)
 
     async def _live(self) -> JobOutcome:
         loop, root, host = self.loop, self.root, self._host
@@ -276,12 +253,12 @@ class Driver:
         finally:
             flusher.cancel()
         self.stop_effects()
-        code_end = self._code_end()
-        error = ErrorInfo.from_json(code_end) if "type" in code_end else None
+        ending = code_end(self.root, self.dfn, self.label)
+        error = ErrorInfo.from_json(ending) if "type" in ending else None
         t = loop.time()
-        await self.writer.append(self.engine.end(code_end.get("result"), error, t, t))
+        await self.writer.append(self.engine.end(ending.get("result"), error, t, t))
         cause = None if root.cancelled() else root.exception()
-        return self._outcome_from(code_end.get("result"), error, cause)
+        return self._outcome(ending.get("result"), error, cause)
 
     def _resume_pending(self) -> None:
         """The log ended: what was issued but not finished continues live."""
@@ -290,13 +267,13 @@ class Driver:
             if op.fut.cancelled():  # durable code stopped waiting meanwhile
                 engine.abandon(op)
             elif op.kind == "effect":
-                self._to_launch.append(op)
+                self.to_launch.append(op)
 
     async def _run_live(self, root: asyncio.Task[Any]) -> None:
-        loop, host, events, engine = self.loop, self._host, self._events, self.engine
+        loop, host, events, engine = self.loop, self._host, self.events, self.engine
         assert host is not None
         while not root.done():
-            if self._to_launch:
+            if self.to_launch:
                 self._launch()
             if not events and not engine.has_staged:
                 await self._wait()
@@ -304,23 +281,23 @@ class Driver:
                     deadline = loop.next_deadline()
                     if deadline is not None and deadline <= self.clock():
                         loop.advance(deadline)
-                        if self._patch_queries:
+                        if self.patch_queries:
                             await self._settle()
                     continue
             await self._commit()
-            self._unyielded += 1
-            if self._unyielded >= CHECKPOINT_EVERY:
+            self.unyielded += 1
+            if self.unyielded >= CHECKPOINT_EVERY:
                 # Effects that finish at once never make us wait: let the host's
                 # other tasks run now and then.
-                self._unyielded = 0
+                self.unyielded = 0
                 await host.checkpoint()
 
     async def _commit(self) -> None:
         """Append every ready outcome in one write, then deliver them in order."""
         loop, engine = self.loop, self.engine
         t = max(loop.time(), self.clock())
-        batch: list[Any] = list(self._events)
-        self._events.clear()
+        batch: list[Any] = list(self.events)
+        self.events.clear()
         for event in batch:
             if type(event) is Fatal:
                 raise event.error
@@ -337,7 +314,7 @@ class Driver:
                 await self._advance(t)
             self._deliver(event)
             loop.run_ready()
-            if self._patch_queries:
+            if self.patch_queries:
                 await self._settle()
 
     async def _wait(self) -> None:
@@ -346,13 +323,13 @@ class Driver:
         assert host is not None
         if self._flush_due:
             await self._flush_starts()
-            if self._events:
+            if self.events:
                 return
         deadline = self.loop.next_deadline()
         delay = None if deadline is None else deadline - self.clock()
         if delay is None or delay > 0:
             await host.sleep(delay)
-        if self._flush_due and not self._events:
+        if self._flush_due and not self.events:
             await self._flush_starts()
 
     async def _flush_starts(self) -> None:
@@ -372,20 +349,20 @@ class Driver:
                 host.wake()
 
     def _launch(self) -> None:
-        effects = self._effects
+        effects = self.effects
         assert effects is not None
         if not self.closing:
             push = self.push
-            for op in self._to_launch:
+            for op in self.to_launch:
                 if not op.abandoned:
                     outcome = effects.start(op)
                     if outcome is not None:
                         push(outcome)
-        self._to_launch.clear()
+        self.to_launch.clear()
 
     def push(self, event: Outcome | Fatal) -> None:
         """Queue an outcome for the next write (and wake the driver)."""
-        self._events.append(event)
+        self.events.append(event)
         host = self._host
         if host is not None:
             host.wake()
@@ -411,10 +388,10 @@ class Driver:
         self.live.set()
         for ch in self.outputs.values():
             ch.notify()
-        for event in self._events:
+        for event in self.events:
             if not isinstance(event, Fatal) and event.ack is not None:
                 event.ack.set()
-        self._events.clear()
+        self.events.clear()
         self.loop.close()
 
     # -- stepping durable code -------------------------------------------------------
@@ -437,7 +414,7 @@ class Driver:
         loop = self.loop
         while (deadline := loop.next_deadline()) is not None and deadline <= to:
             loop.advance(deadline)
-            if self._patch_queries:
+            if self.patch_queries:
                 await self._settle()
         loop.advance(to)
 
@@ -445,8 +422,8 @@ class Driver:
         """Run the loop until nothing is ready, answering ``ctx.patched`` questions."""
         loop, engine = self.loop, self.engine
         loop.run_ready()
-        while self._patch_queries:
-            queries, self._patch_queries = self._patch_queries, []
+        while self.patch_queries:
+            queries, self.patch_queries = self.patch_queries, []
             for change_id, fut in queries:
                 if fut.done():
                     continue
@@ -455,177 +432,6 @@ class Driver:
                 fut.set_result(taken)
             loop.run_ready()
 
-    # -- what durable code calls (through Context) -----------------------------------
-
-    def check_loop(self, what: str) -> None:
-        if _running_loop() is not self.loop:
-            raise UsageError(
-                f"{what} was called outside this job's durable code; a Context is "
-                "only valid inside the durable function it was given to"
-            )
-
-    def issue_effect(
-        self,
-        spec: EffectSpec,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        sink: Any = None,
-    ) -> asyncio.Future[Any] | Recorded:
-        """Register an effect call; the future to await, or its :class:`Recorded`
-        outcome when one of the shortcuts (see the module docstring) applies."""
-        if _running_loop() is not self.loop:
-            self.check_loop(f"ctx.run({spec.name})")
-        engine = self.engine
-        try:
-            inputs = spec.sig.encode_call(self.codec, args, kwargs)
-        except PayloadError as err:
-            raise err.at(job=self.label, position=engine.next_id) from err.__cause__
-        streaming = spec.kind == "stream"
-        if sink is None and not streaming and self.shortcuts:
-            if engine.replaying:
-                recorded = self._replay_at_once(spec, inputs)
-                if recorded is not None:
-                    return recorded
-            elif spec.kind == "async" and self._quiet():
-                return self._run_at_once(spec, args, kwargs, inputs)
-        op = engine.issue(
-            Op(
-                "effect",
-                spec.name,
-                inputs,
-                streaming=streaming,
-                spec=spec,
-                args=args,
-                kwargs=kwargs,
-            )
-        )
-        op.sink = sink
-        if streaming:
-            op.state = args[0] if args else kwargs.get(spec.sig.params[0].name)
-        if not engine.replaying:
-            self._to_launch.append(op)
-        return self._await(op)
-
-    def _await(self, op: Op) -> OpFuture:
-        fut = OpFuture(loop=self.loop)
-        fut.bind(op, self._op_cancelled)
-        op.fut = fut
-        return fut
-
-    def _replay_at_once(
-        self, spec: EffectSpec, inputs: dict[str, JSONValue]
-    ) -> Recorded | None:
-        """The call's recorded outcome, if stepping would hand it over next.
-
-        Normally the task suspends on its future, the loop goes quiet and the
-        driver delivers the next entry. When nothing else is ready and the engine
-        says the next entries are exactly this call's (no timer before them), the
-        task may as well go on with the outcome. Anything unusual (a payload that
-        no longer decodes) is left to the general path, which reports it.
-        """
-        if self._patch_queries or self.loop.ready:
-            return None
-        engine, loop = self.engine, self.loop
-        done = engine.recorded_at_once(
-            "effect", spec.name, inputs, loop.next_deadline()
-        )
-        if done is None:
-            return None
-        if done.error is None:
-            try:
-                out = Recorded(
-                    self.codec.decode(done.result, spec.result_annotation), None
-                )
-            except Exception:
-                return None
-        else:
-            out = Recorded(None, rebuild(done.error))
-        engine.take_at_once(done)
-        loop.advance(done.t)  # only moves the clock: no timer is due (checked)
-        return out
-
-    def _quiet(self) -> bool:
-        """Whether a live effect that ends at once may be committed from durable
-        code: nothing but this call is ready, due, unrecorded or being asked, the
-        storage can append without waiting and the host is asyncio."""
-        effects = self._effects
-        return (
-            not self._events
-            and not self._to_launch
-            and not self._patch_queries
-            and self._unyielded < CHECKPOINT_EVERY
-            and not self.closing
-            and effects is not None
-            and effects.direct
-            and self.writer.can_append_now
-            and self.engine.idle
-            and not self.loop.ready
-        )
-
-    def _run_at_once(
-        self,
-        spec: EffectSpec,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        inputs: dict[str, JSONValue],
-    ) -> Recorded | OpFuture:
-        """Start a live effect from durable code; if it ends in its first step,
-        commit it alone, now, as the driver's next round would, and hand the
-        outcome over. An effect that waits continues as usual."""
-        effects = self._effects
-        assert effects is not None
-        op = self.engine.issue(
-            Op("effect", spec.name, inputs, spec=spec, args=args, kwargs=kwargs)
-        )
-        outcome = effects.start(op, from_durable=True)
-        if type(outcome) is Done and self._commit_at_once(outcome):
-            if outcome.error is not None:
-                return Recorded(None, rebuild(outcome.error, outcome.cause))
-            return Recorded(outcome.decoded, None)
-        if outcome is not None:
-            self.push(outcome)
-        return self._await(op)
-
-    def _commit_at_once(self, done: Done) -> bool:
-        """Commit ``done`` alone, now; False (nothing written) if a timer is due
-        first or the storage would have to wait."""
-        loop, engine = self.loop, self.engine
-        t = max(loop.time(), self.clock())
-        if loop.due_by(t):
-            return False
-        try:
-            if not self.writer.append_now(engine.commit_alone(done, t)):
-                return False
-        except Exception as exc:  # the driver fails the job with it
-            self.push(Fatal(exc))
-            return False
-        self._unyielded += 1
-        loop.advance(t)  # only moves the clock: no timer is due by t (checked)
-        return True
-
-    def _op_cancelled(self, op: Op) -> None:
-        """Durable code gave up waiting for ``op``: stop it, record nothing more."""
-        if self.engine.abandon(op) and op.task is not None:
-            Effects.stop(op)
-
-    def issue_future(
-        self, annotation: Any, name: str | None
-    ) -> tuple[str, asyncio.Future[Any]]:
-        self.check_loop("ctx.create_future")
-        op = self.engine.issue(Op("future", name or "future"))
-        op.annotation = annotation
-        return str(op.id), self._await(op)
-
-    def patch_query(self, change_id: str) -> asyncio.Future[bool]:
-        self.check_loop(f"ctx.patched({change_id!r})")
-        fut: asyncio.Future[bool] = self.loop.create_future()
-        self._patch_queries.append((change_id, fut))
-        return fut
-
-    def next_random_seed(self) -> str:
-        self._random_calls += 1
-        return f"{self.seed}:{self._random_calls}"
-
     # -- what the host calls (through Job) ---------------------------------------------
 
     @property
@@ -633,77 +439,12 @@ class Driver:
         """How many operations durable code has issued."""
         return self.engine.next_id
 
-    # -- what verification asks after a replay-only run ------------------------------
-
-    def code_ending(self) -> str | None:
-        """How durable code ended, in words (``None`` while it still runs)."""
-        root = self.root
-        if root is None or not root.done():
-            return None
-        if root.cancelled():
-            return "is cancelled"
-        exc = root.exception()
-        if exc is None:
-            return "returns"
-        return f"raises {type(exc).__qualname__}({str(exc)!r})"
-
-    def code_failure(self) -> DuronError | None:
-        """The Duron error that stopped durable code itself (a bug of today's code:
-        an input that cannot be encoded, an API misused), if one did."""
-        root = self.root
-        if root is None or not root.done() or root.cancelled():
-            return None
-        exc = root.exception()
-        if isinstance(exc, DuronError) and not isinstance(exc, EffectError):
-            return exc
-        return None
-
-    # -- the job's end ---------------------------------------------------------------
-
-    def _code_end(self) -> dict[str, Any]:
-        """How durable code ended, as the end entry records it.
-
-        Raises:
-            DuronError: Durable code failed with one (a bug to fix, not the job's
-                result: the run fails and the log stays resumable).
-        """
-        root = self.root
-        assert root is not None
-        if root.cancelled():
-            cancelled = JobCancelledError(f"job {self.label} was cancelled")
-            return error_info(cancelled).to_json()
-        exc = root.exception()
-        if exc is not None:
-            if isinstance(exc, DuronError) and not isinstance(exc, EffectError):
-                raise exc
-            return error_info(exc).to_json()
-        dfn = self.dfn
-        data, _ = roundtrip(
-            self.codec,
-            root.result(),
-            dfn.sig.return_annotation,
-            what=f"result of durable function {dfn.name}",
-            job=self.label,
-        )
-        return {"result": data}
-
-    def _outcome_from(
+    def _outcome(
         self, result: JSONValue, error: ErrorInfo | None, cause: BaseException | None
     ) -> JobOutcome:
-        position = self.engine.next_id
-        if error is not None:
-            return JobOutcome(
-                error=rebuild(error, cause), recorded_error=error, position=position
-            )
-        dfn = self.dfn
-        value = decode_recorded(
-            self.codec,
-            result,
-            dfn.sig.return_annotation,
-            what=f"result of durable function {dfn.name}",
-            job=self.label,
+        return outcome_from(
+            self.dfn, self.label, self.engine.next_id, result, error, cause
         )
-        return JobOutcome(result=value, position=position)
 
     def _name_at(self, position: int) -> str | None:
         op = self.engine.pending.get(position)

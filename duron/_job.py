@@ -10,7 +10,7 @@ import anyio
 
 from duron._codec import decode_recorded
 from duron._context import Context
-from duron._driver import Driver, JobOutcome
+from duron._driver import Driver
 from duron._errors import (
     JobMismatchError,
     JobNotStartedError,
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from duron._durable import DurableFn
+    from duron._job_end import JobOutcome
     from duron._storage import LogStorage
 
 __all__ = ["Job"]

@@ -28,7 +28,7 @@ import anyio
 
 from duron._codec import explain
 from duron._context import Context
-from duron._driver import Driver, JobOutcome
+from duron._driver import Driver
 from duron._errors import (
     CorruptLogError,
     DuronError,
@@ -40,6 +40,7 @@ from duron._errors import (
     StorageError,
 )
 from duron._job import decode_job_args, read_job_entry
+from duron._job_end import JobOutcome, code_ending, code_failure
 from duron.contrib._file import FileLogStorage
 
 if TYPE_CHECKING:
@@ -257,7 +258,7 @@ async def _verify(
     try:
         outcome = await _replay_only(driver, main, records)
     except NonDeterminismError as err:
-        failed = driver.code_failure()
+        failed = code_failure(driver.root)
         if failed is not None and err.kind == "not-reached":
             return base.report(
                 "incompatible", "code-error", f"the code failed: {failed}", **counts()
@@ -291,7 +292,7 @@ async def _verify(
     finally:
         driver.shutdown()
     if not outcome.finished:
-        failed = driver.code_failure()
+        failed = code_failure(driver.root)
         if failed is not None:
             return base.report(
                 "incompatible", "code-error", f"the code failed: {failed}", **counts()
@@ -342,7 +343,7 @@ def _divergence(err: NonDeterminismError, driver: Driver) -> str:
     first = f"position {err.position}: log recorded {recorded}"
     match err.kind:
         case "not-reached" | "position-finished":
-            ending = driver.code_ending()
+            ending = code_ending(driver.root)
             if ending is not None:
                 now = f"code now {ending} before reaching it"
             else:

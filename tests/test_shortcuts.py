@@ -2,7 +2,7 @@
 
 A replayed call whose recorded end comes next takes it at once, and a live effect
 that ends in its first step on a quiet job is committed from inside ``ctx.run``
-(see duron/_driver.py). Random workflows run here with the shortcuts on and off
+(see duron/_durable_calls.py). Random workflows run here with the shortcuts on and off
 (``Driver.shortcuts``): the logs must be byte for byte the same, the results
 equal, and replaying either way must run nothing, write nothing and give the
 same result.
@@ -25,6 +25,7 @@ from support import resume_job
 import duron
 import duron._driver
 from duron._driver import Driver
+from duron._durable_calls import DurableCalls
 from duron._entries import JobStarted
 from duron._log import encode_entry
 from duron.contrib.storage import FileLogStorage, MemoryLogStorage
@@ -185,21 +186,21 @@ async def test_the_live_shortcut_is_taken_on_a_quiet_job(
     # replay hands their recorded results over without a future.
     plan = [["run", "instant"], ["run", "instant"], ["run", "failing"]]
     taken: list[str] = []
-    original_commit = Driver._commit_at_once
-    original_replay = Driver._replay_at_once
+    original_commit = DurableCalls._commit_at_once
+    original_replay = DurableCalls._replay_at_once
 
-    def commit_at_once(self: Driver, done: Any) -> bool:
+    def commit_at_once(self: DurableCalls, done: Any) -> bool:
         ok = original_commit(self, done)
         taken.append(f"live {ok}")
         return ok
 
-    def replay_at_once(self: Driver, spec: Any, inputs: Any) -> Any:
+    def replay_at_once(self: DurableCalls, spec: Any, inputs: Any) -> Any:
         out = original_replay(self, spec, inputs)
         taken.append(f"replay {out is not None}")
         return out
 
-    monkeypatch.setattr(Driver, "_commit_at_once", commit_at_once)
-    monkeypatch.setattr(Driver, "_replay_at_once", replay_at_once)
+    monkeypatch.setattr(DurableCalls, "_commit_at_once", commit_at_once)
+    monkeypatch.setattr(DurableCalls, "_replay_at_once", replay_at_once)
     storage = MemoryLogStorage([job_entry(plan)])
     clock.now = T
     expected = [0, 2, "error no 2"]

@@ -1,0 +1,244 @@
+"""What durable code asks of its job, through :class:`~duron.Context`.
+
+Each call becomes an operation of the engine at the next position (an effect, a
+durable future, a ``ctx.patched`` question) and hands back what durable code
+awaits. This is also where the driver's two shortcuts live, leaves of its general
+path that the engine composes the same entries for: a replayed call whose
+recorded end comes next in the log takes it at once (:meth:`_replay_at_once`), and
+a live ``async def`` effect that ends in its first step on a quiet job is
+committed from inside ``ctx.run`` (:meth:`_run_at_once`). ``Driver.shortcuts =
+False`` turns both off; the test suite checks that nothing else changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from duron._delivery import OpFuture
+from duron._effect_runner import Effects, Fatal
+from duron._errors import PayloadError, UsageError
+from duron._exceptions import rebuild
+from duron._operations import Done, Op
+
+if TYPE_CHECKING:
+    from duron._driver import Driver
+    from duron._effect import EffectSpec
+    from duron._json import JSONValue
+
+__all__ = ["DurableCalls", "Recorded"]
+
+_running_loop = asyncio.events._get_running_loop
+
+CHECKPOINT_EVERY = 64
+"""Driver steps (effects committed from ``ctx.run`` included) between two yields to
+the host loop."""
+
+
+class Recorded:
+    """An effect's outcome handed to ``ctx.run`` at once, without a future."""
+
+    __slots__ = ("error", "value")
+
+    def __init__(self, value: Any, error: BaseException | None) -> None:
+        self.value = value
+        self.error = error
+
+
+class DurableCalls:
+    """The durable side of one run (``Context`` calls these)."""
+
+    __slots__ = ("_driver", "_random_calls")
+
+    def __init__(self, driver: Driver) -> None:
+        self._driver = driver
+        self._random_calls = 0
+
+    def check_loop(self, what: str) -> None:
+        d = self._driver
+        if _running_loop() is not d.loop:
+            raise UsageError(
+                f"{what} was called outside this job's durable code; a Context is "
+                "only valid inside the durable function it was given to"
+            )
+
+    def issue_effect(
+        self,
+        spec: EffectSpec,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        sink: Any = None,
+    ) -> asyncio.Future[Any] | Recorded:
+        """Register an effect call; the future to await, or its :class:`Recorded`
+        outcome when one of the shortcuts (see the module docstring) applies."""
+        d = self._driver
+        if _running_loop() is not d.loop:
+            self.check_loop(f"ctx.run({spec.name})")
+        engine = d.engine
+        try:
+            inputs = spec.sig.encode_call(d.codec, args, kwargs)
+        except PayloadError as err:
+            raise err.at(job=d.label, position=engine.next_id) from err.__cause__
+        streaming = spec.kind == "stream"
+        if sink is None and not streaming and d.shortcuts:
+            if engine.replaying:
+                recorded = self._replay_at_once(spec, inputs)
+                if recorded is not None:
+                    return recorded
+            elif spec.kind == "async" and self._quiet():
+                return self._run_at_once(spec, args, kwargs, inputs)
+        op = engine.issue(
+            Op(
+                "effect",
+                spec.name,
+                inputs,
+                streaming=streaming,
+                spec=spec,
+                args=args,
+                kwargs=kwargs,
+            )
+        )
+        op.sink = sink
+        if streaming:
+            op.state = args[0] if args else kwargs.get(spec.sig.params[0].name)
+        if not engine.replaying:
+            d.to_launch.append(op)
+        return self._await(op)
+
+    def _await(self, op: Op) -> OpFuture:
+        d = self._driver
+        fut = OpFuture(loop=d.loop)
+        fut.bind(op, self._op_cancelled)
+        op.fut = fut
+        return fut
+
+    def _replay_at_once(
+        self, spec: EffectSpec, inputs: dict[str, JSONValue]
+    ) -> Recorded | None:
+        """The call's recorded outcome, if stepping would hand it over next.
+
+        Normally the task suspends on its future, the loop goes quiet and the
+        driver delivers the next entry. When nothing else is ready and the engine
+        says the next entries are exactly this call's (no timer before them), the
+        task may as well go on with the outcome. Anything unusual (a payload that
+        no longer decodes) is left to the general path, which reports it.
+        """
+        d = self._driver
+        if d.patch_queries or d.loop.ready:
+            return None
+        engine, loop = d.engine, d.loop
+        done = engine.recorded_at_once(
+            "effect", spec.name, inputs, loop.next_deadline()
+        )
+        if done is None:
+            return None
+        if done.error is None:
+            try:
+                out = Recorded(
+                    d.codec.decode(done.result, spec.result_annotation), None
+                )
+            except Exception:
+                return None
+        else:
+            out = Recorded(None, rebuild(done.error))
+        engine.take_at_once(done)
+        loop.advance(done.t)  # only moves the clock: no timer is due (checked)
+        return out
+
+    def _quiet(self) -> bool:
+        """Whether a live effect that ends at once may be committed from durable
+        code: nothing but this call is ready, due, unrecorded or being asked, the
+        storage can append without waiting and the host is asyncio."""
+        d = self._driver
+        effects = d.effects
+        return (
+            not d.events
+            and not d.to_launch
+            and not d.patch_queries
+            and d.unyielded < CHECKPOINT_EVERY
+            and not d.closing
+            and effects is not None
+            and effects.direct
+            and d.writer.can_append_now
+            and d.engine.idle
+            and not d.loop.ready
+        )
+
+    def _run_at_once(
+        self,
+        spec: EffectSpec,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        inputs: dict[str, JSONValue],
+    ) -> Recorded | OpFuture:
+        """Start a live effect from durable code; if it ends in its first step,
+        commit it alone, now, as the driver's next round would, and hand the
+        outcome over. An effect that waits continues as usual."""
+        d = self._driver
+        effects = d.effects
+        assert effects is not None
+        op = d.engine.issue(
+            Op("effect", spec.name, inputs, spec=spec, args=args, kwargs=kwargs)
+        )
+        outcome = effects.start(op, from_durable=True)
+        if type(outcome) is Done and self._commit_at_once(outcome):
+            if outcome.error is not None:
+                return Recorded(None, rebuild(outcome.error, outcome.cause))
+            return Recorded(outcome.decoded, None)
+        if outcome is not None:
+            d.push(outcome)
+        return self._await(op)
+
+    def _commit_at_once(self, done: Done) -> bool:
+        """Commit ``done`` alone, now; False (nothing written) if a timer is due
+        first or the storage would have to wait."""
+        d = self._driver
+        loop, engine = d.loop, d.engine
+        t = max(loop.time(), d.clock())
+        if loop.due_by(t):
+            return False
+        try:
+            if not d.writer.append_now(engine.commit_alone(done, t)):
+                return False
+        except Exception as exc:  # the driver fails the job with it
+            d.push(Fatal(exc))
+            return False
+        d.unyielded += 1
+        loop.advance(t)  # only moves the clock: no timer is due by t (checked)
+        return True
+
+    def _op_cancelled(self, op: Op) -> None:
+        """Durable code gave up waiting for ``op``: stop it, record nothing more."""
+        d = self._driver
+        if d.engine.abandon(op) and op.task is not None:
+            Effects.stop(op)
+
+    def issue_future(
+        self, annotation: Any, name: str | None
+    ) -> tuple[str, asyncio.Future[Any]]:
+        d = self._driver
+        self.check_loop("ctx.create_future")
+        op = d.engine.issue(Op("future", name or "future"))
+        op.annotation = annotation
+        return str(op.id), self._await(op)
+
+    def patch_query(self, change_id: str) -> asyncio.Future[bool]:
+        d = self._driver
+        self.check_loop(f"ctx.patched({change_id!r})")
+        fut: asyncio.Future[bool] = d.loop.create_future()
+        d.patch_queries.append((change_id, fut))
+        return fut
+
+    @property
+    def label(self) -> str:
+        """The job's label."""
+        return self._driver.label
+
+    def time(self) -> float:
+        """The job clock (the durable loop's)."""
+        return self._driver.loop.time()
+
+    def next_random_seed(self) -> str:
+        d = self._driver
+        self._random_calls += 1
+        return f"{d.seed}:{self._random_calls}"
