@@ -264,7 +264,7 @@ class DurableFn(Generic[_P, _T]):
                 raise PayloadEncodeError(
                     what=f"argument {name!r} of {self.name}",
                     type_name=describe_type(self.sig.param(name).annotation),
-                    detail=f"would not decode from the log: {explain(exc)}",
+                    detail=f"would not decode back from the log: {explain(exc)}",
                     job=job,
                 ) from exc
         entry = JobStarted(
