@@ -151,7 +151,7 @@ def test_the_job_entry_refuses_what_the_log_would_not_give_back() -> None:
     with pytest.raises(duron.PayloadError) as info:
         lossy.job_entry((Lossy(n=1),), {}, via="submit()", job="j1")
     assert str(info.value).startswith(
-        f"job j1: argument 'value' of {lossy.name} (Lossy): would not decode from "
+        f"job j1: argument 'value' of {lossy.name} (Lossy): would not decode back from "
         "the log: "
     )
     with pytest.raises(duron.PayloadError) as big:
