@@ -62,6 +62,7 @@ from duron._operations import (
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
+    from duron._codec import Codec
     from duron._durable import DurableFn
     from duron._entries import Entry
     from duron._host_streams import OutputChannel
@@ -111,32 +112,36 @@ class Driver:
     ) -> None:
         self.dfn = dfn
         self.storage = storage
-        self.codec = dfn.codec
+        self.codec: Codec = dfn.codec
         self.label: str = storage.label
         self.seed = seed
         self.clock = clock
-        self.loop = DurableLoop(started)  # type: ignore[abstract]
-        self.engine = Engine(
+        self.loop: DurableLoop = DurableLoop(started)  # type: ignore[abstract]
+        self.engine: Engine = Engine(
             self.label, replaying=replaying, same_inputs=self._same_inputs
         )
-        self.live = anyio.Event()  # replay is over: host input may be recorded
-        self.ended = False
-        self.closing = False  # the host is stopping the job: start no more effects
+        self.live: anyio.Event = (
+            anyio.Event()
+        )  # replay is over: host input may be recorded
+        self.ended: bool = False
+        self.closing: bool = (
+            False  # the host is stopping the job: start no more effects
+        )
         self.root: asyncio.Task[Any] | None = None
-        self.entries_read = 0
-        self.writer = LogWriter(storage, dfn.name, self._name_at)
+        self.entries_read: int = 0
+        self.writer: LogWriter = LogWriter(storage, dfn.name, self._name_at)
         self.outputs: dict[str, OutputChannel] = {}
         self.inputs: dict[str, Op] = {}
         self.injected: dict[str, Any] = inject(self)
-        self.host_input = HostInput(self)
-        self.calls = DurableCalls(self)
+        self.host_input: HostInput = HostInput(self)
+        self.calls: DurableCalls = DurableCalls(self)
         self.events: deque[Outcome | Fatal] = deque()
         self.to_launch: list[Op] = []
         self._host: AsyncioHost | AnyioHost | None = None
         self.effects: Effects | None = None
         self._records: AsyncIterator[tuple[int, bytes]] | None = None
         self.patch_queries: list[tuple[str, asyncio.Future[bool]]] = []
-        self.unyielded = 0
+        self.unyielded: int = 0
         self._flush_due = False
 
     # -- running ---------------------------------------------------------------------

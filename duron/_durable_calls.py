@@ -41,8 +41,8 @@ class Recorded:
     __slots__ = ("error", "value")
 
     def __init__(self, value: Any, error: BaseException | None) -> None:
-        self.value = value
-        self.error = error
+        self.value: Any = value
+        self.error: BaseException | None = error
 
 
 class DurableCalls:

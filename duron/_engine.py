@@ -98,7 +98,9 @@ class Engine:
         self.next_id: int = 0
         self.replaying: bool = replaying
         self.finished: bool = False  # the log's end entry was fed
-        self.same_inputs = same_inputs
+        self.same_inputs: Callable[[Op, dict[str, JSONValue] | None], bool] | None = (
+            same_inputs
+        )
         self._pending: dict[int, Op] = {}
         self._lookahead: deque[tuple[int, Entry]] = deque()
         self._more: bool = replaying  # the log may hold entries not received yet

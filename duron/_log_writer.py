@@ -48,8 +48,8 @@ class LogWriter:
         function: str,
         name_of: Callable[[int], str | None],
     ) -> None:
-        self.storage = storage
-        self.entries_written = 0
+        self.storage: LogStorage = storage
+        self.entries_written: int = 0
         self._function = function
         self._name_of = name_of
         self._nowait: Callable[[Sequence[bytes]], bool] | None = nowait_appender(
