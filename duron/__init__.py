@@ -27,6 +27,7 @@ from duron._errors import (
     PayloadError,
     SchemaError,
     StorageError,
+    StoreUnavailableError,
     UnknownFunctionError,
     UsageError,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "SignalInterrupt",
     "SignalWriter",
     "StorageError",
+    "StoreUnavailableError",
     "Stream",
     "StreamClosed",
     "StreamWriter",
