@@ -334,3 +334,43 @@ async def test_a_seed_way_job_across_an_outage_gets_a_clear_error_then_resumes(
     info = await store.get("s1")
     assert (info.status, info.result) == ("completed", 9)
     await store.close()
+
+
+@pytest.mark.anyio
+async def test_a_worker_started_while_the_server_is_down_waits_for_it_quietly(
+    up: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    schema = new_schema()
+    async with PostgresStore(up.dsn, schema=schema) as setup:
+        await setup.migrate()
+        await setup.submit(noop, job_id="waiting")
+    await anyio.to_thread.run_sync(up.stop)
+    caplog.set_level(logging.INFO, logger="duron")
+    store = PostgresStore(up.dsn, schema=schema)
+    claims = 0
+    claim = store.claim
+
+    async def counting(limit: int) -> list[duron.Claim]:
+        nonlocal claims
+        claims += 1
+        return await claim(limit)
+
+    store.claim = counting  # type: ignore[method-assign]
+    async with duron.Worker(store, [noop], poll_interval=0.02) as w:
+        await anyio.sleep(2)
+        # Polling every 20 ms would be 100 tries; backing off, a handful.
+        assert 2 <= claims <= 8, claims
+        await anyio.to_thread.run_sync(up.start)
+        assert await store.result("waiting") == 0
+    assert w.ended == 1
+    await store.close()
+    records = [r for r in caplog.records if r.name == "duron"]
+    assert [r.levelname for r in records] == ["WARNING", "INFO"]
+    assert records[0].getMessage() == (
+        f"duron: PostgreSQL store {label(up, schema)} is unavailable (connect "
+        'failed: connection failed: connection to server at "127.0.0.1", port '
+        f"{up.port} failed: Connection refused Is the server running on that host "
+        "and accepting TCP/IP connections?); retrying with backoff, jobs stop at a "
+        "safe point and resume from their logs once it is back"
+    )
+    assert all(r.exc_info is None for r in records)
