@@ -31,6 +31,7 @@ from duron._errors import (
     PayloadError,
     SchemaError,
     StorageError,
+    StoreUnavailableError,
     UnknownFunctionError,
     UsageError,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "SignalInterrupt",
     "SignalWriter",
     "StorageError",
+    "StoreUnavailableError",
     "Stream",
     "StreamClosed",
     "StreamWriter",

@@ -4,7 +4,8 @@
   log disagree; the user's code changed (or is not deterministic).
 * :class:`CorruptLogError`: the stored bytes are damaged.
 * :class:`StorageError`, :class:`LogLockedError`, :class:`LeaseLostError`: the storage
-  backend failed or refused.
+  backend failed or refused; :class:`StoreUnavailableError`: it cannot be reached
+  right now (a failure that passes: never a reason to fail a job).
 * :class:`PayloadError`: a value could not be encoded into, or decoded from, the log.
 * :class:`UsageError`: the API was used the wrong way.
 * :class:`EffectError`: an effect raised an exception whose type cannot be rebuilt.
@@ -45,6 +46,7 @@ __all__ = [
     "PayloadError",
     "SchemaError",
     "StorageError",
+    "StoreUnavailableError",
     "UncheckableLogError",
     "UnknownFunctionError",
     "UsageError",
@@ -235,14 +237,64 @@ class CorruptLogError(DuronError):
 
 
 class StorageError(DuronError):
-    """The storage backend failed (I/O error, driver error, refused write).
+    """The storage backend failed or refused an operation.
 
-    The message never shows a password: a connection string in it is shown
-    without one (the driver's own words may quote the URL it was given).
+    :class:`StoreUnavailableError` (a subclass) means the failure may pass: the
+    store cannot be reached right now. Any other ``StorageError`` is a refusal.
+
+    Attributes:
+        store: The log or store concerned: a file path, a job's label, or a
+            database URL without its password.
+        operation: What failed: ``"append"``, ``"read"``, ``"acquire"``,
+            ``"release"``, ``"claim"``, ``"heartbeat"``, ``"connect"``, ...
+        detail: The backend's explanation (the driver's own error message).
+        job: The job the operation was for, when there is one.
+        kind: How the message names ``store`` (``"log"``, ``"SQLite store"``...).
+
+    The driver's exception, when there is one, is the ``__cause__``. The message
+    never shows a password: a connection string in it is shown without one.
     """
 
-    def __init__(self, message: str = "", /) -> None:
-        super().__init__(redact(message))
+    def __init__(
+        self,
+        *,
+        store: str,
+        operation: str,
+        detail: str,
+        job: str | None = None,
+        kind: str = "store",
+    ) -> None:
+        # The driver's words may quote the connection string it was given.
+        self.store = redact(store)
+        self.operation = operation
+        self.detail = redact(detail)
+        self.job = job
+        self.kind = kind
+        super().__init__(self._message())
+
+    def _what(self) -> str:
+        of = f" of job {self.job}" if self.job is not None else ""
+        return f"{self.operation}{of} failed: {self.detail}"
+
+    def _message(self) -> str:
+        return f"{self.kind} {self.store}: {self._what()}"
+
+
+class StoreUnavailableError(StorageError):
+    """The store cannot be reached right now; try again later.
+
+    The server is down or restarting, the network is cut, the database is locked
+    beyond its busy timeout, the disk is full or the file read-only: nothing was
+    refused for good. A :class:`~duron.Worker` never marks a job failed for it: it
+    stops the job at a safe point without recording anything and resumes it once
+    the store answers again, replaying what was committed.
+    """
+
+    def _message(self) -> str:
+        return (
+            f"{self.kind} {self.store} is unavailable right now: {self._what()}; "
+            "try again once it is back"
+        )
 
 
 class LogLockedError(StorageError):
@@ -254,22 +306,34 @@ class LogLockedError(StorageError):
     """
 
     def __init__(self, *, job: str, holder: str | None = None) -> None:
-        self.job = job
         self.holder = holder
         by = f" (held by {holder})" if holder else ""
-        super().__init__(
+        self._text = (
             f"log {job} is already open for writing by another job{by}; a log has "
             "one writer at a time: close the other job or wait for it to finish"
         )
+        super().__init__(
+            store=job,
+            operation="acquire",
+            detail=f"held by another writer{by}",
+            job=job,
+            kind="log",
+        )
+
+    def _message(self) -> str:
+        return self._text
 
 
 class LeaseLostError(StorageError):
     """This writer lost its lease on the log; another owner continues the job."""
 
     def __init__(self, *, job: str, detail: str) -> None:
-        self.job = job
-        self.detail = detail
-        super().__init__(f"job {job}: lease lost, nothing was written: {detail}")
+        super().__init__(
+            store=job, operation="append", detail=detail, job=job, kind="log"
+        )
+
+    def _message(self) -> str:
+        return f"job {self.job}: lease lost, nothing was written: {self.detail}"
 
 
 class SchemaError(StorageError):
@@ -281,9 +345,10 @@ class SchemaError(StorageError):
     """
 
     def __init__(self, *, store: str, detail: str) -> None:
-        self.store: str = redact(store)
-        self.detail = detail
-        super().__init__(f"{self.store}: {detail}")
+        super().__init__(store=store, operation="open", detail=detail)
+
+    def _message(self) -> str:
+        return f"{self.store}: {self.detail}"
 
 
 class JobNotFoundError(DuronError, LookupError):

@@ -6,6 +6,14 @@ and ``job.resume()``, and asks the store regularly which of its jobs were asked 
 cancel or were taken over by another owner. Leaving the ``async with`` block stops
 every job at a safe point; their leases are released so that they resume at once
 elsewhere, or here on the next start.
+
+A store that cannot be reached (:class:`~duron.StoreUnavailableError`: a database
+restarting or failing over, a locked or full SQLite file) is never a reason to fail
+a job: a job that cannot append, read or keep its lease stops at a safe point
+without recording anything, and is claimed again once the store answers, by this
+worker or another; its log replays what was committed. The worker's polls back off
+with jitter meanwhile, and the outage is logged once when it starts and once when
+it ends.
 """
 
 from __future__ import annotations
@@ -17,9 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from duron._errors import DuronError, LeaseLostError, UnknownFunctionError, UsageError
+from duron._errors import (
+    DuronError,
+    LeaseLostError,
+    StorageError,
+    StoreUnavailableError,
+    UnknownFunctionError,
+    UsageError,
+)
 from duron._job import Job
-from duron._jobstore import Claim
+from duron._jobstore import Claim, Outage, backoff
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -33,6 +48,11 @@ __all__ = ["Worker"]
 
 _log = logging.getLogger("duron")
 
+BACKOFF_FIRST = 0.1
+"""Seconds a worker waits after its first failed poll of a store."""
+BACKOFF_CAP = 5.0
+"""The longest a worker waits between two polls of a store that fails."""
+
 
 @dataclass(eq=False)
 class _Slot:
@@ -43,6 +63,8 @@ class _Slot:
     cancel_wanted: bool = False
     cancel_sent: bool = False
     lost: bool = False
+    finished: bool = False  # the job's outcome is known (job.wait() returned/raised)
+    interrupted: bool = False  # stopped because the store was unavailable
     done: anyio.Event = field(default_factory=anyio.Event)
     previous: _Slot | None = None  # an older run of the same job, stopping
 
@@ -65,6 +87,10 @@ class Worker:
     function the store's jobs use: a job naming a function the worker does not
     know is marked failed (:class:`~duron.UnknownFunctionError`) and waits for
     ``store.requeue()``.
+
+    While the store cannot be reached, jobs that need it stop at a safe point
+    without being marked failed and resume once it is back (see the module
+    docstring and the service guide's "When the database goes away").
 
     Args:
         store: A job store (:class:`~duron.contrib.storage.SQLiteStore`, ...).
@@ -115,8 +141,25 @@ class Worker:
         self._slots: dict[str, _Slot] = {}
         self._tg: TaskGroup | None = None
         self._state = "new"
+        outage = getattr(store, "outage", None)
+        # A store that keeps its own (the SQL stores) says itself when it is back:
+        # a poll that only read proves little (a locked SQLite file reads fine).
+        self._own_outage = not isinstance(outage, Outage)
+        self.outage: Outage = (
+            outage
+            if isinstance(outage, Outage)
+            else Outage(f"store {getattr(store, 'label', store)}")
+        )
+        """Whether the store answers, as this worker (and the store) last found it."""
+        self._failed_polls = 0
+        self._poll_error = ""
+        self._interruptions = 0  # runs stopped by the store since a job ended
+        self._claim_after = 0.0  # no claims before then (anyio.current_time())
         self.ended: int = 0
         """How many jobs this worker ran to their end (any outcome)."""
+        self.interrupted: int = 0
+        """How many runs of jobs this worker stopped because the store was
+        unavailable (each job resumes, here or elsewhere, once it is back)."""
 
     @property
     def running(self) -> list[str]:
@@ -178,12 +221,33 @@ class Worker:
                     self._wake = anyio.Event()
                     try:
                         await self._tick()
-                    except DuronError:
-                        _log.exception("duron worker: the store failed; retrying")
+                    except DuronError as exc:
+                        await self._back_off(exc)
+                        continue
+                    self._failed_polls = 0
+                    self._poll_error = ""
+                    if self._own_outage:
+                        self.outage.recovered()
                     with anyio.move_on_after(self.heartbeat_interval):
                         await self._wake.wait()
         finally:
             self._loop_done.set()
+
+    async def _back_off(self, error: DuronError) -> None:
+        """A poll failed: say so once, then wait longer after each failure."""
+        self._failed_polls += 1
+        if isinstance(error, StoreUnavailableError):
+            self.outage.failed(error)  # logged once per outage
+        elif str(error) != self._poll_error:
+            # A refusal is not an outage; still one line per distinct error, not
+            # one per poll, and a traceback only for what is not the store's.
+            self._poll_error = str(error)
+            _log.error(
+                "duron worker: polling the store failed: %s; retrying with backoff",
+                error,
+                exc_info=not isinstance(error, StorageError),
+            )
+        await anyio.sleep(backoff(self._failed_polls, BACKOFF_FIRST, BACKOFF_CAP))
 
     async def _tick(self) -> None:
         store = self.store
@@ -208,6 +272,11 @@ class Worker:
         free = self.concurrency - len(slots)
         if free <= 0 or self._state != "running":
             return
+        if anyio.current_time() < self._claim_after:
+            # A job just stopped because the store could not take its writes:
+            # claiming it (or another) again at once may only stop it again
+            # (a full disk still takes the claim's small write).
+            return
         tg = self._tg
         assert tg is not None
         # Claimed jobs must get their slot (and so their release) even if the
@@ -218,12 +287,14 @@ class Worker:
             slot = _Slot(claim, cancel_wanted=claim.cancel_requested)
             older = slots.get(claim.job_id)
             if older is not None:
-                # The store gave back a job this worker still runs: the claim
-                # moved the epoch on, so the older run can no longer write. It
-                # stops; the new claim runs the job once it has.
+                # The store gave back a job this worker still runs (its lease
+                # ran out meanwhile, or it is stopping and could not give its
+                # lease back): the claim moved the epoch on, so the older run
+                # can no longer write. It stops; the new claim runs the job
+                # once it has.
                 _log.warning(
-                    "duron worker: claimed job %s again while running it (its "
-                    "lease ran out meanwhile); stopping the older run",
+                    "duron worker: claimed job %s again while an older run of it "
+                    "was still here; stopping the older run",
                     claim.job_id,
                 )
                 older.lost = older.stopping = True
@@ -249,7 +320,7 @@ class Worker:
                     known=tuple(sorted(self.functions)),
                 )
                 _log.error("duron worker: %s", error)
-                await self.store.fail(job_id, claim.epoch, error)
+                await self._record_failure(claim, error)
                 return
             try:
                 await self._drive(slot, fn)
@@ -292,12 +363,17 @@ class Worker:
                     scope.cancel()
                 try:
                     await job.wait()
+                except StoreUnavailableError:
+                    raise  # not an end: the job resumes once the store is back
                 except Exception:
+                    slot.finished = True
                     self.ended += 1
                     raise
             slot.scope = None
             if not scope.cancelled_caught:
+                slot.finished = True
                 self.ended += 1
+                self._interruptions = 0
                 return
             if slot.stopping:
                 return
@@ -307,10 +383,50 @@ class Worker:
         if isinstance(error, LeaseLostError):
             _log.warning("duron worker: %s", error)
             return  # another owner runs the job now
+        if isinstance(error, StoreUnavailableError):
+            # Nothing is recorded: the job is not failed, it stopped at a safe
+            # point and resumes from its log once the store answers.
+            self.outage.failed(error)
+            if slot.finished:
+                _log.debug(
+                    "duron worker: job %s ended; giving its lease back failed: %s",
+                    claim.job_id,
+                    error,
+                )
+            elif not slot.interrupted:
+                slot.interrupted = True
+                self.interrupted += 1
+                self._interruptions += 1
+                self._claim_after = anyio.current_time() + backoff(
+                    self._interruptions, BACKOFF_FIRST, BACKOFF_CAP
+                )
+                _log.info(
+                    "duron worker: job %s stopped at a safe point (%s); it resumes "
+                    "from its log once the store is back",
+                    claim.job_id,
+                    error,
+                )
+            return
         _log.info("duron worker: job %s failed: %r", claim.job_id, error)
+        await self._record_failure(claim, error)
+
+    async def _record_failure(self, claim: Claim, error: Exception) -> None:
         # A no-op when the job's log recorded this end itself (its status is set),
         # or when another owner took the job over (the epoch moved on).
-        await self.store.fail(claim.job_id, claim.epoch, error)
+        try:
+            await self.store.fail(claim.job_id, claim.epoch, error)
+        except StorageError as exc:
+            if isinstance(exc, StoreUnavailableError):
+                self.outage.failed(exc)
+            # The job stays unfinished: it is claimed again (here once the store
+            # is back, elsewhere once its lease runs out), meets the same
+            # failure, and that one is recorded.
+            _log.warning(
+                "duron worker: job %s: could not record its failure (%s); it runs "
+                "again later",
+                claim.job_id,
+                exc,
+            )
 
     def __repr__(self) -> str:
         return (

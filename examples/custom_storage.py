@@ -52,7 +52,10 @@ class DictLog:
     async def append(self, entries: Sequence[bytes], /) -> None:
         if not self._writer:
             raise StorageError(
-                f"log {self.label} is not open for writing (acquire() first)"
+                kind="log",
+                store=self.label,
+                operation="append",
+                detail="not open for writing (acquire() first)",
             )
         # A real backend makes this one transaction: all of the batch or a prefix.
         self.store.logs.setdefault(self.label, []).extend(entries)

@@ -377,12 +377,16 @@ async def test_log_in_a_missing_directory_is_a_storage_error(tmp_path: Path) -> 
         duron.StorageError,
         match="^"
         + re.escape(
-            f"cannot open log {path}: [Errno 2] No such file or directory: '{path}'"
+            f"log {path}: open failed: [Errno 2] No such file or directory: '{path}'"
         )
         + "$",
-    ):
+    ) as caught:
         async with chain.invoke(FileLogStorage(path)):
             pass
+    # A missing directory does not come back by waiting: a refusal.
+    assert type(caught.value) is duron.StorageError
+    assert (caught.value.store, caught.value.operation) == (str(path), "open")
+    assert isinstance(caught.value.__cause__, FileNotFoundError)
 
 
 # -- durability ------------------------------------------------------------------------------
@@ -452,15 +456,19 @@ async def test_failed_write_is_cut_back_before_the_next_batch(
             raise OSError(errno.ENOSPC, "No space left on device")
 
         monkeypatch.setattr(os, "write", half_then_fail)
+        # A full disk may be freed: the error says to try again, and a worker
+        # would stop the job rather than fail it.
         with pytest.raises(
-            duron.StorageError,
+            duron.StoreUnavailableError,
             match="^"
             + re.escape(
-                f"cannot append to log {path}: [Errno 28] No space left on device"
+                f"log {path} is unavailable right now: append failed: [Errno 28] "
+                "No space left on device; try again once it is back"
             )
             + "$",
-        ):
+        ) as caught:
             await storage.append([b'{"n":2}', b'{"n":3}'])
+        assert caught.value.__cause__ is not None
         monkeypatch.setattr(os, "write", real_write)
         assert path.read_bytes() == b'{"n":1}\n'
         await storage.append([b'{"n":4}'])

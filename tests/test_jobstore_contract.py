@@ -632,6 +632,9 @@ async def test_a_closed_store_says_so(backend: Backend) -> None:
     store = await backend.store()
     await store.list_jobs()
     await store.close()
-    message = f"{backend.name} store {store.label} is closed"
-    with pytest.raises(duron.StorageError, match=f"^{re.escape(message)}$"):
+    message = f"{backend.name} store {store.label}: list failed: the store is closed"
+    with pytest.raises(duron.StorageError, match=f"^{re.escape(message)}$") as caught:
         await store.list_jobs()
+    # Closed for good: a refusal, not an outage to wait out.
+    assert type(caught.value) is duron.StorageError
+    assert (caught.value.store, caught.value.operation) == (store.label, "list")

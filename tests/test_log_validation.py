@@ -648,7 +648,7 @@ def test_a_damaged_job_row_is_a_storage_error_naming_the_column(
 ) -> None:
     db = _store(tmp_path)
     _sql(db, f"UPDATE jobs SET {column} = ? WHERE id = 'j'", value)
-    message = f"job j: its row in {db} is damaged: {why}"
+    message = f"store {db}: read of job j failed: its row is damaged: {why}"
 
     async def get() -> None:
         store = SQLiteStore(db)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -297,25 +298,41 @@ async def test_a_schema_from_a_newer_duron_is_refused(schema: str) -> None:
 
 @pytest.mark.anyio
 async def test_an_unreachable_server() -> None:
+    import psycopg
+
     store = PostgresStore(
         "postgresql://someone:secret@127.0.0.1:1/nowhere", connect_timeout=2
     )
     assert store.label == "postgresql://someone@127.0.0.1:1/nowhere"
-    message = (
-        "cannot connect to PostgreSQL at postgresql://someone@127.0.0.1:1/nowhere: "
+    refused = (
         'connection failed: connection to server at "127.0.0.1", port 1 failed: '
         "Connection refused Is the server running on that host and accepting "
         "TCP/IP connections?"
     )
-    with pytest.raises(duron.StorageError, match=f"^{re.escape(message)}$"):
-        await store.list_jobs()
-    with pytest.raises(duron.StorageError, match=f"^{re.escape(message)}$"):
-        await store.migrate()
+    # A server that never answered is reported at once (no waiting out the
+    # connect timeout), as one that may come back: try again.
+    for op, call in (("list", store.list_jobs), ("migrate", store.migrate)):
+        message = (
+            "PostgreSQL store postgresql://someone@127.0.0.1:1/nowhere is "
+            f"unavailable right now: {op} failed: {refused}; try again once it is "
+            "back"
+        )
+        started = time.monotonic()
+        with pytest.raises(
+            duron.StoreUnavailableError, match=f"^{re.escape(message)}$"
+        ) as caught:
+            await call()
+        assert time.monotonic() - started < 1.5
+        assert caught.value.store == "postgresql://someone@127.0.0.1:1/nowhere"
+        assert caught.value.operation == op
+        assert "secret" not in str(caught.value)
+        assert isinstance(caught.value.__cause__, psycopg.OperationalError)
     await store.close()
     with pytest.raises(
         duron.StorageError,
         match=re.escape(
-            "PostgreSQL store postgresql://someone@127.0.0.1:1/nowhere is closed"
+            "PostgreSQL store postgresql://someone@127.0.0.1:1/nowhere: list "
+            "failed: the store is closed"
         ),
     ):
         await store.list_jobs()
@@ -367,8 +384,7 @@ def test_import_duron_never_imports_psycopg_and_a_missing_driver_says_what_to_in
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert out.stdout == (
-        "PostgreSQL storage needs psycopg 3 and psycopg-pool: "
-        "pip install 'duron[postgres]'\n"
+        "PostgreSQL storage needs psycopg 3: pip install 'duron[postgres]'\n"
     )
 
 
@@ -415,7 +431,8 @@ def test_db_migrate_and_jobs_list_from_the_command_line(
     )
     assert main(["db", "migrate", "postgresql://x@127.0.0.1:1/db"]) == 2
     assert capsys.readouterr().err.startswith(
-        "duron db: error: cannot connect to PostgreSQL at postgresql://x@127.0.0.1:1/db: "
+        "duron db: error: PostgreSQL store postgresql://x@127.0.0.1:1/db is "
+        "unavailable right now: migrate failed: connection failed: "
     )
     assert main(["jobs", "list", "postgresql://x/db?schema=no-no"]) == 2
     assert capsys.readouterr().err == (

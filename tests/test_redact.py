@@ -124,5 +124,11 @@ def test_errors_naming_a_store_hide_its_password() -> None:
         "postgresql://app:***@db/app",
         "postgresql://app:***@db/app: no Duron schema",
     )
-    storage = duron.StorageError(f"cannot connect to {url}: refused")
-    assert str(storage) == "cannot connect to postgresql://app:***@db/app: refused"
+    storage = duron.StorageError(
+        store=url, operation="connect", detail=f"cannot connect to {url}: refused"
+    )
+    assert storage.store == "postgresql://app:***@db/app"
+    assert str(storage) == (
+        "store postgresql://app:***@db/app: connect failed: cannot connect to "
+        "postgresql://app:***@db/app: refused"
+    )

@@ -49,7 +49,7 @@ async def test_concurrent_appends_share_one_transaction(store: SQLiteStore) -> N
     before = store.transactions
     async with anyio.create_task_group() as tg:
         # The DB thread is busy: every append queues up behind this request.
-        tg.start_soon(lambda: store._engine.call(hold))
+        tg.start_soon(lambda: store._engine.call(hold, op="test"))
         await anyio.sleep(0.05)
         for i, log in enumerate(logs):
             tg.start_soon(log.append, [orjson.dumps({"type": "done", "id": i, "t": 1})])
@@ -82,7 +82,7 @@ async def test_a_refused_append_does_not_undo_the_others_in_its_batch(
             results[name] = "lost"
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: store._engine.call(lambda conn: gate.wait(10)))
+        tg.start_soon(lambda: store._engine.call(lambda conn: gate.wait(10), op="test"))
         await anyio.sleep(0.05)
         tg.start_soon(append, "bad", bad)
         tg.start_soon(append, "good", good)
@@ -158,6 +158,7 @@ async def test_options(tmp_path: Path) -> None:
                 conn.execute("PRAGMA synchronous").fetchone()[0],
                 conn.execute("PRAGMA journal_mode").fetchone()[0],
             ),
+            op="test",
             write=False,
         )
         assert got == (level, "wal")

@@ -355,14 +355,16 @@ async def test_append_without_the_lease_is_refused(
 ) -> None:
     storage = open_log("no-lease")
     message = re.escape(
-        f"log {storage.label} is not open for writing (acquire() first)"
+        f"log {storage.label}: append failed: not open for writing (acquire() first)"
     )
-    with pytest.raises(StorageError, match=message):
+    with pytest.raises(StorageError, match=f"^{message}$") as caught:
         await storage.append([entry(0)])
+    assert type(caught.value) is StorageError  # a refusal, not an outage
+    assert (caught.value.store, caught.value.operation) == (storage.label, "append")
     await storage.acquire()
     await storage.append([entry(1)])
     await storage.release()
-    with pytest.raises(StorageError, match=message):
+    with pytest.raises(StorageError, match=f"^{message}$"):
         await storage.append([entry(2)])
     assert await read_entries(storage) == [entry(1)]
 
@@ -425,8 +427,8 @@ async def test_append_nowait_without_the_lease_is_refused(
     storage = BACKENDS[nowait_backend]().make_storage(tmp_path, "nowait-no-lease")
     append_nowait = nowait(storage, nowait_backend)
     message = re.escape(
-        f"log {storage.label} is not open for writing (acquire() first)"
+        f"log {storage.label}: append failed: not open for writing (acquire() first)"
     )
-    with pytest.raises(StorageError, match=message):
+    with pytest.raises(StorageError, match=f"^{message}$"):
         append_nowait([entry(0)])
     assert await read_entries(storage) == []

@@ -9,6 +9,7 @@ second job in this process) gets :class:`~duron.LogLockedError`.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -17,7 +18,7 @@ from typing import Literal
 
 import anyio.to_thread
 
-from duron._errors import LogLockedError, StorageError
+from duron._errors import LogLockedError, StorageError, StoreUnavailableError
 
 try:
     import fcntl
@@ -29,6 +30,24 @@ __all__ = ["Durability", "FileLogStorage"]
 Durability = Literal["flush", "fsync"]
 _CHUNK = 1 << 18  # 256 KiB: reading a log of any length holds about this much
 _log = logging.getLogger("duron")
+# Errors that may pass without the log changing: a full or read-only disk, an I/O
+# error, a lock or file handle the system may give back. Another try may succeed.
+_PASSING = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ENOSPC",
+        "EDQUOT",
+        "EROFS",
+        "EIO",
+        "EACCES",
+        "EPERM",
+        "EAGAIN",
+        "EBUSY",
+        "ENOLCK",
+        "ESTALE",
+    )
+    if hasattr(errno, name)
+)
 
 
 class FileLogStorage:
@@ -61,7 +80,7 @@ class FileLogStorage:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as exc:
-            raise StorageError(f"cannot open log {self.label}: {exc}") from exc
+            raise self._error("open", exc) from exc
         try:
             _lock(fd, self.label)
             end = _repair_tail(fd, self.label)
@@ -69,7 +88,7 @@ class FileLogStorage:
                 _sync_dir(self.path.parent)  # a new file must survive power loss too
         except OSError as exc:
             os.close(fd)
-            raise StorageError(f"cannot open log {self.label}: {exc}") from exc
+            raise self._error("open", exc) from exc
         except BaseException:
             os.close(fd)
             raise
@@ -87,7 +106,7 @@ class FileLogStorage:
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise StorageError(f"cannot read log {self.label}: {exc}") from exc
+            raise self._error("read", exc) from exc
         try:
             offset = 0
             rest = b""
@@ -142,13 +161,21 @@ class FileLogStorage:
         fd = self._fd
         if fd is None:
             raise StorageError(
-                f"log {self.label} is not open for writing (acquire() first)"
+                kind="log",
+                store=self.label,
+                operation="append",
+                detail="not open for writing (acquire() first)",
             )
         return fd
 
     def _failed(self, fd: int, exc: OSError) -> StorageError:
         self._undo_partial_write(fd)
-        return StorageError(f"cannot append to log {self.label}: {exc}")
+        return self._error("append", exc)
+
+    def _error(self, operation: str, exc: OSError) -> StorageError:
+        """The file system's error, as a passing one when the disk may come back."""
+        cls = StoreUnavailableError if exc.errno in _PASSING else StorageError
+        return cls(kind="log", store=self.label, operation=operation, detail=str(exc))
 
     def _undo_partial_write(self, fd: int) -> None:
         # A failed write may have left part of the batch behind; the next append

@@ -47,7 +47,10 @@ class MemoryLogStorage:
         """Append at once (a memory log never waits); returns True."""
         if not self._held:
             raise StorageError(
-                f"log {self.label} is not open for writing (acquire() first)"
+                kind="log",
+                store=self.label,
+                operation="append",
+                detail="not open for writing (acquire() first)",
             )
         # A copy, not the caller's object: orjson's output keeps its whole growth
         # buffer (~4 KiB), which a log held in memory would keep per entry.

@@ -27,6 +27,7 @@ import orjson
 from duron._errors import JobNotFoundError
 from duron._jobstore import (
     TERMINAL,
+    Outage,
     check_job_id,
     check_requeue,
     check_resubmit,
@@ -57,15 +58,12 @@ __all__ = ["PostgresStore", "store_from_url"]
 
 _Row = tuple[Any, ...]
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_INSTALL = (
-    "PostgreSQL storage needs psycopg 3 and psycopg-pool: pip install 'duron[postgres]'"
-)
+_INSTALL = "PostgreSQL storage needs psycopg 3: pip install 'duron[postgres]'"
 
 
 def _require_driver() -> None:
     try:
         import psycopg  # noqa: F401
-        import psycopg_pool  # noqa: F401
     except ImportError as exc:
         raise ImportError(_INSTALL) from exc
 
@@ -189,6 +187,7 @@ class PostgresStore(SQLStore):
                 lease_seconds=self.lease,
                 pool_size=pool_size,
                 connect_timeout=connect_timeout,
+                outage=Outage(f"PostgreSQL store {self.label}"),
             )
         )
 
@@ -211,7 +210,7 @@ class PostgresStore(SQLStore):
         async def run(conn: AsyncConnection[Any]) -> list[int]:
             return await migrate(conn, label, schema)
 
-        return await self._engine.direct(run)
+        return await self._engine.direct(run, op="migrate")
 
     @property
     def _q(self) -> str:
@@ -261,7 +260,7 @@ class PostgresStore(SQLStore):
             first = await cur.fetchone()
             check_resubmit(job_id, entry, first[0] if first else None)
 
-        await self._engine.call(run, signal=WORK)
+        await self._engine.call(run, op="submit", signal=WORK, job=job_id, retry=True)
 
     async def _job_row(self, job_id: str) -> _Row | None:
         q = self._q
@@ -274,7 +273,7 @@ class PostgresStore(SQLStore):
             )
             return await cur.fetchone()
 
-        return await self._engine.call(run)
+        return await self._engine.call(run, op="get", job=job_id, retry=True)
 
     async def _job_rows(
         self, wanted: list[str] | None, limit: int | None
@@ -293,7 +292,7 @@ class PostgresStore(SQLStore):
             cur = await conn.execute(sql, params)
             return await cur.fetchall()
 
-        return await self._engine.call(run)
+        return await self._engine.call(run, op="list", retry=True)
 
     async def _cancel(self, job_id: str) -> bool:
         q = self._q
@@ -323,7 +322,7 @@ class PostgresStore(SQLStore):
                     )
                 return True
 
-        return await self._engine.call(run, signal=WORK | DONE, job=job_id)
+        return await self._engine.call(run, op="cancel", signal=WORK | DONE, job=job_id)
 
     async def _lease_state(
         self, conn: AsyncConnection[Any], job_id: str
@@ -362,7 +361,7 @@ class PostgresStore(SQLStore):
                     (job_id,),
                 )
 
-        await self._engine.call(run, signal=WORK)
+        await self._engine.call(run, op="requeue", signal=WORK, job=job_id, retry=True)
 
     async def _fork(self, job_id: str, new_id: str, at: int) -> None:
         q = self._q
@@ -402,7 +401,7 @@ class PostgresStore(SQLStore):
                     ),
                 )
 
-        await self._engine.call(run, signal=WORK)
+        await self._engine.call(run, op="fork", signal=WORK, job=job_id)
 
     async def _prune(self, wanted: list[str], age: float) -> int:
         q = self._q
@@ -418,7 +417,7 @@ class PostgresStore(SQLStore):
             row = await cur.fetchone()
             return 0 if row is None else int(row[0])
 
-        return await self._engine.call(run)
+        return await self._engine.call(run, op="prune")
 
     async def _exists(self, job_id: str) -> bool:
         q = self._q
@@ -427,7 +426,7 @@ class PostgresStore(SQLStore):
             cur = await conn.execute(f"SELECT 1 FROM {q}.jobs WHERE id = %s", (job_id,))
             return await cur.fetchone() is not None
 
-        return await self._engine.call(run)
+        return await self._engine.call(run, op="read", job=job_id, retry=True)
 
     async def _read_chunk(
         self, job_id: str, start: int, limit: int
@@ -443,13 +442,14 @@ class PostgresStore(SQLStore):
             )
             return [(seq, text.encode()) for seq, text in await cur.fetchall()]
 
-        return await self._engine.call(run)
+        return await self._engine.call(run, op="read", job=job_id, retry=True)
 
     async def _claim_rows(
         self, limit: int, mine: list[str]
     ) -> list[tuple[str, str, int, Any, Any]]:
         # Rows another worker is claiming, or another writer is appending to, are
-        # skipped, not waited for.
+        # skipped, not waited for. A lease of this store object that it no longer
+        # holds (its release failed while the server was away) is taken back.
         q = self._q
         owner, lease = self.owner, self.lease
 
@@ -459,19 +459,19 @@ class PostgresStore(SQLStore):
             cur = await conn.execute(
                 f"WITH c AS (SELECT id FROM {q}.jobs "
                 "WHERE status IN ('pending', 'running') AND function IS NOT NULL "
-                "AND (lease_expires IS NULL OR lease_expires < now()) "
-                "AND NOT id = ANY(%s) "
+                "AND (lease_expires IS NULL OR lease_expires < now() "
+                "OR lease_owner = %s) AND NOT id = ANY(%s) "
                 "ORDER BY created, id LIMIT %s FOR UPDATE SKIP LOCKED) "
                 f"UPDATE {q}.jobs AS j SET status = 'running', lease_owner = %s, "
                 "lease_expires = now() + make_interval(secs => %s), "
                 "epoch = j.epoch + 1, updated = now() FROM c WHERE j.id = c.id "
                 "RETURNING j.id, j.function, j.epoch, j.cancel_requested, j.created",
-                (mine, limit, owner, lease),
+                (owner, mine, limit, owner, lease),
                 prepare=True,
             )
             return await cur.fetchall()
 
-        return await self._engine.call(run)
+        return await self._engine.call(run, op="claim")
 
     async def _lease_rows(self, ids: list[str]) -> dict[str, tuple[str, int, Any]]:
         q = self._q
@@ -485,7 +485,8 @@ class PostgresStore(SQLStore):
             )
             return await cur.fetchall()
 
-        return {r[0]: r[1:] for r in await self._engine.call(run)}
+        rows = await self._engine.call(run, op="heartbeat", retry=True)
+        return {r[0]: r[1:] for r in rows}
 
     async def _fail(self, job_id: str, epoch: int, error: str) -> None:
         q = self._q
@@ -499,4 +500,4 @@ class PostgresStore(SQLStore):
                 (error, job_id, epoch),
             )
 
-        await self._engine.call(run, signal=DONE, job=job_id)
+        await self._engine.call(run, op="fail", signal=DONE, job=job_id, retry=True)

@@ -17,6 +17,15 @@ On that loop:
   others' commit;
 * the leases this store object holds are renewed every third of their length,
   with the database's clock, not the workers'.
+
+When the server goes away (a restart, a failover), requests wait for it up to
+``connect_timeout`` while the pool (:mod:`~duron.contrib._postgres_pool`)
+reconnects; psycopg's errors are translated once, here, into
+:class:`~duron.StoreUnavailableError` (try again) or :class:`~duron.StorageError`
+(refused). The operations that can safely run twice are retried once on a fresh
+connection when theirs broke under them: reads, heartbeats, submits, releases,
+recording a failure, and appends (a retried append skips the entries its first try
+may have committed: no other writer can hold those positions under its epoch).
 """
 
 from __future__ import annotations
@@ -31,14 +40,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from duron._errors import DuronError, LeaseLostError, StorageError
+from duron._errors import (
+    DuronError,
+    LeaseLostError,
+    StorageError,
+    StoreUnavailableError,
+)
+from duron._jobstore import Outage
+from duron.contrib._postgres_pool import NoConnection, Pool, is_passing
 from duron.contrib._postgres_schema import Schema, check_schema, missing_schema
 from duron.contrib._sqllog import lost_detail
 from duron.contrib._wakeups import Request, Watchers, host_caller
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
-    from psycopg_pool import AsyncConnectionPool
 
 __all__ = ["AppendRequest", "Engine"]
 
@@ -52,6 +67,9 @@ _STORE = "PostgreSQL store"
 def new_request(signal: int = 0, job: str | None = None) -> Request:
     """A request from the task running now."""
     return Request(host_caller(_STORE), anyio.Event(), signal, job)
+
+
+_Fn = Callable[["AsyncConnection[Any]"], Awaitable[Any]]
 
 
 @dataclass(slots=True, eq=False)
@@ -91,6 +109,7 @@ class Engine:
     lease_seconds: float
     pool_size: int
     connect_timeout: float
+    outage: Outage
     held: dict[str, int] = field(default_factory=dict)
     stats: Stats = field(default_factory=Stats)
 
@@ -101,8 +120,8 @@ class Engine:
         self._closed = False
         self._watchers = Watchers(_STORE)
         # Engine-loop state (touched on the engine's thread only).
-        self._pool: AsyncConnectionPool[Any] | None = None
-        self._opening: asyncio.Lock | None = None
+        self._pool: Pool | None = None
+        self._schema_checked = False
         self._appends: list[AppendRequest] = []
         self._append_ready: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # the flusher, the renewer
@@ -116,27 +135,39 @@ class Engine:
         self,
         fn: Callable[[AsyncConnection[Any]], Awaitable[_R]],
         *,
+        op: str,
         signal: int = 0,
         job: str | None = None,
+        retry: bool = False,
     ) -> _R:
         """Run ``fn(conn)`` on a pooled connection (autocommit; open a transaction
         with ``conn.transaction()``) and return its result.
 
         The request is handed over before the first await: a caller cancelled while
         waiting does not withdraw it, like a write already sent to the server.
+
+        Args:
+            fn: The statements.
+            op: The operation, as errors name it (``"claim"``, ``"read"``...).
+            signal: What a success tells the watchers (``WORK``, ``DONE``).
+            job: The job the operation is for.
+            retry: ``fn`` may run twice (it is idempotent): when the connection
+                breaks under it, run it once more on a fresh one.
         """
         req = new_request(signal, job)
-        loop = self._start()
-        loop.call_soon_threadsafe(self._spawn, req, fn)
+        loop = self._start(op, job)
+        loop.call_soon_threadsafe(self._spawn, req, fn, op, retry)
         result: _R = await req.answer()
         return result
 
-    async def direct(self, fn: Callable[[AsyncConnection[Any]], Awaitable[_R]]) -> _R:
+    async def direct(
+        self, fn: Callable[[AsyncConnection[Any]], Awaitable[_R]], *, op: str
+    ) -> _R:
         """Run ``fn(conn)`` on a connection of its own, outside the pool (which
         checks the schema): what ``migrate()`` uses."""
         req = new_request()
-        loop = self._start()
-        loop.call_soon_threadsafe(self._spawn_direct, req, fn)
+        loop = self._start(op)
+        loop.call_soon_threadsafe(self._spawn_direct, req, fn, op)
         result: _R = await req.answer()
         return result
 
@@ -146,7 +177,7 @@ class Engine:
         Raises:
             LeaseLostError: The job's epoch is no longer ``req.epoch``.
         """
-        loop = self._start()
+        loop = self._start("append", req.job)
         loop.call_soon_threadsafe(self._queue_append, req)
         await req.answer()
 
@@ -157,10 +188,16 @@ class Engine:
         done, or after ``timeout`` seconds."""
         await self._watchers.wait(mask, timeout, job)
 
-    def _start(self) -> asyncio.AbstractEventLoop:
+    def _start(self, op: str, job: str | None = None) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._closed:
-                raise StorageError(f"PostgreSQL store {self.label} is closed")
+                raise StorageError(
+                    kind=_STORE,
+                    store=self.label,
+                    operation=op,
+                    detail="the store is closed",
+                    job=job,
+                )
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 ready = threading.Event()
@@ -200,7 +237,9 @@ class Engine:
     def _serve(self, loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
         asyncio.set_event_loop(loop)
         self._append_ready = asyncio.Event()
-        self._opening = asyncio.Lock()
+        self._pool = Pool(
+            self._open_connection, size=self.pool_size, timeout=self.connect_timeout
+        )
         self._keep(loop.create_task(self._flusher(), name="duron postgres flusher"))
         self._keep(loop.create_task(self._renewer(), name="duron postgres leases"))
         ready.set()
@@ -230,107 +269,113 @@ class Engine:
                 await pool.close()
         asyncio.get_running_loop().stop()
 
-    def _spawn(
-        self, req: Request, fn: Callable[[AsyncConnection[Any]], Awaitable[Any]]
-    ) -> None:
+    def _spawn(self, req: Request, fn: _Fn, op: str, retry: bool) -> None:
         self._keep(
-            asyncio.get_running_loop().create_task(self._run(req, fn)), request=True
-        )
-
-    def _spawn_direct(
-        self, req: Request, fn: Callable[[AsyncConnection[Any]], Awaitable[Any]]
-    ) -> None:
-        self._keep(
-            asyncio.get_running_loop().create_task(self._run_direct(req, fn)),
+            asyncio.get_running_loop().create_task(self._run(req, fn, op, retry)),
             request=True,
         )
 
-    async def _run(
-        self, req: Request, fn: Callable[[AsyncConnection[Any]], Awaitable[Any]]
-    ) -> None:
-        try:
-            pool = await self._get_pool()
-            async with pool.connection() as conn:
-                req.result = await fn(conn)
-        except BaseException as exc:
-            req.error = self._translate(exc)
+    def _spawn_direct(self, req: Request, fn: _Fn, op: str) -> None:
+        self._keep(
+            asyncio.get_running_loop().create_task(self._run_direct(req, fn, op)),
+            request=True,
+        )
+
+    async def _run(self, req: Request, fn: _Fn, op: str, retry: bool) -> None:
+        pool = self._pool
+        assert pool is not None
+        for attempt in range(2 if retry else 1):
+            conn: AsyncConnection[Any] | None = None
+            try:
+                async with pool.connection() as conn:
+                    req.result = await fn(conn)
+            except BaseException as exc:
+                req.error = self._translate(exc, op, req.job)
+                if _broke_under(conn, req.error):
+                    await pool.drop_idle()
+                    if attempt == 0 and retry:
+                        continue  # once more, on a fresh connection
+                self._report(req.error)
+            else:
+                req.error = None
+                self._report(None)
+            break
         self._wake([req])
 
-    async def _run_direct(
-        self, req: Request, fn: Callable[[AsyncConnection[Any]], Awaitable[Any]]
-    ) -> None:
+    async def _run_direct(self, req: Request, fn: _Fn, op: str) -> None:
         try:
-            conn = await self._connect()
+            conn = await self._connect(self.connect_timeout)
             try:
                 req.result = await fn(conn)
             finally:
                 await conn.close()
         except BaseException as exc:
-            req.error = self._translate(exc)
+            req.error = self._translate(exc, op, req.job)
         self._wake([req])
 
-    def _translate(self, exc: BaseException) -> BaseException:
+    def _translate(
+        self, exc: BaseException, op: str, job: str | None = None
+    ) -> BaseException:
+        """psycopg's (or the pool's) error as Duron's: the one place they are
+        translated and classified. Anything else is returned as it is."""
         if isinstance(exc, (DuronError, asyncio.CancelledError)):
             return exc
         import psycopg
-        import psycopg_pool
 
+        error: BaseException
         if isinstance(exc, psycopg.errors.UndefinedTable):
-            error: BaseException = missing_schema(self.label, self.schema)
-        elif isinstance(exc, psycopg_pool.PoolTimeout):
-            error = StorageError(
-                f"PostgreSQL store {self.label}: no connection within "
-                f"{self.connect_timeout:g} s (the pool has {self.pool_size}; is the "
-                "server reachable?)"
+            error = missing_schema(self.label, self.schema)
+        elif isinstance(exc, NoConnection):
+            error = StoreUnavailableError(
+                kind=_STORE, store=self.label, operation=op, detail=exc.detail, job=job
             )
         elif isinstance(exc, psycopg.Error):
-            error = StorageError(f"PostgreSQL store {self.label}: {_one_line(exc)}")
+            cls = StoreUnavailableError if is_passing(exc) else StorageError
+            error = cls(
+                kind=_STORE,
+                store=self.label,
+                operation=op,
+                detail=_one_line(exc),
+                job=job,
+            )
         else:
             return exc
         error.__cause__ = exc
         return error
 
-    async def _connect(self) -> AsyncConnection[Any]:
+    def _report(self, error: BaseException | None) -> None:
+        """Tell the store's outage how a request went."""
+        if error is None:
+            self.outage.recovered()
+        elif isinstance(error, StoreUnavailableError):
+            self.outage.failed(error)
+
+    async def _connect(self, timeout: float) -> AsyncConnection[Any]:
         import psycopg
 
+        return await psycopg.AsyncConnection.connect(
+            self.dsn, autocommit=True, connect_timeout=_whole(timeout)
+        )
+
+    async def _open_connection(self, timeout: float) -> AsyncConnection[Any]:
+        """A new connection for the pool; the first one checks the schema."""
         try:
-            return await psycopg.AsyncConnection.connect(
-                self.dsn, autocommit=True, connect_timeout=_whole(self.connect_timeout)
-            )
-        except psycopg.OperationalError as exc:
-            raise StorageError(
-                f"cannot connect to PostgreSQL at {self.label}: {_one_line(exc)}"
-            ) from exc
-
-    async def _get_pool(self) -> AsyncConnectionPool[Any]:
-        pool = self._pool
-        if pool is not None:
-            return pool
-        assert self._opening is not None
-        async with self._opening:
-            if self._pool is not None:
-                return self._pool
-            from psycopg_pool import AsyncConnectionPool
-
-            # One connection of our own first: its error is libpq's own (the
-            # pool only times out), and it checks the schema before any use.
-            conn = await self._connect()
+            conn = await self._connect(timeout)
+        except Exception as exc:
+            if is_passing(exc):
+                error = self._translate(exc, "connect")
+                assert isinstance(error, StoreUnavailableError)
+                self.outage.failed(error)
+            raise
+        if not self._schema_checked:
             try:
                 await check_schema(conn, self.label, self.schema)
-            finally:
+            except BaseException:
                 await conn.close()
-            pool = AsyncConnectionPool(
-                self.dsn,
-                min_size=1,
-                max_size=self.pool_size,
-                kwargs={"autocommit": True},
-                timeout=self.connect_timeout,
-                open=False,
-                name=f"duron {self.label}",
-            )
-            await pool.open(wait=False)
-            self._pool = pool
-            return pool
+                raise
+            self._schema_checked = True
+        self.outage.recovered()
+        return conn
 
     # -- group commit -----------------------------------------------------------------
 
@@ -362,9 +407,12 @@ class Engine:
             try:
                 await self._flush(batch)
             except BaseException as exc:
+                first = None
                 for req in batch:
                     if req.error is None and req.result is None:
-                        req.error = self._translate(exc)
+                        req.error = self._translate(exc, "append", req.job)
+                        first = first or req.error
+                self._report(first)
                 self._wake(batch)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
@@ -374,34 +422,53 @@ class Engine:
             self._wake(batch)
 
     async def _flush(self, batch: list[AppendRequest]) -> None:
-        pool = await self._get_pool()
-        async with pool.connection() as conn:
-            try:
-                accepted = await _write(conn, self.schema, self.owner, batch)
-            except Exception:
-                if len(batch) == 1:
-                    raise
-                # One bad append must not fail the others: write each alone.
-                accepted = set()
-                for req in batch:
-                    try:
-                        accepted |= await _write(conn, self.schema, self.owner, [req])
-                    except Exception as exc:
-                        req.error = self._translate(exc)
-            self.stats.flushes += 1
-            self.stats.appends += len(batch)
-            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        pool = self._pool
+        assert pool is not None
+        conn: AsyncConnection[Any] | None = None
+        try:
+            async with pool.connection() as conn:
+                await self._flush_on(conn, batch, again=False)
+        except Exception as exc:
+            if not _broke_under(conn, self._translate(exc, "append")):
+                raise
+            # The connection broke: whether the statement committed is unknown.
+            # Once more on a fresh connection, skipping what the first try wrote.
+            await pool.drop_idle()
+            rest = [req for req in batch if req.error is None]
+            async with pool.connection() as conn:
+                await self._flush_on(conn, rest, again=True)
+        self._report(None)
+
+    async def _flush_on(
+        self, conn: AsyncConnection[Any], batch: list[AppendRequest], *, again: bool
+    ) -> None:
+        s, owner = self.schema, self.owner
+        try:
+            accepted = await _write(conn, s, owner, batch, again=again)
+        except Exception:
+            if len(batch) == 1 or conn.closed:
+                raise
+            # One bad append must not fail the others: write each alone.
+            accepted = set()
             for req in batch:
-                if req.error is None and req.job not in accepted:
-                    assert req.job is not None
-                    req.error = LeaseLostError(
-                        job=req.job,
-                        detail=await _lost_detail(
-                            conn, self.schema, req.job, req.epoch
-                        ),
-                    )
-                elif req.error is None:
-                    req.result = True
+                try:
+                    accepted |= await _write(conn, s, owner, [req], again=again)
+                except Exception as exc:
+                    if conn.closed:
+                        raise
+                    req.error = self._translate(exc, "append", req.job)
+        self.stats.flushes += 1
+        self.stats.appends += len(batch)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        for req in batch:
+            if req.error is None and req.job not in accepted:
+                assert req.job is not None
+                req.error = LeaseLostError(
+                    job=req.job,
+                    detail=await _lost_detail(conn, self.schema, req.job, req.epoch),
+                )
+            elif req.error is None:
+                req.result = True
 
     # -- leases -----------------------------------------------------------------------
 
@@ -410,10 +477,12 @@ class Engine:
         while True:
             await asyncio.sleep(every)
             held = dict(self.held)
-            if not held or self._pool is None:
+            pool = self._pool
+            if not held or pool is None:
                 continue
+            conn: AsyncConnection[Any] | None = None
             try:
-                async with self._pool.connection() as conn:
+                async with pool.connection() as conn:
                     await conn.execute(
                         f"UPDATE {self.schema.q}.jobs AS j "
                         "SET lease_expires = now() + make_interval(secs => %s) "
@@ -430,11 +499,15 @@ class Engine:
             except Exception as exc:
                 # The next round tries again; a lease that runs out meanwhile is
                 # taken over, and this store's writes to it are refused.
-                _log.warning(
-                    "duron: PostgreSQL store %s: renewing leases failed: %s",
-                    self.label,
-                    _one_line(exc),
-                )
+                error = self._translate(exc, "renew leases")
+                if _broke_under(conn, error):
+                    await pool.drop_idle()
+                if isinstance(error, StoreUnavailableError):
+                    self.outage.failed(error)  # logged once per outage
+                else:
+                    _log.warning("duron: %s", error)
+            else:
+                self.outage.recovered()
 
     # -- waking the host loops --------------------------------------------------------
 
@@ -446,7 +519,12 @@ class Engine:
 
 
 async def _write(
-    conn: AsyncConnection[Any], schema: Schema, owner: str, batch: list[AppendRequest]
+    conn: AsyncConnection[Any],
+    schema: Schema,
+    owner: str,
+    batch: list[AppendRequest],
+    *,
+    again: bool = False,
 ) -> set[str]:
     """Append every request of ``batch`` whose epoch still holds, in one statement;
     the ids of the jobs whose entries were written.
@@ -455,6 +533,11 @@ async def _write(
     bumps the epoch waits for this statement, or this statement waits for the claim
     and then sees the new epoch (PostgreSQL re-checks a locked row's conditions on
     its newest version), so a stale writer's entries never land after a takeover.
+
+    ``again``: a retry of a statement whose connection broke before its answer:
+    entries already at their positions are skipped. Only that statement can have
+    put them there: a writer's positions start after every entry of an older
+    epoch, and a newer epoch fails the check.
     """
     s = schema.q
     e_job: list[str] = []
@@ -478,7 +561,8 @@ async def _write(
         f"), ins AS (INSERT INTO {s}.entries (job_id, seq, epoch, entry)"
         " SELECT e.job_id, e.seq, e.epoch, e.entry FROM unnest(%(e_job)s::text[],"
         " %(e_seq)s::bigint[], %(e_epoch)s::bigint[], %(e_entry)s::text[])"
-        " AS e(job_id, seq, epoch, entry) WHERE e.job_id IN (SELECT id FROM ok))"
+        " AS e(job_id, seq, epoch, entry) WHERE e.job_id IN (SELECT id FROM ok)"
+        + (" ON CONFLICT (job_id, seq) DO NOTHING)" if again else ")")
     )
     params: dict[str, Any] = {
         "owner": owner,
@@ -524,6 +608,12 @@ async def _lost_detail(
         f"SELECT lease_owner, epoch FROM {schema.q}.jobs WHERE id = %s", (job_id,)
     )
     return lost_detail(await cur.fetchone(), epoch)
+
+
+def _broke_under(conn: AsyncConnection[Any] | None, error: BaseException) -> bool:
+    """Whether a request failed because its connection broke while it ran (not
+    because no connection could be had): another connection may do better."""
+    return conn is not None and conn.closed and isinstance(error, StoreUnavailableError)
 
 
 def _one_line(exc: BaseException) -> str:

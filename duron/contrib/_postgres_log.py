@@ -57,7 +57,9 @@ class PostgresLog(SQLLog["PostgresStore"]):
                 )
             return int(row[2])
 
-        return await self.store._engine.call(adopt)
+        return await self.store._engine.call(
+            adopt, op="acquire", job=job_id, retry=True
+        )
 
     async def _take(self) -> tuple[int, int]:
         store = self.store
@@ -95,7 +97,7 @@ class PostgresLog(SQLLog["PostgresStore"]):
                 assert seq is not None
                 return int(row[0]), int(seq[0])
 
-        return await store._engine.call(take)
+        return await store._engine.call(take, op="acquire", job=job_id)
 
     async def _unlease(self, epoch: int, *, wrote: bool) -> None:
         job_id, owner, q = self.job_id, self.store.owner, self.store._q
@@ -120,7 +122,9 @@ class PostgresLog(SQLLog["PostgresStore"]):
                     (job_id, job_id),
                 )
 
-        await self.store._engine.call(run, signal=WORK)
+        await self.store._engine.call(
+            run, op="release", signal=WORK, job=job_id, retry=True
+        )
 
     async def _write(
         self,

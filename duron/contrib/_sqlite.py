@@ -27,6 +27,7 @@ import orjson
 from duron._errors import JobNotFoundError
 from duron._jobstore import (
     TERMINAL,
+    Outage,
     check_job_id,
     check_requeue,
     check_resubmit,
@@ -118,6 +119,7 @@ class SQLiteStore(SQLStore):
                 create=create,
                 owner=self.owner,
                 lease_seconds=self.lease,
+                outage=Outage(f"SQLite store {self.label}"),
             )
         )
 
@@ -164,7 +166,7 @@ class SQLiteStore(SQLStore):
                 (job_id, raw),
             )
 
-        await self._engine.call(run, signal=WORK)
+        await self._engine.call(run, op="submit", signal=WORK, job=job_id)
 
     async def _job_row(self, job_id: str) -> _Row | None:
         def run(conn: sqlite3.Connection) -> _Row | None:
@@ -172,7 +174,7 @@ class SQLiteStore(SQLStore):
                 f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
             ).fetchone()
 
-        return await self._engine.call(run, write=False)
+        return await self._engine.call(run, op="get", write=False, job=job_id)
 
     async def _job_rows(
         self, wanted: list[str] | None, limit: int | None
@@ -190,7 +192,7 @@ class SQLiteStore(SQLStore):
         def run(conn: sqlite3.Connection) -> list[_Row]:
             return conn.execute(sql, params).fetchall()
 
-        return await self._engine.call(run, write=False)
+        return await self._engine.call(run, op="list", write=False)
 
     async def _cancel(self, job_id: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
@@ -215,7 +217,7 @@ class SQLiteStore(SQLStore):
                 )
             return True
 
-        return await self._engine.call(run, signal=WORK | DONE, job=job_id)
+        return await self._engine.call(run, op="cancel", signal=WORK | DONE, job=job_id)
 
     def _lease_state(
         self, conn: sqlite3.Connection, job_id: str, now: float
@@ -245,7 +247,7 @@ class SQLiteStore(SQLStore):
                 (time.time(), job_id),
             )
 
-        await self._engine.call(run, signal=WORK)
+        await self._engine.call(run, op="requeue", signal=WORK, job=job_id)
 
     async def _fork(self, job_id: str, new_id: str, at: int) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -271,7 +273,7 @@ class SQLiteStore(SQLStore):
                 [(new_id, i, raw.decode()) for i, raw in enumerate(prefix)],
             )
 
-        await self._engine.call(run, signal=WORK)
+        await self._engine.call(run, op="fork", signal=WORK, job=job_id)
 
     async def _prune(self, wanted: list[str], age: float) -> int:
         cutoff = time.time() - age
@@ -287,14 +289,14 @@ class SQLiteStore(SQLStore):
             )
             return cur.rowcount
 
-        return await self._engine.call(run)
+        return await self._engine.call(run, op="prune")
 
     async def _exists(self, job_id: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
             row = conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,))
             return row.fetchone() is not None
 
-        return await self._engine.call(run, write=False)
+        return await self._engine.call(run, op="read", write=False, job=job_id)
 
     async def _read_chunk(
         self, job_id: str, start: int, limit: int
@@ -306,14 +308,17 @@ class SQLiteStore(SQLStore):
                 (job_id, start, limit),
             ).fetchall()
 
-        return await self._engine.call(run, write=False)
+        return await self._engine.call(run, op="read", write=False, job=job_id)
 
     async def _claim_rows(
         self, limit: int, mine: list[str]
     ) -> list[tuple[str, str, int, Any, Any]]:
+        # A lease of this store object that it no longer holds (its release
+        # failed while the database was unavailable) is taken back at once.
         runnable = (
             "status IN ('pending', 'running') AND function IS NOT NULL "
-            "AND (lease_expires IS NULL OR lease_expires < :now) "
+            "AND (lease_expires IS NULL OR lease_expires < :now "
+            "OR lease_owner = :owner) "
             "AND id NOT IN (SELECT value FROM json_each(:mine))"
         )
         held = orjson.dumps(mine).decode()
@@ -321,12 +326,12 @@ class SQLiteStore(SQLStore):
         def any_runnable(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
                 f"SELECT 1 FROM jobs WHERE {runnable} LIMIT 1",
-                {"now": time.time(), "mine": held},
+                {"now": time.time(), "mine": held, "owner": self.owner},
             ).fetchone()
             return row is not None
 
         # Polling stays a cheap read while there is nothing to do.
-        if not await self._engine.call(any_runnable, write=False):
+        if not await self._engine.call(any_runnable, op="claim", write=False):
             return []
 
         def run(conn: sqlite3.Connection) -> list[tuple[str, str, int, Any, Any]]:
@@ -346,7 +351,7 @@ class SQLiteStore(SQLStore):
                 },
             ).fetchall()
 
-        return await self._engine.call(run)
+        return await self._engine.call(run, op="claim")
 
     async def _lease_rows(self, ids: list[str]) -> dict[str, tuple[str, int, Any]]:
         owner = self.owner
@@ -357,7 +362,7 @@ class SQLiteStore(SQLStore):
                 (owner,),
             ).fetchall()
 
-        rows = await self._engine.call(run, write=False)
+        rows = await self._engine.call(run, op="heartbeat", write=False)
         return {job_id: (owner, epoch, cancel) for job_id, epoch, cancel in rows}
 
     async def _fail(self, job_id: str, epoch: int, error: str) -> None:
@@ -369,4 +374,4 @@ class SQLiteStore(SQLStore):
                 (error, time.time(), job_id, epoch),
             )
 
-        await self._engine.call(run, signal=DONE, job=job_id)
+        await self._engine.call(run, op="fail", signal=DONE, job=job_id)

@@ -27,7 +27,14 @@ from typing import Any, TypeVar
 
 import anyio
 
-from duron._errors import DuronError, InternalError, SchemaError, StorageError
+from duron._errors import (
+    DuronError,
+    InternalError,
+    SchemaError,
+    StorageError,
+    StoreUnavailableError,
+)
+from duron._jobstore import Outage
 from duron.contrib._wakeups import Request, Watchers, host_waiter
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Engine"]
@@ -70,11 +77,36 @@ CREATE TABLE IF NOT EXISTS entries (
 
 _STORE = "SQLite store"
 
+# SQLite's result codes for a database that is there but cannot be used right now:
+# busy or locked by another connection beyond the busy timeout, read-only, an I/O
+# error, a full disk, a file that cannot be opened (yet), a locking protocol race.
+_PASSING_CODES = frozenset({5, 6, 8, 10, 13, 14, 15})
+# The same by message, for Python 3.10 (no ``sqlite_errorcode``).
+_PASSING_MESSAGES = (
+    "database is locked",
+    "database table is locked",
+    "attempt to write a readonly database",
+    "disk I/O error",
+    "database or disk is full",
+    "unable to open database file",
+    "locking protocol",
+)
+
+
+def is_passing(exc: sqlite3.Error) -> bool:
+    """Whether SQLite's error means "not now" rather than "never": another try,
+    once the lock, the disk or the permissions are back, may succeed."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _PASSING_CODES
+    return str(exc).startswith(_PASSING_MESSAGES)
+
 
 @dataclass(slots=True, eq=False, kw_only=True)
 class _Request(Request):
     fn: Callable[[sqlite3.Connection], Any]
     write: bool
+    op: str
 
 
 @dataclass(slots=True, eq=False)
@@ -95,6 +127,7 @@ class Engine:
     create: bool
     owner: str
     lease_seconds: float
+    outage: Outage
     held: dict[str, int] = field(default_factory=dict)
     stats: _Stats = field(default_factory=_Stats)
 
@@ -111,12 +144,14 @@ class Engine:
         self,
         fn: Callable[[sqlite3.Connection], _R],
         *,
+        op: str,
         write: bool = True,
         signal: int = 0,
         job: str | None = None,
     ) -> _R:
         """Run ``fn(conn)`` on the DB thread (inside the batch's transaction if
-        ``write``) and return its result once committed.
+        ``write``) and return its result once committed. ``op`` names the
+        operation in errors.
 
         The request is queued before the first await, so a caller cancelled while
         waiting does not unqueue it: it still runs, like a write already handed to
@@ -130,6 +165,7 @@ class Engine:
             job=job,
             fn=fn,
             write=write,
+            op=op,
         )
         self._put(req)
         result: _R = await req.answer()
@@ -138,7 +174,13 @@ class Engine:
     def _put(self, req: _Request) -> None:
         with self._lock:
             if self._closed:
-                raise StorageError(f"SQLite store {self.label} is closed")
+                raise StorageError(
+                    kind=_STORE,
+                    store=self.label,
+                    operation=req.op,
+                    detail="the store is closed",
+                    job=req.job,
+                )
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._serve, name=f"duron sqlite {self.label}", daemon=True
@@ -201,6 +243,8 @@ class Engine:
                         try:
                             conn = self._connect()
                         except DuronError as exc:
+                            if isinstance(exc, StoreUnavailableError):
+                                self.outage.failed(exc)
                             for req in batch:
                                 req.error = exc
                             self._wake(batch)
@@ -216,6 +260,7 @@ class Engine:
                         error = InternalError(
                             f"SQLite store {self.label} failed: {exc!r}"
                         )
+                        error.__cause__ = exc
                         for req in batch:
                             if req.error is None:
                                 req.error = error
@@ -247,7 +292,7 @@ class Engine:
                 check_same_thread=False,
             )
         except sqlite3.Error as exc:
-            raise StorageError(f"cannot open SQLite store {self.label}: {exc}") from exc
+            raise self._error(exc, "open") from exc
         try:
             self._prepare(conn)
         except BaseException:
@@ -284,7 +329,7 @@ class Engine:
                 )
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         except sqlite3.Error as exc:
-            raise StorageError(f"cannot open SQLite store {label}: {exc}") from exc
+            raise self._error(exc, "open") from exc
 
     def _create(self, conn: sqlite3.Connection) -> None:
         label = self.label
@@ -307,8 +352,11 @@ class Engine:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StorageError(
-                f"SQLite store {label}: cannot use write-ahead logging (journal "
-                f"mode stays {mode!r}); put the store on a local file system"
+                kind=_STORE,
+                store=label,
+                operation="open",
+                detail=f"cannot use write-ahead logging (journal mode stays "
+                f"{mode!r}); put the store on a local file system",
             )
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -333,14 +381,16 @@ class Engine:
         if not writes and not renew:
             for req in batch:
                 self._run(conn, req, savepoint=False)
+            # Reads that work say nothing of writes (a locked, read-only or
+            # full database reads fine): only their failures are reported.
+            self._report(batch, wrote=False)
             return
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            error = StorageError(f"SQLite store {self.label}: {exc}")
-            error.__cause__ = exc
             for req in batch:
-                req.error = error
+                req.error = self._error(exc, req.op, req.job)
+            self._report(batch, self._error(exc, "renew leases"))
             return
         # One write alone needs no savepoint: if it is refused, the whole
         # transaction is rolled back.
@@ -369,12 +419,13 @@ class Engine:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-            error = StorageError(f"SQLite store {self.label}: commit failed: {exc}")
-            error.__cause__ = exc
             for req in writes:
                 if req.error is None:
-                    req.error = error
+                    req.error = self._error(exc, req.op, req.job, commit=True)
                     req.result = None
+            self._report(batch, self._error(exc, "renew leases", commit=True))
+        else:
+            self._report(batch)
         stats = self.stats
         stats.requests += len(batch)
         stats.largest_batch = max(stats.largest_batch, len(writes))
@@ -388,15 +439,44 @@ class Engine:
             if savepoint:
                 conn.execute("ROLLBACK TO request")
                 conn.execute("RELEASE request")
-            if isinstance(exc, sqlite3.Error):
-                error: BaseException = StorageError(f"SQLite store {self.label}: {exc}")
-                error.__cause__ = exc
-            else:
-                error = exc
-            req.error = error
+            req.error = (
+                self._error(exc, req.op, req.job)
+                if isinstance(exc, sqlite3.Error)
+                else exc
+            )
         else:
             if savepoint:
                 conn.execute("RELEASE request")
+
+    def _error(
+        self, exc: sqlite3.Error, op: str, job: str | None = None, commit: bool = False
+    ) -> StorageError:
+        """SQLite's error as Duron's, translated once, here: a passing one (busy,
+        read-only, full...) as :class:`~duron.StoreUnavailableError`."""
+        cls = StoreUnavailableError if is_passing(exc) else StorageError
+        detail = f"commit failed: {exc}" if commit else str(exc)
+        error = cls(kind=_STORE, store=self.label, operation=op, detail=detail, job=job)
+        error.__cause__ = exc
+        return error
+
+    def _report(
+        self,
+        batch: list[_Request],
+        failed: StorageError | None = None,
+        *,
+        wrote: bool = True,
+    ) -> None:
+        """Tell the store's outage what this batch found (``failed``: the whole
+        transaction failed with it, lease renewal included; ``wrote``: it was a
+        write transaction, whose success means the store is back)."""
+        for req in batch:
+            if isinstance(req.error, StoreUnavailableError):
+                self.outage.failed(req.error)
+                return
+        if isinstance(failed, StoreUnavailableError):
+            self.outage.failed(failed)
+        elif failed is None and wrote:
+            self.outage.recovered()
 
     def _wake(self, batch: list[_Request]) -> None:
         self._watchers.wake(batch)

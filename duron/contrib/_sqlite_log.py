@@ -47,7 +47,9 @@ class SQLiteLog(SQLLog["SQLiteStore"]):
                 )
             return _next_seq(conn, job_id)
 
-        return await self.store._engine.call(adopt, write=False)
+        return await self.store._engine.call(
+            adopt, op="acquire", write=False, job=job_id
+        )
 
     async def _take(self) -> tuple[int, int]:
         job_id, owner, lease = self.job_id, self.store.owner, self.store.lease
@@ -76,7 +78,7 @@ class SQLiteLog(SQLLog["SQLiteStore"]):
             )
             return epoch + 1, _next_seq(conn, job_id)
 
-        return await self.store._engine.call(take)
+        return await self.store._engine.call(take, op="acquire", job=job_id)
 
     async def _unlease(self, epoch: int, *, wrote: bool) -> None:
         job_id, owner = self.job_id, self.store.owner
@@ -96,7 +98,7 @@ class SQLiteLog(SQLLog["SQLiteStore"]):
                 (job_id, job_id),
             )
 
-        await self.store._engine.call(run, signal=WORK)
+        await self.store._engine.call(run, op="release", signal=WORK, job=job_id)
 
     async def _write(
         self,
@@ -139,7 +141,7 @@ class SQLiteLog(SQLLog["SQLiteStore"]):
                 )
 
         await self.store._engine.call(
-            run, signal=DONE if ending is not None else 0, job=job_id
+            run, op="append", signal=DONE if ending is not None else 0, job=job_id
         )
 
 

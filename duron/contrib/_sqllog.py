@@ -11,6 +11,7 @@ store supplies the statements.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 import orjson
 
-from duron._errors import LogLockedError, StorageError
+from duron._errors import LogLockedError, StorageError, StoreUnavailableError
 from duron._jobstore import JobStatus, end_outcome, is_entry_type, parse_job_entry
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["Ending", "SQLLog", "Started", "lost_detail"]
 
 _S = TypeVar("_S", bound="SQLStore")
+_log = logging.getLogger("duron")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,11 @@ class SQLLog(ABC, Generic[_S]):
             self._epoch = epoch
         except BaseException:
             store._attached.discard(job_id)
+            if held is not None and store._engine.held.get(job_id) == held:
+                # Checking the claim failed (the lease is gone, or the store
+                # could not be asked): this store stops renewing it, and claims
+                # the job again if the lease turns out to be still its own.
+                del store._engine.held[job_id]
             raise
 
     async def release(self) -> None:
@@ -100,7 +107,20 @@ class SQLLog(ABC, Generic[_S]):
         store._attached.discard(job_id)
         if held.get(job_id) == epoch:
             del held[job_id]
-        await self._unlease(epoch, wrote=self._next_seq > 0)
+        try:
+            await self._unlease(epoch, wrote=self._next_seq > 0)
+        except StoreUnavailableError as exc:
+            # Nothing is lost: the lease runs out by itself, and this store
+            # object (which no longer holds it) claims the job back at once when
+            # the database answers again. Failing here would only hide, in an
+            # ``async with`` block, the error that made the job stop.
+            store.outage.failed(exc)
+            _log.info(
+                "duron: job %s: could not give its lease back (%s); it runs out "
+                "by itself",
+                job_id,
+                exc,
+            )
 
     def read(self) -> AsyncIterator[tuple[int, bytes]]:
         return self.store._read(self.job_id)
@@ -110,7 +130,10 @@ class SQLLog(ABC, Generic[_S]):
         job_id = self.job_id
         if epoch is None:
             raise StorageError(
-                f"log {job_id} is not open for writing (acquire() first)"
+                kind="log",
+                store=job_id,
+                operation="append",
+                detail="not open for writing (acquire() first)",
             )
         if not entries:
             return

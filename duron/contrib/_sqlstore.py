@@ -29,6 +29,7 @@ from duron._jobstore import (
     Heartbeat,
     JobInfo,
     JobStatus,
+    Outage,
     check_job_id,
     fork_prefix,
     job_info_from_row,
@@ -78,6 +79,9 @@ class StoreEngine(Protocol):
 
     held: dict[str, int]
     """Job id -> epoch of every lease this store object holds (and renews)."""
+
+    outage: Outage
+    """Whether the database answers, as this store object last found it."""
 
     async def wait_signal(
         self, mask: int, timeout: float, job: str | None = None
@@ -132,15 +136,19 @@ class SQLStore(ABC):
         label: How messages name the store.
         owner: This store object's lease owner id (``host:pid:nonce``).
         lease: Seconds a lease lasts without renewal.
+        outage: Whether the database answers, as this store object last found it
+            (a :class:`~duron.Worker` on the store reports there too).
     """
 
     label: str
     owner: str
     lease: float
+    outage: Outage
     _engine: StoreEngine
 
     def _start(self, engine: StoreEngine) -> None:
         self._engine = engine
+        self.outage = engine.outage
         self._attached: set[str] = set()  # jobs whose log is open here
         # The thread holds no reference to the store: dropping the store stops it.
         weakref.finalize(self, engine.stop)
@@ -386,7 +394,10 @@ class SQLStore(ABC):
         """
         if limit <= 0:
             return []
-        rows = await self._claim_rows(limit, list(self._engine.held))
+        # Jobs whose log is open here are skipped too, even before their lease
+        # is taken (held): a lease of this owner that nobody holds is claimable.
+        mine = set(self._engine.held) | self._attached
+        rows = await self._claim_rows(limit, list(mine))
         rows.sort(key=lambda r: (r[4], r[0]))
         claims = [Claim(r[0], r[1], r[2], bool(r[3])) for r in rows]
         for c in claims:
