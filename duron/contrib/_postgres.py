@@ -40,6 +40,7 @@ from duron.contrib._postgres_schema import SCHEMA_VERSION, Schema, migrate
 from duron.contrib._sqlstore import (
     JOB_COLUMNS,
     TERMINAL_SQL,
+    LogAccess,
     SQLStore,
     cancelled_before_start,
     check_lease,
@@ -222,7 +223,8 @@ class PostgresStore(SQLStore):
         ``checkout.invoke(store.log("order-42"))`` runs that job here and now (the
         job's row is created by ``acquire()`` if it does not exist).
         """
-        return PostgresLog(self, check_job_id(job_id))
+        access = LogAccess(self._engine, self._attached, self._read, self._q)
+        return PostgresLog(self, check_job_id(job_id), access)
 
     @property
     def flushes(self) -> int:

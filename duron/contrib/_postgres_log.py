@@ -23,12 +23,16 @@ if TYPE_CHECKING:
 
     # The base class's type argument: ruff does not see a name used there.
     from duron.contrib._postgres import PostgresStore  # noqa: F401
+    from duron.contrib._postgres_engine import Engine
     from duron.contrib._sqllog import Ending, Started
+    from duron.contrib._sqlstore import LogAccess
 
 __all__ = ["PostgresLog"]
 
 
 class PostgresLog(SQLLog["PostgresStore"]):
+    _access: LogAccess[Engine]
+
     """One job's log in a :class:`PostgresStore`. Get it from ``store.log(job_id)``.
 
     ``acquire()`` takes the job's lease (or adopts the one a worker of the same
@@ -38,7 +42,7 @@ class PostgresLog(SQLLog["PostgresStore"]):
     """
 
     async def _adopt(self, epoch: int) -> int:
-        job_id, owner, q = self.job_id, self.store.owner, self.store._q
+        job_id, owner, q = self.job_id, self.store.owner, self._access.q
 
         # One statement: the claim committed before it, so every entry of an
         # older epoch that will ever land is already visible.
@@ -57,13 +61,13 @@ class PostgresLog(SQLLog["PostgresStore"]):
                 )
             return int(row[2])
 
-        return await self.store._engine.call(
+        return await self._access.engine.call(
             adopt, op="acquire", job=job_id, retry=True
         )
 
     async def _take(self) -> tuple[int, int]:
         store = self.store
-        job_id, owner, lease, q = self.job_id, store.owner, store.lease, store._q
+        job_id, owner, lease, q = self.job_id, store.owner, store.lease, self._access.q
 
         async def take(conn: AsyncConnection[Any]) -> tuple[int, int]:
             async with conn.transaction():
@@ -97,10 +101,10 @@ class PostgresLog(SQLLog["PostgresStore"]):
                 assert seq is not None
                 return int(row[0]), int(seq[0])
 
-        return await store._engine.call(take, op="acquire", job=job_id)
+        return await self._access.engine.call(take, op="acquire", job=job_id)
 
     async def _unlease(self, epoch: int, *, wrote: bool) -> None:
-        job_id, owner, q = self.job_id, self.store.owner, self.store._q
+        job_id, owner, q = self.job_id, self.store.owner, self._access.q
 
         async def run(conn: AsyncConnection[Any]) -> None:
             unlease = (
@@ -122,7 +126,7 @@ class PostgresLog(SQLLog["PostgresStore"]):
                     (job_id, job_id),
                 )
 
-        await self.store._engine.call(
+        await self._access.engine.call(
             run, op="release", signal=WORK, job=job_id, retry=True
         )
 
@@ -150,4 +154,4 @@ class PostgresLog(SQLLog["PostgresStore"]):
             req.outcome_result = ending.result
             req.outcome_error = ending.error
             req.signal = DONE
-        await self.store._engine.append(req)
+        await self._access.engine.append(req)

@@ -39,6 +39,7 @@ from duron.contrib._sqlite_log import SQLiteLog
 from duron.contrib._sqlstore import (
     JOB_COLUMNS,
     TERMINAL_SQL,
+    LogAccess,
     SQLStore,
     cancelled_before_start,
     check_lease,
@@ -131,7 +132,8 @@ class SQLiteStore(SQLStore):
         it before anything was written removes the row again. A job released before
         it ended is pending: a worker on the store will resume it.
         """
-        return SQLiteLog(self, check_job_id(job_id))
+        access = LogAccess(self._engine, self._attached, self._read)
+        return SQLiteLog(self, check_job_id(job_id), access)
 
     @property
     def transactions(self) -> int:

@@ -21,12 +21,16 @@ if TYPE_CHECKING:
 
     # The base class's type argument: ruff does not see a name used there.
     from duron.contrib._sqlite import SQLiteStore  # noqa: F401
+    from duron.contrib._sqlite_engine import Engine
     from duron.contrib._sqllog import Ending, Started
+    from duron.contrib._sqlstore import LogAccess
 
 __all__ = ["SQLiteLog"]
 
 
 class SQLiteLog(SQLLog["SQLiteStore"]):
+    _access: LogAccess[Engine]
+
     """One job's log in a :class:`SQLiteStore`. Get it from ``store.log(job_id)``.
 
     ``acquire()`` takes the job's lease (or adopts the one a worker of the same
@@ -47,7 +51,7 @@ class SQLiteLog(SQLLog["SQLiteStore"]):
                 )
             return _next_seq(conn, job_id)
 
-        return await self.store._engine.call(
+        return await self._access.engine.call(
             adopt, op="acquire", write=False, job=job_id
         )
 
@@ -78,7 +82,7 @@ class SQLiteLog(SQLLog["SQLiteStore"]):
             )
             return epoch + 1, _next_seq(conn, job_id)
 
-        return await self.store._engine.call(take, op="acquire", job=job_id)
+        return await self._access.engine.call(take, op="acquire", job=job_id)
 
     async def _unlease(self, epoch: int, *, wrote: bool) -> None:
         job_id, owner = self.job_id, self.store.owner
@@ -98,7 +102,7 @@ class SQLiteLog(SQLLog["SQLiteStore"]):
                 (job_id, job_id),
             )
 
-        await self.store._engine.call(run, op="release", signal=WORK, job=job_id)
+        await self._access.engine.call(run, op="release", signal=WORK, job=job_id)
 
     async def _write(
         self,
@@ -140,7 +144,7 @@ class SQLiteLog(SQLLog["SQLiteStore"]):
                     (ending.status, ending.result, ending.error, time.time(), job_id),
                 )
 
-        await self.store._engine.call(
+        await self._access.engine.call(
             run, op="append", signal=DONE if ending is not None else 0, job=job_id
         )
 

@@ -15,7 +15,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
 
@@ -23,7 +23,7 @@ from duron._errors import LogLockedError, StorageError, StoreUnavailableError
 from duron._jobstore import JobStatus, end_outcome, is_entry_type, parse_job_entry
 
 if TYPE_CHECKING:
-    from duron.contrib._sqlstore import SQLStore
+    from duron.contrib._sqlstore import LogAccess, SQLStore
 
 __all__ = ["Ending", "SQLLog", "Started", "lost_detail"]
 
@@ -65,20 +65,21 @@ def lost_detail(row: tuple[str | None, int] | None, epoch: int) -> str:
 class SQLLog(ABC, Generic[_S]):
     """One job's log in a SQL store (see the module docstring)."""
 
-    def __init__(self, store: _S, job_id: str) -> None:
+    def __init__(self, store: _S, job_id: str, access: LogAccess[Any]) -> None:
         self.store = store
         self.job_id = job_id
+        self._access = access
         self.label = job_id
         self._epoch: int | None = None
         self._next_seq = 0
 
     async def acquire(self) -> None:
-        store = self.store
+        access = self._access
         job_id = self.job_id
-        if self._epoch is not None or job_id in store._attached:
+        if self._epoch is not None or job_id in access.attached:
             raise LogLockedError(job=job_id, holder="another job in this process")
-        held = store._engine.held.get(job_id)
-        store._attached.add(job_id)
+        held = access.engine.held.get(job_id)
+        access.attached.add(job_id)
         try:
             if held is not None:
                 # A worker of this store claimed the job: write under its lease.
@@ -86,15 +87,15 @@ class SQLLog(ABC, Generic[_S]):
                 self._epoch = held
                 return
             epoch, self._next_seq = await self._take()
-            store._engine.held[job_id] = epoch
+            access.engine.held[job_id] = epoch
             self._epoch = epoch
         except BaseException:
-            store._attached.discard(job_id)
-            if held is not None and store._engine.held.get(job_id) == held:
+            access.attached.discard(job_id)
+            if held is not None and access.engine.held.get(job_id) == held:
                 # Checking the claim failed (the lease is gone, or the store
                 # could not be asked): this store stops renewing it, and claims
                 # the job again if the lease turns out to be still its own.
-                del store._engine.held[job_id]
+                del access.engine.held[job_id]
             raise
 
     async def release(self) -> None:
@@ -103,8 +104,8 @@ class SQLLog(ABC, Generic[_S]):
             return
         store = self.store
         job_id = self.job_id
-        held = store._engine.held
-        store._attached.discard(job_id)
+        held = self._access.engine.held
+        self._access.attached.discard(job_id)
         if held.get(job_id) == epoch:
             del held[job_id]
         try:
@@ -123,7 +124,7 @@ class SQLLog(ABC, Generic[_S]):
             )
 
     def read(self) -> AsyncIterator[tuple[int, bytes]]:
-        return self.store._read(self.job_id)
+        return self._access.read(self.job_id)
 
     async def append(self, entries: Sequence[bytes], /) -> None:
         epoch = self._epoch

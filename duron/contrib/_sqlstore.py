@@ -16,8 +16,17 @@ import os
 import socket
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    overload,
+)
 
 import anyio
 import orjson
@@ -54,6 +63,7 @@ __all__ = [
     "JOB_COLUMNS",
     "READ_CHUNK",
     "TERMINAL_SQL",
+    "LogAccess",
     "SQLStore",
     "cancelled_before_start",
     "check_lease",
@@ -127,6 +137,21 @@ def fork_taken(new_id: str, job_id: str, at: int) -> DuplicateJobError:
         recorded="another job",
         requested=f"a fork of {job_id} at operation {at}",
     )
+
+
+_E = TypeVar("_E")
+
+
+@dataclass(frozen=True, slots=True)
+class LogAccess(Generic[_E]):
+    """The parts of a store that one job's log works with (see :mod:`._sqllog`):
+    the store hands them over when it makes the log, rather than the log reaching
+    into the store."""
+
+    engine: _E  # the store's engine
+    attached: set[str]  # jobs whose log is open on this store object
+    read: Callable[[str], AsyncIterator[tuple[int, bytes]]]  # a job's entries
+    q: str = ""  # the schema-qualified table prefix, where the store has one
 
 
 class SQLStore(ABC):
