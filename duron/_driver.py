@@ -24,7 +24,6 @@ quiet job is committed from inside ``ctx.run`` (both in
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import time
 from collections import deque
@@ -34,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from duron._delivery import deliver_done, deliver_emit, inject
-from duron._durable_calls import CHECKPOINT_EVERY, DurableCalls
+from duron._durable_calls import DurableCalls
 from duron._durable_loop import DurableLoop
 from duron._effect_runner import Effects, Fatal
 from duron._engine import Engine
@@ -60,6 +59,8 @@ from duron._operations import (
 )
 
 if TYPE_CHECKING:
+    import asyncio
+
     from anyio.abc import TaskGroup
 
     from duron._codec import Codec
@@ -76,10 +77,12 @@ START_FLUSH_DELAY = 0.05
 """Seconds an operation may run before its ``start`` entry is written on its own."""
 
 
+CHECKPOINT_EVERY = 64
+"""Rounds (effects committed from ``ctx.run`` included) between two yields to the
+host loop."""
+
 READ_AHEAD = 256
 """Entries read from storage at a time while replaying."""
-
-_running_loop = asyncio.events._get_running_loop
 
 
 class Driver:
@@ -135,13 +138,15 @@ class Driver:
         self.injected: dict[str, Any] = inject(self)
         self.host_input: HostInput = HostInput(self)
         self.calls: DurableCalls = DurableCalls(self)
-        self.events: deque[Outcome | Fatal] = deque()
-        self.to_launch: list[Op] = []
+        self._events: deque[Outcome | Fatal] = deque()
+        self._to_launch: list[Op] = []
         self._host: AsyncioHost | AnyioHost | None = None
-        self.effects: Effects | None = None
+        self._effects: Effects | None = None
         self._records: AsyncIterator[tuple[int, bytes]] | None = None
-        self.patch_queries: list[tuple[str, asyncio.Future[bool]]] = []
-        self.unyielded: int = 0
+        self._patch_queries: list[tuple[str, asyncio.Future[bool]]] = []
+        self._unyielded = 0
+        self._undelivered = 0  # outcomes of the batch being delivered still to go
+        self._rounds = False  # the live rounds have begun (the clock is the host's)
         self._flush_due = False
 
     # -- running ---------------------------------------------------------------------
@@ -161,13 +166,13 @@ class Driver:
         unless the log recorded the job's end.
         """
         self._host = host = host_for(tg)
-        self.effects = Effects(host, self.codec, self.label, self.push)
+        self._effects = Effects(host, self.codec, self.label, self.push)
         self._records = records
         if records is not None:
             # Read before durable code starts, so that its first call can take
             # a recorded end at once; a log of its job entry alone is live at once.
             await self._read_ahead()
-            if self.engine.exhausted:
+            if self.engine.exhausted and not replay_only:
                 self.engine.go_live()
                 records = None
         self.root = self.loop.spawn(main(), contextvars.copy_context())
@@ -203,7 +208,7 @@ class Driver:
                     assert event is LOG_ENDED
                     return None
             loop.run_ready()
-            if self.patch_queries:
+            if self._patch_queries:
                 await self._settle()
 
     async def _read_ahead(self) -> None:
@@ -252,6 +257,7 @@ class Driver:
             self._resume_pending()
         self.live.set()
         await self._advance(max(loop.time(), self.clock()))
+        self._rounds = True
         flusher = host.spawn(self._flusher, name=f"duron flusher {self.label}")
         try:
             await self._run_live(root)
@@ -272,13 +278,13 @@ class Driver:
             if op.fut.cancelled():  # durable code stopped waiting meanwhile
                 engine.abandon(op)
             elif op.kind == "effect":
-                self.to_launch.append(op)
+                self._to_launch.append(op)
 
     async def _run_live(self, root: asyncio.Task[Any]) -> None:
-        loop, host, events, engine = self.loop, self._host, self.events, self.engine
+        loop, host, events, engine = self.loop, self._host, self._events, self.engine
         assert host is not None
         while not root.done():
-            if self.to_launch:
+            if self._to_launch:
                 self._launch()
             if not events and not engine.has_staged:
                 await self._wait()
@@ -286,41 +292,62 @@ class Driver:
                     deadline = loop.next_deadline()
                     if deadline is not None and deadline <= self.clock():
                         loop.advance(deadline)
-                        if self.patch_queries:
+                        if self._patch_queries:
                             await self._settle()
                     continue
             await self._commit()
-            self.unyielded += 1
-            if self.unyielded >= CHECKPOINT_EVERY:
+            self._unyielded += 1
+            if self._unyielded >= CHECKPOINT_EVERY:
                 # Effects that finish at once never make us wait: let the host's
                 # other tasks run now and then.
-                self.unyielded = 0
+                self._unyielded = 0
                 await host.checkpoint()
 
     async def _commit(self) -> None:
         """Append every ready outcome in one write, then deliver them in order."""
         loop, engine = self.loop, self.engine
         t = max(loop.time(), self.clock())
-        batch: list[Any] = list(self.events)
-        self.events.clear()
+        batch: list[Any] = list(self._events)
+        self._events.clear()
         for event in batch:
             if type(event) is Fatal:
                 raise event.error
         entries = engine.commit(batch, t, loop.time())
         if entries:
-            await self.writer.append(entries)
+            try:
+                # A write under way is finished, not cut: stopping the job waits
+                # for it, so that what it holds is known (and acknowledged).
+                with anyio.CancelScope(shield=True):
+                    await self.writer.append(entries)
+            except BaseException:
+                # A failed write may or may not be in the log (a storage keeps a
+                # prefix of a failed batch). Host input waiting on it must not wait
+                # forever, nor be told it was lost.
+                for event in batch:
+                    if event.ack is not None:
+                        event.recorded = None
+                        event.ack.set()
+                raise
         engine.committed(batch)
         for event in batch:
             if event.ack is not None:
                 event.recorded = True
                 event.ack.set()
-        for event in batch:
-            if not loop.advance_quietly(t):
-                await self._advance(t)
-            self._deliver(event)
-            loop.run_ready()
-            if self.patch_queries:
-                await self._settle()
+        # Until the last of the batch is delivered, durable code woken by an
+        # earlier one (or by a timer due first) may not commit an effect of its
+        # own at once: the general path would deliver the rest of the batch first.
+        self._undelivered = len(batch)
+        try:
+            for event in batch:
+                if not loop.advance_quietly(t):
+                    await self._advance(t)
+                self._deliver(event)
+                self._undelivered -= 1
+                loop.run_ready()
+                if self._patch_queries:
+                    await self._settle()
+        finally:
+            self._undelivered = 0
 
     async def _wait(self) -> None:
         """Sleep until an outcome arrives or the next timer is due."""
@@ -328,13 +355,13 @@ class Driver:
         assert host is not None
         if self._flush_due:
             await self._flush_starts()
-            if self.events:
+            if self._events:
                 return
         deadline = self.loop.next_deadline()
         delay = None if deadline is None else deadline - self.clock()
         if delay is None or delay > 0:
             await host.sleep(delay)
-        if self._flush_due and not self.events:
+        if self._flush_due and not self._events:
             await self._flush_starts()
 
     async def _flush_starts(self) -> None:
@@ -354,20 +381,20 @@ class Driver:
                 host.wake()
 
     def _launch(self) -> None:
-        effects = self.effects
+        effects = self._effects
         assert effects is not None
         if not self.closing:
             push = self.push
-            for op in self.to_launch:
+            for op in self._to_launch:
                 if not op.abandoned:
                     outcome = effects.start(op)
                     if outcome is not None:
                         push(outcome)
-        self.to_launch.clear()
+        self._to_launch.clear()
 
     def push(self, event: Outcome | Fatal) -> None:
         """Queue an outcome for the next write (and wake the driver)."""
-        self.events.append(event)
+        self._events.append(event)
         host = self._host
         if host is not None:
             host.wake()
@@ -393,10 +420,10 @@ class Driver:
         self.live.set()
         for ch in self.outputs.values():
             ch.notify()
-        for event in self.events:
+        for event in self._events:
             if not isinstance(event, Fatal) and event.ack is not None:
                 event.ack.set()
-        self.events.clear()
+        self._events.clear()
         self.loop.close()
 
     # -- stepping durable code -------------------------------------------------------
@@ -419,7 +446,7 @@ class Driver:
         loop = self.loop
         while (deadline := loop.next_deadline()) is not None and deadline <= to:
             loop.advance(deadline)
-            if self.patch_queries:
+            if self._patch_queries:
                 await self._settle()
         loop.advance(to)
 
@@ -427,8 +454,8 @@ class Driver:
         """Run the loop until nothing is ready, answering ``ctx.patched`` questions."""
         loop, engine = self.loop, self.engine
         loop.run_ready()
-        while self.patch_queries:
-            queries, self.patch_queries = self.patch_queries, []
+        while self._patch_queries:
+            queries, self._patch_queries = self._patch_queries, []
             for change_id, fut in queries:
                 if fut.done():
                     continue
@@ -436,6 +463,69 @@ class Driver:
                     await self._read_ahead()
                 fut.set_result(taken)
             loop.run_ready()
+
+    # -- what DurableCalls asks of the driver -----------------------------------
+
+    def launch(self, op: Op) -> None:
+        """Start ``op``'s effect live at the next round."""
+        self._to_launch.append(op)
+
+    def ask_patched(self, change_id: str, fut: asyncio.Future[bool]) -> None:
+        """Answer ``ctx.patched(change_id)`` into ``fut`` when the loop settles."""
+        self._patch_queries.append((change_id, fut))
+
+    def quiet_for_replay(self) -> bool:
+        """Whether a replayed call may take its recorded end at once: nothing else
+        is ready to run and no ``ctx.patched`` question waits for its answer."""
+        return not self._patch_queries and not self.loop.ready
+
+    def quiet_for_live(self) -> bool:
+        """Whether a live effect that ends in its first step may be committed from
+        inside ``ctx.run``: the driver's next round would commit it alone. The
+        rounds have begun (before them, the clock still has to be moved to the
+        host's time, firing the timers due by then); nothing else is ready,
+        queued, undelivered, unrecorded or asked; the storage can append without
+        waiting; the host is asyncio."""
+        effects = self._effects
+        return (
+            self._rounds
+            and not self._events
+            and not self._undelivered
+            and not self._to_launch
+            and not self._patch_queries
+            and self._unyielded < CHECKPOINT_EVERY
+            and not self.closing
+            and effects is not None
+            and effects.direct
+            and self.writer.can_append_now
+            and self.engine.idle
+            and not self.loop.ready
+        )
+
+    def start_from_durable(self, op: Op) -> Done | Fatal | None:
+        """Start ``op``'s effect now, from durable code; its outcome if it ended
+        in its first step."""
+        effects = self._effects
+        assert effects is not None
+        return effects.start(op, from_durable=True)
+
+    def commit_at_once(self, done: Done) -> bool:
+        """Commit ``done`` alone, now, as the next round would (see
+        :meth:`quiet_for_live`); False (nothing written) if a timer is due first
+        or the storage would have to wait."""
+        loop, engine = self.loop, self.engine
+        t = max(loop.time(), self.clock())
+        if loop.due_by(t):
+            return False
+        try:
+            if not self.writer.append_now(engine.commit_alone(done, t)):
+                return False
+        except Exception as exc:  # the driver fails the job with it
+            self.push(Fatal(exc))
+            return False
+        self._unyielded += 1
+        loop.advance(t)  # only moves the clock: no timer is due by t (checked)
+        return True
 
     # -- what the host calls (through Job) ---------------------------------------------
 

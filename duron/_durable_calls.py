@@ -16,7 +16,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from duron._delivery import OpFuture
-from duron._effect_runner import Effects, Fatal
+from duron._effect_runner import Effects
 from duron._errors import PayloadError, UsageError
 from duron._exceptions import rebuild
 from duron._operations import Done, Op
@@ -29,10 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["DurableCalls", "Recorded"]
 
 _running_loop = asyncio.events._get_running_loop
-
-CHECKPOINT_EVERY = 64
-"""Driver steps (effects committed from ``ctx.run`` included) between two yields to
-the host loop."""
 
 
 class Recorded:
@@ -85,7 +81,7 @@ class DurableCalls:
                 recorded = self._replay_at_once(spec, inputs)
                 if recorded is not None:
                     return recorded
-            elif spec.kind == "async" and self._quiet():
+            elif spec.kind == "async" and d.quiet_for_live():
                 return self._run_at_once(spec, args, kwargs, inputs)
         op = engine.issue(
             Op(
@@ -102,7 +98,7 @@ class DurableCalls:
         if streaming:
             op.state = args[0] if args else kwargs.get(spec.sig.params[0].name)
         if not engine.replaying:
-            d.to_launch.append(op)
+            d.launch(op)
         return self._await(op)
 
     def _await(self, op: Op) -> OpFuture:
@@ -124,7 +120,7 @@ class DurableCalls:
         no longer decodes) is left to the general path, which reports it.
         """
         d = self._driver
-        if d.patch_queries or d.loop.ready:
+        if not d.quiet_for_replay():
             return None
         engine, loop = d.engine, d.loop
         done = engine.recorded_at_once(
@@ -145,25 +141,6 @@ class DurableCalls:
         loop.advance(done.t)  # only moves the clock: no timer is due (checked)
         return out
 
-    def _quiet(self) -> bool:
-        """Whether a live effect that ends at once may be committed from durable
-        code: nothing but this call is ready, due, unrecorded or being asked, the
-        storage can append without waiting and the host is asyncio."""
-        d = self._driver
-        effects = d.effects
-        return (
-            not d.events
-            and not d.to_launch
-            and not d.patch_queries
-            and d.unyielded < CHECKPOINT_EVERY
-            and not d.closing
-            and effects is not None
-            and effects.direct
-            and d.writer.can_append_now
-            and d.engine.idle
-            and not d.loop.ready
-        )
-
     def _run_at_once(
         self,
         spec: EffectSpec,
@@ -175,37 +152,17 @@ class DurableCalls:
         commit it alone, now, as the driver's next round would, and hand the
         outcome over. An effect that waits continues as usual."""
         d = self._driver
-        effects = d.effects
-        assert effects is not None
         op = d.engine.issue(
             Op("effect", spec.name, inputs, spec=spec, args=args, kwargs=kwargs)
         )
-        outcome = effects.start(op, from_durable=True)
-        if type(outcome) is Done and self._commit_at_once(outcome):
+        outcome = d.start_from_durable(op)
+        if type(outcome) is Done and d.commit_at_once(outcome):
             if outcome.error is not None:
                 return Recorded(None, rebuild(outcome.error, outcome.cause))
             return Recorded(outcome.decoded, None)
         if outcome is not None:
             d.push(outcome)
         return self._await(op)
-
-    def _commit_at_once(self, done: Done) -> bool:
-        """Commit ``done`` alone, now; False (nothing written) if a timer is due
-        first or the storage would have to wait."""
-        d = self._driver
-        loop, engine = d.loop, d.engine
-        t = max(loop.time(), d.clock())
-        if loop.due_by(t):
-            return False
-        try:
-            if not d.writer.append_now(engine.commit_alone(done, t)):
-                return False
-        except Exception as exc:  # the driver fails the job with it
-            d.push(Fatal(exc))
-            return False
-        d.unyielded += 1
-        loop.advance(t)  # only moves the clock: no timer is due by t (checked)
-        return True
 
     def _op_cancelled(self, op: Op) -> None:
         """Durable code gave up waiting for ``op``: stop it, record nothing more."""
@@ -226,7 +183,7 @@ class DurableCalls:
         d = self._driver
         self.check_loop(f"ctx.patched({change_id!r})")
         fut: asyncio.Future[bool] = d.loop.create_future()
-        d.patch_queries.append((change_id, fut))
+        d.ask_patched(change_id, fut)
         return fut
 
     @property

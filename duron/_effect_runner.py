@@ -54,22 +54,15 @@ class Fatal:
 Report = Callable[[Done | Emitted | Fatal], None]
 
 
-def cancelled_by_job(op: Op, task: asyncio.Task[Any] | None = None) -> bool:
+def cancelled_by_job(op: Op) -> bool:
     """Whether the cancellation ending ``op``'s live run came from the job.
 
-    The job marks an operation ``stopped`` before it cancels its task. On 3.11+ a
-    task also counts the cancellations asked of it, which catches a job stopping
-    while the mark was being set; 3.10 has only the mark.
+    The one rule: the job marks an operation ``stopped`` before it cancels its
+    task (durable code gave up waiting, or the job is stopping). A run that ends
+    cancelled without that mark was cancelled by the effect itself or by someone
+    else it gave its task to: that is its outcome, recorded like any other error.
     """
-    if op.stopped:
-        return True
-    if task is None:
-        try:
-            task = asyncio.current_task()
-        except RuntimeError:  # not on asyncio: trio cancels with its own exception
-            return False
-    cancelling = getattr(task, "cancelling", None)
-    return cancelling is not None and cancelling() > 0
+    return op.stopped
 
 
 class Effects:
@@ -138,7 +131,7 @@ class Effects:
     def _task_outcome(self, op: Op, task: asyncio.Task[Any]) -> Done | Fatal | None:
         """What a finished effect task amounts to (None: the job stopped it)."""
         if task.cancelled():
-            if cancelled_by_job(op, task):
+            if cancelled_by_job(op):
                 return None
             try:
                 task.result()

@@ -340,7 +340,7 @@ class Engine:
             waiting = [op for op in self._pending.values() if op.kind != "input"]
             raise NonDeterminismError(
                 job=self.job,
-                position=min(self._pending) if self._pending else self.next_id,
+                position=min((op.id for op in waiting), default=self.next_id),
                 kind="early-end",
                 recorded="the job's end",
                 requested=", ".join(op.describe() for op in waiting)
@@ -483,6 +483,17 @@ class Engine:
                 return Done(op, entry.result, entry.error, entry.t)
             case OpEmitted():
                 op = self._match(entry.id, None, None, None, offset)
+                if not op.start_logged:
+                    # A live run writes an operation's start entry no later than
+                    # its first value: without it, nothing says whose value it is.
+                    raise CorruptLogError(
+                        job=self.job,
+                        offset=offset,
+                        reason=(
+                            f"operation #{op.id} records a value here but the log "
+                            "holds no start entry naming it"
+                        ),
+                    )
                 if not op.streaming:
                     raise NonDeterminismError(
                         job=self.job,

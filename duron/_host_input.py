@@ -105,6 +105,12 @@ class HostInput:
     async def _submit(self, event: Outcome, what: str) -> None:
         self._driver.push(event)
         await event.ack.wait()
+        if event.recorded is None:
+            raise UsageError(
+                f"job {self._driver.label} stopped while {what} was being written: "
+                "it may or may not be in the log; once the job runs again, "
+                "writer.recorded() (or job.is_future_pending) says whether it is"
+            )
         if not event.recorded:
             raise UsageError(
                 f"job {self._driver.label} ended before {what} was recorded"

@@ -65,6 +65,7 @@ class Job(Generic[_P, _T]):
         self._stopping = False
         self._closed = anyio.Event()  # the run stopped and the log was released
         self._run_scope: anyio.CancelScope | None = None
+        self._starting: anyio.Event | None = None  # set once start()/resume() ends
         self._outcome: JobOutcome | None = None
         self._failure: BaseException | None = None
 
@@ -102,6 +103,10 @@ class Job(Generic[_P, _T]):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+        tg, self._tg = self._tg, None
+        if tg is not None:  # only the task that entered the block leaves it
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
 
     async def start(self, *args: _P.args, **kwargs: _P.kwargs) -> None:
         """Start the job with these arguments, or continue it if the log has it.
@@ -133,11 +138,23 @@ class Job(Generic[_P, _T]):
         await self._begin(None)
 
     async def _begin(self, wanted: JobStarted | None) -> None:
-        if self._state != "open":
+        if self._state != "open" or self._starting is not None or self._stopping:
+            state = "closed" if self._stopping else self._state
             raise UsageError(
-                f"job {self.id} is {self._state}: start()/resume() once, inside "
+                f"job {self.id} is {state}: start()/resume() once, inside "
                 "`async with fn.invoke(storage) as job`"
             )
+        self._starting = starting = anyio.Event()
+        try:
+            await self._open_run(wanted)
+        except BaseException:
+            self._starting = None  # nothing started: the job may be tried again
+            raise
+        finally:
+            starting.set()
+
+    async def _open_run(self, wanted: JobStarted | None) -> None:
+        """Read the log's job entry (or write it), then start the run."""
         dfn = self._dfn
         label = self._storage.label
         records = self._storage.read().__aiter__()
@@ -205,7 +222,8 @@ class Job(Generic[_P, _T]):
         try:
             with anyio.CancelScope() as scope:
                 self._run_scope = scope
-                if self._stopping:
+                if self._stopping:  # close() came first: start nothing
+                    driver.stop_effects()
                     scope.cancel()
                 self._outcome = await driver.run(tg, main, records)
                 self._state = (
@@ -359,20 +377,16 @@ class Job(Generic[_P, _T]):
     async def close(self) -> None:
         """Stop the job at a safe point and release the log (idempotent).
 
-        Any task may call it: it asks the run to stop, waits until it has (live
-        effects cancelled, nothing more written) and releases the log. The job's
-        task group itself is left by the task that entered ``async with``, when it
-        leaves the block (or calls this).
+        Any task may call it, in any cancel scope: it asks the run to stop, waits
+        until it has (live effects cancelled, nothing more written; a ``start()``
+        or ``resume()`` under way first reaches the point where the run begins)
+        and releases the log. The job's task group is left by the task that
+        entered ``async with``, when it leaves the block.
         """
         if self._state == "new":
             self._state = "closed"
             return
         await self._stop()
-        tg = self._tg
-        if tg is not None and anyio.get_current_task().id == self._owner:
-            self._tg = None
-            tg.cancel_scope.cancel()
-            await tg.__aexit__(None, None, None)
 
     async def _stop(self) -> None:
         """Stop the run and release the log, once, whichever task asks first."""
@@ -382,6 +396,8 @@ class Job(Generic[_P, _T]):
         self._stopping = True
         try:
             with anyio.CancelScope(shield=True):
+                if self._starting is not None:
+                    await self._starting.wait()  # start()/resume() reaches the run
                 driver = self._driver
                 if driver is not None:
                     driver.stop_effects()

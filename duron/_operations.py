@@ -126,7 +126,7 @@ class Done:
     cause: BaseException | None = None
     decoded: Any = UNDECODED
     ack: Any = None
-    recorded: bool = False
+    recorded: bool | None = False  # None: stopped mid-write, unknown
 
 
 @dataclass(slots=True, eq=False)
@@ -139,7 +139,7 @@ class Emitted:
     t: float = 0.0
     decoded: Any = UNDECODED
     ack: Any = None
-    recorded: bool = False
+    recorded: bool | None = False  # None: stopped mid-write, unknown
 
 
 @dataclass(slots=True, eq=False)
@@ -148,7 +148,7 @@ class Cancelled:
 
     t: float = 0.0
     ack: Any = None
-    recorded: bool = False
+    recorded: bool | None = False  # None: stopped mid-write, unknown
 
 
 @dataclass(slots=True, eq=False)

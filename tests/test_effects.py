@@ -601,3 +601,41 @@ async def test_an_effect_raising_cancelled_error_fails_its_call_not_the_job(
     with anyio.fail_after(10):
         assert await run_job(giving_up, storage) == want  # replayed
     assert len(cancel_calls) == 3
+
+
+effect_tasks: list[asyncio.Task[Any]] = []
+
+
+@duron.effect
+async def cancelled_by_its_pool() -> str:
+    effect_tasks.append(asyncio.current_task())  # type: ignore[arg-type]
+    await asyncio.sleep(10)
+    return "data"
+
+
+@duron.durable
+async def uses_a_pool(ctx: duron.Context) -> str:
+    try:
+        return await ctx.run(cancelled_by_its_pool)
+    except duron.EffectError as exc:
+        return f"failed: {exc}"
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_an_effect_task_cancelled_by_someone_else_fails_its_call() -> None:
+    # Not the job: a library the effect handed its task to cancels it. That is
+    # the effect's outcome, recorded and replayed, not a reason to wait forever.
+    effect_tasks.clear()
+    storage = MemoryLogStorage()
+    async with uses_a_pool.invoke(storage) as job:
+        await job.start()
+        with anyio.fail_after(5):
+            while not effect_tasks:
+                await anyio.sleep(0.001)
+            effect_tasks[0].cancel()
+            result = await job.wait()
+    assert result == "failed: asyncio.exceptions.CancelledError: "
+    async with uses_a_pool.invoke(storage) as job:
+        await job.resume()
+        assert await job.wait() == result
+    assert len(effect_tasks) == 1

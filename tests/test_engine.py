@@ -608,7 +608,7 @@ def test_job_end_while_the_code_still_waits() -> None:
     with pytest.raises(
         NonDeterminismError,
         match=nondeterminism(
-            "at position 0 the log recorded the job's end but the code now asks for "
+            "at position 1 the log recorded the job's end but the code now asks for "
             "work(n=1)"
         ),
     ) as info:
@@ -761,3 +761,31 @@ def test_engine_imports_nothing_that_does_io() -> None:
         "duron._operations",
         "duron._redact",
     ]
+
+
+def test_a_value_without_the_start_entry_naming_its_operation_is_damage() -> None:
+    e = replaying()
+    issue(e, "effect", "count", {"start": 0}, streaming=True)
+    with pytest.raises(
+        CorruptLogError,
+        match=corrupt(
+            30,
+            "operation #0 records a value here but the log holds no start entry "
+            "naming it",
+        ),
+    ):
+        feed(e, OpEmitted(0, T, 1), 30)
+
+
+def test_job_end_while_waiting_names_the_first_operation_waited_for() -> None:
+    # Input parameters are pending from the start; the position reported is the
+    # one of the call the code waits for, not theirs.
+    e = replaying()
+    issue(e, "input", "inbox", None, streaming=True)
+    issue(e, "effect", "a", {})
+    feed(e, OpCompleted(1, T, 1, None, "effect", "a", {}), 0)
+    issue(e, "effect", "b", {})
+    ended = feed(e, JobFinished(T, 1), 40)
+    with pytest.raises(NonDeterminismError) as info:
+        e.check_end(ended, None)
+    assert info.value.position == 2

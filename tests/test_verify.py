@@ -23,6 +23,7 @@ import verify_corpus as corpus
 import duron
 from duron._cli import main
 from duron._cli._progress import _Bar, progress_bar
+from duron._log import encode_entry
 from duron._verify import VerifyReport, verify_log
 from duron.contrib.storage import FileLogStorage, MemoryLogStorage, SQLiteStore
 
@@ -847,3 +848,33 @@ async def test_host_input_futures_and_timers_replay_without_a_host() -> None:
     for cut in range(2, len(storage.raw)):
         part = await verify_log(hosted, MemoryLogStorage(storage.raw[:cut]))
         assert (part.status, part.finished) == ("ok", False), cut
+
+
+charged: list[int] = []
+
+
+@duron.effect
+async def charge_card(order: int) -> str:
+    charged.append(order)
+    return "ok"
+
+
+@duron.durable(name="charge-only")
+async def charge_only(ctx: duron.Context, order: int) -> str:
+    return await ctx.run(charge_card, order)
+
+
+def test_a_log_of_its_job_entry_alone_is_checked_without_running_anything(
+    tmp_path: Path,
+) -> None:
+    # A job that crashed right after its job entry was written: verify replays
+    # nothing, runs nothing, and says the job is unfinished.
+    entry = charge_only.job_entry((42,), {}, via="start()", t=1_700_000_000.0)
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(encode_entry(entry) + b"\n")
+    charged.clear()
+    for storage in (FileLogStorage(path), MemoryLogStorage([encode_entry(entry)])):
+        report = anyio.run(verify_log, charge_only, storage)
+        assert (report.status, report.finished, report.operations) == ("ok", False, 1)
+    assert charged == []
+    assert path.read_bytes() == encode_entry(entry) + b"\n"

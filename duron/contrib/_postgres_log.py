@@ -31,8 +31,6 @@ __all__ = ["PostgresLog"]
 
 
 class PostgresLog(SQLLog["PostgresStore"]):
-    _access: LogAccess[Engine]
-
     """One job's log in a :class:`PostgresStore`. Get it from ``store.log(job_id)``.
 
     ``acquire()`` takes the job's lease (or adopts the one a worker of the same
@@ -40,6 +38,8 @@ class PostgresLog(SQLLog["PostgresStore"]):
     which checks the lease epoch in the same statement; an ``end`` entry sets the
     job's status and result with it.
     """
+
+    _access: LogAccess[Engine]
 
     async def _adopt(self, epoch: int) -> int:
         job_id, owner, q = self.job_id, self.store.owner, self._access.q

@@ -29,14 +29,14 @@ __all__ = ["SQLiteLog"]
 
 
 class SQLiteLog(SQLLog["SQLiteStore"]):
-    _access: LogAccess[Engine]
-
     """One job's log in a :class:`SQLiteStore`. Get it from ``store.log(job_id)``.
 
     ``acquire()`` takes the job's lease (or adopts the one a worker of the same
     store object claimed); ``append()`` checks the lease epoch in the same
     transaction; an ``end`` entry sets the job's status and result with it.
     """
+
+    _access: LogAccess[Engine]
 
     async def _adopt(self, epoch: int) -> int:
         job_id, owner = self.job_id, self.store.owner
