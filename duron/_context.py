@@ -31,13 +31,29 @@ from duron._stream import Channel, Stream, StreamWriter, channel
 
 if TYPE_CHECKING:
     from duron._driver import Driver
+    from duron._durable import DurableFn
     from duron._durable_calls import DurableCalls
 
-__all__ = ["Context", "PatchQuery"]
+__all__ = ["Context", "PatchQuery", "root_call"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 _S = TypeVar("_S")
+
+
+def root_call(
+    dfn: DurableFn[..., Any], driver: Driver, args: dict[str, Any]
+) -> Callable[[], Coroutine[Any, Any, Any]]:
+    """The durable function's call for one run: its context, its (decoded)
+    arguments by name and the run's ``= duron.Provided`` objects."""
+    ctx = Context(driver)
+    fn: Any = dfn.fn
+    call_args, call_kwargs = dfn.sig.call_arguments({**args, **driver.injected})
+
+    async def main() -> Any:
+        return await fn(ctx, *call_args, **call_kwargs)
+
+    return main
 
 
 class PatchQuery:

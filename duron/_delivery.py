@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from duron._codec import decode_recorded
-from duron._exceptions import rebuild
 from duron._host_streams import OutputChannel
 from duron._operations import UNDECODED, Op
+from duron._recorded_errors import rebuild
 from duron._signal import Signal
 from duron._stream import Channel, Stream, StreamWriter
 

@@ -41,8 +41,8 @@ from duron._entries import ErrorInfo
 from duron._errors import (
     NonDeterminismError,
 )
+from duron._host_backends import host_for
 from duron._host_input import HostInput
-from duron._hosts import host_for
 from duron._job_end import JobOutcome, code_end, outcome_from
 from duron._log import decode_entry
 from duron._log_writer import LogWriter
@@ -66,8 +66,8 @@ if TYPE_CHECKING:
     from duron._codec import Codec
     from duron._durable import DurableFn
     from duron._entries import Entry
+    from duron._host_backends import Host
     from duron._host_streams import OutputChannel
-    from duron._hosts import AnyioHost, AsyncioHost
     from duron._json import JSONValue
     from duron._storage import LogStorage
 
@@ -96,7 +96,8 @@ class Driver:
         storage: Its log.
         seed: The job's random seed (from its job entry).
         started: The job clock at its job entry.
-        replaying: Whether the log holds more than the job entry.
+        replaying: Whether the log already holds the job (its entries are read
+            and replayed first; a log of its job entry alone goes live at once).
         clock: The host clock (seconds since the epoch) live entries are stamped
             with; replay takes time from the log instead.
     """
@@ -140,7 +141,7 @@ class Driver:
         self.calls: DurableCalls = DurableCalls(self)
         self._events: deque[Outcome | Fatal] = deque()
         self._to_launch: list[Op] = []
-        self._host: AsyncioHost | AnyioHost | None = None
+        self._host: Host | None = None
         self._effects: Effects | None = None
         self._records: AsyncIterator[tuple[int, bytes]] | None = None
         self._patch_queries: list[tuple[str, asyncio.Future[bool]]] = []
@@ -546,19 +547,7 @@ class Driver:
         return op.name if op is not None else None
 
     def _same_inputs(self, op: Op, recorded: dict[str, JSONValue] | None) -> bool:
-        """Whether an effect's recorded inputs mean today's call under today's types.
-
-        Inputs are compared as encoded; when they differ, the recorded ones are
-        validated through the effect's current annotations and encoded again: a
-        model that gained a field with a default then matches a log written before
-        the field existed. Anything that no longer validates, or encodes to
-        something else, is a divergence.
-        """
+        """Whether an effect's recorded inputs mean today's call (the engine asks
+        when they differ as stored)."""
         spec = op.spec
-        if spec is None or recorded is None or op.inputs is None:
-            return False
-        try:
-            again = spec.sig.reencode_inputs(self.codec, recorded)
-        except Exception:
-            return False
-        return bool(again == op.inputs)
+        return spec is not None and spec.sig.same_call(self.codec, recorded, op.inputs)

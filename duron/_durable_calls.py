@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from duron._delivery import OpFuture
 from duron._effect_runner import Effects
 from duron._errors import PayloadError, UsageError
-from duron._exceptions import rebuild
 from duron._operations import Done, Op
+from duron._recorded_errors import rebuild
 
 if TYPE_CHECKING:
     from duron._driver import Driver
@@ -75,6 +75,10 @@ class DurableCalls:
             inputs = spec.sig.encode_call(d.codec, args, kwargs)
         except PayloadError as err:
             raise err.at(job=d.label, position=engine.next_id) from err.__cause__
+        except UsageError as err:  # bad arguments: nothing recorded, nothing run
+            raise UsageError(
+                f"job {d.label}: position {engine.next_id}: {err}"
+            ) from err
         streaming = spec.kind == "stream"
         if sink is None and not streaming and d.shortcuts:
             if engine.replaying:

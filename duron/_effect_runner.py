@@ -1,23 +1,25 @@
 """Running effects live: start each one on the host, turn how it ended into an outcome.
 
 An ``async def`` effect on an asyncio host starts as a bare task whose first step
-runs at once (:meth:`~duron._hosts.AsyncioHost.start_effect`), and a done-callback
+runs at once (:meth:`~duron._host_backends.AsyncioHost.start_effect`), and a done-callback
 reports its end: an effect that never waits costs no loop round at all. Every
 other effect (a plain ``def`` in a worker thread, a streaming effect, a lambda
 returning an awaitable, any effect on a trio host) runs inside :func:`run_effect`,
 a coroutine the host spawns.
 
-Either way the outcome is a :class:`~duron._engine.Done` (or, for each value a
-streaming effect yields, an :class:`~duron._engine.Emitted`) whose payload went
+Either way the outcome is a :class:`~duron._operations.Done` (or, for each value a
+streaming effect yields, an :class:`~duron._operations.Emitted`), made by
+:func:`result_outcome` or :func:`raised_outcome`, whose payload went
 through :func:`~duron._codec.roundtrip`: durable code gets exactly what a replay
 will rebuild, and a value that cannot be recorded fails the job with a
 :class:`~duron.PayloadEncodeError` (a :class:`Fatal` outcome) instead of reaching
 the log.
 
-Cancellation has one rule (:func:`cancelled_by_job`): only the job cancels an
-effect's task, and it marks the operation ``stopped`` first (:meth:`Effects.stop`).
-A task that ends cancelled without that mark raised ``CancelledError`` itself:
-that is its outcome, recorded like any other exception.
+Cancellation has one rule (:func:`cancelled_by_job`): the job marks an operation
+``stopped`` before it cancels its task (:meth:`Effects.stop`), and then records
+nothing for it. A run that ends cancelled without that mark was cancelled by the
+effect itself, or by code it handed its task to: that is its outcome, recorded
+like any other exception.
 """
 
 from __future__ import annotations
@@ -33,15 +35,15 @@ import anyio.to_thread
 
 from duron._codec import roundtrip
 from duron._errors import PayloadEncodeError
-from duron._exceptions import error_info
-from duron._hosts import AsyncioHost
+from duron._host_backends import AsyncioHost
 from duron._operations import Done, Emitted, Op
+from duron._recorded_errors import error_info
 
 if TYPE_CHECKING:
     from duron._codec import Codec
-    from duron._hosts import AnyioHost
+    from duron._host_backends import Host
 
-__all__ = ["Effects", "Fatal", "cancelled_by_job", "run_effect"]
+__all__ = ["Effects", "Fatal", "cancelled_by_job", "raised_outcome", "run_effect"]
 
 
 @dataclass(slots=True, eq=False)
@@ -70,9 +72,7 @@ class Effects:
 
     __slots__ = ("_asyncio", "_codec", "_host", "_label", "_report", "direct")
 
-    def __init__(
-        self, host: AsyncioHost | AnyioHost, codec: Codec, label: str, report: Report
-    ) -> None:
+    def __init__(self, host: Host, codec: Codec, label: str, report: Report) -> None:
         self._host = host
         self._asyncio = host if isinstance(host, AsyncioHost) else None
         # Whether ``async def`` effects start as bare tasks (an asyncio host).
@@ -99,7 +99,7 @@ class Effects:
                     from_durable=from_durable,
                 )
             except Exception as exc:  # calling it failed: that is its outcome
-                return Done(op, None, error_info(exc), cause=exc)
+                return raised_outcome(op, exc)
             if task.done():
                 return self._task_outcome(op, task)
             op.task = task
@@ -129,20 +129,28 @@ class Effects:
             self._report(outcome)
 
     def _task_outcome(self, op: Op, task: asyncio.Task[Any]) -> Done | Fatal | None:
-        """What a finished effect task amounts to (None: the job stopped it)."""
+        """What a finished effect task amounts to (None: no outcome to record)."""
         if task.cancelled():
-            if cancelled_by_job(op):
-                return None
             try:
                 task.result()
             except asyncio.CancelledError as cancelled:
-                return Done(op, None, error_info(cancelled), cause=cancelled)
+                return raised_outcome(op, cancelled)
         exc = task.exception()
         if exc is None:
             return result_outcome(op, task.result(), self._codec, self._label)
-        if not isinstance(exc, Exception):
-            return None  # KeyboardInterrupt and the like: the task raised it already
-        return Done(op, None, error_info(exc), cause=exc)
+        return raised_outcome(op, exc)
+
+
+def raised_outcome(op: Op, exc: BaseException) -> Done | None:
+    """The outcome of an effect that raised ``exc``: an error to record, or None
+    when there is nothing to record (the job stopped it; a ``KeyboardInterrupt``
+    and the like, which go on up)."""
+    if isinstance(exc, asyncio.CancelledError):
+        if cancelled_by_job(op):
+            return None
+    elif not isinstance(exc, Exception):
+        return None
+    return Done(op, None, error_info(exc), cause=exc)
 
 
 def result_outcome(op: Op, value: Any, codec: Codec, label: str) -> Done | Fatal:
@@ -193,13 +201,11 @@ async def run_effect(op: Op, codec: Codec, label: str, report: Report) -> None:
     except _Refused as refused:
         report(Fatal(refused.error))
         return
-    except Exception as exc:
-        report(Done(op, None, error_info(exc), cause=exc))
-        return
-    except asyncio.CancelledError as exc:
-        if cancelled_by_job(op):
+    except BaseException as exc:
+        outcome = raised_outcome(op, exc)
+        if outcome is None:
             raise
-        report(Done(op, None, error_info(exc), cause=exc))
+        report(outcome)
         return
     report(result_outcome(op, value, codec, label))
 

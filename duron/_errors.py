@@ -478,6 +478,24 @@ class PayloadDecodeError(PayloadError):
     validator), or keep the job on the old code.
     """
 
+    def __init__(
+        self,
+        *,
+        what: str,
+        type_name: str,
+        detail: str,
+        position: int | None = None,
+        job: str | None = None,
+    ) -> None:
+        super().__init__(
+            what=what, type_name=type_name, detail=detail, position=position, job=job
+        )
+        self.args = (
+            f"{self.args[0]}. The log was written under other types: make the type "
+            "accept what it recorded (a default, a validator) or keep this job on "
+            "the code that wrote it",
+        )
+
 
 class EffectError(DuronError):
     """An effect failed with an exception that cannot be rebuilt as its own type.

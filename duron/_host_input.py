@@ -14,8 +14,8 @@ import anyio
 
 from duron._codec import roundtrip
 from duron._errors import UsageError
-from duron._exceptions import error_info
 from duron._operations import Cancelled, Done, Emitted, Op, Outcome
+from duron._recorded_errors import error_info
 
 if TYPE_CHECKING:
     from duron._driver import Driver

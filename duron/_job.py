@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, ove
 import anyio
 
 from duron._codec import decode_recorded
-from duron._context import Context
+from duron._context import root_call
 from duron._driver import Driver
 from duron._errors import (
     JobMismatchError,
@@ -174,7 +174,9 @@ class Job(Generic[_P, _T]):
                 raise JobMismatchError(
                     job=label, field="function", recorded=first.fn, requested=dfn.name
                 )
-            if wanted is not None and not _same_args(dfn, wanted.args, first.args):
+            if wanted is not None and not dfn.sig.same_call(
+                dfn.codec, first.args, wanted.args
+            ):
                 await _aclose(records)
                 raise JobMismatchError(
                     job=label,
@@ -209,15 +211,7 @@ class Job(Generic[_P, _T]):
         args: dict[str, Any],
         records: AsyncIterator[tuple[int, bytes]] | None,
     ) -> None:
-        ctx = Context(driver)
-        fn: Any = self._dfn.fn
-
-        call_args, call_kwargs = self._dfn.sig.call_arguments(
-            {**args, **driver.injected}
-        )
-
-        async def main() -> Any:
-            return await fn(ctx, *call_args, **call_kwargs)
+        main = root_call(self._dfn, driver, args)
 
         try:
             with anyio.CancelScope() as scope:
@@ -476,23 +470,6 @@ def decode_job_args(
             job=label,
         )
     return out
-
-
-def _same_args(
-    dfn: DurableFn[..., Any], encoded: dict[str, Any], recorded: dict[str, Any]
-) -> bool:
-    """Whether ``start()``'s arguments are the logged ones, under today's types.
-
-    As for effect inputs, recorded arguments are read through the current
-    annotations and encoded again when they differ as stored: a model argument
-    that gained a field with a default still names the same job.
-    """
-    if encoded == recorded:
-        return True
-    try:
-        return dfn.sig.reencode_inputs(dfn.codec, recorded) == encoded
-    except Exception:
-        return False
 
 
 async def _aclose(it: AsyncIterator[Any]) -> None:

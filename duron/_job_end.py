@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from duron._codec import decode_recorded, roundtrip
 from duron._entries import ErrorInfo
 from duron._errors import DuronError, EffectError, JobCancelledError
-from duron._exceptions import error_info, rebuild
+from duron._recorded_errors import error_info, rebuild
 
 if TYPE_CHECKING:
     import asyncio

@@ -42,7 +42,6 @@ from duron._errors import (
     StorageError,
     UsageError,
 )
-from duron._exceptions import rebuild
 from duron._json import JSONValue, format_call
 from duron._log import (
     MAX_DEPTH,
@@ -54,6 +53,7 @@ from duron._log import (
     decode_entry,
 )
 from duron._options import JOB_ID_RULE, CallOptions, is_job_id
+from duron._recorded_errors import rebuild
 
 if TYPE_CHECKING:
     from duron._durable import DurableFn

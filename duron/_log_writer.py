@@ -38,7 +38,6 @@ class LogWriter:
         "_name_of",
         "_nowait",
         "can_append_now",
-        "entries_written",
         "storage",
     )
 
@@ -49,7 +48,6 @@ class LogWriter:
         name_of: Callable[[int], str | None],
     ) -> None:
         self.storage: LogStorage = storage
-        self.entries_written: int = 0
         self._function = function
         self._name_of = name_of
         self._nowait: Callable[[Sequence[bytes]], bool] | None = nowait_appender(
@@ -61,7 +59,6 @@ class LogWriter:
     async def append(self, entries: list[Entry]) -> None:
         """Append ``entries`` as one batch; returns once the storage committed it."""
         await self.storage.append(self.encode(entries))
-        self.entries_written += len(entries)
 
     def append_now(self, entries: list[Entry]) -> bool:
         """Append without waiting, if the storage can; False (nothing written) if not."""
@@ -72,7 +69,6 @@ class LogWriter:
             self._nowait = None  # this storage never can (e.g. fsync mode)
             self.can_append_now = False
             return False
-        self.entries_written += len(entries)
         return True
 
     def encode(self, entries: list[Entry]) -> list[bytes]:

@@ -245,6 +245,29 @@ class Signature:
             codec, dict(zip(self._positional, args, strict=False))
         )
 
+    def same_call(
+        self,
+        codec: Codec,
+        recorded: dict[str, JSONValue] | None,
+        requested: dict[str, JSONValue] | None,
+    ) -> bool:
+        """Whether recorded inputs mean the requested call under today's types.
+
+        Inputs are compared as encoded; when they differ, the recorded ones are
+        read through the current annotations and encoded again: a model that
+        gained a field with a default then matches a log written before the field
+        existed. Anything that no longer validates, or encodes to something else,
+        is another call. (Effect inputs on replay, a job's arguments at start.)
+        """
+        if recorded == requested:
+            return True
+        if recorded is None or requested is None:
+            return False
+        try:
+            return self.reencode_inputs(codec, recorded) == requested
+        except Exception:
+            return False
+
     def reencode_inputs(
         self, codec: Codec, recorded: dict[str, JSONValue]
     ) -> dict[str, JSONValue]:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 
 from duron._codec import explain
-from duron._context import Context
+from duron._context import root_call
 from duron._driver import Driver
 from duron._errors import (
     CorruptLogError,
@@ -243,13 +243,7 @@ async def _verify(
             requested=err.requested,
         )
     driver = Driver(dfn, storage, seed=first.seed, started=first.t, replaying=True)
-    ctx = Context(driver)
-    fn: Any = dfn.fn
-
-    call_args, call_kwargs = dfn.sig.call_arguments({**args, **driver.injected})
-
-    async def main() -> Any:
-        return await fn(ctx, *call_args, **call_kwargs)
+    main = root_call(dfn, driver, args)
 
     def counts() -> dict[str, Any]:
         base.entries = 1 + driver.entries_read

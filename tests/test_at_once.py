@@ -19,7 +19,7 @@ from support import run_job
 import duron
 from duron._driver import CHECKPOINT_EVERY
 from duron._durable_loop import in_durable_code
-from duron._hosts import AsyncioHost
+from duron._host_backends import AsyncioHost
 from duron._log import decode_entry
 from duron._storage import nowait_appender
 from duron.contrib.storage import FileLogStorage, MemoryLogStorage

@@ -490,7 +490,9 @@ async def test_recorded_result_that_no_longer_validates_names_position() -> None
             await job.wait()
     assert str(info.value) == (
         "job retyped: position 0: recorded result of lookup (Item): no longer "
-        "validates: Input should be a valid dictionary or instance of Item"
+        "validates: Input should be a valid dictionary or instance of Item. The log "
+        "was written under other types: make the type accept what it recorded (a "
+        "default, a validator) or keep this job on the code that wrote it"
     )
     assert info.value.position == 0
     assert isinstance(info.value.__cause__, pydantic.ValidationError)
@@ -521,7 +523,10 @@ async def test_recorded_argument_that_no_longer_validates() -> None:
             await job.resume()
     assert str(info.value) == (
         "job profiles: recorded argument 'who' of greet_profile (Profile): no "
-        "longer validates: Input should be a valid dictionary or instance of Profile"
+        "longer validates: Input should be a valid dictionary or instance of "
+        "Profile. The log was written under other types: make the type accept what "
+        "it recorded (a default, a validator) or keep this job on the code that "
+        "wrote it"
     )
 
 

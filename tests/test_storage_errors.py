@@ -91,7 +91,7 @@ def test_an_effect_s_storage_error_is_its_failure_not_the_store_s() -> None:
     """An effect that raised StoreUnavailableError (from a store of its own) is
     recorded as the effect's failure: rebuilt from the log it is an EffectError,
     so a worker never mistakes it for its own store being away."""
-    from duron._exceptions import error_info, rebuild
+    from duron._recorded_errors import error_info, rebuild
 
     raised = duron.StoreUnavailableError(store="other", operation="read", detail="x")
     rebuilt = rebuild(error_info(raised))

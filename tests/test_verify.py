@@ -425,6 +425,7 @@ def test_verify_reads_without_taking_the_lease(logs: Logs, tmp_path: Path) -> No
 
 
 @pytest.mark.anyio
+@pytest.mark.both_hosts
 async def test_verify_runs_on_both_hosts(logs: Logs) -> None:
     report = await verify_log(corpus.changed_argument, FileLogStorage(logs.finished))
     assert (report.status, report.position) == ("incompatible", 1)

@@ -32,7 +32,6 @@ import anyio
 import orjson
 
 from duron._errors import DuplicateJobError, JobCancelledError, JobNotFoundError
-from duron._exceptions import error_info
 from duron._jobstore import (
     Claim,
     Heartbeat,
@@ -50,6 +49,7 @@ from duron._jobstore import (
     submission,
 )
 from duron._log import encode_entry
+from duron._recorded_errors import error_info
 from duron.contrib._wakeups import DONE, WORK
 
 if TYPE_CHECKING:

@@ -44,6 +44,9 @@ class Cancellable(Protocol):
 
 
 class Host(Protocol):
+    """What the driver needs from a host backend (:class:`AsyncioHost`,
+    :class:`AnyioHost`)."""
+
     def spawn(
         self, fn: Callable[..., Awaitable[None]], *args: Any, name: str
     ) -> Cancellable:
