@@ -69,9 +69,9 @@ class Signature:
         "sig",
     )
 
-    def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
+    def __init__(self, fn: Callable[..., Any], name: str) -> None:
         self._fn = fn
-        self.name: str = name or qualified_name(fn)
+        self.name: str = name
         try:
             self.sig: inspect.Signature = inspect.signature(fn)
         except (TypeError, ValueError) as exc:
