@@ -93,8 +93,9 @@ class Signature:
         """Read the type hints; with ``strict=False`` an unresolved name is retried later."""
         if self._hints is not None:
             return
+        annotated = _annotated(self._fn)
         try:
-            hints = typing.get_type_hints(self._fn, include_extras=True)
+            hints = typing.get_type_hints(annotated, include_extras=True)
         except NameError as exc:
             if strict:
                 raise UsageError(
@@ -102,7 +103,7 @@ class Signature:
                 ) from exc
             return
         except Exception:
-            hints = dict(getattr(self._fn, "__annotations__", {}) or {})
+            hints = dict(getattr(annotated, "__annotations__", {}) or {})
         self._hints = hints
         params = []
         for p in self.sig.parameters.values():
@@ -269,6 +270,15 @@ class Signature:
 
 
 _SCALAR_TYPES = (str, int, float, bool)
+
+
+def _annotated(fn: Callable[..., Any]) -> Any:
+    """Where ``fn``'s type hints are: a callable object's are on its ``__call__``
+    (its own ``__annotations__``, if any, are its class's attributes)."""
+    if inspect.isroutine(fn) or isinstance(fn, (type, functools.partial)):
+        return fn
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 - a callable object's
+    return fn if call is None else call
 
 
 def _encode_annotation(p: Param) -> Any:

@@ -10,6 +10,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from pydantic import BaseModel
 from support import resume_job, run_job
 
 import duron
@@ -263,6 +264,40 @@ class Tripler:
 
     async def __call__(self, n: int) -> int:
         return 3 * n
+
+
+class Greeting(BaseModel):
+    text: str
+
+
+class Greeter:
+    """A callable object whose ``__call__`` is annotated (and its class too)."""
+
+    greeting: str = "hello"
+
+    async def __call__(self, name: str) -> Greeting:
+        return Greeting(text=f"{self.greeting} {name}")
+
+
+async def test_a_callable_object_s_payloads_are_typed_by_its_call_method() -> None:
+    @duron.durable
+    async def flow(ctx: duron.Context) -> Greeting:
+        greeting: Greeting = await ctx.run(Greeter(), "ada")
+        return greeting
+
+    storage = MemoryLogStorage()
+    for _ in range(2):  # live, then replayed: the model both times
+        assert await run_job(flow, storage) == Greeting(text="hello ada")
+    done = storage.entries()[1]
+    assert done.to_json() == {
+        "type": "done",
+        "id": 0,
+        "t": done.t,
+        "kind": "effect",
+        "name": "Greeter",
+        "inputs": {"name": "ada"},
+        "result": {"text": "hello ada"},
+    }
 
 
 async def test_callable_objects_are_recorded_by_their_own_name_or_their_class() -> None:
