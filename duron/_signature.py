@@ -108,7 +108,7 @@ class Signature:
         params = []
         for p in self.sig.parameters.values():
             ann = hints.get(p.name, UNANNOTATED)
-            _, extras = _split_annotated(ann)
+            extras = _metadata(ann)
             params.append(
                 Param(
                     p.name,
@@ -293,8 +293,8 @@ def _encode_annotation(p: Param) -> Any:
     return ann
 
 
-def _split_annotated(ann: Any) -> tuple[Any, tuple[Any, ...]]:
+def _metadata(ann: Any) -> tuple[Any, ...]:
+    """The metadata of an ``Annotated[T, ...]`` annotation (``duron.Reducer``)."""
     if typing.get_origin(ann) is typing.Annotated:
-        args = typing.get_args(ann)
-        return args[0], tuple(args[1:])
-    return ann, ()
+        return tuple(typing.get_args(ann)[1:])
+    return ()

@@ -210,8 +210,21 @@ async def test_a_call_binds_by_position_or_keyword_and_records_what_was_passed()
             "job <memory>: position 0: argument 'word' of shout (str): cannot "
             "encode int: Input should be a valid string",
         ),
+        (
+            "shout",
+            (),
+            {},
+            duron.UsageError,
+            "shout() called with bad arguments: missing a required argument: 'word'",
+        ),
     ],
-    ids=["twice-by-position", "all-positional-and-again", "unknown-keyword", "type"],
+    ids=[
+        "twice-by-position",
+        "all-positional-and-again",
+        "unknown-keyword",
+        "type",
+        "missing",
+    ],
 )
 async def test_a_call_that_does_not_bind_or_encode_is_refused_before_it_runs(
     effect: str,
@@ -361,6 +374,19 @@ async def looks_for(ctx: duron.Context) -> None:
     await ctx.run(lost, 1)
 
 
+pinged: list[int] = []
+
+
+@duron.effect
+async def ping() -> Missing:
+    pinged.append(1)
+
+
+@duron.durable
+async def pings(ctx: duron.Context) -> None:
+    await ctx.run(ping)
+
+
 class Person(BaseModel):
     name: str
 
@@ -382,18 +408,22 @@ async def test_hints_naming_classes_defined_further_down_are_read_at_first_use(
         assert await run_job(module.welcome, storage, person) == "hello ada"
         # As in a new process: decorated afresh, the recorded argument is read
         # through the hints resolved then.
-        module = importlib.reload(module)
+        del sys.modules["later_defined"]
+        module = importlib.import_module("later_defined")
         assert await resume_job(module.welcome, storage) == "hello ada"
 
-        storage = MemoryLogStorage()
-        async with module.looks_for.invoke(storage) as job:
-            await job.start()
-            with pytest.raises(duron.UsageError) as info:
-                await job.wait()
-        assert str(info.value) == (
-            "cannot resolve the type hints of lost: name 'Missing' is not defined"
-        )
-        assert [e.type for e in storage.entries()] == ["job"]
+        for flow, effect in [(module.looks_for, "lost"), (module.pings, "ping")]:
+            storage = MemoryLogStorage()
+            async with flow.invoke(storage) as job:
+                await job.start()
+                with pytest.raises(duron.UsageError) as info:
+                    await job.wait()
+            assert str(info.value) == (
+                f"cannot resolve the type hints of {effect}: name 'Missing' is not "
+                "defined"
+            )
+            assert [e.type for e in storage.entries()] == ["job"]
+        assert module.pinged == []  # refused before it ran
     finally:
         sys.modules.pop("later_defined", None)
 
@@ -423,3 +453,43 @@ def test_calls_that_pass_parameters_in_order_skip_the_general_binder(
     }
     monkeypatch.setattr(PydanticCodec, "encode", general)
     assert scale_sig.encode_call(codec, (1, 2), {}) == {"x": 1, "factor": 2}
+
+
+def test_a_provided_parameter_of_another_type_is_refused_at_decoration() -> None:
+    with pytest.raises(duron.UsageError) as info:
+
+        @duron.durable(name="fed")
+        async def fed(ctx: duron.Context, events: int = duron.Provided) -> None:
+            pass
+
+    assert str(info.value) == (
+        "parameter 'events' of durable function fed is marked = duron.Provided but "
+        "annotated int; provided parameters are duron.Stream[T], "
+        "duron.StreamWriter[T] or duron.Signal[T]"
+    )
+
+
+class OneWay:
+    """A codec whose data does not decode back."""
+
+    def encode(self, value: object, annotation: Any, /) -> Any:
+        return value
+
+    def decode(self, data: Any, annotation: Any, /) -> object:
+        raise ValueError("not this way")
+
+
+async def test_an_argument_that_would_not_decode_from_the_log_is_refused() -> None:
+    @duron.durable(name="one_way", codec=OneWay())
+    async def one_way(ctx: duron.Context, n: int) -> int:
+        return n
+
+    storage = MemoryLogStorage()
+    async with one_way.invoke(storage) as job:
+        with pytest.raises(duron.PayloadEncodeError) as info:
+            await job.start(5)
+    assert str(info.value) == (
+        "job <memory>: argument 'n' of one_way (int): would not decode from the "
+        "log: not this way"
+    )
+    assert storage.entries() == []
