@@ -794,6 +794,7 @@ def test_values_json_cannot_hold_are_refused_by_the_codec(
     ("annotation", "name"),
     [
         (UNANNOTATED, "unannotated"),
+        (None, "None"),
         (int, "int"),
         (Item, "Item"),
         (list[int], "list[int]"),
