@@ -277,8 +277,7 @@ def _annotated(fn: Callable[..., Any]) -> Any:
     (its own ``__annotations__``, if any, are its class's attributes)."""
     if inspect.isroutine(fn) or isinstance(fn, (type, functools.partial)):
         return fn
-    call = getattr(type(fn), "__call__", None)  # noqa: B004 - a callable object's
-    return fn if call is None else call
+    return type(fn).__call__  # callable() found it there
 
 
 def _encode_annotation(p: Param) -> Any:

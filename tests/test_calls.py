@@ -387,6 +387,11 @@ async def pings(ctx: duron.Context) -> None:
     await ctx.run(ping)
 
 
+@duron.durable
+async def report(ctx: duron.Context) -> Greeting:
+    return Greeting(text="all done")
+
+
 class Person(BaseModel):
     name: str
 
@@ -411,6 +416,14 @@ async def test_hints_naming_classes_defined_further_down_are_read_at_first_use(
         del sys.modules["later_defined"]
         module = importlib.import_module("later_defined")
         assert await resume_job(module.welcome, storage) == "hello ada"
+        # Nothing recorded to read: the result's type is resolved all the same.
+        storage = MemoryLogStorage()
+        assert await run_job(module.report, storage) == module.Greeting(text="all done")
+        del sys.modules["later_defined"]
+        module = importlib.import_module("later_defined")
+        assert await resume_job(module.report, storage) == module.Greeting(
+            text="all done"
+        )
 
         for flow, effect in [(module.looks_for, "lost"), (module.pings, "ping")]:
             storage = MemoryLogStorage()
