@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import typing
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import pydantic
@@ -112,7 +111,9 @@ class PydanticCodec:
     def encode(self, value: object, annotation: Any, /) -> JSONValue:
         if annotation is UNANNOTATED:
             return _check_json_native(value)
-        if annotation in _SCALARS and type(value) is annotation:
+        # The type test first: an annotation may be unhashable (Annotated with a
+        # list or dict in its metadata), and ``in`` on a frozenset hashes it.
+        if type(value) is annotation and annotation in _SCALARS:
             if annotation is float or annotation is int:
                 _check_number(value)  # type: ignore[arg-type]
             return value  # type: ignore[return-value]
@@ -128,7 +129,7 @@ class PydanticCodec:
     def decode(self, data: JSONValue, annotation: Any, /) -> object:
         if annotation is UNANNOTATED:
             return data
-        if annotation in _SCALARS and type(data) is annotation:
+        if type(data) is annotation and annotation in _SCALARS:
             return data
         return self.adapter(annotation).validate_python(data)
 
@@ -220,7 +221,7 @@ def roundtrip(
     value: object,
     annotation: Any,
     *,
-    what: str | Callable[[], str],
+    what: str,
     job: str | None = None,
     position: int | None = None,
 ) -> tuple[JSONValue, Any]:
@@ -235,8 +236,7 @@ def roundtrip(
         codec: The job's codec.
         value: The value to record.
         annotation: Its declared type.
-        what: Which payload, for the error (``"result of effect work"``), or a
-            function that says it (called only for an error, off the hot path).
+        what: Which payload, for the error (``"result of effect work"``).
         job: The job's label, for the error.
         position: The operation's position, for the error.
 
@@ -255,7 +255,7 @@ def roundtrip(
             cause = err
             detail = f"would not decode back from the log: {explain(err)}"
     raise PayloadEncodeError(
-        what=what if isinstance(what, str) else what(),
+        what=what,
         type_name=_type_name(annotation, value),
         detail=detail,
         position=position,

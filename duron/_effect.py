@@ -114,7 +114,9 @@ def _build_spec(
 
 def _configure_stream(spec: EffectSpec) -> None:
     sig = spec.sig
-    sig.resolve(strict=False)
+    # The reducer is read from the state's annotation now: a name it cannot resolve
+    # yet is reported as such (left unresolved, the signature has no parameters).
+    sig.resolve()
     if not sig.params:
         raise UsageError(
             f"streaming effect {spec.name} needs a first parameter for its state, "

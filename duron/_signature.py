@@ -69,9 +69,9 @@ class Signature:
         "sig",
     )
 
-    def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
+    def __init__(self, fn: Callable[..., Any], name: str) -> None:
         self._fn = fn
-        self.name: str = name or qualified_name(fn)
+        self.name: str = name
         try:
             self.sig: inspect.Signature = inspect.signature(fn)
         except (TypeError, ValueError) as exc:
@@ -93,8 +93,9 @@ class Signature:
         """Read the type hints; with ``strict=False`` an unresolved name is retried later."""
         if self._hints is not None:
             return
+        annotated = _annotated(self._fn)
         try:
-            hints = typing.get_type_hints(self._fn, include_extras=True)
+            hints = typing.get_type_hints(annotated, include_extras=True)
         except NameError as exc:
             if strict:
                 raise UsageError(
@@ -102,12 +103,12 @@ class Signature:
                 ) from exc
             return
         except Exception:
-            hints = dict(getattr(self._fn, "__annotations__", {}) or {})
+            hints = dict(getattr(annotated, "__annotations__", {}) or {})
         self._hints = hints
         params = []
         for p in self.sig.parameters.values():
             ann = hints.get(p.name, UNANNOTATED)
-            _, extras = _split_annotated(ann)
+            extras = _metadata(ann)
             params.append(
                 Param(
                     p.name,
@@ -294,6 +295,14 @@ class Signature:
 _SCALAR_TYPES = (str, int, float, bool)
 
 
+def _annotated(fn: Callable[..., Any]) -> Any:
+    """Where ``fn``'s type hints are: a callable object's are on its ``__call__``
+    (its own ``__annotations__``, if any, are its class's attributes)."""
+    if inspect.isroutine(fn) or isinstance(fn, (type, functools.partial)):
+        return fn
+    return type(fn).__call__  # callable() found it there
+
+
 def _encode_annotation(p: Param) -> Any:
     """How an input is encoded: lenient ``Any`` when unannotated, *args as a tuple."""
     ann = p.annotation
@@ -306,8 +315,8 @@ def _encode_annotation(p: Param) -> Any:
     return ann
 
 
-def _split_annotated(ann: Any) -> tuple[Any, tuple[Any, ...]]:
+def _metadata(ann: Any) -> tuple[Any, ...]:
+    """The metadata of an ``Annotated[T, ...]`` annotation (``duron.Reducer``)."""
     if typing.get_origin(ann) is typing.Annotated:
-        args = typing.get_args(ann)
-        return args[0], tuple(args[1:])
-    return ann, ()
+        return tuple(typing.get_args(ann)[1:])
+    return ()

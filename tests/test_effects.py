@@ -639,3 +639,64 @@ async def test_an_effect_task_cancelled_by_someone_else_fails_its_call() -> None
         await job.resume()
         assert await job.wait() == result
     assert len(effect_tasks) == 1
+
+
+# -- what the decorator reads, decorated inside the test -----------------------------
+
+
+async def test_a_streaming_effect_folds_with_the_reducer_its_state_names() -> None:
+    @duron.effect(name="collect")
+    async def collect(
+        seen: Annotated[list[str], duron.Reducer(operator.add)], n: int
+    ) -> AsyncGenerator[list[str], list[str]]:
+        for i in range(n):
+            seen = yield [f"item{i} after {len(seen)}"]
+
+    @duron.durable
+    async def flow(ctx: duron.Context) -> list[str]:
+        return await ctx.run(collect, ["start"], 3)
+
+    storage = MemoryLogStorage()
+    want = ["start", "item0 after 1", "item1 after 2", "item2 after 3"]
+    assert await run_job(flow, storage) == want
+    assert [e.to_json()["value"] for e in storage.entries() if e.type == "emit"] == [
+        [item] for item in want[1:]
+    ]
+    assert await run_job(flow, storage) == want
+
+
+def test_a_streaming_effect_whose_state_type_is_not_defined_yet_is_refused() -> None:
+    # Its reducer is part of the state's annotation, read when it is decorated.
+    with pytest.raises(duron.UsageError) as info:
+
+        @duron.effect(name="tally")
+        async def tally(
+            state: Annotated[Tally, duron.Reducer(operator.add)],  # type: ignore[name-defined] # noqa: F821
+        ) -> AsyncGenerator[int, int]:
+            yield 1
+
+    assert str(info.value) == (
+        "cannot resolve the type hints of tally: name 'Tally' is not defined"
+    )
+
+
+async def test_an_effect_with_star_args_and_kwargs_records_them_by_parameter() -> None:
+    @duron.effect(name="label")
+    async def label(first: int, *rest: int, sep: str = "-", **tags: str) -> str:
+        numbers = sep.join(str(n) for n in (first, *rest))
+        return numbers + "".join(f" {k}={v}" for k, v in sorted(tags.items()))
+
+    @duron.durable
+    async def flow(ctx: duron.Context) -> list[str]:
+        return [
+            await ctx.run(label, 1, 2, 3, sep="+", who="ada"),
+            await ctx.run(label, 4),
+        ]
+
+    storage = MemoryLogStorage()
+    assert await run_job(flow, storage) == ["1+2+3 who=ada", "4"]
+    assert [e.to_json().get("inputs") for e in storage.entries()[1:-1]] == [
+        {"first": 1, "rest": [2, 3], "sep": "+", "tags": {"who": "ada"}},
+        {"first": 4},
+    ]
+    assert await run_job(flow, storage) == ["1+2+3 who=ada", "4"]

@@ -266,6 +266,7 @@ def test_entry_for_a_position_the_code_never_reached() -> None:
     assert info.value.requested is None
     assert info.value.kind == "not-reached"
     assert info.value.requested_calls == ()
+    assert info.value.recorded_call == OperationCall("effect", "lucky", {})
 
 
 def test_emission_for_a_position_the_code_never_reached() -> None:
@@ -296,6 +297,9 @@ def test_emission_for_an_operation_that_does_not_stream_is_a_divergence() -> Non
     ) as info:
         feed(e, OpEmitted(0, T, 1), 50)
     assert info.value.kind == "unexpected-value"
+    assert info.value.requested_calls == (
+        OperationCall("effect", "count", {"start": 0}),
+    )
 
 
 def test_second_completion_of_a_position() -> None:
@@ -312,6 +316,7 @@ def test_second_completion_of_a_position() -> None:
     ) as info:
         feed(e, OpCompleted(0, T, "y", None, "effect", "work", {"name": "Ada"}), 60)
     assert info.value.kind == "position-finished"
+    assert info.value.recorded_call == OperationCall("effect", "work", {"name": "Ada"})
 
 
 def test_completion_of_an_operation_the_code_dropped_live() -> None:
@@ -698,6 +703,199 @@ def test_the_end_records_what_still_runs_then_the_end() -> None:
         JobFinished(T + 3, None, err),
     ]
     assert e.finished
+
+
+# -- what mutation testing showed untested -------------------------------------------
+
+
+def test_an_earlier_divergence_is_searched_past_other_entries_and_named_in_full() -> (
+    None
+):
+    e = replaying()
+    issue(e, "input", "inbox", None, streaming=True)  # input is never named early
+    issue(e, "effect", "work", {"n": 1})
+    issue(e, "effect", "work", {"n": 2})
+    e.receive_many(
+        [
+            (10, JobCancelled(T)),
+            (20, OpStarted(2, T, "effect", "work", {"n": 2})),
+            (30, OpCompleted(1, T, 5, None, "effect", "other", {"n": 1})),
+        ]
+    )
+    earlier = e.earlier_divergence(3)
+    assert isinstance(earlier, NonDeterminismError)
+    assert str(earlier) == (
+        f"job {JOB}: at position 1 (log offset 30) the log recorded other(n=1) but "
+        f"the code now asks for work(n=1){ADVICE}"
+    )
+    assert earlier.kind == "other-operation"
+    assert earlier.recorded_call == OperationCall("effect", "other", {"n": 1})
+    assert earlier.requested_calls == (OperationCall("effect", "work", {"n": 1}),)
+
+
+def test_no_earlier_divergence_below_a_position_whose_operations_are_named() -> None:
+    # Position 0 has its start entry, position 1 is the one that diverged: nothing
+    # below it is left to explain the divergence, even with more log to read.
+    e = replaying()
+    issue(e, "effect", "work", {"n": 0})
+    issue(e, "effect", "work", {"n": 1})
+    feed(e, OpStarted(0, T, "effect", "work", {"n": 0}), 0)
+    assert e.earlier_divergence(1) is None
+    # An unnamed outcome says nothing about what was asked.
+    e2 = replaying()
+    issue(e2, "effect", "work", {"n": 0})
+    e2.receive(0, OpCompleted(0, T, 1))
+    assert e2.earlier_divergence(1) is None
+
+
+def test_patch_verdicts_read_past_entries_of_no_position() -> None:
+    e = replaying()
+    e.receive_many(
+        [
+            (0, JobCancelled(T)),
+            (30, OpCompleted(0, T, True, None, "patch", "fix-1", None)),
+        ]
+    )
+    assert e.patch_verdict("fix-1") is True
+
+
+def test_patch_markers_record_the_new_path_taken() -> None:
+    e = live()
+    assert e.patched("fix-1") is True
+    assert e.has_staged
+    assert e.commit([], T + 1, T) == [
+        OpCompleted(0, T + 1, True, None, "patch", "fix-1", None)
+    ]
+    # Taken where the log ends: recorded once the job goes live.
+    r = replaying()
+    r.receive_end()
+    assert r.patched("fix-1") is True
+    assert not r.has_staged
+    assert r.go_live() == []
+    assert r.exhausted
+    assert r.commit([], T + 1, T) == [
+        OpCompleted(0, T + 1, True, None, "patch", "fix-1", None)
+    ]
+
+
+def test_recorded_at_once_takes_exactly_a_start_and_its_done() -> None:
+    e = replaying()
+    e.receive_many(
+        [
+            (0, OpStarted(0, T, "effect", "work", {})),
+            (40, OpCompleted(0, T, 7)),
+        ]
+    )
+    done = e.recorded_at_once("effect", "work", {}, None)
+    assert done == OpCompleted(0, T, 7)
+    # After a start entry, only an unnamed done of the same position is its end.
+    for second in (
+        OpCompleted(0, T, 7, None, "effect", "work", {}),
+        OpEmitted(0, T, 7),
+    ):
+        e = replaying()
+        e.receive_many([(0, OpStarted(0, T, "effect", "work", {})), (40, second)])
+        assert e.recorded_at_once("effect", "work", {}, None) is None
+
+
+def test_nothing_is_taken_at_once_after_the_job_s_end() -> None:
+    e = replaying()
+    e.receive(0, JobFinished(T, 1))
+    assert seen(e.next_event(None)) == ("end", 1, None, T)
+    e.receive(40, OpCompleted(0, T, 1, None, "effect", "work", {}))
+    assert e.recorded_at_once("effect", "work", {}, None) is None
+
+
+def test_job_ends_with_errors_compare_by_type_and_message() -> None:
+    e = replaying()
+    recorded = ErrorInfo("builtins.ValueError", "no", ["no"])
+    ended = feed(e, JobFinished(T, None, recorded), 0)
+    same = {"type": "builtins.ValueError", "message": "no", "args": ["other"]}
+    e.check_end(ended, same)  # args are not compared
+    with pytest.raises(
+        NonDeterminismError,
+        match=nondeterminism(
+            "at position 0 the log recorded the job's end with error "
+            "builtins.ValueError('no') but the code now asks for an end with error "
+            "builtins.KeyError('no')"
+        ),
+    ):
+        e.check_end(ended, {"type": "builtins.KeyError", "message": "no"})
+    with pytest.raises(NonDeterminismError, match="but the code now asks for an end"):
+        e.check_end(ended, {"type": "builtins.ValueError", "message": "yes"})
+    with pytest.raises(NonDeterminismError, match="but the code now asks for an end"):
+        e.check_end(ended, {"result": None})
+
+
+def test_a_cancelled_job_ends_the_same_whatever_its_label() -> None:
+    # The message of a cancellation names the log; a copy of the log elsewhere is
+    # the same job, cancelled the same way.
+    e = replaying()
+    cancelled = "duron._errors.JobCancelledError"
+    recorded = ErrorInfo(cancelled, "job a.jsonl was cancelled", [])
+    ended = feed(e, JobFinished(T, None, recorded), 0)
+    e.check_end(ended, {"type": cancelled, "message": "job b.jsonl was cancelled"})
+
+
+def test_job_end_while_the_code_waits_for_several_things_or_nothing() -> None:
+    e = replaying()
+    issue(e, "effect", "work", {"n": 1})
+    issue(e, "effect", "work", {"n": 2})
+    ended = feed(e, JobFinished(T, 1), 0)
+    with pytest.raises(
+        NonDeterminismError,
+        match=nondeterminism(
+            "at position 0 the log recorded the job's end but the code now asks for "
+            "work(n=1), work(n=2)"
+        ),
+    ):
+        e.check_end(ended, None)
+    nothing = replaying()
+    ended = feed(nothing, JobFinished(T, 1), 0)
+    with pytest.raises(
+        NonDeterminismError,
+        match=nondeterminism(
+            "at position 0 the log recorded the job's end but the code now asks for "
+            "to wait for something"
+        ),
+    ) as info:
+        nothing.check_end(ended, None)
+    assert info.value.requested_calls == ()
+
+
+def test_one_emission_or_cancel_alone_is_written_as_itself() -> None:
+    e = live()
+    op = issue(e, "effect", "count", {}, streaming=True)
+    assert e.commit([Emitted(op, 1)], T + 1, T) == [
+        OpStarted(0, T, "effect", "count", {}),
+        OpEmitted(0, T + 1, 1),
+    ]
+    assert e.commit([Cancelled()], T + 2, T + 1) == [JobCancelled(T + 2)]
+
+
+def test_one_outcome_among_running_operations_records_their_starts() -> None:
+    e = live()
+    first = issue(e, "effect", "work", {"n": 1})
+    issue(e, "effect", "work", {"n": 2})
+    assert e.commit([Done(first, 1)], T + 1, T) == [
+        OpStarted(1, T, "effect", "work", {"n": 2}),
+        OpCompleted(0, T + 1, 1, None, "effect", "work", {"n": 1}),
+    ]
+
+
+def test_an_abandoned_operation_gets_no_start_entry() -> None:
+    e = live()
+    dropped = issue(e, "effect", "work", {"n": 1})
+    issue(e, "effect", "work", {"n": 2})
+    assert e.abandon(dropped)
+    assert e.flush_starts(T) == [OpStarted(1, T, "effect", "work", {"n": 2})]
+    # Dropping what already finished changes nothing.
+    done = issue(e, "effect", "work", {"n": 3})
+    batch: list[Any] = [Done(done, 3)]
+    e.commit(batch, T + 1, T)
+    e.committed(batch)
+    assert e.abandon(done)
+    assert list(e.pending) == [1]
 
 
 # -- the engine imports nothing that does I/O ------------------------------------------

@@ -477,6 +477,100 @@ async def test_failed_write_is_cut_back_before_the_next_batch(
     assert path.read_bytes() == b'{"n":1}\n{"n":4}\n'
 
 
+class ShortWritesThenFull:
+    """``os.write`` on a filling disk: the first call of a batch writes only
+    ``first`` bytes, the next one fails with ENOSPC (what ``write`` does)."""
+
+    def __init__(self, first: int) -> None:
+        self.first = first
+        self.calls = 0
+        self.real = os.write
+
+    def __call__(self, fd: int, data: bytes | memoryview) -> int:
+        self.calls += 1
+        if self.calls == 1:
+            return self.real(fd, bytes(data[: self.first]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+async def read_all(path: Path) -> list[tuple[int, bytes]]:
+    storage = FileLogStorage(path)
+    await storage.acquire()
+    try:
+        return [item async for item in storage.read()]
+    finally:
+        await storage.release()
+
+
+@pytest.mark.parametrize("durability", ["flush", "fsync"])
+async def test_a_batch_that_fails_part_way_is_cut_back_to_the_last_committed_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durability: Durability
+) -> None:
+    path = tmp_path / "full-disk.jsonl"
+    storage = FileLogStorage(path, durability=durability)
+    await storage.acquire()
+    try:
+        await storage.append([b'{"n":1}', b'{"n":2}'])
+        committed = path.read_bytes()
+        # The failed batch gets one whole line and half of the next onto the disk.
+        full = ShortWritesThenFull(len(b'{"n":3}\n{"n'))
+        monkeypatch.setattr(os, "write", full)
+        with pytest.raises(duron.StorageError) as info:
+            await storage.append([b'{"n":3}', b'{"n":4}'])
+        assert str(info.value) == (
+            f"log {path} is unavailable right now: append failed: [Errno 28] No "
+            "space left on device; try again once it is back"
+        )
+        assert full.calls == 2
+        monkeypatch.setattr(os, "write", full.real)
+        assert path.read_bytes() == committed
+        await storage.append([b'{"n":5}'])
+    finally:
+        await storage.release()
+    assert path.read_bytes() == b'{"n":1}\n{"n":2}\n{"n":5}\n'
+    assert await read_all(path) == [(0, b'{"n":1}'), (8, b'{"n":2}'), (16, b'{"n":5}')]
+
+
+async def test_a_failed_batch_that_cannot_be_cut_back_gives_up_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "full-disk.jsonl"
+    storage = FileLogStorage(path)
+    await storage.acquire()
+    try:
+        await storage.append([b'{"n":1}'])
+        full = ShortWritesThenFull(len(b'{"n":2}\n{"n'))
+        monkeypatch.setattr(os, "write", full)
+
+        def refuse(fd: int, length: int) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(os, "ftruncate", refuse)
+        with pytest.raises(duron.StorageError) as info:
+            storage.append_nowait([b'{"n":2}', b'{"n":3}'])
+        assert str(info.value) == (
+            f"log {path} is unavailable right now: append failed: [Errno 28] No "
+            "space left on device; try again once it is back"
+        )
+        monkeypatch.undo()
+        # Not cut back: nothing more is written through this storage object...
+        with pytest.raises(duron.StorageError) as info:
+            await storage.append([b'{"n":4}'])
+        assert str(info.value) == (
+            f"log {path}: append failed: not open for writing (acquire() first)"
+        )
+    finally:
+        await storage.release()
+    # ...and whoever opens the log next cuts the torn line off, as after a crash
+    # during the write (whole lines of the batch stay, as then).
+    with caplog.at_level(logging.WARNING, logger="duron"):
+        assert await read_all(path) == [(0, b'{"n":1}'), (8, b'{"n":2}')]
+    assert caplog.messages == [
+        f"log {path}: removed a torn last entry (3 bytes at offset 16) left by a crash"
+    ]
+    assert path.read_bytes() == b'{"n":1}\n{"n":2}\n'
+
+
 # -- a log that is not this job's ----------------------------------------------------------
 
 

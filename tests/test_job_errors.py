@@ -6,6 +6,7 @@ import re
 from typing import TYPE_CHECKING
 
 import pytest
+from pydantic import BaseModel
 from support import run_job
 
 import duron
@@ -167,6 +168,44 @@ async def test_start_with_other_arguments_than_logged_is_a_job_mismatch() -> Non
         await job.resume()
         assert await job.wait() == "receipt-7"
     assert ran == ["charge 7"]
+
+
+class Order(BaseModel):
+    id: int
+
+
+class OrderWithNote(BaseModel):
+    """``Order`` after a field with a default was added."""
+
+    id: int
+    note: str = ""
+
+
+@duron.durable(name="model_flow")
+async def model_flow(ctx: duron.Context, order: Order) -> int:
+    return order.id
+
+
+@duron.durable(name="model_flow")
+async def model_flow_with_note(ctx: duron.Context, order: OrderWithNote) -> int:
+    return order.id
+
+
+async def test_start_with_the_logged_arguments_read_through_today_s_model() -> None:
+    # The log holds {"id": 7}; today's model encodes {"id": 7, "note": ""}: read
+    # through today's model, the recorded argument is this one, so it is this job.
+    storage = MemoryLogStorage(label="orders/7")
+    assert await run_job(model_flow, storage, Order(id=7)) == 7
+    assert await run_job(model_flow_with_note, storage, OrderWithNote(id=7)) == 7
+    assert len(storage.entries()) == 2  # replayed: nothing written
+    async with model_flow_with_note.invoke(storage) as job:
+        with pytest.raises(duron.JobMismatchError) as info:
+            await job.start(OrderWithNote(id=7, note="!"))
+    assert str(info.value) == (
+        "job orders/7: the log was started with model_flow(order={'id': 7}) but "
+        "start() was called with model_flow(order={'id': 7, 'note': '!'}); use "
+        "resume() to continue the logged job, or a new log for new arguments"
+    )
 
 
 async def test_resume_on_an_empty_log_is_job_not_started() -> None:

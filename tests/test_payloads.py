@@ -15,14 +15,23 @@ import re
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, Generic, Optional, TypeVar, Union
+from typing import Annotated, Any, Generic, Optional, TypeVar, Union
 
 import orjson
 import pydantic
 import pytest
+from support import run_job
 from typing_extensions import TypedDict
 
 import duron
+from duron._codec import (
+    UNANNOTATED,
+    PydanticCodec,
+    describe_type,
+    explain,
+    roundtrip,
+    stored_as_is,
+)
 from duron.contrib.storage import FileLogStorage, MemoryLogStorage
 
 pytestmark = pytest.mark.anyio
@@ -681,3 +690,190 @@ async def test_a_big_int_in_job_arguments_is_a_payload_error() -> None:
         "log: Integer exceeds 64-bit range"
     )
     assert storage.raw == []
+
+
+# -- the codec itself: its cache, its fast path, how it names types and errors ---------
+
+Counted = Annotated[int, ["a count"]]  # metadata that cannot be hashed
+Named = Annotated[str, ["a name"]]
+
+
+@duron.effect
+async def count_up(n: Counted) -> Counted:
+    return n + 1
+
+
+@duron.durable
+async def counting(ctx: duron.Context, n: Counted) -> Counted:
+    return await ctx.run(count_up, n)
+
+
+async def test_annotations_that_cannot_be_hashed_are_payload_types_too() -> None:
+    # Annotated metadata may be any object, a list or a dict too.
+    storage = MemoryLogStorage()
+    assert await run_job(counting, storage, 1) == 2
+    assert await run_job(counting, storage, 1) == 2
+    assert [e.to_json().get("inputs") for e in storage.entries()[1:-1]] == [{"n": 1}]
+
+
+def test_a_codec_builds_one_adapter_per_annotation() -> None:
+    codec = PydanticCodec()
+    assert codec.adapter(list[int]) is codec.adapter(list[int])
+    # Unhashable annotations are told apart by identity.
+    assert codec.adapter(Counted) is codec.adapter(Counted)
+    assert codec.adapter(Counted) is not codec.adapter(Named)
+    assert codec.decode("7", Counted) == 7
+    assert codec.decode("7", Named) == "7"
+    assert codec.encode(Item(name="pen", price=Decimal("1.5")), Item) == {
+        "name": "pen",
+        "price": "1.5",
+        "tags": [],
+    }
+
+
+def test_json_scalars_annotated_as_themselves_skip_pydantic(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The hot path of replay: no adapter for the common payloads.
+    def no_adapter(self: PydanticCodec, annotation: Any) -> Any:
+        raise AssertionError(f"an adapter for {annotation!r}")
+
+    codec = PydanticCodec()
+    monkeypatch.setattr(PydanticCodec, "adapter", no_adapter)
+    for value in ["a", 1, 1.5, True, None, 2**64 - 1, -(2**63)]:
+        assert codec.encode(value, type(value)) == value
+        assert codec.decode(value, type(value)) == value
+        assert type(codec.decode(value, type(value))) is type(value)
+
+
+def test_other_data_is_validated_into_the_annotated_type() -> None:
+    codec = PydanticCodec()
+    assert type(codec.decode(3, float)) is float
+    assert codec.decode(1, bool) is True
+    assert codec.decode("2024-05-01", dt.date) == dt.date(2024, 5, 1)
+
+
+@pytest.mark.parametrize(
+    ("value", "annotation", "as_is"),
+    [
+        ("a", str, True),
+        (True, bool, True),
+        (1.5, float, True),
+        (math.inf, float, False),
+        (1, float, False),
+        (1, str, False),
+        (True, int, False),
+        (2**64 - 1, int, True),
+        (2**64, int, False),
+        (-(2**63), int, True),
+        (-(2**63) - 1, int, False),
+    ],
+)
+def test_what_the_codec_stores_as_is(value: Any, annotation: type, as_is: bool) -> None:
+    assert stored_as_is(value, annotation) is as_is
+
+
+@pytest.mark.parametrize(
+    ("value", "annotation", "message"),
+    [
+        (2**64, int, f"{2**64} does not fit in the 64 bits a log integer has"),
+        (
+            -(2**63) - 1,
+            int,
+            f"{-(2**63) - 1} does not fit in the 64 bits a log integer has",
+        ),
+        (math.nan, float, "nan has no JSON form"),
+        ({1: "a"}, UNANNOTATED, "dict key 1 is a int, not a str"),
+        ([{"a": {2.5: 1}}], UNANNOTATED, "dict key 2.5 is a float, not a str"),
+    ],
+)
+def test_values_json_cannot_hold_are_refused_by_the_codec(
+    value: Any, annotation: Any, message: str
+) -> None:
+    with pytest.raises((ValueError, TypeError)) as info:
+        PydanticCodec().encode(value, annotation)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("annotation", "name"),
+    [
+        (UNANNOTATED, "unannotated"),
+        (None, "None"),
+        (int, "int"),
+        (Item, "Item"),
+        (list[int], "list[int]"),
+        (dict[str, Any], "dict[str, Any]"),
+        (Optional[Item], "Optional[test_payloads.Item]"),  # noqa: UP045
+        (Page[int], "Page[int]"),
+    ],
+)
+def test_types_are_named_in_errors_without_typing_prefixes(
+    annotation: Any, name: str
+) -> None:
+    assert describe_type(annotation) == name
+
+
+def test_the_unannotated_marker_says_what_it_is() -> None:
+    assert repr(UNANNOTATED) == "<unannotated>"
+
+
+class Line(pydantic.BaseModel):
+    sku: str
+
+
+class Order(pydantic.BaseModel):
+    id: int
+    lines: list[Line]
+    note: str
+
+
+def test_codec_errors_are_told_in_one_line_field_by_field() -> None:
+    with pytest.raises(pydantic.ValidationError) as info:
+        Order.model_validate({"id": "x", "lines": [{"sku": 5}]})
+    assert explain(info.value) == (
+        "field 'id': Input should be a valid integer, unable to parse string as an "
+        "integer; field 'lines.0.sku': Input should be a valid string; field 'note' "
+        "required"
+    )
+    with pytest.raises(pydantic.ValidationError) as info:
+        pydantic.TypeAdapter(int).validate_python("x")
+    assert explain(info.value) == (
+        "Input should be a valid integer, unable to parse string as an integer"
+    )
+    assert explain(ValueError("first line\nsecond line")) == "first line"
+    assert explain(KeyError()) == "KeyError"
+
+
+class OneWay:
+    """A codec whose data does not decode back."""
+
+    def encode(self, value: object, annotation: Any, /) -> Any:
+        return value
+
+    def decode(self, data: Any, annotation: Any, /) -> object:
+        raise ValueError("not this way")
+
+
+def test_roundtrip_refuses_what_does_not_encode_or_decode_back() -> None:
+    with pytest.raises(duron.PayloadEncodeError) as info:
+        roundtrip(PydanticCodec(), "x", int, what="result of effect w", job="j")
+    assert str(info.value) == (
+        "job j: result of effect w (int): cannot encode str: Input should be a "
+        "valid integer, unable to parse string as an integer"
+    )
+    assert isinstance(info.value.__cause__, pydantic.ValidationError)
+    with pytest.raises(duron.PayloadEncodeError) as info:
+        roundtrip(OneWay(), 5, int, what="result of effect w", position=3)
+    assert str(info.value) == (
+        "position 3: result of effect w (int): would not decode back from the log: "
+        "not this way"
+    )
+    assert isinstance(info.value.__cause__, ValueError)
+    # Unannotated (Any): named by the value's own type.
+    with pytest.raises(duron.PayloadEncodeError) as info:
+        roundtrip(PydanticCodec(), Opaque(), Any, what="argument 'p' of f")
+    assert str(info.value) == (
+        "argument 'p' of f (Opaque): cannot encode Opaque: Unable to serialize "
+        "unknown type: <class 'test_payloads.Opaque'>"
+    )
