@@ -265,9 +265,9 @@ class StorageError(DuronError):
         kind: str = "store",
     ) -> None:
         # The driver's words may quote the connection string it was given.
-        self.store = redact(store)
-        self.operation = operation
-        self.detail = redact(detail)
+        self.store: str = redact(store)
+        self.operation: str = operation
+        self.detail: str = redact(detail)
         self.job = job
         self.kind = kind
         super().__init__(self._message())
@@ -440,12 +440,15 @@ class PayloadError(DuronError):
         self.detail = detail
         self.position = position
         self.job = job
+        super().__init__(self._message())
+
+    def _message(self) -> str:
         where = ""
-        if job is not None:
-            where += f"job {job}: "
-        if position is not None:
-            where += f"position {position}: "
-        super().__init__(f"{where}{what} ({type_name}): {detail}")
+        if self.job is not None:
+            where += f"job {self.job}: "
+        if self.position is not None:
+            where += f"position {self.position}: "
+        return f"{where}{self.what} ({self.type_name}): {self.detail}"
 
     def at(self, *, job: str | None, position: int | None = None) -> PayloadError:
         """The same error, placed in a job (and at a position), its cause kept."""
@@ -478,22 +481,11 @@ class PayloadDecodeError(PayloadError):
     validator), or keep the job on the old code.
     """
 
-    def __init__(
-        self,
-        *,
-        what: str,
-        type_name: str,
-        detail: str,
-        position: int | None = None,
-        job: str | None = None,
-    ) -> None:
-        super().__init__(
-            what=what, type_name=type_name, detail=detail, position=position, job=job
-        )
-        self.args = (
-            f"{self.args[0]}. The log was written under other types: make the type "
-            "accept what it recorded (a default, a validator) or keep this job on "
-            "the code that wrote it",
+    def _message(self) -> str:
+        return (
+            f"{super()._message()}. The log was written under other types: make "
+            "the type accept what it recorded (a default, a validator) or keep "
+            "this job on the code that wrote it"
         )
 
 
