@@ -15,6 +15,7 @@ from duron._errors import (
     JobMismatchError,
     JobNotStartedError,
     NonDeterminismError,
+    StoreUnavailableError,
     UsageError,
 )
 from duron._host_streams import HostReader, HostWriter
@@ -76,7 +77,13 @@ class Job(Generic[_P, _T]):
 
     @property
     def state(self) -> str:
-        """``new``, ``open``, ``running``, ``finished``, ``failed`` or ``closed``."""
+        """``new``, ``open``, ``running``, ``finished``, ``failed``, ``interrupted``
+        or ``closed``.
+
+        ``interrupted``: the storage could not be reached (a
+        :class:`~duron.StoreUnavailableError`, which :meth:`wait` raises); nothing
+        was recorded about it, and ``resume()`` later carries on from the log.
+        """
         return self._state
 
     async def __aenter__(self) -> Job[_P, _T]:
@@ -225,7 +232,8 @@ class Job(Generic[_P, _T]):
                 )
         except Exception as exc:
             self._failure = exc
-            self._state = "failed"
+            unavailable = isinstance(exc, StoreUnavailableError)
+            self._state = "interrupted" if unavailable else "failed"
         finally:
             driver.shutdown()
             with anyio.CancelScope(shield=True):

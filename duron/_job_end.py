@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from duron._codec import decode_recorded, roundtrip
 from duron._entries import ErrorInfo
-from duron._errors import DuronError, EffectError, JobCancelledError
+from duron._errors import DuronError, EffectError, JobCancelledError, StorageError
 from duron._recorded_errors import error_info, rebuild
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def code_end(
         return error_info(cancelled).to_json()
     exc = root.exception()
     if exc is not None:
-        if isinstance(exc, DuronError) and not isinstance(exc, EffectError):
+        if code_failure(root) is not None:
             raise exc
         return error_info(exc).to_json()
     data, _ = roundtrip(
@@ -113,6 +113,8 @@ def code_failure(root: asyncio.Task[Any] | None) -> DuronError | None:
     if root is None or not root.done() or root.cancelled():
         return None
     exc = root.exception()
-    if isinstance(exc, DuronError) and not isinstance(exc, EffectError):
+    # A storage error raised by durable code itself is not the job's storage
+    # failing (that never reaches durable code): it is the job's own failure.
+    if isinstance(exc, DuronError) and not isinstance(exc, (EffectError, StorageError)):
         return exc
     return None

@@ -173,6 +173,8 @@ class Worker:
         self._wake = anyio.Event()
         self._loop_scope = anyio.CancelScope()
         self._loop_done = anyio.Event()
+        self._watch_scope = anyio.CancelScope()
+        self._stopped: anyio.Event | None = None
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
@@ -187,32 +189,48 @@ class Worker:
         tb: TracebackType | None,
     ) -> bool | None:
         await self.stop()
+        tg, self._tg = self._tg, None
+        if tg is not None:  # only the task that entered the block leaves it
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
         return None
 
     async def stop(self) -> None:
-        """Stop every job at a safe point, release their leases and return."""
-        tg, self._tg = self._tg, None
-        if tg is None:
+        """Stop every job at a safe point, release their leases and return.
+
+        Any task may call it (a signal handler, a shutdown endpoint); the
+        worker's task group is left by the task that entered ``async with``, when
+        it leaves the block.
+        """
+        if self._state == "new":
+            self._state = "stopped"
             return
+        if self._stopped is not None:
+            await self._stopped.wait()
+            return
+        self._stopped = stopped = anyio.Event()
         self._state = "stopping"
         self._loop_scope.cancel()
-        with anyio.CancelScope(shield=True):
-            await self._loop_done.wait()
-            for slot in self._slots.values():
-                slot.stopping = True
-                slot.interrupt()
-            for slot in list(self._slots.values()):
-                await slot.done.wait()
-        tg.cancel_scope.cancel()
-        await tg.__aexit__(None, None, None)
-        self._state = "stopped"
+        self._watch_scope.cancel()
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._loop_done.wait()
+                for slot in self._slots.values():
+                    slot.stopping = True
+                    slot.interrupt()
+                for slot in list(self._slots.values()):
+                    await slot.done.wait()
+        finally:
+            self._state = "stopped"
+            stopped.set()
 
     # -- the loop ---------------------------------------------------------------------
 
     async def _watch(self) -> None:
-        while True:
-            await self.store.wait_for_work(self.poll_interval)
-            self._wake.set()
+        with self._watch_scope:
+            while True:
+                await self.store.wait_for_work(self.poll_interval)
+                self._wake.set()
 
     async def _loop(self) -> None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import pytest
@@ -368,3 +369,41 @@ def test_durable_function_must_be_async_and_take_the_context() -> None:
         + "$",
     ):
         duron.durable(no_params)  # type: ignore[arg-type]
+
+
+class GoesAway(MemoryLogStorage):
+    """A store that cannot be reached after its first write (the job entry)."""
+
+    async def append(self, entries: Sequence[bytes], /) -> None:
+        if self.raw:
+            raise duron.StoreUnavailableError(
+                store=self.label, operation="append", detail="connection lost"
+            )
+        await super().append(entries)
+
+
+async def test_a_run_the_store_stopped_is_interrupted_not_failed() -> None:
+    storage = GoesAway(label="flaky")
+    async with order_flow.invoke(storage) as job:
+        await job.start(3)
+        with pytest.raises(duron.StoreUnavailableError):
+            await job.wait()
+        assert job.state == "interrupted"
+    assert [e.type for e in storage.entries()] == ["job"]  # nothing else recorded
+
+
+@duron.durable
+async def raises_a_storage_error(ctx: duron.Context) -> None:
+    raise duron.StorageError(store="elsewhere", operation="read", detail="mine")
+
+
+async def test_a_storage_error_raised_by_durable_code_is_the_jobs_own_failure() -> None:
+    # Not the job's storage failing (that never reaches durable code): recorded as
+    # the job's end, so that a worker does not take it for an outage.
+    storage = MemoryLogStorage()
+    async with raises_a_storage_error.invoke(storage) as job:
+        await job.start()
+        with pytest.raises(duron.EffectError):
+            await job.wait()
+        assert job.state == "failed"
+    assert [e.type for e in storage.entries()] == ["job", "end"]

@@ -347,6 +347,31 @@ async def test_stopping_the_worker_stops_jobs_at_a_safe_point(
 
 
 @pytest.mark.anyio
+async def test_stop_from_another_task_stops_the_jobs_and_the_block_then_ends(
+    store: Store,
+) -> None:
+    # A shutdown handler calls stop() from its own task: the jobs stop at a safe
+    # point and release their leases; the block's task leaves the task group.
+    await store.submit(step_then_hold, 1)
+    stopped = anyio.Event()
+    async with worker(store, step_then_hold) as w:
+        await until(lambda: state.active == 1)
+        async with anyio.create_task_group() as tg:
+
+            async def shutdown() -> None:
+                await w.stop()
+                stopped.set()
+
+            tg.start_soon(shutdown)
+            with anyio.fail_after(10):
+                await stopped.wait()
+        assert w.running == []
+        await w.stop()  # again: a no-op
+    (info,) = await store.list_jobs()
+    assert (info.status, info.lease_owner) == ("pending", None)
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("effect_ends", [False, True], ids=["held", "ends"])
 async def test_a_job_whose_lease_was_taken_over_is_stopped_without_writing(
     store: Store, backend: Backend, effect_ends: bool

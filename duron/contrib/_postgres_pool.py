@@ -159,12 +159,17 @@ class Pool:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
+        tried = False
         while True:
             now = loop.time()
             conn = await self._take_idle(now)
             if conn is not None:
                 return conn
-            if self._open < self.size and now >= self._retry_at:
+            # The backoff after an outage may run past this request's deadline:
+            # every request still gets one try of its own (the server may be back).
+            due = now >= self._retry_at or (not tried and self._retry_at >= deadline)
+            if self._open < self.size and due:
+                tried = True
                 conn = await self._open_one(deadline - now)
                 if conn is not None:
                     return conn
