@@ -271,3 +271,64 @@ def test_relative_urls_from_a_shell(db: Path) -> None:
         "lost",
         "waiting",
     ]
+
+
+@duron.durable
+async def boom(ctx: duron.Context) -> None:
+    raise ValueError("really failed")
+
+
+def test_resume_storage_failures_requeues_the_jobs_an_outage_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What older Duron left behind: a job marked failed with a StorageError, its
+    # log without an end. Next to it, a job whose code really failed, and one a
+    # worker failed for another reason: both stay as they are.
+    path = tmp_path / "jobs.db"
+
+    async def fill() -> None:
+        store = SQLiteStore(path)
+        await store.submit(boom.options(job_id="broken"))
+        await store.submit(ghost.options(job_id="unknown"))
+        async with duron.Worker(store, [boom], poll_interval=0.05):
+            with pytest.raises(ValueError, match="really failed"):
+                await store.result("broken")
+            with pytest.raises(duron.EffectError):
+                await store.result("unknown")
+        await store.submit(steps.options(job_id="stranded"), 2)
+        (claim,) = await store.claim(5)
+        await store.fail(
+            "stranded",
+            claim.epoch,
+            duron.StorageError(
+                store="jobs.db", operation="append", detail="terminating connection"
+            ),
+        )
+        await store.close()
+
+    anyio.run(fill)
+    code, out, err = run(capsys, "resume", url(path), "--storage-failures")
+    assert (code, err) == (0, "")
+    assert out == (
+        "job stranded is pending: a worker will resume it\n"
+        "1 job failed by storage requeued\n"
+    )
+
+    async def statuses() -> dict[str, str]:
+        store = SQLiteStore(path)
+        try:
+            return {info.id: info.status for info in await store.list_jobs()}
+        finally:
+            await store.close()
+
+    assert anyio.run(statuses) == {
+        "stranded": "pending",
+        "broken": "failed",
+        "unknown": "failed",
+    }
+    code, out, err = run(capsys, "resume", url(path))
+    assert (code, out) == (2, "")
+    assert err == (
+        "duron jobs: error: name one job to resume, or --storage-failures for every "
+        "job failed by its storage (not both)\n"
+    )

@@ -119,7 +119,13 @@ def register(subparsers: Any) -> None:
         "dead process held runnable again",
     )
     p.add_argument("url", help=_URL_HELP)
-    p.add_argument("job_id")
+    p.add_argument("job_id", nargs="?", help="the job (or --storage-failures)")
+    p.add_argument(
+        "--storage-failures",
+        action="store_true",
+        help="every job an older Duron marked failed because its storage failed "
+        "(a StorageError, its log without an end)",
+    )
     p.set_defaults(func=_resume)
 
     p = sub.add_parser(
@@ -312,13 +318,39 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+_STORAGE_ERRORS = frozenset(
+    {"duron._errors.StorageError", "duron._errors.StoreUnavailableError"}
+)
+
+
 @_command
 def _resume(args: argparse.Namespace) -> int:
-    async def run(store: JobStore) -> None:
-        await store.requeue(args.job_id)
+    if (args.job_id is None) == (not args.storage_failures):
+        raise UsageError(
+            "name one job to resume, or --storage-failures for every job failed by "
+            "its storage (not both)"
+        )
+    if args.job_id is not None:
 
-    _run(args.url, run)
-    print(f"job {args.job_id} is pending: a worker will resume it")
+        async def one(store: JobStore) -> None:
+            await store.requeue(args.job_id)
+
+        _run(args.url, one)
+        print(f"job {args.job_id} is pending: a worker will resume it")
+        return 0
+
+    async def stranded(store: JobStore) -> list[str]:
+        requeued = []
+        for info in await store.list_jobs("failed"):
+            if info.error is not None and info.error.type in _STORAGE_ERRORS:
+                await store.requeue(info.id)  # refuses a log that recorded an end
+                requeued.append(info.id)
+        return requeued
+
+    ids = _run(args.url, stranded)
+    for job_id in ids:
+        print(f"job {job_id} is pending: a worker will resume it")
+    print(f"{len(ids)} job{'s' if len(ids) != 1 else ''} failed by storage requeued")
     return 0
 
 
