@@ -28,8 +28,6 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 
 def _source_first() -> None:
     """``--src=DIR``: import the ``duron`` in DIR (another checkout of this repo)."""
@@ -108,12 +106,15 @@ class FloorLog:
     write per entry; or, to replay, read back and decoded line by line."""
 
     def __init__(self, path: Path | None, mode: str) -> None:
+        import orjson  # only this tree's environment has it (not the seed's)
+
+        self.orjson: Any = orjson
         self.path = path
         self.mode = mode
         self.entries: list[bytes] = []
 
     def record(self, i: int, result: int) -> None:
-        data = orjson.dumps(
+        data = self.orjson.dumps(
             {
                 "type": "done",
                 "id": i,
@@ -143,7 +144,7 @@ class FloorLog:
     def replay(self) -> list[Any]:
         assert self.path is not None
         with open(self.path, "rb") as f:
-            return [orjson.loads(line) for line in f]
+            return [self.orjson.loads(line) for line in f]
 
 
 async def floor_run(shape: str, log: FloorLog, n: int) -> int:
