@@ -179,11 +179,11 @@ def make_storage(impl: str, store: str, path: Path | None, mode: str = "live") -
 
 
 async def run_job(impl: str, flow: Any, storage: Any, n: int) -> int:
-    shape = flow.__name__.removesuffix("_flow")
-    if impl == "plain":
-        result: int = await PLAIN[shape](n)
-        return result
-    if impl == "floor":
+    if impl in ("plain", "floor"):
+        shape = "seq" if flow is FLOWS["seq"] else "gather"
+        if impl == "plain":
+            result: int = await PLAIN[shape](n)
+            return result
         with storage:
             return await floor_run(shape, storage, n)
     if impl in ("ours", "ref"):

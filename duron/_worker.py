@@ -34,7 +34,8 @@ from duron._errors import (
     UsageError,
 )
 from duron._job import Job
-from duron._jobstore import Claim, Outage, backoff
+from duron._jobstore import Claim
+from duron._outage import Outage, backoff
 
 if TYPE_CHECKING:
     from types import TracebackType

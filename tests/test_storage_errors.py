@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import duron
-from duron._jobstore import Outage, backoff
+from duron._outage import Outage, backoff
 from duron.contrib._sqlite_engine import is_passing as sqlite_passing
 
 if TYPE_CHECKING:

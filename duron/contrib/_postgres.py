@@ -27,12 +27,12 @@ import orjson
 from duron._errors import JobNotFoundError
 from duron._jobstore import (
     TERMINAL,
-    Outage,
     check_job_id,
     check_requeue,
     check_resubmit,
     is_entry_type,
 )
+from duron._outage import Outage
 from duron._redact import redact
 from duron.contrib._postgres_engine import Engine
 from duron.contrib._postgres_log import PostgresLog

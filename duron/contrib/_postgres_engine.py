@@ -46,7 +46,7 @@ from duron._errors import (
     StorageError,
     StoreUnavailableError,
 )
-from duron._jobstore import Outage
+from duron._outage import Outage
 from duron.contrib._postgres_pool import NoConnection, Pool, is_passing
 from duron.contrib._postgres_schema import Schema, check_schema, missing_schema
 from duron.contrib._sqllog import lost_detail

@@ -25,7 +25,7 @@ import select
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from duron._jobstore import backoff
+from duron._outage import backoff
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection

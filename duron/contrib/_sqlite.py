@@ -27,13 +27,13 @@ import orjson
 from duron._errors import JobNotFoundError
 from duron._jobstore import (
     TERMINAL,
-    Outage,
     check_job_id,
     check_requeue,
     check_resubmit,
     is_entry_type,
     timestamp,
 )
+from duron._outage import Outage
 from duron.contrib._sqlite_engine import Engine
 from duron.contrib._sqlite_log import SQLiteLog
 from duron.contrib._sqlstore import (

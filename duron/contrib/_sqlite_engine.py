@@ -34,7 +34,7 @@ from duron._errors import (
     StorageError,
     StoreUnavailableError,
 )
-from duron._jobstore import Outage
+from duron._outage import Outage
 from duron.contrib._wakeups import Request, Watchers, host_waiter
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Engine"]

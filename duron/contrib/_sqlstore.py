@@ -37,7 +37,6 @@ from duron._jobstore import (
     Heartbeat,
     JobInfo,
     JobStatus,
-    Outage,
     check_job_id,
     fork_prefix,
     job_info_from_row,
@@ -58,6 +57,7 @@ if TYPE_CHECKING:
 
     from duron._durable import DurableFn
     from duron._log import JobStarted
+    from duron._outage import Outage
 
 __all__ = [
     "JOB_COLUMNS",
