@@ -37,7 +37,6 @@ from duron._durable_calls import DurableCalls
 from duron._durable_loop import DurableLoop
 from duron._effect_runner import Effects, Fatal
 from duron._engine import Engine
-from duron._entries import ErrorInfo
 from duron._errors import (
     NonDeterminismError,
 )
@@ -65,7 +64,7 @@ if TYPE_CHECKING:
 
     from duron._codec import Codec
     from duron._durable import DurableFn
-    from duron._entries import Entry
+    from duron._entries import Entry, ErrorInfo
     from duron._host_backends import Host
     from duron._host_streams import OutputChannel
     from duron._json import JSONValue
@@ -124,13 +123,11 @@ class Driver:
         self.engine: Engine = Engine(
             self.label, replaying=replaying, same_inputs=self._same_inputs
         )
-        self.live: anyio.Event = (
-            anyio.Event()
-        )  # replay is over: host input may be recorded
+        # Set once replay is over: host input may be recorded from then on.
+        self.live: anyio.Event = anyio.Event()
         self.ended: bool = False
-        self.closing: bool = (
-            False  # the host is stopping the job: start no more effects
-        )
+        # The host is stopping the job: start no more effects.
+        self.closing: bool = False
         self.root: asyncio.Task[Any] | None = None
         self.entries_read: int = 0
         self.writer: LogWriter = LogWriter(storage, dfn.name, self._name_at)
@@ -246,7 +243,7 @@ class Driver:
         root = self.root
         assert root is not None
         engine.check_end(
-            ended, code_end(self.root, self.dfn, self.label) if root.done() else None
+            ended, code_end(root, self.dfn, self.label) if root.done() else None
         )
         return self._outcome(ended.result, ended.error, None)
 
@@ -265,12 +262,11 @@ class Driver:
         finally:
             flusher.cancel()
         self.stop_effects()
-        ending = code_end(self.root, self.dfn, self.label)
-        error = ErrorInfo.from_json(ending) if "type" in ending else None
+        result, error = code_end(root, self.dfn, self.label)
         t = loop.time()
-        await self.writer.append(self.engine.end(ending.get("result"), error, t, t))
+        await self.writer.append(self.engine.end(result, error, t, t))
         cause = None if root.cancelled() else root.exception()
-        return self._outcome(ending.get("result"), error, cause)
+        return self._outcome(result, error, cause)
 
     def _resume_pending(self) -> None:
         """The log ended: what was issued but not finished continues live."""
@@ -404,10 +400,7 @@ class Driver:
         """The job is stopping: cancel what still runs live, record none of it."""
         self.closing = True
         for op in self.engine.pending.values():
-            if op.task is not None:
-                Effects.stop(op)
-            else:
-                op.stopped = True
+            Effects.stop(op)
 
     async def aclose(self) -> None:
         """Cancel the effects still running and wait for them to stop."""

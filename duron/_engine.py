@@ -329,9 +329,11 @@ class Engine:
             ops.append(op)
         return ops
 
-    def check_end(self, ended: Ended, code_end: dict[str, Any] | None) -> None:
-        """Compare the log's recorded end with how the code ended (``None``: it
-        still waits).
+    def check_end(
+        self, ended: Ended, code_end: tuple[JSONValue, ErrorInfo | None] | None
+    ) -> None:
+        """Compare the log's recorded end with how the code ended: its encoded
+        result or its error (``None``: it still waits).
 
         Raises:
             NonDeterminismError: They differ.
@@ -348,13 +350,10 @@ class Engine:
                 else "to wait for something",
                 requested_calls=[op.call() for op in waiting],
             )
-        recorded = (
-            ended.error.to_json()
-            if ended.error is not None
-            else {"result": ended.result}
-        )
-        if _comparable(code_end) != _comparable(recorded):
-            was, now = show_pair(recorded, code_end)
+        recorded = _end_json(ended.result, ended.error)
+        now_ended = _end_json(*code_end)
+        if _comparable(now_ended) != _comparable(recorded):
+            was, now = show_pair(recorded, now_ended)
             raise NonDeterminismError(
                 job=self.job,
                 position=self.next_id,
@@ -601,6 +600,11 @@ def _finishing(batch: list[Outcome]) -> set[int] | None:
 
 
 _CANCELLED = "duron._errors.JobCancelledError"
+
+
+def _end_json(result: JSONValue, error: ErrorInfo | None) -> dict[str, Any]:
+    """An end as its entry holds it: ``{"result": ...}`` or the error's fields."""
+    return error.to_json() if error is not None else {"result": result}
 
 
 def _comparable(d: dict[str, Any]) -> Any:

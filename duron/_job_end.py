@@ -39,8 +39,9 @@ class JobOutcome:
 
 def code_end(
     root: asyncio.Task[Any] | None, dfn: DurableFn[..., Any], label: str
-) -> dict[str, Any]:
-    """How durable code ended (``root`` is done), as the end entry records it.
+) -> tuple[JSONValue, ErrorInfo | None]:
+    """How durable code ended (``root`` is done), as the end entry records it: its
+    encoded result, or its error.
 
     Raises:
         DuronError: Durable code failed with one (a bug to fix, not the job's
@@ -51,12 +52,12 @@ def code_end(
     if root.cancelled():
         # Its message names the job; ends compare cancellations by type alone.
         cancelled = JobCancelledError(f"job {label} was cancelled")
-        return error_info(cancelled).to_json()
+        return None, error_info(cancelled)
     exc = root.exception()
     if exc is not None:
         if code_failure(root) is not None:
             raise exc
-        return error_info(exc).to_json()
+        return None, error_info(exc)
     data, _ = roundtrip(
         dfn.codec,
         root.result(),
@@ -64,7 +65,7 @@ def code_end(
         what=f"result of durable function {dfn.name}",
         job=label,
     )
-    return {"result": data}
+    return data, None
 
 
 def outcome_from(

@@ -593,7 +593,7 @@ def test_job_end_compared_with_the_code_end() -> None:
     ended = feed(e, JobFinished(T, {"total": 1}), 40)
     assert seen(ended) == ("end", {"total": 1}, None, T)
     assert op.describe() == "work()"
-    e.check_end(ended, {"result": {"total": 1}})  # the same end: no error
+    e.check_end(ended, ({"total": 1}, None))  # the same end: no error
     with pytest.raises(
         NonDeterminismError,
         match=nondeterminism(
@@ -601,7 +601,7 @@ def test_job_end_compared_with_the_code_end() -> None:
             "but the code now asks for an end with result {'total': 2}"
         ),
     ) as info:
-        e.check_end(ended, {"result": {"total": 2}})
+        e.check_end(ended, ({"total": 2}, None))
     assert info.value.kind == "other-end"
 
 
@@ -810,7 +810,7 @@ def test_job_ends_with_errors_compare_by_type_and_message() -> None:
     e = replaying()
     recorded = ErrorInfo("builtins.ValueError", "no", ["no"])
     ended = feed(e, JobFinished(T, None, recorded), 0)
-    same = {"type": "builtins.ValueError", "message": "no", "args": ["other"]}
+    same = (None, ErrorInfo("builtins.ValueError", "no", ["other"]))
     e.check_end(ended, same)  # args are not compared
     with pytest.raises(
         NonDeterminismError,
@@ -820,11 +820,11 @@ def test_job_ends_with_errors_compare_by_type_and_message() -> None:
             "builtins.KeyError('no')"
         ),
     ):
-        e.check_end(ended, {"type": "builtins.KeyError", "message": "no"})
+        e.check_end(ended, (None, ErrorInfo("builtins.KeyError", "no")))
     with pytest.raises(NonDeterminismError, match="but the code now asks for an end"):
-        e.check_end(ended, {"type": "builtins.ValueError", "message": "yes"})
+        e.check_end(ended, (None, ErrorInfo("builtins.ValueError", "yes")))
     with pytest.raises(NonDeterminismError, match="but the code now asks for an end"):
-        e.check_end(ended, {"result": None})
+        e.check_end(ended, (None, None))
 
 
 def test_a_cancelled_job_ends_the_same_whatever_its_label() -> None:
@@ -834,7 +834,7 @@ def test_a_cancelled_job_ends_the_same_whatever_its_label() -> None:
     cancelled = "duron._errors.JobCancelledError"
     recorded = ErrorInfo(cancelled, "job a.jsonl was cancelled", [])
     ended = feed(e, JobFinished(T, None, recorded), 0)
-    e.check_end(ended, {"type": cancelled, "message": "job b.jsonl was cancelled"})
+    e.check_end(ended, (None, ErrorInfo(cancelled, "job b.jsonl was cancelled")))
 
 
 def test_job_end_while_the_code_waits_for_several_things_or_nothing() -> None:
