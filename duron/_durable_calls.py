@@ -170,8 +170,7 @@ class DurableCalls:
 
     def _op_cancelled(self, op: Op) -> None:
         """Durable code gave up waiting for ``op``: stop it, record nothing more."""
-        d = self._driver
-        if d.engine.abandon(op) and op.task is not None:
+        if self._driver.engine.abandon(op):
             Effects.stop(op)
 
     def issue_future(
