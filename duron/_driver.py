@@ -35,7 +35,7 @@ import anyio
 from duron._delivery import deliver_done, deliver_emit, inject
 from duron._durable_calls import DurableCalls
 from duron._durable_loop import DurableLoop
-from duron._effect_runner import Effects, Fatal
+from duron._effect_runner import Effects, Fatal, ObservedEffects
 from duron._engine import Engine
 from duron._errors import (
     NonDeterminismError,
@@ -45,6 +45,8 @@ from duron._host_input import HostInput
 from duron._job_end import JobOutcome, code_end, outcome_from
 from duron._log import decode_entry
 from duron._log_writer import LogWriter
+from duron._observe import RunStart
+from duron._observe import current as current_observer
 from duron._operations import (
     LOG_ENDED,
     NEED_ENTRIES,
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
     from duron._host_backends import Host
     from duron._host_streams import OutputChannel
     from duron._json import JSONValue
+    from duron._observe import RunObserver
     from duron._storage import LogStorage
 
 __all__ = ["CHECKPOINT_EVERY", "START_FLUSH_DELAY", "Driver"]
@@ -99,6 +102,8 @@ class Driver:
             and replayed first; a log of its job entry alone goes live at once).
         clock: The host clock (seconds since the epoch) live entries are stamped
             with; replay takes time from the log instead.
+        context: What travels with the job (its job entry's ``context``), for an
+            installed observer (:mod:`duron._observe`).
     """
 
     shortcuts: bool = True
@@ -112,6 +117,7 @@ class Driver:
         started: float,
         replaying: bool,
         clock: Callable[[], float] = time.time,
+        context: dict[str, JSONValue] | None = None,
     ) -> None:
         self.dfn = dfn
         self.storage = storage
@@ -119,6 +125,12 @@ class Driver:
         self.label: str = storage.label
         self.seed = seed
         self.clock = clock
+        self.started = started
+        self.context = context
+        # Told about the live work of an observed run (None: not observed).
+        self.observe: RunObserver | None = None
+        self._end_status = "stopped"  # how the run ended, for the observer
+        self._replay_only = False
         self.loop: DurableLoop = DurableLoop(started)  # type: ignore[abstract]
         self.engine: Engine = Engine(
             self.label, replaying=replaying, same_inputs=self._same_inputs
@@ -164,7 +176,26 @@ class Driver:
         unless the log recorded the job's end.
         """
         self._host = host = host_for(tg)
-        self._effects = Effects(host, self.codec, self.label, self.push)
+        self._replay_only = replay_only
+        observer = None if replay_only else current_observer()
+        if observer is not None:
+            self.observe = observer.run_started(
+                RunStart(
+                    self.label,
+                    self.dfn.name,
+                    self.seed,
+                    self.started,
+                    self.context,
+                    records is not None,
+                )
+            )
+        observe = self.observe
+        if observe is None:
+            self._effects = Effects(host, self.codec, self.label, self.push)
+        else:
+            self._effects = ObservedEffects(
+                host, self.codec, self.label, self.push, observe
+            )
         self._records = records
         if records is not None:
             # Read before durable code starts, so that its first call can take
@@ -173,7 +204,10 @@ class Driver:
             if self.engine.exhausted and not replay_only:
                 self.engine.go_live()
                 records = None
-        self.root = self.loop.spawn(main(), contextvars.copy_context())
+        context = contextvars.copy_context()
+        if observe is not None:
+            context.run(observe.enter_durable)
+        self.root = self.loop.spawn(main(), context)
         await self._settle()
         if records is not None:
             ended = await self._replay()
@@ -245,14 +279,18 @@ class Driver:
         engine.check_end(
             ended, code_end(root, self.dfn, self.label) if root.done() else None
         )
+        self._end_status = "replayed"
         return self._outcome(ended.result, ended.error, None)
 
     async def _live(self) -> JobOutcome:
         loop, root, host = self.loop, self.root, self._host
         assert root is not None
         assert host is not None
-        if self.engine.replaying:
-            self._resume_pending()
+        resumed = self._resume_pending() if self.engine.replaying else 0
+        observe = self.observe
+        if observe is not None:
+            observe.went_live(self.calls.replayed - resumed)
+            loop.on_timer = observe.timer_fired
         self.live.set()
         await self._advance(max(loop.time(), self.clock()))
         self._rounds = True
@@ -265,17 +303,29 @@ class Driver:
         result, error = code_end(root, self.dfn, self.label)
         t = loop.time()
         await self.writer.append(self.engine.end(result, error, t, t))
+        self._end_status = (
+            "completed"
+            if error is None
+            else "cancelled"
+            if root.cancelled()
+            else "failed"
+        )
         cause = None if root.cancelled() else root.exception()
         return self._outcome(result, error, cause)
 
-    def _resume_pending(self) -> None:
-        """The log ended: what was issued but not finished continues live."""
+    def _resume_pending(self) -> int:
+        """The log ended: what was issued but not finished continues live; how
+        many effects that is."""
         engine = self.engine
+        resumed = 0
         for op in engine.go_live():
+            if op.kind == "effect":
+                resumed += 1
             if op.fut.cancelled():  # durable code stopped waiting meanwhile
                 engine.abandon(op)
             elif op.kind == "effect":
                 self._to_launch.append(op)
+        return resumed
 
     async def _run_live(self, root: asyncio.Task[Any]) -> None:
         loop, host, events, engine = self.loop, self._host, self._events, self.engine
@@ -408,8 +458,12 @@ class Driver:
         if self._host is not None:
             await self._host.aclose()
 
-    def shutdown(self) -> None:
-        """The run is over: wake host readers and writers still waiting on it."""
+    def shutdown(self, failure: BaseException | None = None) -> None:
+        """The run is over (``failure``: what stopped it, if it failed): wake host
+        readers and writers still waiting on it."""
+        observe, self.observe = self.observe, None
+        if observe is not None:
+            observe.run_ended(self._end_status, failure)
         self.ended = True
         self.live.set()
         for ch in self.outputs.values():
@@ -520,6 +574,12 @@ class Driver:
         self._unyielded += 1
         loop.advance(t)  # only moves the clock: no timer is due by t (checked)
         return True
+
+    def replaying_recorded(self) -> bool:
+        """Whether durable code runs what its log recorded (replay, before the code
+        passes the log's last entry; all of a ``duron verify`` run)."""
+        engine = self.engine
+        return self._replay_only or (engine.replaying and not engine.exhausted)
 
     # -- what the host calls (through Job) ---------------------------------------------
 

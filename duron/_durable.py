@@ -30,6 +30,7 @@ from duron._codec import (
 from duron._entries import JobStarted
 from duron._errors import PayloadEncodeError, PayloadError, UsageError
 from duron._log import encode_entry
+from duron._observe import current as current_observer
 from duron._options import CallOptions
 from duron._signature import Signature, qualified_name
 
@@ -244,7 +245,9 @@ class DurableFn(Generic[_P, _T]):
             t: The job clock to record (default: the host's ``time.time()``).
 
         Returns:
-            The job entry (with a fresh random seed).
+            The job entry (with a fresh random seed, and what an installed
+            observer carries with the job: ``duron.contrib.otel`` stores the
+            trace context here).
 
         Raises:
             UsageError: Bad arguments (see :meth:`encode_arguments`).
@@ -267,12 +270,14 @@ class DurableFn(Generic[_P, _T]):
                     detail=f"would not decode back from the log: {explain(exc)}",
                     job=job,
                 ) from exc
+        observer = current_observer()
         entry = JobStarted(
             self.name,
             encoded,
             secrets.token_hex(8),
             time.time() if t is None else t,
             self.module,
+            context=observer.capture() if observer is not None else None,
         )
         try:
             encode_entry(entry)

@@ -70,8 +70,12 @@ class DurableLoop(asyncio.AbstractEventLoop):
     def __init__(self, clock: float) -> None:
         # Callbacks ready to run, in order (the driver asks whether any are).
         self.ready: deque[asyncio.Handle] = deque()
-        self._timers: list[tuple[float, int, asyncio.TimerHandle]] = []
+        # (due, scheduling order, handle, clock when it was set)
+        self._timers: list[tuple[float, int, asyncio.TimerHandle, float]] = []
         self._seq = 0
+        # Told about each timer that fires (seq, set at, due); the driver sets it
+        # for the live part of an observed run.
+        self.on_timer: Callable[[int, float, float], None] | None = None
         self._clock = clock
         self._closed = False
         self._exception_handler: Any = None
@@ -131,11 +135,13 @@ class DurableLoop(asyncio.AbstractEventLoop):
         """Move the clock to ``to``, firing every timer due by then, in order."""
         timers = self._timers
         while timers and timers[0][0] <= to:
-            when, _, handle = heapq.heappop(timers)
+            when, seq, handle, set_at = heapq.heappop(timers)
             if handle._cancelled:
                 continue
             if when > self._clock:
                 self._clock = when
+            if self.on_timer is not None:
+                self.on_timer(seq, set_at, when)
             self.ready.append(handle)
             self.run_ready()
         if to > self._clock:
@@ -179,7 +185,7 @@ class DurableLoop(asyncio.AbstractEventLoop):
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle:
         handle = asyncio.TimerHandle(when, callback, args, self, context)
-        heapq.heappush(self._timers, (when, self._seq, handle))
+        heapq.heappush(self._timers, (when, self._seq, handle, self._clock))
         self._seq += 1
         handle._scheduled = True  # type: ignore[attr-defined]
         return handle

@@ -2,7 +2,9 @@
 
 One entry is one JSON object (one line in a file log). Kinds, by their ``type`` tag:
 
-* ``job``: first entry: format version, durable function, encoded arguments, seed.
+* ``job``: first entry: format version, durable function, encoded arguments, seed,
+  and (optional) ``context``: what travels with the job from where it was created
+  (a trace context...), an object written only when there is something to carry.
 * ``start``: an operation began (written when it is still running at a flush).
 * ``done``: an operation finished, with its encoded result or error. When no
   ``start`` entry was written for it, it carries the operation's name and inputs.
@@ -153,10 +155,11 @@ class JobStarted:
     t: float
     module: str = ""
     version: int = FORMAT_VERSION
+    context: dict[str, JSONValue] | None = None
     type: Literal["job"] = "job"
 
     def to_json(self) -> dict[str, JSONValue]:
-        return {
+        d: dict[str, JSONValue] = {
             "type": "job",
             "version": self.version,
             "fn": self.fn,
@@ -165,6 +168,9 @@ class JobStarted:
             "seed": self.seed,
             "t": self.t,
         }
+        if self.context is not None:
+            d["context"] = self.context
+        return d
 
 
 @dataclass(slots=True)

@@ -49,6 +49,7 @@ class HostInput:
             raise UsageError(
                 f"job {self._driver.label}: {name!r} is closed; it takes no more values"
             )
+        sent_at = self._driver.clock()
         event: Done | Emitted
         if close:
             op.closed = True
@@ -57,6 +58,10 @@ class HostInput:
         else:
             event = Emitted(op, data, ack=anyio.Event())
         await self._submit(event, f"the value for {name!r}")
+        observe = self._driver.observe
+        if observe is not None:
+            count = int(op.state or 0)
+            observe.input_recorded(name, op.id, count, sent_at, close, error)
 
     async def recorded_count(self, name: str) -> int:
         """How many values the log holds for host input ``name`` (after replay)."""
@@ -97,6 +102,9 @@ class HostInput:
         event.ack = anyio.Event()
         op.closed = True
         await self._submit(event, f"the result of future {future_id!r}")
+        observe = self._driver.observe
+        if observe is not None:
+            observe.future_completed(op.name, op.id, op.issued_at, exception)
 
     async def cancel(self) -> None:
         await self.wait_live()

@@ -200,6 +200,7 @@ class Job(Generic[_P, _T]):
             started=first.t,
             replaying=replay is not None,
             clock=self._clock,
+            context=first.context,
         )
         self._driver = driver
         self._state = "running"
@@ -235,7 +236,7 @@ class Job(Generic[_P, _T]):
             unavailable = isinstance(exc, StoreUnavailableError)
             self._state = "interrupted" if unavailable else "failed"
         finally:
-            driver.shutdown()
+            driver.shutdown(self._failure)
             with anyio.CancelScope(shield=True):
                 await driver.aclose()  # effects still running stop here
                 if records is not None:

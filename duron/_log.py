@@ -6,7 +6,8 @@ read is checked against what Duron writes before it becomes a record, field by f
 * ids are integers >= 0, the format version an integer >= 1;
 * ``t`` is a number a :class:`~datetime.datetime` can hold (years 1 to 9999);
 * ``type``, ``kind``, ``name``, ``fn``, ``seed``, ``module`` are strings;
-* ``inputs`` and job ``args`` are objects (or, for ``inputs``, absent);
+* ``inputs``, job ``args`` and job ``context`` are objects (or, for ``inputs``
+  and ``context``, absent);
 * an ``error`` is an object with string ``type`` and ``message`` and, if present,
   ``args`` a list of scalars; a ``done`` or ``end`` entry holds a ``result`` or an
   ``error``, never both;
@@ -204,6 +205,11 @@ def _checked(d: Any) -> Entry:
             if type(args) is not dict:
                 raise InvalidField("args", f"must be an object, not {json_type(args)}")
             module = _optional_str(d, "module")
+            context = d.get("context")
+            if "context" in d and type(context) is not dict:
+                raise InvalidField(
+                    "context", f"must be an object, not {json_type(context)}"
+                )
             return JobStarted(
                 _str(d, "fn"),
                 args,
@@ -211,6 +217,7 @@ def _checked(d: Any) -> Entry:
                 _time(d),
                 "" if module is None else module,
                 version,
+                context,
             )
         case "end":
             result, error = _outcome(d, "an end entry")

@@ -53,6 +53,7 @@ class Op:
         "fut",
         "id",
         "inputs",
+        "issued_at",
         "kind",
         "kwargs",
         "name",
@@ -97,7 +98,8 @@ class Op:
         self.annotation: Any = None
         self.target: Any = None
         self.closed: bool = False
-
+        # A future's job clock when it was issued (set for futures only).
+        self.issued_at: float
     def call(self) -> OperationCall:
         """What this operation asks for, as error data."""
         return OperationCall(self.kind, self.name, self.inputs)
