@@ -177,6 +177,14 @@ class Driver:
         """
         self._host = host = host_for(tg)
         self._replay_only = replay_only
+        self._records = records
+        if records is not None:
+            # Read before durable code starts, so that its first call can take
+            # a recorded end at once; a log of its job entry alone is live at once.
+            await self._read_ahead()
+            if self.engine.exhausted and not replay_only:
+                self.engine.go_live()
+                records = None
         observer = None if replay_only else current_observer()
         if observer is not None:
             self.observe = observer.run_started(
@@ -196,14 +204,7 @@ class Driver:
             self._effects = ObservedEffects(
                 host, self.codec, self.label, self.push, observe
             )
-        self._records = records
-        if records is not None:
-            # Read before durable code starts, so that its first call can take
-            # a recorded end at once; a log of its job entry alone is live at once.
-            await self._read_ahead()
-            if self.engine.exhausted and not replay_only:
-                self.engine.go_live()
-                records = None
+            self.writer.on_written = observe.written
         context = contextvars.copy_context()
         if observe is not None:
             context.run(observe.enter_durable)

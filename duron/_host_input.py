@@ -50,6 +50,7 @@ class HostInput:
                 f"job {self._driver.label}: {name!r} is closed; it takes no more values"
             )
         sent_at = self._driver.clock()
+        observe = self._driver.observe  # the run's, even if it ends meanwhile
         event: Done | Emitted
         if close:
             op.closed = True
@@ -58,7 +59,6 @@ class HostInput:
         else:
             event = Emitted(op, data, ack=anyio.Event())
         await self._submit(event, f"the value for {name!r}")
-        observe = self._driver.observe
         if observe is not None:
             count = int(op.state or 0)
             observe.input_recorded(name, op.id, count, sent_at, close, error)
@@ -101,8 +101,8 @@ class HostInput:
             event = Done(op, data, decoded=decoded)
         event.ack = anyio.Event()
         op.closed = True
+        observe = self._driver.observe  # the run's, even if it ends meanwhile
         await self._submit(event, f"the result of future {future_id!r}")
-        observe = self._driver.observe
         if observe is not None:
             observe.future_completed(op.name, op.id, op.issued_at, exception)
 

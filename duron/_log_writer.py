@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 __all__ = ["LogWriter"]
 
 
+def _ended_positions(entries: list[Entry]) -> list[int]:
+    return [e.id for e in entries if e.type == "done"]
+
+
 class LogWriter:
     """Appends entries to one job's storage.
 
@@ -38,6 +42,7 @@ class LogWriter:
         "_name_of",
         "_nowait",
         "can_append_now",
+        "on_written",
         "storage",
     )
 
@@ -55,10 +60,15 @@ class LogWriter:
         )
         # Whether append_now() may succeed (the storage can append without waiting).
         self.can_append_now: bool = self._nowait is not None
+        # Told, after each write, the positions it recorded an end for (an
+        # observed run's driver sets it).
+        self.on_written: Callable[[list[int]], None] | None = None
 
     async def append(self, entries: list[Entry]) -> None:
         """Append ``entries`` as one batch; returns once the storage committed it."""
         await self.storage.append(self.encode(entries))
+        if self.on_written is not None:
+            self.on_written(_ended_positions(entries))
 
     def append_now(self, entries: list[Entry]) -> bool:
         """Append without waiting, if the storage can; False (nothing written) if not."""
@@ -69,6 +79,8 @@ class LogWriter:
             self._nowait = None  # this storage never can (e.g. fsync mode)
             self.can_append_now = False
             return False
+        if self.on_written is not None:
+            self.on_written(_ended_positions(entries))
         return True
 
     def encode(self, entries: list[Entry]) -> list[bytes]:

@@ -71,15 +71,24 @@ class RunObserver(Protocol):
     def effect_ended(
         self, position: int, attempt: int, error: BaseException | None
     ) -> None:
-        """The attempt ended with a result (``error`` None) or an exception."""
+        """The attempt ended with a result (``error`` None) or an exception. Its
+        outcome is not in the log yet: :meth:`written` says when it is (a run
+        that stops first runs the effect again when the job resumes)."""
         ...
 
     def effect_abandoned(self, position: int) -> None:
-        """Durable code stopped waiting for a running effect: it is cancelled."""
+        """Durable code stopped waiting for a running effect: it is cancelled
+        (settled by the next write: until then a crash would redo it)."""
         ...
 
     def timer_fired(self, seq: int, set_at: float, due: float) -> None:
-        """A durable timer (the ``seq``-th the job set) fired live; job clock times."""
+        """A durable timer (the ``seq``-th the job set) fired live; job clock
+        times. Settled by the next write, like :meth:`effect_abandoned`."""
+        ...
+
+    def written(self, ended: list[int]) -> None:
+        """The run wrote to its log; ``ended``: the positions whose end it holds.
+        What happened live before it will not happen again on a resume."""
         ...
 
     def future_completed(
