@@ -25,7 +25,6 @@ from typing import (
 )
 
 from duron._durable_calls import Recorded
-from duron._durable_logger import DurableLogger
 from duron._effect import effect_spec
 from duron._errors import UsageError
 from duron._signal import Signal, SignalWriter
@@ -35,6 +34,7 @@ if TYPE_CHECKING:
     from duron._driver import Driver
     from duron._durable import DurableFn
     from duron._durable_calls import DurableCalls
+    from duron._durable_logger import DurableLogger
 
 __all__ = ["Context", "PatchQuery", "root_call"]
 

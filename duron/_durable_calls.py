@@ -13,7 +13,6 @@ False`` turns both off; the test suite checks that nothing else changes.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import TYPE_CHECKING, Any
 
 from duron._delivery import OpFuture
@@ -24,6 +23,8 @@ from duron._operations import Done, Op
 from duron._recorded_errors import rebuild
 
 if TYPE_CHECKING:
+    import logging
+
     from duron._driver import Driver
     from duron._effect import EffectSpec
     from duron._json import JSONValue

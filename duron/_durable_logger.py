@@ -64,10 +64,10 @@ class DurableLogger(_Adapter):
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
         if self._replaying() or not self.isEnabledFor(level):
             return
-        msg, kwargs = self.process(msg, kwargs)
+        msg, processed = self.process(msg, kwargs)
         # Name the durable code's line as the caller, not this method.
-        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-        self.logger.log(level, msg, *args, **kwargs)
+        processed["stacklevel"] = processed.get("stacklevel", 1) + 1
+        self.logger.log(level, msg, *args, **processed)
 
     def __repr__(self) -> str:
         extra = self.extra or {}

@@ -29,7 +29,6 @@ the context the effect runs in) and ends; an unobserved run pays nothing for it.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import inspect
 from collections.abc import Callable
@@ -45,6 +44,8 @@ from duron._operations import Done, Emitted, Op
 from duron._recorded_errors import error_info
 
 if TYPE_CHECKING:
+    import contextvars
+
     from duron._codec import Codec
     from duron._host_backends import Host
     from duron._observe import RunObserver

@@ -261,7 +261,9 @@ class AnyioHost:
         if context is None:
             self._tg.start_soon(self._run, handle, fn, args, name=name)
         else:  # the new task copies the context it is started from
-            context.run(self._tg.start_soon, self._run, handle, fn, args, name=name)
+            context.run(
+                lambda: self._tg.start_soon(self._run, handle, fn, args, name=name)
+            )
         return handle
 
     def effect_context(self) -> contextvars.Context:

@@ -21,10 +21,9 @@ Every method of a :class:`RunObserver` is called on the host's event loop thread
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from duron._json import JSONValue
+from duron._json import JSONValue
 
 __all__ = ["Observer", "RunObserver", "RunStart", "current", "install"]
 

@@ -100,6 +100,7 @@ class Op:
         self.closed: bool = False
         # A future's job clock when it was issued (set for futures only).
         self.issued_at: float
+
     def call(self) -> OperationCall:
         """What this operation asks for, as error data."""
         return OperationCall(self.kind, self.name, self.inputs)

@@ -46,9 +46,7 @@ def note(line: str) -> None:
 @duron.effect
 async def step(key: int) -> int:
     ctx = trace.get_current_span().get_span_context()
-    note(
-        f"start {key} {request_id.get('-')} {ctx.trace_id:032x} {ctx.span_id:016x}"
-    )
+    note(f"start {key} {request_id.get('-')} {ctx.trace_id:032x} {ctx.span_id:016x}")
     await anyio.sleep(0.15)
     return key * key
 

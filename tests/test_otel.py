@@ -8,6 +8,7 @@ SIGKILLs one while an effect runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import json
@@ -128,10 +129,8 @@ async def flaky(order: int) -> str:
 @duron.durable
 async def checkout(ctx: duron.Context, order: int) -> str:
     charged = await ctx.run(charge, order)
-    try:
+    with contextlib.suppress(ValueError):
         await ctx.run(flaky, order)
-    except ValueError:
-        pass
     await asyncio.sleep(0.01)  # a durable timer
     return f"{charged}, {await ctx.run(receipt, order)}"
 
@@ -188,7 +187,7 @@ async def test_a_live_run_makes_a_span_tree_under_the_creating_span(
     def span_id(name: str) -> int:
         ctx = spans[name].context
         assert ctx is not None
-        return ctx.span_id
+        return int(ctx.span_id)
 
     job_id = derived(seed, label, "job")
     assert span_id("duron job checkout") == job_id
@@ -269,13 +268,19 @@ async def test_a_resume_makes_spans_only_for_what_runs_live(
     # Stopped at a safe point while slow_step ran: its attempt is redone on
     # resume, under the same span id; the stopped one is never sent.
     first = telemetry.spans()
-    assert sorted(s.name for s in first) == ["charge", "duron run three_steps", "receipt"]
+    assert sorted(s.name for s in first) == [
+        "charge",
+        "duron run three_steps",
+        "receipt",
+    ]
     gate["open"].set()
     async with three_steps.invoke(storage) as job:
         await job.resume()
         assert await job.wait() == 3 + len("charged 1") + len("receipt 2")
     seed, label = job_entry(storage)["seed"], storage.label
-    effects = [s for s in telemetry.spans() if s.name in ("charge", "receipt", "slow_step")]
+    effects = [
+        s for s in telemetry.spans() if s.name in ("charge", "receipt", "slow_step")
+    ]
     assert sorted((s.name, s.context.span_id) for s in effects if s.context) == sorted(
         [
             ("charge", derived(seed, label, "effect 0 1")),
@@ -368,9 +373,9 @@ async def test_an_effect_durable_code_stops_waiting_for_is_abandoned(
         await job.start()
         assert await job.wait() == "gave up"
     slow = telemetry.named("slow_step")
-    assert [(dict(s.attributes or {})["duron.outcome"], s.status.description) for s in slow] == [
-        ("abandoned", "abandoned: durable code stopped waiting for it")
-    ]
+    assert [
+        (dict(s.attributes or {})["duron.outcome"], s.status.description) for s in slow
+    ] == [("abandoned", "abandoned: durable code stopped waiting for it")]
 
 
 async def test_nothing_is_reported_once_uninstrumented(telemetry: Telemetry) -> None:
@@ -442,7 +447,11 @@ async def test_a_sigkilled_worker_and_its_successor_send_one_span_per_effect(
         from otel_jobs import request_id as worker_request_id
     finally:
         sys.path.pop(0)
-    db, spans_file, side = tmp_path / "jobs.db", tmp_path / "spans.jsonl", tmp_path / "side"
+    db, spans_file, side = (
+        tmp_path / "jobs.db",
+        tmp_path / "spans.jsonl",
+        tmp_path / "side",
+    )
     store = SQLiteStore(db)
     duron.contrib.otel.instrument(
         tracer_provider=telemetry.tracer_provider, context_vars=[worker_request_id]
@@ -478,9 +487,9 @@ async def test_a_sigkilled_worker_and_its_successor_send_one_span_per_effect(
     # request's trace, inside the span Duron derives for (position, attempt 1).
     store = SQLiteStore(db)
     try:
-        first_entry = orjson.loads(
-            [raw async for _, raw in store.read_log(job_id)][0]
-        )
+        async for _, raw in store.read_log(job_id):
+            first_entry = orjson.loads(raw)  # the job entry
+            break
     finally:
         await store.close()
     seed = first_entry["seed"]
@@ -500,7 +509,9 @@ async def test_a_sigkilled_worker_and_its_successor_send_one_span_per_effect(
     assert [r["attributes"]["duron.effects.replayed"] for r in runs] == [3]
     # Steps 0-2 hang on the killed run's span (never sent), the others on the
     # second run's; both runs on the job's span.
-    killed_run = {s["parent"] for s in step_spans if s["attributes"]["duron.position"] < 3}
+    killed_run = {
+        s["parent"] for s in step_spans if s["attributes"]["duron.position"] < 3
+    }
     assert len(killed_run) == 1
     assert killed_run != {runs[0]["span_id"]}
     assert {

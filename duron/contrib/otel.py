@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 import duron
 from duron import _observe
 from duron._errors import UsageError
-from duron._observe import RunStart
 
 try:
     from opentelemetry import context as otel_context
@@ -53,6 +52,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
     from duron._json import JSONValue
+    from duron._observe import RunStart
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]
 
@@ -114,9 +114,7 @@ def instrument(
                 "by name, so give them different names"
             )
         carried[var.name] = var
-    _observe.install(
-        _Telemetry(tracer_provider, meter_provider, propagator, carried)
-    )
+    _observe.install(_Telemetry(tracer_provider, meter_provider, propagator, carried))
 
 
 def uninstrument() -> None:
@@ -310,7 +308,7 @@ class _Run:
         base = otel_context.Context()
         if isinstance(carrier, dict):
             base = telemetry.propagator.extract(
-                {k: v for k, v in carrier.items() if isinstance(k, str)}, base
+                {k: v for k, v in carrier.items() if isinstance(v, str)}, base
             )
         vars_ = stored.get("vars")
         self.vars: list[tuple[contextvars.ContextVar[Any], Any]] = []
@@ -335,7 +333,9 @@ class _Run:
         )
         self.trace_id = trace_id
         self.job_span_id = _derived(run.seed, run.job, "job", 8)
-        job_ctx = SpanContext(trace_id, self.job_span_id, is_remote=True, trace_flags=flags)
+        job_ctx = SpanContext(
+            trace_id, self.job_span_id, is_remote=True, trace_flags=flags
+        )
         self.base = base
         self.job_context = trace.set_span_in_context(NonRecordingSpan(job_ctx), base)
         self.attrs: dict[str, Any] = {
