@@ -10,6 +10,7 @@ where the log ends.
 from duron._codec import UNANNOTATED, Codec, JSONValue, PydanticCodec
 from duron._context import Context, PatchQuery
 from duron._durable import DurableFn, Provided, durable
+from duron._durable_logger import DurableLogger
 from duron._effect import Reducer, effect
 from duron._errors import (
     CorruptLogError,
@@ -56,6 +57,7 @@ __all__ = [
     "DivergenceKind",
     "DuplicateJobError",
     "DurableFn",
+    "DurableLogger",
     "DuronError",
     "EffectError",
     "Heartbeat",

@@ -281,6 +281,8 @@ class Driver:
             ended, code_end(root, self.dfn, self.label) if root.done() else None
         )
         self._end_status = "replayed"
+        if self.observe is not None:
+            self.observe.replay_done(self.calls.replayed)
         return self._outcome(ended.result, ended.error, None)
 
     async def _live(self) -> JobOutcome:
@@ -290,7 +292,7 @@ class Driver:
         resumed = self._resume_pending() if self.engine.replaying else 0
         observe = self.observe
         if observe is not None:
-            observe.went_live(self.calls.replayed - resumed)
+            observe.replay_done(self.calls.replayed - resumed)
             loop.on_timer = observe.timer_fired
         self.live.set()
         await self._advance(max(loop.time(), self.clock()))

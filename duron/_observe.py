@@ -59,8 +59,10 @@ class RunObserver(Protocol):
         """Called once, inside the context durable code will run in."""
         ...
 
-    def went_live(self, replayed_effects: int) -> None:
-        """Replay is over (``replayed_effects`` effects took their recorded end)."""
+    def replay_done(self, replayed_effects: int) -> None:
+        """Replay is over (``replayed_effects`` effects took their recorded end):
+        the run goes live, or (``run_ended`` says ``replayed``) the log held the
+        job's end."""
         ...
 
     def effect_started(self, name: str, position: int, attempt: int) -> None:

@@ -518,3 +518,28 @@ async def test_a_sigkilled_worker_and_its_successor_send_one_span_per_effect(
         s["parent"] for s in step_spans if s["attributes"]["duron.position"] >= 3
     } == {runs[0]["span_id"]}
     assert runs[0]["parent"] == job_span["span_id"]
+
+
+def test_without_the_api_the_import_says_how_to_install_it() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['opentelemetry'] = None  # as if it were not installed\n"
+        "try:\n"
+        "    import duron.contrib.otel\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert proc.stdout == (
+        "duron.contrib.otel needs the OpenTelemetry API: pip install 'duron[otel]'\n"
+    )
+
+
+def test_importing_duron_imports_no_opentelemetry() -> None:
+    code = "import sys, duron\nprint(any(m.startswith('opentelemetry') for m in sys.modules))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert proc.stdout == "False\n"
