@@ -56,6 +56,7 @@ from duron._operations import (
     Op,
     Outcome,
 )
+from duron._storage import lease_of
 
 if TYPE_CHECKING:
     import asyncio
@@ -131,6 +132,7 @@ class Driver:
         self.root: asyncio.Task[Any] | None = None
         self.entries_read: int = 0
         self.writer: LogWriter = LogWriter(storage, dfn.name, self._name_at)
+        self._lease = lease_of(storage)
         self.outputs: dict[str, OutputChannel] = {}
         self.inputs: dict[str, Op] = {}
         self.injected: dict[str, Any] = inject(self)
@@ -282,6 +284,11 @@ class Driver:
         assert host is not None
         while not root.done():
             if self._to_launch:
+                lease = self._lease
+                if lease is not None and not lease.lease_fresh():
+                    # This process may have stalled past its lease: another
+                    # worker may run the job now. Start nothing before knowing.
+                    await lease.confirm_lease()
                 self._launch()
             if not events and not engine.has_staged:
                 await self._wait()
@@ -492,6 +499,7 @@ class Driver:
             and effects is not None
             and effects.direct
             and self.writer.can_append_now
+            and (self._lease is None or self._lease.lease_fresh())
             and self.engine.idle
             and not self.loop.ready
         )
