@@ -147,7 +147,9 @@ class Driver:
         self._unyielded = 0
         self._undelivered = 0  # outcomes of the batch being delivered still to go
         self._rounds = False  # the live rounds have begun (the clock is the host's)
-        self._flush_due = False
+        # When the start entries of running effects are due to be written, if
+        # any are waiting (anyio's clock): only then does an idle driver wake.
+        self._flush_at: float | None = None
 
     # -- running ---------------------------------------------------------------------
 
@@ -258,11 +260,7 @@ class Driver:
         self.live.set()
         await self._advance(max(loop.time(), self.clock()))
         self._rounds = True
-        flusher = host.spawn(self._flusher, name=f"duron flusher {self.label}")
-        try:
-            await self._run_live(root)
-        finally:
-            flusher.cancel()
+        await self._run_live(root)
         self.stop_effects()
         result, error = code_end(root, self.dfn, self.label)
         t = loop.time()
@@ -354,35 +352,41 @@ class Driver:
             self._undelivered = 0
 
     async def _wait(self) -> None:
-        """Sleep until an outcome arrives or the next timer is due."""
+        """Sleep until an outcome arrives, the next timer is due, or it is time to
+        record which effects are running (:data:`START_FLUSH_DELAY` after the
+        first one that is not)."""
         host = self._host
         assert host is not None
-        if self._flush_due:
-            await self._flush_starts()
-            if self._events:
-                return
+        flush_at = self._flush_at
+        if self.engine.has_unflushed:
+            if flush_at is None:
+                flush_at = self._flush_at = anyio.current_time() + START_FLUSH_DELAY
+            elif anyio.current_time() >= flush_at:
+                await self._flush_starts()
+                if self._events:
+                    return
+                flush_at = None
+        else:
+            flush_at = self._flush_at = None
         deadline = self.loop.next_deadline()
         delay = None if deadline is None else deadline - self.clock()
+        if flush_at is not None:
+            until_flush = max(0.0, flush_at - anyio.current_time())
+            delay = until_flush if delay is None else min(delay, until_flush)
         if delay is None or delay > 0:
             await host.sleep(delay)
-        if self._flush_due and not self._events:
+        if (
+            flush_at is not None
+            and not self._events
+            and anyio.current_time() >= flush_at
+        ):
             await self._flush_starts()
 
     async def _flush_starts(self) -> None:
-        self._flush_due = False
+        self._flush_at = None
         starts = self.engine.flush_starts(self.loop.time())
         if starts:
             await self.writer.append(starts)
-
-    async def _flusher(self) -> None:
-        """Every so often, have an idle driver record what is still running."""
-        host = self._host
-        assert host is not None
-        while True:
-            await anyio.sleep(START_FLUSH_DELAY)
-            if self.engine.has_unflushed:
-                self._flush_due = True
-                host.wake()
 
     def _launch(self) -> None:
         effects = self._effects

@@ -43,6 +43,7 @@ from duron.contrib._sqlstore import (
     LogAccess,
     SQLStore,
     cancelled_before_start,
+    DEFAULT_LEASE,
     check_lease,
     fork_copy,
     fork_taken,
@@ -158,7 +159,7 @@ class PostgresStore(SQLStore):
         dsn: str,
         *,
         schema: str = "duron",
-        lease: float = 30.0,
+        lease: float = DEFAULT_LEASE,
         pool_size: int = 8,
         connect_timeout: float = 10.0,
     ) -> None:

@@ -42,6 +42,7 @@ from duron.contrib._sqlstore import (
     LogAccess,
     SQLStore,
     cancelled_before_start,
+    DEFAULT_LEASE,
     check_lease,
     fork_copy,
     fork_taken,
@@ -98,7 +99,7 @@ class SQLiteStore(SQLStore):
         path: str | os.PathLike[str],
         *,
         durability: Durability = "flush",
-        lease: float = 30.0,
+        lease: float = DEFAULT_LEASE,
         busy_timeout: float = 30.0,
         create: bool = True,
     ) -> None:

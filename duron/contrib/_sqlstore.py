@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from duron.contrib._lease_times import LeaseTimes
 
 __all__ = [
+    "DEFAULT_LEASE",
     "JOB_COLUMNS",
     "READ_CHUNK",
     "TERMINAL_SQL",
@@ -110,6 +111,13 @@ class StoreEngine(Protocol):
 def new_owner() -> str:
     """A lease owner id for a new store object: ``host:pid:nonce``."""
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+DEFAULT_LEASE = 8.0
+"""Seconds a lease lasts by default. Leases are renewed every third of that by the
+store's own thread (so a busy event loop does not stop renewal), and a worker
+polls for work every half second: the jobs of a killed process run again elsewhere
+within about 8.5 s."""
 
 
 def check_lease(lease: float) -> float:
