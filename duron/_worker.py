@@ -156,6 +156,7 @@ class Worker:
         self._poll_error = ""
         self._interruptions = 0  # runs stopped by the store since a job ended
         self._claim_after = 0.0  # no claims before then (anyio.current_time())
+        self._job_ended: anyio.Event | None = None  # what wait_idle() waits on
         self.ended: int = 0
         """How many jobs this worker ran to their end (any outcome)."""
         self.interrupted: int = 0
@@ -224,6 +225,43 @@ class Worker:
         finally:
             self._state = "stopped"
             stopped.set()
+
+    async def wait_idle(self) -> None:
+        """Return once this worker runs no job and the store holds none it could
+        run: no job of its functions is pending, or running anywhere (a job
+        running on another process may come back here if that process dies).
+
+        For tests and batch scripts: submit, then ``await worker.wait_idle()``.
+
+        Example:
+            ```python
+            async with duron.Worker(store, [checkout]) as worker:
+                for order in orders:
+                    await store.submit(checkout, order)
+                await worker.wait_idle()
+            ```
+
+        Raises:
+            UsageError: The worker is not running (outside ``async with``).
+        """
+        while True:
+            if self._state != "running":
+                raise UsageError(
+                    "wait_idle() needs a running worker: call it inside "
+                    "`async with Worker(...)`"
+                )
+            if not self._slots and not await self._store_has_work():
+                # Asked again: a claim may have landed while the store answered.
+                if not self._slots:
+                    return
+            self._job_ended = ended = anyio.Event()
+            with anyio.move_on_after(self.poll_interval):
+                await ended.wait()
+
+    async def _store_has_work(self) -> bool:
+        """Whether a job of this worker's functions is pending or running."""
+        jobs = await self.store.list_jobs(["pending", "running"])
+        return any(info.function in self.functions for info in jobs)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -352,6 +390,8 @@ class Worker:
                 del self._slots[job_id]
             slot.done.set()
             self._wake.set()
+            if self._job_ended is not None:
+                self._job_ended.set()
 
     async def _drive(self, slot: _Slot, fn: DurableFn[..., Any]) -> None:
         """Run the job until it ends or the worker stops it."""
