@@ -94,6 +94,7 @@ __all__ = [
     "StreamWriter",
     "UnknownFunctionError",
     "UsageError",
+    "Waiting",
     "Worker",
     "__version__",
     "durable",

@@ -28,6 +28,7 @@ import contextvars
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -71,7 +72,7 @@ if TYPE_CHECKING:
     from duron._json import JSONValue
     from duron._storage import LogStorage
 
-__all__ = ["CHECKPOINT_EVERY", "START_FLUSH_DELAY", "Driver"]
+__all__ = ["CHECKPOINT_EVERY", "START_FLUSH_DELAY", "Driver", "Waiting"]
 
 START_FLUSH_DELAY = 0.05
 """Seconds an operation may run before its ``start`` entry is written on its own."""
@@ -83,6 +84,20 @@ host loop."""
 
 READ_AHEAD = 256
 """Entries read from storage at a time while replaying."""
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A live job waiting only on durable things (see :meth:`Driver.waiting`).
+
+    Attributes:
+        until: When its next durable timer is due (the job clock: seconds since
+            the epoch), or ``None`` if it waits for input alone.
+        since: Since when it has been waiting so (``anyio.current_time()``).
+    """
+
+    until: float | None
+    since: float
 
 
 class Driver:
@@ -150,6 +165,9 @@ class Driver:
         # When the start entries of running effects are due to be written, if
         # any are waiting (anyio's clock): only then does an idle driver wake.
         self._flush_at: float | None = None
+        # Since when (anyio's clock) the live rounds found nothing to do: no
+        # outcome to write, no effect to launch, no durable code ready.
+        self._quiet_since: float | None = None
 
     # -- running ---------------------------------------------------------------------
 
@@ -289,6 +307,8 @@ class Driver:
                     await lease.confirm_lease()
                 self._launch()
             if not events and not engine.has_staged:
+                if self._quiet_since is None and not loop.ready:
+                    self._quiet_since = anyio.current_time()
                 await self._wait()
                 if not events and not engine.has_staged:
                     deadline = loop.next_deadline()
@@ -297,6 +317,7 @@ class Driver:
                         if self._patch_queries:
                             await self._settle()
                     continue
+            self._quiet_since = None
             await self._commit()
             self._unyielded += 1
             if self._unyielded >= CHECKPOINT_EVERY:
@@ -389,6 +410,7 @@ class Driver:
             await self.writer.append(starts)
 
     def _launch(self) -> None:
+        self._quiet_since = None
         effects = self._effects
         assert effects is not None
         if not self.closing:
@@ -534,6 +556,31 @@ class Driver:
         return True
 
     # -- what the host calls (through Job) ---------------------------------------------
+
+    def waiting(self) -> Waiting | None:
+        """What the job waits for, when it waits only on durable things.
+
+        ``None`` while it replays, has an effect running, has something to write
+        or durable code to run, or has ended. Otherwise: the job clock's next
+        timer (``None``: it waits for input alone), and since when (anyio's clock)
+        it has been this quiet.
+        """
+        since = self._quiet_since
+        if (
+            since is None
+            or self.ended
+            or self.closing
+            or self._events
+            or self._to_launch
+            or self.loop.ready
+            or self.engine.has_staged
+            or self.engine.has_unflushed
+        ):
+            return None
+        for op in self.engine.pending.values():
+            if op.kind == "effect" and not op.abandoned:
+                return None
+        return Waiting(self.loop.next_deadline(), since)
 
     @property
     def position(self) -> int:

@@ -10,7 +10,7 @@ import anyio
 
 from duron._codec import decode_recorded
 from duron._context import root_call
-from duron._driver import Driver
+from duron._driver import Driver, Waiting
 from duron._errors import (
     JobMismatchError,
     JobNotStartedError,
@@ -339,6 +339,24 @@ class Job(Generic[_P, _T]):
             and not driver.ended
             and driver.host_input.find_future(future_id) is not None
         )
+
+    def waiting(self) -> Waiting | None:
+        """What the job waits for, when it waits only on durable things.
+
+        A job whose durable code waits on a durable timer, a future, a stream or
+        a signal, with no effect running and nothing left to write, can be stopped
+        (:meth:`close`) and resumed later without losing anything: a
+        :class:`~duron.Worker` gives such a job's slot back (suspends it).
+
+        Returns:
+            ``None`` while the job replays, runs an effect, has something to write
+            or has ended; else a :class:`~duron.Waiting` saying when its next
+            timer is due and since when it has waited so.
+        """
+        driver = self._driver
+        if driver is None or self._state != "running":
+            return None
+        return driver.waiting()
 
     async def cancel(self) -> None:
         """Cancel the job: recorded, then delivered as cancellation at its next await.

@@ -38,12 +38,12 @@ from duron.contrib._postgres_engine import Engine
 from duron.contrib._postgres_log import PostgresLog
 from duron.contrib._postgres_schema import SCHEMA_VERSION, Schema, migrate
 from duron.contrib._sqlstore import (
+    DEFAULT_LEASE,
     JOB_COLUMNS,
     TERMINAL_SQL,
     LogAccess,
     SQLStore,
     cancelled_before_start,
-    DEFAULT_LEASE,
     check_lease,
     fork_copy,
     fork_taken,

@@ -37,12 +37,12 @@ from duron._outage import Outage
 from duron.contrib._sqlite_engine import Engine
 from duron.contrib._sqlite_log import SQLiteLog
 from duron.contrib._sqlstore import (
+    DEFAULT_LEASE,
     JOB_COLUMNS,
     TERMINAL_SQL,
     LogAccess,
     SQLStore,
     cancelled_before_start,
-    DEFAULT_LEASE,
     check_lease,
     fork_copy,
     fork_taken,

@@ -1,0 +1,91 @@
+"""``job.waiting()``: when a job waits only on durable things, and for what.
+
+A worker suspends such a job (gives its slot back); so the answer must be ``None``
+whenever stopping the job would cut something live: an effect running, an outcome
+not yet written, durable code still to run, or replay still under way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import anyio
+import pytest
+
+import duron
+from duron.contrib.storage import MemoryLogStorage
+
+pytestmark = [pytest.mark.anyio, pytest.mark.both_hosts]
+
+gate: list[anyio.Event] = []
+future_ids: list[str] = []
+
+
+@duron.effect
+async def blocked() -> int:
+    await gate[0].wait()
+    return 1
+
+
+@duron.durable
+async def sleeps_after_an_effect(ctx: duron.Context, delay: float) -> str:
+    await ctx.run(blocked)
+    await asyncio.sleep(delay)
+    return "woke"
+
+
+@duron.durable
+async def waits_for_a_future(ctx: duron.Context) -> int:
+    future_id, result = await ctx.create_future(int)
+    future_ids.append(future_id)
+    return await result
+
+
+async def quiet(job: duron.Job[..., object]) -> duron.Waiting:
+    with anyio.fail_after(5):
+        while (waiting := job.waiting()) is None:
+            await anyio.sleep(0.01)
+    return waiting
+
+
+async def test_a_job_is_not_waiting_while_an_effect_runs() -> None:
+    gate[:] = [anyio.Event()]
+    async with sleeps_after_an_effect.invoke(MemoryLogStorage()) as job:
+        assert job.waiting() is None  # not started
+        await job.start(3600.0)
+        await anyio.sleep(0.2)  # long enough to be quiet, were it not running
+        assert job.waiting() is None
+        before = time.time()
+        gate[0].set()
+        waiting = await quiet(job)
+        assert waiting.until is not None
+        assert before + 3600 <= waiting.until <= time.time() + 3600
+        assert waiting.since <= anyio.current_time()
+        assert job.waiting() == waiting  # the same wait, still
+        await job.close()
+        assert job.waiting() is None
+
+
+async def test_a_job_waiting_for_input_alone_has_no_timer() -> None:
+    future_ids.clear()
+    async with waits_for_a_future.invoke(MemoryLogStorage()) as job:
+        await job.start()
+        waiting = await quiet(job)
+        assert waiting.until is None
+        await job.complete_future(future_ids[0], result=7)
+        assert await job.wait() == 7
+        assert job.waiting() is None  # ended
+
+
+async def test_a_resumed_job_is_waiting_again_once_replay_is_over() -> None:
+    future_ids.clear()
+    storage = MemoryLogStorage()
+    async with waits_for_a_future.invoke(storage) as job:
+        await job.start()
+        await quiet(job)
+    async with waits_for_a_future.invoke(storage) as job:
+        await job.resume()
+        assert (await quiet(job)).until is None
+        await job.complete_future(future_ids[0], result=8)
+        assert await job.wait() == 8
