@@ -250,10 +250,10 @@ class Worker:
                     "wait_idle() needs a running worker: call it inside "
                     "`async with Worker(...)`"
                 )
-            if not self._slots and not await self._store_has_work():
-                # Asked again: a claim may have landed while the store answered.
-                if not self._slots:
-                    return
+            # The slots are looked at again after the store answered: a claim
+            # may have landed meanwhile.
+            if not self._slots and not await self._store_has_work() and not self._slots:
+                return
             self._job_ended = ended = anyio.Event()
             with anyio.move_on_after(self.poll_interval):
                 await ended.wait()

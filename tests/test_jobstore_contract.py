@@ -686,7 +686,7 @@ async def test_a_writer_confirms_its_lease_or_learns_it_is_lost(
     await log.release()
     with pytest.raises(
         duron.LeaseLostError,
-        match="^job j: lease lost, nothing was written: this writer no longer "
-        "holds the job's lease$",
+        match=r"^job j: lease lost, nothing was written: this writer no longer "
+        r"holds the job's lease$",
     ):
         await log.confirm_lease()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import anyio
 import pytest
@@ -42,7 +43,7 @@ async def waits_for_a_future(ctx: duron.Context) -> int:
     return await result
 
 
-async def quiet(job: duron.Job[..., object]) -> duron.Waiting:
+async def quiet(job: duron.Job[..., Any]) -> duron.Waiting:
     with anyio.fail_after(5):
         while (waiting := job.waiting()) is None:
             await anyio.sleep(0.01)
