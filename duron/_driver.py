@@ -168,6 +168,7 @@ class Driver:
         # Since when (anyio's clock) the live rounds found nothing to do: no
         # outcome to write, no effect to launch, no durable code ready.
         self._quiet_since: float | None = None
+        self._quiet: anyio.Event | None = None  # set when the driver goes quiet
 
     # -- running ---------------------------------------------------------------------
 
@@ -309,6 +310,9 @@ class Driver:
             if not events and not engine.has_staged:
                 if self._quiet_since is None and not loop.ready:
                     self._quiet_since = anyio.current_time()
+                    if self._quiet is not None:
+                        self._quiet.set()
+                        self._quiet = None
                 await self._wait()
                 if not events and not engine.has_staged:
                     deadline = loop.next_deadline()
@@ -445,6 +449,8 @@ class Driver:
         """The run is over: wake host readers and writers still waiting on it."""
         self.ended = True
         self.live.set()
+        if self._quiet is not None:
+            self._quiet.set()
         for ch in self.outputs.values():
             ch.notify()
         for event in self._events:
@@ -581,6 +587,14 @@ class Driver:
             if op.kind == "effect" and not op.abandoned:
                 return None
         return Waiting(self.loop.next_deadline(), since)
+
+    async def wait_quiet(self) -> None:
+        """Return when the live rounds next find nothing to do (or the run ends)."""
+        if self.ended:
+            return
+        if self._quiet is None:
+            self._quiet = anyio.Event()
+        await self._quiet.wait()
 
     @property
     def position(self) -> int:

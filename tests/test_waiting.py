@@ -90,3 +90,49 @@ async def test_a_resumed_job_is_waiting_again_once_replay_is_over() -> None:
         assert (await quiet(job)).until is None
         await job.complete_future(future_ids[0], result=8)
         assert await job.wait() == 8
+
+
+async def test_suspend_stops_only_a_job_that_waits_on_durable_things() -> None:
+    gate[:] = [anyio.Event()]
+    storage = MemoryLogStorage()
+    async with sleeps_after_an_effect.invoke(storage) as job:
+        await job.start(3600.0)
+        await anyio.sleep(0.1)
+        assert job.suspend() is None  # its effect runs: nothing done
+        gate[0].set()
+        waiting = await quiet(job)
+        assert job.suspend() == waiting
+        await job.close()
+    types = [e.type for e in storage.entries()]
+    assert types == ["job", "start", "done"]  # no end: it stopped, not finished
+    # Resumed, it replays and waits for the same timer again.
+    async with sleeps_after_an_effect.invoke(storage) as job:
+        await job.resume()
+        assert (await quiet(job)).until == waiting.until
+
+
+async def test_wait_idle_returns_when_the_job_waits_only_on_durable_things() -> None:
+    gate[:] = [anyio.Event()]
+    async with sleeps_after_an_effect.invoke(MemoryLogStorage()) as job:
+        with pytest.raises(
+            duron.UsageError,
+            match=r"wait_idle\(\) needs a started job: call start\(\) or resume\(\) "
+            "first$",
+        ):
+            await job.wait_idle()
+        await job.start(0.2)
+        async with anyio.create_task_group() as tg:
+            seen: list[duron.Waiting | None] = []
+
+            async def watch() -> None:
+                seen.append(await job.wait_idle())
+
+            tg.start_soon(watch)
+            await anyio.sleep(0.1)
+            assert seen == []  # its effect runs
+            gate[0].set()
+        assert seen[0] is not None
+        assert seen[0].until is not None
+        # Its timer fires and the job ends: no more waiting.
+        assert await job.wait() == "woke"
+        assert await job.wait_idle() is None
