@@ -9,6 +9,7 @@ where the log ends.
 # No `from __future__ import annotations` here: it would export a name `annotations`.
 from duron._codec import UNANNOTATED, Codec, JSONValue, PydanticCodec
 from duron._context import Context, PatchQuery
+from duron._driver import Waiting
 from duron._durable import DurableFn, Provided, durable
 from duron._durable_logger import DurableLogger
 from duron._effect import Reducer, effect
@@ -96,6 +97,7 @@ __all__ = [
     "StreamWriter",
     "UnknownFunctionError",
     "UsageError",
+    "Waiting",
     "Worker",
     "__version__",
     "durable",

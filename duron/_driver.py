@@ -28,6 +28,7 @@ import contextvars
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -58,6 +59,7 @@ from duron._operations import (
     Op,
     Outcome,
 )
+from duron._storage import lease_of
 
 if TYPE_CHECKING:
     import asyncio
@@ -73,7 +75,7 @@ if TYPE_CHECKING:
     from duron._observe import RunObserver
     from duron._storage import LogStorage
 
-__all__ = ["CHECKPOINT_EVERY", "START_FLUSH_DELAY", "Driver"]
+__all__ = ["CHECKPOINT_EVERY", "START_FLUSH_DELAY", "Driver", "Waiting"]
 
 START_FLUSH_DELAY = 0.05
 """Seconds an operation may run before its ``start`` entry is written on its own."""
@@ -85,6 +87,20 @@ host loop."""
 
 READ_AHEAD = 256
 """Entries read from storage at a time while replaying."""
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A live job waiting only on durable things (see :meth:`Driver.waiting`).
+
+    Attributes:
+        until: When its next durable timer is due (the job clock: seconds since
+            the epoch), or ``None`` if it waits for input alone.
+        since: Since when it has been waiting so (``anyio.current_time()``).
+    """
+
+    until: float | None
+    since: float
 
 
 class Driver:
@@ -143,6 +159,7 @@ class Driver:
         self.root: asyncio.Task[Any] | None = None
         self.entries_read: int = 0
         self.writer: LogWriter = LogWriter(storage, dfn.name, self._name_at)
+        self._lease = lease_of(storage)
         self.outputs: dict[str, OutputChannel] = {}
         self.inputs: dict[str, Op] = {}
         self.injected: dict[str, Any] = inject(self)
@@ -157,7 +174,13 @@ class Driver:
         self._unyielded = 0
         self._undelivered = 0  # outcomes of the batch being delivered still to go
         self._rounds = False  # the live rounds have begun (the clock is the host's)
-        self._flush_due = False
+        # When the start entries of running effects are due to be written, if
+        # any are waiting (anyio's clock): only then does an idle driver wake.
+        self._flush_at: float | None = None
+        # Since when (anyio's clock) the live rounds found nothing to do: no
+        # outcome to write, no effect to launch, no durable code ready.
+        self._quiet_since: float | None = None
+        self._quiet: anyio.Event | None = None  # set when the driver goes quiet
 
     # -- running ---------------------------------------------------------------------
 
@@ -297,11 +320,7 @@ class Driver:
         self.live.set()
         await self._advance(max(loop.time(), self.clock()))
         self._rounds = True
-        flusher = host.spawn(self._flusher, name=f"duron flusher {self.label}")
-        try:
-            await self._run_live(root)
-        finally:
-            flusher.cancel()
+        await self._run_live(root)
         self.stop_effects()
         result, error = code_end(root, self.dfn, self.label)
         t = loop.time()
@@ -335,8 +354,18 @@ class Driver:
         assert host is not None
         while not root.done():
             if self._to_launch:
+                lease = self._lease
+                if lease is not None and not lease.lease_fresh():
+                    # This process may have stalled past its lease: another
+                    # worker may run the job now. Start nothing before knowing.
+                    await lease.confirm_lease()
                 self._launch()
             if not events and not engine.has_staged:
+                if self._quiet_since is None and not loop.ready:
+                    self._quiet_since = anyio.current_time()
+                    if self._quiet is not None:
+                        self._quiet.set()
+                        self._quiet = None
                 await self._wait()
                 if not events and not engine.has_staged:
                     deadline = loop.next_deadline()
@@ -345,6 +374,7 @@ class Driver:
                         if self._patch_queries:
                             await self._settle()
                     continue
+            self._quiet_since = None
             await self._commit()
             self._unyielded += 1
             if self._unyielded >= CHECKPOINT_EVERY:
@@ -400,37 +430,44 @@ class Driver:
             self._undelivered = 0
 
     async def _wait(self) -> None:
-        """Sleep until an outcome arrives or the next timer is due."""
+        """Sleep until an outcome arrives, the next timer is due, or it is time to
+        record which effects are running (:data:`START_FLUSH_DELAY` after the
+        first one that is not)."""
         host = self._host
         assert host is not None
-        if self._flush_due:
-            await self._flush_starts()
-            if self._events:
-                return
+        flush_at = self._flush_at
+        if self.engine.has_unflushed:
+            if flush_at is None:
+                flush_at = self._flush_at = anyio.current_time() + START_FLUSH_DELAY
+            elif anyio.current_time() >= flush_at:
+                await self._flush_starts()
+                if self._events:
+                    return
+                flush_at = None
+        else:
+            flush_at = self._flush_at = None
         deadline = self.loop.next_deadline()
         delay = None if deadline is None else deadline - self.clock()
+        if flush_at is not None:
+            until_flush = max(0.0, flush_at - anyio.current_time())
+            delay = until_flush if delay is None else min(delay, until_flush)
         if delay is None or delay > 0:
             await host.sleep(delay)
-        if self._flush_due and not self._events:
+        if (
+            flush_at is not None
+            and not self._events
+            and anyio.current_time() >= flush_at
+        ):
             await self._flush_starts()
 
     async def _flush_starts(self) -> None:
-        self._flush_due = False
+        self._flush_at = None
         starts = self.engine.flush_starts(self.loop.time())
         if starts:
             await self.writer.append(starts)
 
-    async def _flusher(self) -> None:
-        """Every so often, have an idle driver record what is still running."""
-        host = self._host
-        assert host is not None
-        while True:
-            await anyio.sleep(START_FLUSH_DELAY)
-            if self.engine.has_unflushed:
-                self._flush_due = True
-                host.wake()
-
     def _launch(self) -> None:
+        self._quiet_since = None
         effects = self._effects
         assert effects is not None
         if not self.closing:
@@ -469,6 +506,8 @@ class Driver:
             observe.run_ended(self._end_status, failure)
         self.ended = True
         self.live.set()
+        if self._quiet is not None:
+            self._quiet.set()
         for ch in self.outputs.values():
             ch.notify()
         for event in self._events:
@@ -549,6 +588,7 @@ class Driver:
             and effects is not None
             and effects.direct
             and self.writer.can_append_now
+            and (self._lease is None or self._lease.lease_fresh())
             and self.engine.idle
             and not self.loop.ready
         )
@@ -585,6 +625,39 @@ class Driver:
         return self._replay_only or (engine.replaying and not engine.exhausted)
 
     # -- what the host calls (through Job) ---------------------------------------------
+
+    def waiting(self) -> Waiting | None:
+        """What the job waits for, when it waits only on durable things.
+
+        ``None`` while it replays, has an effect running, has something to write
+        or durable code to run, or has ended. Otherwise: the job clock's next
+        timer (``None``: it waits for input alone), and since when (anyio's clock)
+        it has been this quiet.
+        """
+        since = self._quiet_since
+        if (
+            since is None
+            or self.ended
+            or self.closing
+            or self._events
+            or self._to_launch
+            or self.loop.ready
+            or self.engine.has_staged
+            or self.engine.has_unflushed
+        ):
+            return None
+        for op in self.engine.pending.values():
+            if op.kind == "effect" and not op.abandoned:
+                return None
+        return Waiting(self.loop.next_deadline(), since)
+
+    async def wait_quiet(self) -> None:
+        """Return when the live rounds next find nothing to do (or the run ends)."""
+        if self.ended:
+            return
+        if self._quiet is None:
+            self._quiet = anyio.Event()
+        await self._quiet.wait()
 
     @property
     def position(self) -> int:

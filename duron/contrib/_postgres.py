@@ -38,6 +38,7 @@ from duron.contrib._postgres_engine import Engine
 from duron.contrib._postgres_log import PostgresLog
 from duron.contrib._postgres_schema import SCHEMA_VERSION, Schema, migrate
 from duron.contrib._sqlstore import (
+    DEFAULT_LEASE,
     JOB_COLUMNS,
     TERMINAL_SQL,
     LogAccess,
@@ -158,7 +159,7 @@ class PostgresStore(SQLStore):
         dsn: str,
         *,
         schema: str = "duron",
-        lease: float = 30.0,
+        lease: float = DEFAULT_LEASE,
         pool_size: int = 8,
         connect_timeout: float = 10.0,
     ) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from duron._errors import LeaseLostError, LogLockedError
-from duron.contrib._postgres_engine import AppendRequest
+from duron.contrib._postgres_engine import AppendRequest, read_lost_detail
 from duron.contrib._sqllog import SQLLog
 from duron.contrib._wakeups import DONE, WORK, host_caller
 
@@ -102,6 +102,26 @@ class PostgresLog(SQLLog["PostgresStore"]):
                 return int(row[0]), int(seq[0])
 
         return await self._access.engine.call(take, op="acquire", job=job_id)
+
+    async def _renew(self, epoch: int) -> None:
+        store = self.store
+        job_id, owner, lease, q = self.job_id, store.owner, store.lease, self._access.q
+        schema = self._access.engine.schema
+
+        async def renew(conn: AsyncConnection[Any]) -> None:
+            cur = await conn.execute(
+                f"UPDATE {q}.jobs SET lease_expires = now() + "
+                "make_interval(secs => %s) WHERE id = %s AND lease_owner = %s "
+                "AND epoch = %s",
+                (lease, job_id, owner, epoch),
+            )
+            if not cur.rowcount:
+                raise LeaseLostError(
+                    job=job_id,
+                    detail=await read_lost_detail(conn, schema, job_id, epoch),
+                )
+
+        await self._access.engine.call(renew, op="renew lease", job=job_id, retry=True)
 
     async def _unlease(self, epoch: int, *, wrote: bool) -> None:
         job_id, owner, q = self.job_id, self.store.owner, self._access.q

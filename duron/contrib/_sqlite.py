@@ -37,6 +37,7 @@ from duron._outage import Outage
 from duron.contrib._sqlite_engine import Engine
 from duron.contrib._sqlite_log import SQLiteLog
 from duron.contrib._sqlstore import (
+    DEFAULT_LEASE,
     JOB_COLUMNS,
     TERMINAL_SQL,
     LogAccess,
@@ -98,7 +99,7 @@ class SQLiteStore(SQLStore):
         path: str | os.PathLike[str],
         *,
         durability: Durability = "flush",
-        lease: float = 30.0,
+        lease: float = DEFAULT_LEASE,
         busy_timeout: float = 30.0,
         create: bool = True,
     ) -> None:

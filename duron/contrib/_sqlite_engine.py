@@ -35,6 +35,7 @@ from duron._errors import (
     StoreUnavailableError,
 )
 from duron._outage import Outage
+from duron.contrib._lease_times import LeaseTimes
 from duron.contrib._wakeups import Request, Watchers, host_waiter
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Engine"]
@@ -137,6 +138,7 @@ class Engine:
         self._lock = threading.Lock()
         self._watchers = Watchers(_STORE)
         self._closed = False
+        self.leases = LeaseTimes(self.lease_seconds)
 
     # -- async side -------------------------------------------------------------
 
@@ -401,20 +403,12 @@ class Engine:
             if not savepoint and writes[0].error is not None:
                 conn.execute("ROLLBACK")  # its only write was refused
             else:
-                if renew:
-                    # Only the leases this store object holds: a claim whose
-                    # caller went away is left to expire.
-                    expires = time.time() + self.lease_seconds
-                    conn.executemany(
-                        "UPDATE jobs SET lease_expires = ? "
-                        "WHERE id = ? AND lease_owner = ? AND epoch = ?",
-                        [
-                            (expires, job_id, self.owner, epoch)
-                            for job_id, epoch in list(self.held.items())
-                        ],
-                    )
+                renewed = self._renew(conn) if renew else None
                 conn.execute("COMMIT")
                 self.stats.transactions += 1
+                if renewed is not None:
+                    self.leases.renewed(*renewed)
+                    self.leases.keep_only(self.held)
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
@@ -429,6 +423,24 @@ class Engine:
         stats = self.stats
         stats.requests += len(batch)
         stats.largest_batch = max(stats.largest_batch, len(writes))
+
+    def _renew(self, conn: sqlite3.Connection) -> tuple[float, list[str]]:
+        """Renew the leases this store object holds: when, and which it still had.
+
+        Only those: a claim whose caller went away is left to expire.
+        """
+        since = time.monotonic()
+        expires = time.time() + self.lease_seconds
+        still = [
+            job_id
+            for job_id, epoch in list(self.held.items())
+            if conn.execute(
+                "UPDATE jobs SET lease_expires = ? "
+                "WHERE id = ? AND lease_owner = ? AND epoch = ?",
+                (expires, job_id, self.owner, epoch),
+            ).rowcount
+        ]
+        return since, still
 
     def _run(self, conn: sqlite3.Connection, req: _Request, *, savepoint: bool) -> None:
         if savepoint:

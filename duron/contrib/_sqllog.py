@@ -12,6 +12,7 @@ store supplies the statements.
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -19,8 +20,19 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
 
-from duron._errors import LogLockedError, StorageError, StoreUnavailableError
-from duron._jobstore import JobStatus, end_outcome, is_entry_type, parse_job_entry
+from duron._errors import (
+    LeaseLostError,
+    LogLockedError,
+    StorageError,
+    StoreUnavailableError,
+)
+from duron._jobstore import (
+    TERMINAL,
+    JobStatus,
+    end_outcome,
+    is_entry_type,
+    parse_job_entry,
+)
 
 if TYPE_CHECKING:
     from duron.contrib._sqlstore import LogAccess, SQLStore
@@ -48,18 +60,25 @@ class Ending:
     error: str | None  # JSON text of the recorded error
 
 
-def lost_detail(row: tuple[str | None, int] | None, epoch: int) -> str:
-    """Why a writer of ``epoch`` lost the job whose ``(lease_owner, epoch)`` is
-    ``row`` now (``None``: the row is gone)."""
+def lost_detail(row: tuple[str | None, int, str] | None, epoch: int) -> str:
+    """Why a writer of ``epoch`` lost the job whose ``(lease_owner, epoch,
+    status)`` is ``row`` now (``None``: the row is gone)."""
     if row is None:
         return "the job was deleted from the store"
-    owner, current = row
-    if owner is None:
-        return f"the lease was released (epoch {current}; this writer had {epoch})"
-    return (
-        f"{owner} took the job over (epoch {current}; this writer had {epoch}) "
-        "after this writer's lease expired"
+    owner, current, status = row
+    if current == epoch:
+        # Nobody took the job: its lease was given back (this writer released
+        # it, or the job was requeued or failed by hand).
+        return f"this writer's lease was released (epoch {epoch}); the job is {status}"
+    took = (
+        f"another writer took the job over (epoch {current}; this writer had "
+        f"{epoch}) after this writer's lease expired"
     )
+    if owner is not None:
+        return took.replace("another writer", owner, 1)
+    if status in TERMINAL:
+        return f"{took}, and the job has since ended ({status})"
+    return f"{took}, and has since released it (the job is {status})"
 
 
 class SQLLog(ABC, Generic[_S]):
@@ -86,7 +105,9 @@ class SQLLog(ABC, Generic[_S]):
                 self._next_seq = await self._adopt(held)
                 self._epoch = held
                 return
+            since = time.monotonic()
             epoch, self._next_seq = await self._take()
+            access.engine.leases.renewed(since, (job_id,))
             access.engine.held[job_id] = epoch
             self._epoch = epoch
         except BaseException:
@@ -122,6 +143,31 @@ class SQLLog(ABC, Generic[_S]):
                 job_id,
                 exc,
             )
+
+    def lease_fresh(self) -> bool:
+        """Whether this writer surely still holds the job's lease for a while
+        (see :mod:`._lease_times`): asked before each live effect starts."""
+        engine = self._access.engine
+        epoch = self._epoch
+        return (
+            epoch is not None
+            and engine.held.get(self.job_id) == epoch
+            and engine.leases.fresh(self.job_id)
+        )
+
+    async def confirm_lease(self) -> None:
+        """Renew the lease now, or raise :class:`~duron.LeaseLostError` if another
+        writer took the job (a stalled process that woke up past its lease)."""
+        epoch = self._epoch
+        job_id = self.job_id
+        engine = self._access.engine
+        if epoch is None or engine.held.get(job_id) != epoch:
+            raise LeaseLostError(
+                job=job_id, detail="this writer no longer holds the job's lease"
+            )
+        since = time.monotonic()
+        await self._renew(epoch)
+        engine.leases.renewed(since, (job_id,))
 
     def read(self) -> AsyncIterator[tuple[int, bytes]]:
         return self._access.read(self.job_id)
@@ -173,6 +219,11 @@ class SQLLog(ABC, Generic[_S]):
         """Take the job's lease (creating its row if missing; raise
         :class:`~duron.LogLockedError` if another owner's lease is live): the new
         epoch and the log's next sequence number."""
+
+    @abstractmethod
+    async def _renew(self, epoch: int) -> None:
+        """Extend the lease of ``epoch`` by a full lease from now, if it is still
+        this writer's (else raise :class:`~duron.LeaseLostError`, saying why)."""
 
     @abstractmethod
     async def _unlease(self, epoch: int, *, wrote: bool) -> None:

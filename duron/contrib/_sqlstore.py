@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -58,8 +59,10 @@ if TYPE_CHECKING:
     from duron._durable import DurableFn
     from duron._log import JobStarted
     from duron._outage import Outage
+    from duron.contrib._lease_times import LeaseTimes
 
 __all__ = [
+    "DEFAULT_LEASE",
     "JOB_COLUMNS",
     "READ_CHUNK",
     "TERMINAL_SQL",
@@ -90,6 +93,9 @@ class StoreEngine(Protocol):
     held: dict[str, int]
     """Job id -> epoch of every lease this store object holds (and renews)."""
 
+    leases: LeaseTimes
+    """When each of those leases was last confirmed."""
+
     outage: Outage
     """Whether the database answers, as this store object last found it."""
 
@@ -105,6 +111,13 @@ class StoreEngine(Protocol):
 def new_owner() -> str:
     """A lease owner id for a new store object: ``host:pid:nonce``."""
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+DEFAULT_LEASE = 8.0
+"""Seconds a lease lasts by default. Leases are renewed every third of that by the
+store's own thread (so a busy event loop does not stop renewal), and a worker
+polls for work every half second: the jobs of a killed process run again elsewhere
+within about 8.5 s."""
 
 
 def check_lease(lease: float) -> float:
@@ -421,12 +434,15 @@ class SQLStore(ABC):
             return []
         # Jobs whose log is open here are skipped too, even before their lease
         # is taken (held): a lease of this owner that nobody holds is claimable.
-        mine = set(self._engine.held) | self._attached
+        engine = self._engine
+        mine = set(engine.held) | self._attached
+        since = time.monotonic()
         rows = await self._claim_rows(limit, list(mine))
         rows.sort(key=lambda r: (r[4], r[0]))
         claims = [Claim(r[0], r[1], r[2], bool(r[3])) for r in rows]
+        engine.leases.renewed(since, [c.job_id for c in claims])
         for c in claims:
-            self._engine.held[c.job_id] = c.epoch
+            engine.held[c.job_id] = c.epoch
         return claims
 
     async def heartbeat(self, job_ids: Iterable[str]) -> Heartbeat:
