@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import hashlib
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -11,6 +10,14 @@ from typing import TYPE_CHECKING, Any
 import duron
 from duron import _observe
 from duron._errors import UsageError
+from duron.contrib._otel_ids import (
+    SCOPE,
+    derived,
+    next_span_id,
+    next_trace_id,
+    tracer_with_job_ids,
+)
+from duron.contrib._otel_metrics import Instruments
 
 try:
     from opentelemetry import context as otel_context
@@ -37,17 +44,6 @@ if TYPE_CHECKING:
     from duron._observe import RunStart
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]
-
-_SCOPE = "duron"
-
-# Set around the start of a span whose ids Duron derives; read by the id generator
-# of Duron's own tracer (see _JobIds).
-_next_span_id: contextvars.ContextVar[int | None] = contextvars.ContextVar(
-    "duron_otel_next_span_id", default=None
-)
-_next_trace_id: contextvars.ContextVar[int | None] = contextvars.ContextVar(
-    "duron_otel_next_trace_id", default=None
-)
 
 
 def instrument(
@@ -110,56 +106,6 @@ def is_instrumented() -> bool:
     return isinstance(_observe.current(), _Telemetry)
 
 
-# -- ids ----------------------------------------------------------------------------
-
-
-def _derived(seed: str, job: str, what: str, size: int) -> int:
-    """A non-zero id of ``size`` bytes that only the job and ``what`` decide."""
-    digest = hashlib.blake2b(
-        f"{seed}\x00{job}\x00{what}".encode(), digest_size=size
-    ).digest()
-    return int.from_bytes(digest, "big") or 1
-
-
-class _JobIds:
-    """The id generator of Duron's tracer: the span id Duron derived when it set
-    one (:data:`_next_span_id`), else the SDK's own generator's."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def generate_span_id(self) -> int:
-        fixed = _next_span_id.get()
-        if fixed is not None:
-            return fixed
-        return int(self._inner.generate_span_id())
-
-    def generate_trace_id(self) -> int:
-        fixed = _next_trace_id.get()
-        if fixed is not None:
-            return fixed
-        return int(self._inner.generate_trace_id())
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-def _tracer_with_job_ids(provider: Any) -> tuple[Tracer, bool]:
-    """Duron's tracer, and whether it takes span ids from Duron.
-
-    The SDK's tracer keeps its id generator as the public attribute
-    ``id_generator``; Duron wraps the one of its own tracer only (other
-    instrumentations are untouched). Another SDK, or none, keeps its own ids.
-    """
-    tracer = provider.get_tracer(_SCOPE, duron.__version__)
-    inner = getattr(tracer, "id_generator", None)
-    if inner is None:
-        return tracer, False
-    if not isinstance(inner, _JobIds):
-        tracer.id_generator = _JobIds(inner)
-    return tracer, True
-
-
 # -- the observer -------------------------------------------------------------------
 
 
@@ -181,50 +127,10 @@ class _Telemetry:
         self.derived_ids = False  # Duron's tracer takes the ids Duron derives
         self._propagator = propagator
         self.context_vars = context_vars
-        meter = (
-            meter_provider.get_meter(_SCOPE, duron.__version__)
+        self.metrics = Instruments(
+            meter_provider.get_meter(SCOPE, duron.__version__)
             if meter_provider is not None
-            else metrics.get_meter(_SCOPE, duron.__version__)
-        )
-        self.attempts = meter.create_counter(
-            "duron.effect.attempts",
-            unit="{attempt}",
-            description="Effect attempts run live (replayed effects are not counted)",
-        )
-        self.effect_duration = meter.create_histogram(
-            "duron.effect.duration",
-            unit="s",
-            description="How long a live effect attempt ran",
-        )
-        self.replayed = meter.create_counter(
-            "duron.effect.replayed",
-            unit="{effect}",
-            description="Effects that took their recorded result on replay",
-        )
-        self.runs = meter.create_counter(
-            "duron.job.runs",
-            unit="{run}",
-            description="Runs of jobs begun (a resume is a run)",
-        )
-        self.running = meter.create_up_down_counter(
-            "duron.job.running",
-            unit="{job}",
-            description="Jobs running in this process",
-        )
-        self.ended = meter.create_counter(
-            "duron.job.ended",
-            unit="{job}",
-            description="Jobs that ended, by status",
-        )
-        self.job_duration = meter.create_histogram(
-            "duron.job.duration",
-            unit="s",
-            description="From a job's creation to its end, over every run",
-        )
-        self.queue_wait = meter.create_histogram(
-            "duron.job.queue_wait",
-            unit="s",
-            description="From a job's creation to the start of its first run",
+            else metrics.get_meter(SCOPE, duron.__version__)
         )
 
     @property
@@ -239,7 +145,7 @@ class _Telemetry:
         tracer = self._tracer
         if tracer is None:
             provider = self._tracer_provider or trace.get_tracer_provider()
-            tracer, self.derived_ids = _tracer_with_job_ids(provider)
+            tracer, self.derived_ids = tracer_with_job_ids(provider)
             if self.derived_ids:  # else look again next run: the SDK may come later
                 self._tracer = tracer
         return tracer
@@ -306,7 +212,7 @@ class _Run:
         trace_id = (
             self.creator.trace_id
             if self.creator.is_valid
-            else _derived(run.seed, run.job, "trace", 16)
+            else derived(run.seed, run.job, "trace", 16)
         )
         flags = (
             self.creator.trace_flags
@@ -314,7 +220,7 @@ class _Run:
             else TraceFlags(TraceFlags.SAMPLED)
         )
         self.trace_id = trace_id
-        self.job_span_id = _derived(run.seed, run.job, "job", 8)
+        self.job_span_id = derived(run.seed, run.job, "job", 8)
         job_ctx = SpanContext(
             trace_id, self.job_span_id, is_remote=True, trace_flags=flags
         )
@@ -344,10 +250,10 @@ class _Run:
         self.settling: list[
             tuple[Span, int, tuple[str, str, int, bool] | None, BaseException | None]
         ] = []
-        telemetry.runs.add(1, {**self.fn_attrs, "duron.resumed": run.resumed})
-        telemetry.running.add(1, self.fn_attrs)
+        telemetry.metrics.runs.add(1, {**self.fn_attrs, "duron.resumed": run.resumed})
+        telemetry.metrics.running.add(1, self.fn_attrs)
         if not run.resumed:
-            telemetry.queue_wait.record(
+            telemetry.metrics.queue_wait.record(
                 max(0.0, now / 1e9 - run.created), self.fn_attrs
             )
 
@@ -359,7 +265,7 @@ class _Run:
         start: int,
         context: Any = None,
     ) -> Span:
-        token = _next_span_id.set(span_id)
+        token = next_span_id.set(span_id)
         try:
             return self.tracer.start_span(
                 name,
@@ -369,10 +275,10 @@ class _Run:
                 start_time=start,
             )
         finally:
-            _next_span_id.reset(token)
+            next_span_id.reset(token)
 
     def _derived_id(self, what: str) -> int:
-        return _derived(self.run.seed, self.run.job, what, 8)
+        return derived(self.run.seed, self.run.job, what, 8)
 
     # -- RunObserver ----------------------------------------------------------------
 
@@ -383,7 +289,7 @@ class _Run:
     def replay_done(self, replayed_effects: int) -> None:
         self.span.set_attribute("duron.effects.replayed", replayed_effects)
         if replayed_effects:
-            self.t.replayed.add(replayed_effects, self.fn_attrs)
+            self.t.metrics.replayed.add(replayed_effects, self.fn_attrs)
 
     def effect_started(self, name: str, position: int, attempt: int) -> None:
         if self.over:
@@ -477,8 +383,8 @@ class _Run:
                 "duron.outcome": outcome,
                 "duron.retry": retry,
             }
-            self.t.attempts.add(1, attrs)
-            self.t.effect_duration.record((end - start) / 1e9, attrs)
+            self.t.metrics.attempts.add(1, attrs)
+            self.t.metrics.effect_duration.record((end - start) / 1e9, attrs)
         span.end(end_time=end)
 
     def future_completed(
@@ -539,7 +445,7 @@ class _Run:
         self.effects.clear()
         self.ending.clear()
         self.settling.clear()
-        t.running.add(-1, self.fn_attrs)
+        t.metrics.running.add(-1, self.fn_attrs)
         if status == "replayed":
             return  # the log held the job's end: this run did nothing live
         self.span.set_attribute("duron.run.status", status)
@@ -552,11 +458,11 @@ class _Run:
         if not job_ended:
             return
         attrs = {**self.fn_attrs, "duron.job.status": status}
-        t.ended.add(1, attrs)
-        t.job_duration.record(max(0.0, end / 1e9 - self.run.created), attrs)
+        t.metrics.ended.add(1, attrs)
+        t.metrics.job_duration.record(max(0.0, end / 1e9 - self.run.created), attrs)
         if not t.derived_ids:
             return  # the job's span could not take the id its runs name
-        token = _next_trace_id.set(self.trace_id)
+        token = next_trace_id.set(self.trace_id)
         try:
             job = self._start_span(
                 f"duron job {self.run.function}",
@@ -566,7 +472,7 @@ class _Run:
                 context=self.base,
             )
         finally:
-            _next_trace_id.reset(token)
+            next_trace_id.reset(token)
         if status != "completed":
             job.set_status(Status(StatusCode.ERROR, status))
         job.end(end_time=end)
