@@ -42,6 +42,7 @@ from duron._errors import (
 )
 from duron._host_backends import host_for
 from duron._host_input import HostInput
+from duron._inbox_feed import InboxFeed, inbox_source
 from duron._job_end import JobOutcome, code_end, outcome_from
 from duron._log import decode_entry
 from duron._log_writer import LogWriter
@@ -257,10 +258,18 @@ class Driver:
         await self._advance(max(loop.time(), self.clock()))
         self._rounds = True
         flusher = host.spawn(self._flusher, name=f"duron flusher {self.label}")
+        source = inbox_source(self.storage)
+        feed = None
+        if source is not None:  # input sent through a job store, by job id
+            feed = host.spawn(
+                InboxFeed(self, source).run, name=f"duron inbox {self.label}"
+            )
         try:
             await self._run_live(root)
         finally:
             flusher.cancel()
+            if feed is not None:
+                feed.cancel()
         self.stop_effects()
         result, error = code_end(root, self.dfn, self.label)
         t = loop.time()

@@ -7,6 +7,7 @@ import inspect
 import secrets
 import time
 import typing
+import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import (
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from duron._job import Job
     from duron._storage import LogStorage
 
-__all__ = ["DurableFn", "Provided", "durable"]
+__all__ = ["DurableFn", "Provided", "durable", "find_durable"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -60,6 +61,18 @@ Provided: Any = _ProvidedType()
 """Default value marking a durable parameter that the job injects (streams, signals)."""
 
 _default_codec = PydanticCodec()
+
+# Decorated durable functions by (module, name): how a job store finds the types
+# of a job's parameters when input is sent to it by job id. The latest wins.
+_decorated: weakref.WeakValueDictionary[tuple[str, str], DurableFn[..., Any]] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def find_durable(module: str, name: str) -> DurableFn[..., Any] | None:
+    """The durable function named ``name`` decorated in ``module`` in this process
+    (``None`` if none was)."""
+    return _decorated.get((module, name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +155,7 @@ class DurableFn(Generic[_P, _T]):
         self.__qualname__: str = getattr(fn, "__qualname__", self.name)
         self.__name__: str = getattr(fn, "__name__", self.name)
         self.__module__ = self.module
+        _decorated[(self.module, self.name)] = self
 
     @property
     def injections(self) -> tuple[Injection, ...]:

@@ -8,6 +8,12 @@ One entry is one JSON object (one line in a file log). Kinds, by their ``type`` 
   ``start`` entry was written for it, it carries the operation's name and inputs.
 * ``emit``: a streaming effect produced a value (or a host input arrived).
 * ``cancel``: the host cancelled the job (delivered to the code at that point).
+
+A ``done``, ``emit`` or ``cancel`` entry that records an item of a job store's inbox
+(input sent through the store, from any process) carries ``seq``, the item's
+number in the job's inbox: a resumed run knows from it which items its log already
+holds, so that none is recorded twice. Entries of input sent through ``Job`` have
+no ``seq``; logs written before it existed read the same.
 * ``end``: the job returned or raised.
 
 Every entry but ``job`` carries ``t``, the job's clock (seconds since the epoch) when
@@ -200,6 +206,7 @@ class OpCompleted:
     name: str | None = None
     inputs: dict[str, JSONValue] | None = None
     type: Literal["done"] = "done"
+    seq: int | None = None  # the inbox item it records, if any
 
     def to_json(self) -> dict[str, JSONValue]:
         d: dict[str, JSONValue] = {"type": "done", "id": self.id, "t": self.t}
@@ -212,6 +219,8 @@ class OpCompleted:
             d["error"] = self.error.to_json()
         else:
             d["result"] = self.result
+        if self.seq is not None:
+            d["seq"] = self.seq
         return d
 
 
@@ -221,9 +230,18 @@ class OpEmitted:
     t: float
     value: JSONValue
     type: Literal["emit"] = "emit"
+    seq: int | None = None  # the inbox item it records, if any
 
     def to_json(self) -> dict[str, JSONValue]:
-        return {"type": "emit", "id": self.id, "t": self.t, "value": self.value}
+        d: dict[str, JSONValue] = {
+            "type": "emit",
+            "id": self.id,
+            "t": self.t,
+            "value": self.value,
+        }
+        if self.seq is not None:
+            d["seq"] = self.seq
+        return d
 
 
 @dataclass(slots=True)
@@ -248,9 +266,13 @@ class JobCancelled:
 
     t: float
     type: Literal["cancel"] = "cancel"
+    seq: int | None = None  # the inbox item it records, if any
 
     def to_json(self) -> dict[str, JSONValue]:
-        return {"type": "cancel", "t": self.t}
+        d: dict[str, JSONValue] = {"type": "cancel", "t": self.t}
+        if self.seq is not None:
+            d["seq"] = self.seq
+        return d
 
 
 Entry = Union[  # noqa: UP007

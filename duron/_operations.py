@@ -127,6 +127,7 @@ class Done:
     decoded: Any = UNDECODED
     ack: Any = None
     recorded: bool | None = False  # None: stopped mid-write, unknown
+    seq: int | None = None  # the job store inbox item it records, if any
 
 
 @dataclass(slots=True, eq=False)
@@ -140,6 +141,7 @@ class Emitted:
     decoded: Any = UNDECODED
     ack: Any = None
     recorded: bool | None = False  # None: stopped mid-write, unknown
+    seq: int | None = None  # the job store inbox item it records, if any
 
 
 @dataclass(slots=True, eq=False)
@@ -149,6 +151,7 @@ class Cancelled:
     t: float = 0.0
     ack: Any = None
     recorded: bool | None = False  # None: stopped mid-write, unknown
+    seq: int | None = None  # the job store inbox item it records, if any
 
 
 @dataclass(slots=True, eq=False)

@@ -49,7 +49,8 @@ from duron._jobstore import (
 )
 from duron._log import encode_entry
 from duron._recorded_errors import error_info
-from duron.contrib._wakeups import DONE, WORK
+from duron.contrib._sqlinbox import StoreInbox
+from duron.contrib._wakeups import DONE, WORK, Watchers
 
 if TYPE_CHECKING:
     import threading
@@ -92,6 +93,9 @@ class StoreEngine(Protocol):
 
     outage: Outage
     """Whether the database answers, as this store object last found it."""
+
+    watchers: Watchers
+    """The tasks waiting on this store (inbox feeds ring and wait here)."""
 
     async def wait_signal(
         self, mask: int, timeout: float, job: str | None = None
@@ -154,7 +158,7 @@ class LogAccess(Generic[_E]):
     q: str = ""  # the schema-qualified table prefix, where the store has one
 
 
-class SQLStore(ABC):
+class SQLStore(StoreInbox, ABC):
     """The job store API over a SQL database (see the module docstring).
 
     Attributes:
@@ -534,3 +538,13 @@ class SQLStore(ABC):
     async def _fail(self, job_id: str, epoch: int, error: str) -> None:
         """Set the job failed with ``error`` if it did not end and its epoch is
         still ``epoch``."""
+
+    def _output(
+        self,
+        job_id: str,
+        dfn: DurableFn[..., Any],
+        name: str,
+        start: int,
+        follow: bool,
+    ) -> Any:
+        raise NotImplementedError
