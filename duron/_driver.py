@@ -56,6 +56,7 @@ from duron._operations import (
     FireTimer,
     Op,
     Outcome,
+    Output,
 )
 
 if TYPE_CHECKING:
@@ -133,6 +134,10 @@ class Driver:
         self.entries_read: int = 0
         self.writer: LogWriter = LogWriter(storage, dfn.name, self._name_at)
         self.outputs: dict[str, OutputChannel] = {}
+        # A storage that keeps output (a job store's log) records what durable
+        # code sends on StreamWriter parameters, for readers in other processes.
+        self.keeps_output: bool = bool(getattr(storage, "keeps_output", False))
+        self._outputs_live = False
         self.inputs: dict[str, Op] = {}
         self.injected: dict[str, Any] = inject(self)
         self.host_input: HostInput = HostInput(self)
@@ -254,6 +259,8 @@ class Driver:
         assert host is not None
         if self.engine.replaying:
             self._resume_pending()
+        if self.keeps_output:
+            self._stage_outputs()
         self.live.set()
         await self._advance(max(loop.time(), self.clock()))
         self._rounds = True
@@ -276,6 +283,24 @@ class Driver:
         await self.writer.append(self.engine.end(result, error, t, t))
         cause = None if root.cancelled() else root.exception()
         return self._outcome(result, error, cause)
+
+    def record_output(self, output: Output) -> None:
+        """Durable code sent (or closed) an output stream: record it with the next
+        write; while replaying, :meth:`_stage_outputs` decides at the log's end."""
+        if self._outputs_live:
+            self.engine.stage_output(output)
+
+    def _stage_outputs(self) -> None:
+        """The log ended: stage what durable code sent that it does not record."""
+        recorded = self.engine.outputs_recorded
+        for name, ch in self.outputs.items():
+            done = recorded.get(name, 0)
+            for value in ch.values[done:]:
+                data = self.codec.encode(value, ch.annotation)
+                self.engine.stage_output(Output(name, data))
+            if ch.closed and done <= len(ch.values):
+                self.engine.stage_output(ch.close_record())
+        self._outputs_live = True
 
     def _resume_pending(self) -> None:
         """The log ended: what was issued but not finished continues live."""

@@ -43,6 +43,7 @@ from duron._entries import (
     OpCompleted,
     OpEmitted,
     OpStarted,
+    OutputSent,
 )
 from duron._errors import CorruptLogError, NonDeterminismError, OperationCall
 from duron._json import JSONValue, show_pair
@@ -56,6 +57,7 @@ from duron._operations import (
     FireTimer,
     Op,
     Outcome,
+    Output,
 )
 
 __all__ = ["Engine"]
@@ -83,6 +85,7 @@ class Engine:
         "finished",
         "inbox_recorded",
         "job",
+        "outputs_recorded",
         "next_id",
         "replaying",
         "same_inputs",
@@ -109,6 +112,8 @@ class Engine:
         self._staged: list[Outcome] = []  # decided here, for the next write
         # The job store inbox items the log records (their ``seq``), read or written.
         self.inbox_recorded: set[int] = set()
+        # How many ``out`` entries the log holds per output stream (a close counts).
+        self.outputs_recorded: dict[str, int] = {}
 
     # -- operations the code asks for ------------------------------------------------
 
@@ -396,7 +401,17 @@ class Engine:
                     entries.append(OpEmitted(op.id, t, value, seq=event.seq))
                 case Cancelled():
                     entries.append(JobCancelled(t, seq=event.seq))
+                case Output():
+                    entries.append(
+                        OutputSent(
+                            event.name, t, event.value, event.closed, event.error
+                        )
+                    )
         return entries
+
+    def stage_output(self, output: Output) -> None:
+        """Record ``output`` with the next write."""
+        self._staged.append(output)
 
     def commit_alone(self, done: Done, t: float) -> list[Entry]:
         """:meth:`commit` of ``done`` alone while the engine is :attr:`idle`
@@ -535,6 +550,11 @@ class Engine:
             case JobFinished():
                 self.finished = True
                 return Ended(entry.result, entry.error, entry.t)
+            case OutputSent():
+                # Replay sends the values again; counted, so none is written twice.
+                recorded = self.outputs_recorded
+                recorded[entry.name] = recorded.get(entry.name, 0) + 1
+                return None
             case JobStarted():
                 raise CorruptLogError(
                     job=self.job,

@@ -15,6 +15,10 @@ number in the job's inbox: a resumed run knows from it which items its log alrea
 holds, so that none is recorded twice. Entries of input sent through ``Job`` have
 no ``seq``; logs written before it existed read the same.
 * ``end``: the job returned or raised.
+* ``out``: durable code sent a value on a ``StreamWriter`` parameter (or closed
+  it), recorded so that other processes can read the job's output from its log
+  (written by storages that keep output: a job store's logs). Replay produces the
+  values again; it only counts these entries, so that none is recorded twice.
 
 Every entry but ``job`` carries ``t``, the job's clock (seconds since the epoch) when
 it was recorded: replay takes time from here, never from the host.
@@ -47,6 +51,7 @@ __all__ = [
     "OpCompleted",
     "OpEmitted",
     "OpStarted",
+    "OutputSent",
     "json_type",
 ]
 
@@ -275,6 +280,35 @@ class JobCancelled:
         return d
 
 
+@dataclass(slots=True)
+class OutputSent:
+    """Durable code sent ``value`` on its ``StreamWriter`` parameter ``name``, or
+    closed it (``closed``, with the ``error`` it was closed with, if any)."""
+
+    name: str
+    t: float
+    value: JSONValue = None
+    closed: bool = False
+    error: ErrorInfo | None = None
+    type: Literal["out"] = "out"
+
+    def to_json(self) -> dict[str, JSONValue]:
+        d: dict[str, JSONValue] = {"type": "out", "t": self.t, "name": self.name}
+        if self.closed:
+            d["closed"] = True
+            if self.error is not None:
+                d["error"] = self.error.to_json()
+        else:
+            d["value"] = self.value
+        return d
+
+
 Entry = Union[  # noqa: UP007
-    JobStarted, OpStarted, OpCompleted, OpEmitted, JobCancelled, JobFinished
+    JobStarted,
+    OpStarted,
+    OpCompleted,
+    OpEmitted,
+    JobCancelled,
+    JobFinished,
+    OutputSent,
 ]

@@ -47,6 +47,7 @@ from duron._log import (
     ErrorInfo,
     JobFinished,
     JobStarted,
+    OutputSent,
     decode_entry,
 )
 from duron._options import JOB_ID_RULE, CallOptions, is_job_id
@@ -432,6 +433,9 @@ def fork_prefix(
             if not isinstance(entry, JobStarted):
                 raise UsageError(f"job {job_id} has no job entry: nothing to fork")
             out.append(raw)
+            continue
+        if isinstance(entry, OutputSent):
+            out.append(raw)  # replay counts it: the value is not recorded twice
             continue
         op_id = getattr(entry, "id", None)
         if op_id is None or op_id >= at:

@@ -7,6 +7,8 @@ read is checked against what Duron writes before it becomes a record, field by f
 * ``t`` is a number a :class:`~datetime.datetime` can hold (years 1 to 9999);
 * ``type``, ``kind``, ``name``, ``fn``, ``seed``, ``module`` are strings;
 * ``inputs`` and job ``args`` are objects (or, for ``inputs``, absent);
+* an ``out`` entry names its stream (a string) and holds a ``value``, or
+  ``closed: true`` and maybe an ``error``;
 * ``seq`` (an inbox item's number, on ``done``, ``emit`` and ``cancel`` entries) is
   an integer >= 1, or absent;
 * an ``error`` is an object with string ``type`` and ``message`` and, if present,
@@ -36,6 +38,7 @@ from duron._entries import (
     OpCompleted,
     OpEmitted,
     OpStarted,
+    OutputSent,
     json_type,
 )
 from duron._errors import CorruptLogError
@@ -53,6 +56,7 @@ __all__ = [
     "OpCompleted",
     "OpEmitted",
     "OpStarted",
+    "OutputSent",
     "decode_entry",
     "encode_entry",
 ]
@@ -77,6 +81,7 @@ _WHAT = {
     "job": "a job entry",
     "end": "an end entry",
     "cancel": "a cancel entry",
+    "out": "an out entry",
 }
 
 
@@ -222,6 +227,22 @@ def _checked(d: Any) -> Entry:
             return JobFinished(_time(d), result, error)
         case "cancel":
             return JobCancelled(_time(d), seq=_seq(d))
+        case "out":
+            name, t = _str(d, "name"), _time(d)
+            closed = d.get("closed", False)
+            if closed is not True and closed is not False:
+                raise InvalidField(
+                    "closed", f"must be true or false, not {json_type(closed)}"
+                )
+            if not closed:
+                return OutputSent(name, t, _field(d, "value"))
+            error = None
+            if "error" in d:
+                try:
+                    error = ErrorInfo.from_json(d["error"])
+                except InvalidField as exc:
+                    raise exc.within("error") from None
+            return OutputSent(name, t, None, True, error)
         case _:
             raise InvalidField("", f"unknown entry type {_quoted(kind)}")
 

@@ -31,6 +31,7 @@ __all__ = [
     "FireTimer",
     "Op",
     "Outcome",
+    "Output",
 ]
 
 UNDECODED: Any = object()
@@ -155,6 +156,20 @@ class Cancelled:
 
 
 @dataclass(slots=True, eq=False)
+class Output:
+    """Durable code sent a value on a ``StreamWriter`` parameter (or closed it),
+    to be recorded for readers in other processes (see ``OutputSent``)."""
+
+    name: str
+    value: JSONValue = None
+    closed: bool = False
+    error: ErrorInfo | None = None
+    ack: Any = None
+    recorded: bool | None = False
+    seq: int | None = None
+
+
+@dataclass(slots=True, eq=False)
 class Ended:
     """The log records the job's end (while replaying)."""
 
@@ -185,5 +200,5 @@ NEED_ENTRIES: Final[Any] = _Signal("NEED_ENTRIES")
 LOG_ENDED: Final[Any] = _Signal("LOG_ENDED")
 """Every recorded entry was delivered: the job goes live from here."""
 
-Outcome = Done | Emitted | Cancelled
+Outcome = Done | Emitted | Cancelled | Output
 """What a live write records, in the order it happened."""

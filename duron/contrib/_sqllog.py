@@ -74,6 +74,10 @@ def lost_detail(row: tuple[str | None, int] | None, epoch: int) -> str:
 class SQLLog(ABC, Generic[_S]):
     """One job's log in a SQL store (see the module docstring)."""
 
+    keeps_output = True
+    """What durable code sends on ``StreamWriter`` parameters is recorded too
+    (``out`` entries), for ``store.open_stream(job_id, name, "r")``."""
+
     def __init__(self, store: _S, job_id: str, access: LogAccess[Any]) -> None:
         self.store = store
         self.job_id = job_id
