@@ -69,10 +69,14 @@ _decorated: weakref.WeakValueDictionary[tuple[str, str], DurableFn[..., Any]] = 
 )
 
 
-def find_durable(module: str, name: str) -> DurableFn[..., Any] | None:
+def find_durable(module: str | None, name: str) -> DurableFn[..., Any] | None:
     """The durable function named ``name`` decorated in ``module`` in this process
-    (``None`` if none was)."""
-    return _decorated.get((module, name))
+    (``None`` if none was); with ``module=None``, the one of that name if only one
+    module decorated one."""
+    if module is not None:
+        return _decorated.get((module, name))
+    found = [fn for (_, n), fn in list(_decorated.items()) if n == name]
+    return found[0] if len(found) == 1 else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,6 +145,10 @@ def resolve_durable(
         if found is not None:
             return found
     elif module == "__main__":
+        # A script's function: the one of that name this process imported.
+        found = find_durable(None, function)
+        if found is not None:
+            return found
         reason = "it was defined in the __main__ module of the process that started it"
     raise UsageError(
         f"cannot check input for job {job_id}: its durable function {function} is "
