@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 PAGE = Path(__file__).parent.parent / "docs" / "service.md"
-PROGRAM = re.compile(r"```python\n(.*?)```\n\nOutput:\n\n```text\n(.*?)```", re.DOTALL)
+PROGRAM = re.compile(
+    r"```python\n((?:(?!```).)*?)```\n\nOutput:\n\n```text\n(.*?)```", re.DOTALL
+)
 
 
 def test_the_input_and_output_program_prints_what_the_page_says(
