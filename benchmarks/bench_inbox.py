@@ -42,7 +42,9 @@ async def note(sent: float) -> None:
 
 
 @duron.durable
-async def listen(ctx: duron.Context, items: duron.Stream[float] = duron.Provided) -> int:
+async def listen(
+    ctx: duron.Context, items: duron.Stream[float] = duron.Provided
+) -> int:
     n = 0
     async for sent in items:
         await ctx.run(note, sent)
@@ -91,7 +93,9 @@ async def measure(url: str, n: int) -> tuple[list[float], float]:
     seen.clear()
     store = open_store(url)
     try:
-        job_id = await store.submit(listen.options(job_id=f"bench-{secrets.token_hex(3)}"))
+        job_id = await store.submit(
+            listen.options(job_id=f"bench-{secrets.token_hex(3)}")
+        )
         async with duron.Worker(store, [listen], poll_interval=0.05):
             await anyio.sleep(0.3)  # the job is running and waits for input
             proc = await anyio.run_process(

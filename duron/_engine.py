@@ -85,8 +85,8 @@ class Engine:
         "finished",
         "inbox_recorded",
         "job",
-        "outputs_recorded",
         "next_id",
+        "outputs_recorded",
         "replaying",
         "same_inputs",
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import orjson
 
@@ -28,11 +28,9 @@ from duron._durable import DurableFn, find_durable
 from duron._entries import ErrorInfo, OpCompleted, OpStarted
 from duron._errors import UsageError
 from duron._jobstore import TERMINAL
+from duron._json import JSONValue
 from duron._log import decode_entry
 from duron._recorded_errors import error_info
-
-if TYPE_CHECKING:
-    from duron._json import JSONValue
 
 __all__ = [
     "InboxItem",
@@ -231,7 +229,9 @@ def future_sending(
         )
     what = f"the result of future {fid}"
     if exception is not None:
-        return Sending(job_id, "future", fid, int(fid), None, _error_text(exception), what)
+        return Sending(
+            job_id, "future", fid, int(fid), None, _error_text(exception), what
+        )
     codec = dfn.codec if dfn is not None else _PLAIN
     data, _ = roundtrip(
         codec, result, Any, what=f"result for future {fid} of job {job_id}"

@@ -32,12 +32,12 @@ import anyio
 from duron._codec import describe_type, explain
 from duron._effect_runner import Fatal
 from duron._errors import PayloadEncodeError, StoreUnavailableError
-from duron._inbox import InboxItem
 from duron._operations import Done, Emitted
 from duron._recorded_errors import error_info
 
 if TYPE_CHECKING:
     from duron._driver import Driver
+    from duron._inbox import InboxItem
     from duron._storage import LogStorage
 
 __all__ = ["IDLE_POLL", "InboxFeed", "InboxSource", "inbox_source"]
@@ -137,7 +137,7 @@ class InboxFeed:
                 continue  # there may be more already
             await source.inbox_wait(mark, _HELD_POLL if held else IDLE_POLL)
 
-    def _outcome(self, item: InboxItem) -> Done | Emitted | None | Any:
+    def _outcome(self, item: InboxItem) -> Done | Emitted | Any | None:
         """The outcome recording ``item``; ``None`` to drop it, :data:`_HOLD` to
         keep it for later."""
         driver = self._driver
@@ -186,7 +186,8 @@ class InboxFeed:
             )
         return Emitted(op, item.data, decoded=decoded, ack=anyio.Event(), seq=item.seq)
 
-    def _drop(self, item: InboxItem, why: str) -> None:
+    def _drop(self, item: InboxItem, why: str) -> Any:
+        """Log why ``item`` is dropped; ``None`` (what :meth:`_outcome` returns)."""
         _log.warning(
             "duron: job %s: inbox item %d (%s %s) dropped: %s",
             self._driver.label,
@@ -195,3 +196,4 @@ class InboxFeed:
             item.target,
             why,
         )
+        return None

@@ -71,9 +71,7 @@ class StoreWriter(Generic[_T]):
             JobNotFoundError: The job is gone.
         """
         await self._put(
-            stream_sending(
-                self._dfn, self._job_id, self._name, close=True, error=error
-            )
+            stream_sending(self._dfn, self._job_id, self._name, close=True, error=error)
         )
 
     def __repr__(self) -> str:

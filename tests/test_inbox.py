@@ -16,9 +16,9 @@ import anyio
 import orjson
 import pydantic
 import pytest
+from inbox_jobs import collect
 
 import duron
-from inbox_jobs import collect
 
 pytestmark = [pytest.mark.anyio, pytest.mark.both_hosts]
 
@@ -123,7 +123,7 @@ async def test_the_output_of_a_running_job_is_followed_live(backend: Backend) ->
         await votes.close()
         await wait_until(lambda: store.is_future_pending(job_id, "2"), "the future")
         await store.complete_future(job_id, "2", exception=ValueError("no weight"))
-        with pytest.raises(ValueError, match="^no weight$"):
+        with pytest.raises(ValueError, match=r"^no weight$"):
             await store.result(job_id)
         assert [v async for v in reader] == []  # the job ended: iteration stops
     assert seen == [1, 2, 3]
@@ -183,7 +183,9 @@ async def test_refusals_say_which(backend: Backend) -> None:
         "job r1: 'votes' is closed; it takes no more values",
     )
     await refused(
-        votes.close(), duron.UsageError, "job r1: 'votes' is closed; it takes no more values"
+        votes.close(),
+        duron.UsageError,
+        "job r1: 'votes' is closed; it takes no more values",
     )
     async with duron.Worker(store, [tally]):
         await wait_until(lambda: store.is_future_pending(job_id, "2"), "the future")
@@ -216,17 +218,36 @@ async def test_a_function_not_known_in_this_process_is_named(
     backend: Backend,
 ) -> None:
     store = await backend.store()
+    ghost = duron.durable(name="ghost")(tally.fn)
+    ghost.module = "no_such_module_here"  # as if defined where this process is not
+    job_id = await store.submit(ghost)
+    with pytest.raises(duron.UsageError) as info:
+        await store.open_stream(job_id, "votes", "w")
+    assert str(info.value) == (
+        f"cannot check input for job {job_id}: its durable function ghost is not "
+        "known in this process (importing module 'no_such_module_here' failed: "
+        "ModuleNotFoundError: No module named 'no_such_module_here'); pass the "
+        "function (fn=...), or import the module that defines it first (duron "
+        "jobs: --import MODULE)"
+    )
+    await (await store.open_stream(job_id, "votes", "w", fn=ghost)).close()
+    # Future results need no types: they are sent all the same.
+    await store.complete_future(job_id, "2", result=1)
+
+
+async def test_fn_must_be_the_function_the_job_runs(backend: Backend) -> None:
+    store = await backend.store()
     # A job whose entry names a module that does not exist here.
     async with tally.invoke(store.log("elsewhere")) as job:
         await job.start()
         await job.close()
-    raw = [raw async for _, raw in store.read_log("elsewhere")][0]
+    raw = next(iter([raw async for _, raw in store.read_log("elsewhere")]))
     assert b'"module":"test_inbox"' in raw
     other = duron.durable(name="tally")(tally.fn)
     with pytest.raises(
         duron.UsageError,
-        match="^job elsewhere runs durable function tally, not collect; pass the "
-        "function that runs it$",
+        match=r"^job elsewhere runs durable function tally, not collect; pass the "
+        r"function that runs it$",
     ):
         await store.open_stream("elsewhere", "votes", "w", fn=collect)
     writer = await store.open_stream("elsewhere", "votes", "w", fn=other)
@@ -262,3 +283,36 @@ async def test_a_future_result_that_does_not_validate_fails_the_future(
         "job bad: result for future '2' (weight) (int): does not validate: Input "
         "should be a valid integer, unable to parse string as an integer"
     )
+
+
+async def test_a_store_file_of_schema_version_1_gets_its_inbox(tmp_path: Any) -> None:
+    import sqlite3
+
+    from duron.contrib._sqlite_engine import APPLICATION_ID
+    from duron.contrib.storage import SQLiteStore
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path, isolation_level=None) as db:  # as Duron 0.1 made it
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute(
+            "CREATE TABLE jobs (id TEXT PRIMARY KEY NOT NULL, function TEXT, args "
+            "TEXT, status TEXT NOT NULL, result TEXT, error TEXT, created REAL NOT "
+            "NULL, updated REAL NOT NULL, lease_owner TEXT, lease_expires REAL, "
+            "epoch INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL "
+            "DEFAULT 0, forked_from TEXT) STRICT"
+        )
+        db.execute(
+            "CREATE TABLE entries (job_id TEXT NOT NULL, seq INTEGER NOT NULL, entry "
+            "TEXT NOT NULL, PRIMARY KEY (job_id, seq)) STRICT, WITHOUT ROWID"
+        )
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.execute("PRAGMA user_version = 1")
+    store = SQLiteStore(path, create=False)
+    job_id = await store.submit(tally.options(job_id="old"))
+    await (await store.open_stream(job_id, "stop", "w")).send("now")
+    await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("SELECT seq, kind, target, data FROM inbox").fetchall() == [
+            (1, "value", "stop", '"now"')
+        ]

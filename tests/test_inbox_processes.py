@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import orjson
 import pytest
-
 from inbox_jobs import collect
 from postgres_support import dsn, sql
 
@@ -116,7 +115,10 @@ async def test_input_from_other_processes_survives_a_killed_worker(
             await until(lambda: _has(store, job_id, [1]))
             sent = cli("send", url, job_id, "items", "2")
             assert (sent.returncode, sent.stderr) == (0, "")
-            assert sent.stdout == "job crash: value for 'items' stored; the job records it\n"
+            assert (
+                sent.stdout
+                == "job crash: value for 'items' stored; the job records it\n"
+            )
             await items.send(3)
             await until(lambda: _has(store, job_id, [1, 2, 3]))
             first.send_signal(signal.SIGKILL)
@@ -170,13 +172,16 @@ async def test_cli_refusals_are_one_line(backend: Backend) -> None:
         "read it: open_stream(job_id, 'out', 'r')\n"
     )
     both = cli("send", url, job_id, "items", "1", "--close")
-    assert both.stderr == "duron jobs: error: give a VALUE to send, or --close (not both)\n"
+    assert (
+        both.stderr
+        == "duron jobs: error: give a VALUE to send, or --close (not both)\n"
+    )
     unknown = cli("complete", url, "nope", "1", "--result", "1")
     assert unknown.returncode == 2
     assert unknown.stderr.startswith("duron jobs: error: no job 'nope' in ")
     assert "duron_test:" not in unknown.stderr  # never the password
     not_json = cli("complete", url, job_id, "1", "--result", "yes")
     assert not_json.stderr.startswith(
-        "duron jobs: error: --result must be JSON ('\"text\"', 3, true, {\"k\": 1}): "
+        'duron jobs: error: --result must be JSON (\'"text"\', 3, true, {"k": 1}): '
         "'yes' is not ("
     )

@@ -8,7 +8,6 @@ function, which the CLI finds by importing the module the job entry records
 
 from __future__ import annotations
 
-import argparse
 import functools
 import importlib
 import os
@@ -23,6 +22,8 @@ from duron._errors import DuronError, UsageError
 from duron._redact import redact
 
 if TYPE_CHECKING:
+    import argparse
+
     from duron._jobstore import JobStore
 
 __all__ = ["register_io"]
@@ -60,7 +61,9 @@ def register_io(sub: Any, url_help: str) -> None:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--result", metavar="JSON", help="the result, as JSON")
     group.add_argument(
-        "--error", metavar="MSG", help="fail the future: its await raises RuntimeError(MSG)"
+        "--error",
+        metavar="MSG",
+        help="fail the future: its await raises RuntimeError(MSG)",
     )
     _import_option(p)
     p.set_defaults(func=_complete)
@@ -143,9 +146,7 @@ def _imports(modules: list[str]) -> None:
         try:
             importlib.import_module(name)
         except Exception as exc:
-            raise UsageError(
-                f"--import {name}: {type(exc).__name__}: {exc}"
-            ) from None
+            raise UsageError(f"--import {name}: {type(exc).__name__}: {exc}") from None
 
 
 def _json(text: str, what: str) -> Any:
@@ -153,7 +154,7 @@ def _json(text: str, what: str) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise UsageError(
-            f"{what} must be JSON ('\"text\"', 3, true, {{\"k\": 1}}): {text!r} is not "
+            f'{what} must be JSON (\'"text"\', 3, true, {{"k": 1}}): {text!r} is not '
             f"({exc})"
         ) from None
 
@@ -201,7 +202,9 @@ def _complete(args: argparse.Namespace) -> int:
         )
 
     _on_store(args.url, run)
-    print(f"job {args.job_id}: result of future {args.future_id} stored; the job records it")
+    print(
+        f"job {args.job_id}: result of future {args.future_id} stored; the job records it"
+    )
     return 0
 
 

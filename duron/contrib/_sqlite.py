@@ -422,7 +422,9 @@ class SQLiteStore(SQLStore):
     async def _op_facts(
         self, job_id: str, op_id: int, target: str
     ) -> tuple[str, list[tuple[int, str]], list[str]]:
-        def run(conn: sqlite3.Connection) -> tuple[str, list[tuple[int, str]], list[str]]:
+        def run(
+            conn: sqlite3.Connection,
+        ) -> tuple[str, list[tuple[int, str]], list[str]]:
             status, _, entries, queued = self._facts(conn, job_id, op_id, target)
             return status, entries, queued
 

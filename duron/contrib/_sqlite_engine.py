@@ -259,7 +259,9 @@ class Engine:
             while True:
                 timeout = max(0.0, next_renew - time.monotonic()) if self.held else None
                 if watchers.inbox_waiting:
-                    timeout = INBOX_POLL if timeout is None else min(timeout, INBOX_POLL)
+                    timeout = (
+                        INBOX_POLL if timeout is None else min(timeout, INBOX_POLL)
+                    )
                 batch: list[_Request] = []
                 stop = False
                 try:
@@ -318,9 +320,7 @@ class Engine:
             if conn is not None:
                 conn.close()
 
-    def _look_for_input(
-        self, conn: sqlite3.Connection, seen: int | None
-    ) -> int | None:
+    def _look_for_input(self, conn: sqlite3.Connection, seen: int | None) -> int | None:
         """Ring every inbox feed when another connection committed since ``seen``
         (the database's ``data_version``); the version now."""
         try:

@@ -191,7 +191,7 @@ class SQLLog(ABC, Generic[_S]):
 
     def inbox_mark(self) -> int:
         """A mark of the inbox wake-ups so far (see :meth:`inbox_wait`)."""
-        return self._access.engine.watchers.inbox_mark()
+        return int(self._access.engine.watchers.inbox_mark())
 
     async def inbox_wait(self, mark: int, timeout: float) -> None:
         """Return once input may have been stored for this job since ``mark``, or

@@ -31,6 +31,7 @@ from typing import (
 import anyio
 import orjson
 
+from duron._codec import decode_recorded
 from duron._errors import DuplicateJobError, JobCancelledError, JobNotFoundError
 from duron._jobstore import (
     Claim,
@@ -47,7 +48,6 @@ from duron._jobstore import (
     statuses,
     submission,
 )
-from duron._codec import decode_recorded
 from duron._log import JobFinished, OutputSent, decode_entry, encode_entry
 from duron._recorded_errors import error_info, rebuild
 from duron.contrib._sqlinbox import StoreInbox
@@ -97,8 +97,10 @@ class StoreEngine(Protocol):
     outage: Outage
     """Whether the database answers, as this store object last found it."""
 
-    watchers: Watchers
-    """The tasks waiting on this store (inbox feeds ring and wait here)."""
+    @property
+    def watchers(self) -> Watchers:
+        """The tasks waiting on this store (inbox feeds ring and wait here)."""
+        ...
 
     async def wait_signal(
         self, mask: int, timeout: float, job: str | None = None
