@@ -44,9 +44,9 @@ __all__ = ["IDLE_POLL", "InboxFeed", "InboxSource", "inbox_source"]
 
 _log = logging.getLogger("duron")
 
-IDLE_POLL = 1.0
-"""Seconds between two looks at the inbox when no wake-up came (a lost
-notification, another process's store that cannot ring this one)."""
+IDLE_POLL = 10.0
+"""Seconds between two looks at the inbox when no wake-up came: a safety net
+(the stores ring a job's feed when input is stored for it, from any process)."""
 
 _HELD_POLL = 0.05  # while a future result waits for its future to be created
 _RETRY = 0.5  # after the store could not be reached

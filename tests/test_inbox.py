@@ -189,19 +189,22 @@ async def test_refusals_say_which(backend: Backend) -> None:
     )
     async with duron.Worker(store, [tally]):
         await wait_until(lambda: store.is_future_pending(job_id, "2"), "the future")
-        await refused(
-            store.complete_future(job_id, "0", result=1),
-            duron.UsageError,
-            "job r1: operation #0 is input 'votes', not a future",
-        )
-        await store.complete_future(job_id, "2", result=2)
-        await refused(
-            store.complete_future(job_id, "2", result=2),
-            duron.UsageError,
-            "job r1: future 2 was already completed",
-        )
-        await store.result(job_id)
-    assert not await store.is_future_pending(job_id, "1")  # a signal
+    # The worker stopped: the job waits (pending) for its future.
+    await refused(
+        store.complete_future(job_id, "0", result=1),
+        duron.UsageError,
+        "job r1: operation #0 is input 'votes', not a future",
+    )
+    await store.complete_future(job_id, "2", result=2)
+    assert not await store.is_future_pending(job_id, "2")  # its result is stored
+    await refused(
+        store.complete_future(job_id, "2", result=2),
+        duron.UsageError,
+        "job r1: future 2 was already completed",
+    )
+    async with duron.Worker(store, [tally]):
+        assert await store.result(job_id) == {"yes": 0, "future": "2"}
+    assert not await store.is_future_pending(job_id, "2")
     await refused(
         store.complete_future(job_id, "2", result=2),
         duron.UsageError,

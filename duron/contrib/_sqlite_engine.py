@@ -13,8 +13,9 @@ The thread wakes the waiting tasks through their event loop's thread-safe
 
 While a running job waits for input (its inbox feed), the thread also looks at
 ``PRAGMA data_version`` every :data:`INBOX_POLL` seconds: it changes when another
-connection (another process) committed, and the feeds then look at their inbox.
-Input stored through this store object rings its job's feed at once.
+connection (another process) committed; the thread then reads the newest inbox
+item of each waiting job and rings the feeds of the jobs that got one. Input
+stored through this store object rings its job's feed at once.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
+import orjson
 
 from duron._errors import (
     DuronError,
@@ -132,6 +134,15 @@ class _Request(Request):
     fn: Callable[[sqlite3.Connection], Any]
     write: bool
     op: str
+
+
+@dataclass(slots=True, eq=False)
+class _Look:
+    """What the DB thread last saw of the inboxes of the jobs waiting for input."""
+
+    version: int | None = None  # PRAGMA data_version
+    queried: set[str] = field(default_factory=set)  # the jobs it looked at
+    newest: dict[str, int] = field(default_factory=dict)  # job -> newest item
 
 
 @dataclass(slots=True, eq=False)
@@ -254,7 +265,7 @@ class Engine:
         next_renew = time.monotonic() + renew_every
         q = self._queue
         watchers = self._watchers
-        data_version: int | None = None
+        look = _Look()
         try:
             while True:
                 timeout = max(0.0, next_renew - time.monotonic()) if self.held else None
@@ -280,7 +291,7 @@ class Engine:
                     elif more is not _POKE:
                         batch.append(more)  # type: ignore[arg-type]
                 if conn is not None and watchers.inbox_waiting:
-                    data_version = self._look_for_input(conn, data_version)
+                    self._look_for_input(conn, look)
                 renew = bool(self.held) and time.monotonic() >= next_renew
                 if batch or renew:
                     if conn is None:
@@ -320,16 +331,32 @@ class Engine:
             if conn is not None:
                 conn.close()
 
-    def _look_for_input(self, conn: sqlite3.Connection, seen: int | None) -> int | None:
-        """Ring every inbox feed when another connection committed since ``seen``
-        (the database's ``data_version``); the version now."""
+    def _look_for_input(self, conn: sqlite3.Connection, look: _Look) -> None:
+        """Ring the feeds of the waiting jobs whose newest inbox item changed
+        since the last look (or that were not waiting then and have items), when
+        another connection committed since (the database's ``data_version``) or
+        a feed started waiting."""
         try:
             version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+            jobs = self._watchers.inbox_jobs()
+            if version == look.version and look.queried.issuperset(jobs):
+                return
+            rows = conn.execute(
+                "SELECT job_id, max(seq) FROM inbox WHERE job_id IN "
+                "(SELECT value FROM json_each(?)) GROUP BY job_id",
+                (orjson.dumps(jobs).decode(),),
+            ).fetchall()
         except sqlite3.Error:
-            return seen  # the next request reports what is wrong
-        if seen is not None and version != seen:
-            self._watchers.ring(None)
-        return version
+            return  # the next request reports what is wrong
+        now = {job: int(seq) for job, seq in rows}
+        rung = [
+            job
+            for job, seq in now.items()
+            if job not in look.queried or look.newest.get(job) != seq
+        ]
+        look.version, look.queried, look.newest = version, set(jobs), now
+        if rung:
+            self._watchers.ring(rung)
 
     def _connect(self) -> sqlite3.Connection:
         path = self.path

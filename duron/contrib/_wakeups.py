@@ -157,6 +157,11 @@ class Watchers:
         """Whether a task waits for input (the store then watches other writers)."""
         return bool(self._inbox)
 
+    def inbox_jobs(self) -> list[str]:
+        """The jobs whose feeds wait for input now."""
+        with self._lock:
+            return sorted({w.job for w in self._inbox if w.job is not None})
+
     async def wait_inbox(self, job: str, mark: int, timeout: float) -> None:
         """Return once input for ``job`` (or any job) was rung after ``mark``, or
         after ``timeout`` seconds."""
