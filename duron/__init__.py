@@ -43,6 +43,7 @@ from duron._jobstore import Claim, Heartbeat, JobInfo, JobStatus, JobStore
 from duron._options import CallOptions
 from duron._signal import Signal, SignalInterrupt, SignalWriter
 from duron._storage import LogStorage
+from duron._store_streams import StoreReader, StoreWriter
 from duron._stream import Stream, StreamClosed, StreamWriter
 from duron._worker import Worker
 
@@ -91,7 +92,9 @@ __all__ = [
     "SignalInterrupt",
     "SignalWriter",
     "StorageError",
+    "StoreReader",
     "StoreUnavailableError",
+    "StoreWriter",
     "Stream",
     "StreamClosed",
     "StreamWriter",

@@ -43,6 +43,7 @@ from duron._errors import (
 )
 from duron._host_backends import host_for
 from duron._host_input import HostInput
+from duron._inbox_feed import InboxFeed, inbox_source
 from duron._job_end import JobOutcome, code_end, outcome_from
 from duron._log import decode_entry
 from duron._log_writer import LogWriter
@@ -58,6 +59,7 @@ from duron._operations import (
     FireTimer,
     Op,
     Outcome,
+    Output,
 )
 from duron._storage import lease_of
 
@@ -161,6 +163,10 @@ class Driver:
         self.writer: LogWriter = LogWriter(storage, dfn.name, self._name_at)
         self._lease = lease_of(storage)
         self.outputs: dict[str, OutputChannel] = {}
+        # A storage that keeps output (a job store's log) records what durable
+        # code sends on StreamWriter parameters, for readers in other processes.
+        self.keeps_output: bool = bool(getattr(storage, "keeps_output", False))
+        self._outputs_live = False
         self.inputs: dict[str, Op] = {}
         self.injected: dict[str, Any] = inject(self)
         self.host_input: HostInput = HostInput(self)
@@ -317,10 +323,22 @@ class Driver:
         if observe is not None:
             observe.replay_done(self.calls.replayed - resumed)
             loop.on_timer = observe.timer_fired
+        if self.keeps_output:
+            self._stage_outputs()
         self.live.set()
         await self._advance(max(loop.time(), self.clock()))
         self._rounds = True
-        await self._run_live(root)
+        source = inbox_source(self.storage)
+        feed = None
+        if source is not None:  # input sent through a job store, by job id
+            feed = host.spawn(
+                InboxFeed(self, source).run, name=f"duron inbox {self.label}"
+            )
+        try:
+            await self._run_live(root)
+        finally:
+            if feed is not None:
+                feed.cancel()
         self.stop_effects()
         result, error = code_end(root, self.dfn, self.label)
         t = loop.time()
@@ -334,6 +352,24 @@ class Driver:
         )
         cause = None if root.cancelled() else root.exception()
         return self._outcome(result, error, cause)
+
+    def record_output(self, output: Output) -> None:
+        """Durable code sent (or closed) an output stream: record it with the next
+        write; while replaying, :meth:`_stage_outputs` decides at the log's end."""
+        if self._outputs_live:
+            self.engine.stage_output(output)
+
+    def _stage_outputs(self) -> None:
+        """The log ended: stage what durable code sent that it does not record."""
+        recorded = self.engine.outputs_recorded
+        for name, ch in self.outputs.items():
+            done = recorded.get(name, 0)
+            for value in ch.values[done:]:
+                data = self.codec.encode(value, ch.annotation)
+                self.engine.stage_output(Output(name, data))
+            if ch.closed and done <= len(ch.values):
+                self.engine.stage_output(ch.close_record())
+        self._outputs_live = True
 
     def _resume_pending(self) -> int:
         """The log ended: what was issued but not finished continues live; how

@@ -7,6 +7,7 @@ import inspect
 import secrets
 import time
 import typing
+import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import (
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from duron._job import Job
     from duron._storage import LogStorage
 
-__all__ = ["DurableFn", "Provided", "durable"]
+__all__ = ["DurableFn", "Provided", "durable", "find_durable"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -61,6 +62,22 @@ Provided: Any = _ProvidedType()
 """Default value marking a durable parameter that the job injects (streams, signals)."""
 
 _default_codec = PydanticCodec()
+
+# Decorated durable functions by (module, name): how a job store finds the types
+# of a job's parameters when input is sent to it by job id. The latest wins.
+_decorated: weakref.WeakValueDictionary[tuple[str, str], DurableFn[..., Any]] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def find_durable(module: str | None, name: str) -> DurableFn[..., Any] | None:
+    """The durable function named ``name`` decorated in ``module`` in this process
+    (``None`` if none was); with ``module=None``, the one of that name if only one
+    module decorated one."""
+    if module is not None:
+        return _decorated.get((module, name))
+    found = [fn for (_, n), fn in list(_decorated.items()) if n == name]
+    return found[0] if len(found) == 1 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +160,7 @@ class DurableFn(Generic[_P, _T]):
         self.__qualname__: str = getattr(fn, "__qualname__", self.name)
         self.__name__: str = getattr(fn, "__name__", self.name)
         self.__module__ = self.module
+        _decorated[(self.module, self.name)] = self
 
     @property
     def injections(self) -> tuple[Injection, ...]:

@@ -1,4 +1,5 @@
-"""``duron jobs``: list, show, cancel, resume, fork and prune the jobs of a store.
+"""``duron jobs``: list, show, cancel, resume, fork and prune the jobs of a store
+(and send input to them, complete their futures, tail their output: ``jobs_io``).
 
 The store is named by a URL:
 
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import orjson
 
+from duron._cli.jobs_io import register_io
 from duron._errors import DuronError, UsageError
 from duron._jobstore import STATUSES
 from duron._log import decode_entry
@@ -158,6 +160,8 @@ def register(subparsers: Any) -> None:
         help="only this status (repeat for several; default: all three)",
     )
     p.set_defaults(func=_prune)
+
+    register_io(sub, _URL_HELP)
 
 
 # -- helpers -----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from duron._jobstore import (
 from duron._outage import Outage
 from duron._redact import redact
 from duron.contrib._postgres_engine import Engine
+from duron.contrib._postgres_inbox import PostgresInbox
 from duron.contrib._postgres_log import PostgresLog
 from duron.contrib._postgres_schema import SCHEMA_VERSION, Schema, migrate
 from duron.contrib._sqlstore import (
@@ -115,7 +116,7 @@ def store_from_url(url: str, **options: Any) -> PostgresStore:
     return PostgresStore(dsn, schema=schema[-1] if schema else "duron", **options)
 
 
-class PostgresStore(SQLStore):
+class PostgresStore(PostgresInbox, SQLStore):
     """Many jobs and their logs in PostgreSQL, shared by workers on many machines.
 
     Create one store object per database per process and share it: its connection
@@ -414,6 +415,8 @@ class PostgresStore(SQLStore):
                 f"WITH gone AS (DELETE FROM {q}.jobs WHERE status = ANY(%s) "
                 "AND updated < now() - make_interval(secs => %s) RETURNING id), "
                 f"e AS (DELETE FROM {q}.entries WHERE job_id IN "
+                "(SELECT id FROM gone)), "
+                f"i AS (DELETE FROM {q}.inbox WHERE job_id IN "
                 "(SELECT id FROM gone)) SELECT count(*) FROM gone",
                 (wanted, age),
             )

@@ -49,6 +49,7 @@ from duron._errors import (
 )
 from duron._outage import Outage
 from duron.contrib._lease_times import LeaseTimes
+from duron.contrib._postgres_inbox import InputListener
 from duron.contrib._postgres_pool import NoConnection, Pool, is_passing
 from duron.contrib._postgres_schema import Schema, check_schema, missing_schema
 from duron.contrib._sqllog import lost_detail
@@ -120,9 +121,10 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self._watchers = Watchers(_STORE)
+        self._watchers = Watchers(_STORE, self._want_listener)
         self.leases = LeaseTimes(self.lease_seconds)
         # Engine-loop state (touched on the engine's thread only).
+        self._listening = False
         self._pool: Pool | None = None
         self._schema_checked = False
         self._appends: list[AppendRequest] = []
@@ -190,6 +192,33 @@ class Engine:
         """Return when a request of this store carrying ``mask`` (for ``job``) is
         done, or after ``timeout`` seconds."""
         await self._watchers.wait(mask, timeout, job)
+
+    @property
+    def watchers(self) -> Watchers:
+        """The tasks waiting on this store (inbox feeds ring and wait here)."""
+        return self._watchers
+
+    def _want_listener(self) -> None:
+        """A feed waits for input: listen for it from now on (once)."""
+        loop = self._loop
+        if loop is not None and not self._listening:
+            with contextlib.suppress(RuntimeError):  # the loop is gone
+                loop.call_soon_threadsafe(self._listen)
+
+    def _listen(self) -> None:
+        if self._listening or self._closing is not None:
+            return
+        self._listening = True
+        listener = InputListener(
+            lambda: self._connect(self.connect_timeout),
+            self._watchers,
+            self.schema.name,
+        )
+        self._keep(
+            asyncio.get_running_loop().create_task(
+                listener.run(), name="duron postgres input listener"
+            )
+        )
 
     def _start(self, op: str, job: str | None = None) -> asyncio.AbstractEventLoop:
         with self._lock:

@@ -41,6 +41,29 @@ class PostgresLog(SQLLog["PostgresStore"]):
 
     _access: LogAccess[Engine]
 
+    async def _inbox_rows(
+        self, after: int, done: list[int], limit: int
+    ) -> list[tuple[Any, ...]]:
+        job_id, q = self.job_id, self._access.q
+
+        async def run(conn: AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            if done:
+                await conn.execute(
+                    f"DELETE FROM {q}.inbox WHERE job_id = %s AND seq = ANY(%s)",
+                    (job_id, done),
+                )
+            cur = await conn.execute(
+                f"SELECT seq, kind, target, data, error FROM {q}.inbox "
+                "WHERE job_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+                (job_id, after, limit),
+                prepare=True,
+            )
+            return await cur.fetchall()
+
+        return await self._access.engine.call(
+            run, op="read inbox", job=job_id, retry=True
+        )
+
     async def _adopt(self, epoch: int) -> int:
         job_id, owner, q = self.job_id, self.store.owner, self._access.q
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from duron._errors import JobNotFoundError
+from duron._inbox import Sending, entry_patterns, refusal
 from duron._jobstore import (
     TERMINAL,
     check_job_id,
@@ -48,7 +49,7 @@ from duron.contrib._sqlstore import (
     fork_taken,
     new_owner,
 )
-from duron.contrib._wakeups import DONE, WORK
+from duron.contrib._wakeups import DONE, INBOX, WORK
 
 if TYPE_CHECKING:
     import sqlite3
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 
     from duron._log import JobStarted
     from duron.contrib._file import Durability
+    from duron.contrib._sqlinbox import JobHead
 
 __all__ = ["SQLiteStore"]
 
@@ -287,6 +289,9 @@ class SQLiteStore(SQLStore):
             conn.execute(
                 f"DELETE FROM entries WHERE job_id IN ({select})", (*wanted, cutoff)
             )
+            conn.execute(
+                f"DELETE FROM inbox WHERE job_id IN ({select})", (*wanted, cutoff)
+            )
             cur = conn.execute(
                 f"DELETE FROM jobs WHERE id IN ({select})", (*wanted, cutoff)
             )
@@ -378,3 +383,88 @@ class SQLiteStore(SQLStore):
             )
 
         await self._engine.call(run, op="fail", signal=DONE, job=job_id)
+
+    # -- the inbox ---------------------------------------------------------------------
+
+    async def _job_head(self, job_id: str) -> JobHead | None:
+        def run(conn: sqlite3.Connection) -> JobHead | None:
+            return conn.execute(  # type: ignore[no-any-return]
+                "SELECT j.status, j.function, CAST(e.entry AS BLOB) FROM jobs AS j "
+                "LEFT JOIN entries AS e ON e.job_id = j.id AND e.seq = 0 "
+                "WHERE j.id = ?",
+                (job_id,),
+            ).fetchone()
+
+        return await self._engine.call(run, op="read", write=False, job=job_id)
+
+    def _facts(
+        self, conn: sqlite3.Connection, job_id: str, op_id: int, target: str
+    ) -> tuple[str, str | None, list[tuple[int, str]], list[str]]:
+        row = conn.execute(
+            "SELECT status, function FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+        if row is None:
+            raise JobNotFoundError(job=job_id, store=self.label)
+        started, done = entry_patterns(op_id)
+        entries = conn.execute(
+            "SELECT seq, entry FROM entries WHERE job_id = ? "
+            "AND (entry LIKE ? OR entry LIKE ?) ORDER BY seq",
+            (job_id, started, done),
+        ).fetchall()
+        queued = [
+            kind
+            for (kind,) in conn.execute(
+                "SELECT kind FROM inbox WHERE job_id = ? AND target = ?",
+                (job_id, target),
+            )
+        ]
+        return row[0], row[1], entries, queued
+
+    async def _op_facts(
+        self, job_id: str, op_id: int, target: str
+    ) -> tuple[str, list[tuple[int, str]], list[str]]:
+        def run(
+            conn: sqlite3.Connection,
+        ) -> tuple[str, list[tuple[int, str]], list[str]]:
+            status, _, entries, queued = self._facts(conn, job_id, op_id, target)
+            return status, entries, queued
+
+        return await self._engine.call(run, op="read", write=False, job=job_id)
+
+    async def _inbox_put(self, sending: Sending) -> int:
+        job_id = sending.job_id
+
+        def run(conn: sqlite3.Connection) -> int:
+            status, function, entries, queued = self._facts(
+                conn, job_id, sending.op_id, sending.target
+            )
+            refused = refusal(
+                sending,
+                status=status,
+                function=function,
+                entries=entries,
+                queued=queued,
+            )
+            if refused is not None:
+                raise refused
+            seq: int = conn.execute(
+                "UPDATE jobs SET inbox_seq = inbox_seq + 1 WHERE id = ? "
+                "RETURNING inbox_seq",
+                (job_id,),
+            ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO inbox (job_id, seq, kind, target, data, error, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    seq,
+                    sending.kind,
+                    sending.target,
+                    sending.data,
+                    sending.error,
+                    time.time(),
+                ),
+            )
+            return seq
+
+        return await self._engine.call(run, op="send", signal=INBOX, job=job_id)

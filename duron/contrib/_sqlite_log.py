@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from duron._errors import LeaseLostError, LogLockedError
 from duron.contrib._sqllog import SQLLog, lost_detail
@@ -97,6 +97,27 @@ class SQLiteLog(SQLLog["SQLiteStore"]):
                 raise LeaseLostError(job=job_id, detail=_lost(conn, job_id, epoch))
 
         await self._access.engine.call(renew, op="renew lease", job=job_id)
+
+    async def _inbox_rows(
+        self, after: int, done: list[int], limit: int
+    ) -> list[tuple[Any, ...]]:
+        job_id = self.job_id
+
+        def run(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            if done:
+                conn.executemany(
+                    "DELETE FROM inbox WHERE job_id = ? AND seq = ?",
+                    [(job_id, seq) for seq in done],
+                )
+            return conn.execute(
+                "SELECT seq, kind, target, data, error FROM inbox "
+                "WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (job_id, after, limit),
+            ).fetchall()
+
+        return await self._access.engine.call(
+            run, op="read inbox", write=bool(done), job=job_id
+        )
 
     async def _unlease(self, epoch: int, *, wrote: bool) -> None:
         job_id, owner = self.job_id, self.store.owner

@@ -7,6 +7,10 @@ one it took, checked in the transaction that writes them. A job entry at the sta
 of the log records the job's function and arguments on its row, an ``end`` entry
 its outcome, in that same transaction. :class:`SQLLog` holds that protocol; each
 store supplies the statements.
+
+The log also offers the job's inbox to the run (``inbox_fetch``, ``inbox_mark``,
+``inbox_wait``: see :mod:`duron._inbox_feed`), so that input sent through the
+store reaches the job however it runs: on a worker or ``fn.invoke(store.log(id))``.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
 
+from duron._entries import InvalidField
 from duron._errors import (
     LeaseLostError,
     LogLockedError,
     StorageError,
     StoreUnavailableError,
 )
+from duron._inbox import InboxItem, item_from_row
 from duron._jobstore import (
     TERMINAL,
     JobStatus,
@@ -37,7 +43,10 @@ from duron._jobstore import (
 if TYPE_CHECKING:
     from duron.contrib._sqlstore import LogAccess, SQLStore
 
-__all__ = ["Ending", "SQLLog", "Started", "lost_detail"]
+__all__ = ["INBOX_BATCH", "Ending", "SQLLog", "Started", "lost_detail"]
+
+INBOX_BATCH = 256
+"""Inbox items a run takes at a time."""
 
 _S = TypeVar("_S", bound="SQLStore")
 _log = logging.getLogger("duron")
@@ -83,6 +92,10 @@ def lost_detail(row: tuple[str | None, int, str] | None, epoch: int) -> str:
 
 class SQLLog(ABC, Generic[_S]):
     """One job's log in a SQL store (see the module docstring)."""
+
+    keeps_output = True
+    """What durable code sends on ``StreamWriter`` parameters is recorded too
+    (``out`` entries), for ``store.open_stream(job_id, name, "r")``."""
 
     def __init__(self, store: _S, job_id: str, access: LogAccess[Any]) -> None:
         self.store = store
@@ -203,11 +216,46 @@ class SQLLog(ABC, Generic[_S]):
         await self._write(epoch, start, entries, started, ending)
         self._next_seq = start + len(entries)
 
+    # -- the job's inbox --------------------------------------------------------------
+
+    async def inbox_fetch(self, after: int, done: Sequence[int]) -> list[InboxItem]:
+        """Up to :data:`INBOX_BATCH` inbox items numbered after ``after``, oldest
+        first, once the items ``done`` (recorded or dropped) are deleted."""
+        rows = await self._inbox_rows(after, list(done), INBOX_BATCH)
+        items = []
+        for row in rows:
+            try:
+                items.append(item_from_row(row))
+            except (orjson.JSONDecodeError, InvalidField, ValueError) as exc:
+                raise StorageError(
+                    store=self.store.label,
+                    operation="read inbox",
+                    job=self.job_id,
+                    detail=f"inbox item {row[0]} is damaged: {exc}",
+                ) from None
+        return items
+
+    def inbox_mark(self) -> int:
+        """A mark of the inbox wake-ups so far (see :meth:`inbox_wait`)."""
+        return int(self._access.engine.watchers.inbox_mark())
+
+    async def inbox_wait(self, mark: int, timeout: float) -> None:
+        """Return once input may have been stored for this job since ``mark``, or
+        after ``timeout`` seconds."""
+        await self._access.engine.watchers.wait_inbox(self.job_id, mark, timeout)
+
     def __repr__(self) -> str:
         state = "held" if self._epoch is not None else "released"
         return f"<{type(self).__name__} {self.job_id} in {self.store.label} {state}>"
 
     # -- what each store supplies -------------------------------------------------
+
+    @abstractmethod
+    async def _inbox_rows(
+        self, after: int, done: list[int], limit: int
+    ) -> list[tuple[Any, ...]]:
+        """Delete the inbox items ``done``; then up to ``limit`` items numbered
+        after ``after``: ``(seq, kind, target, data, error)``, by ``seq``."""
 
     @abstractmethod
     async def _adopt(self, epoch: int) -> int:

@@ -32,6 +32,7 @@ from typing import (
 import anyio
 import orjson
 
+from duron._codec import decode_recorded
 from duron._errors import DuplicateJobError, JobCancelledError, JobNotFoundError
 from duron._jobstore import (
     Claim,
@@ -48,9 +49,10 @@ from duron._jobstore import (
     statuses,
     submission,
 )
-from duron._log import encode_entry
-from duron._recorded_errors import error_info
-from duron.contrib._wakeups import DONE, WORK
+from duron._log import JobFinished, OutputSent, decode_entry, encode_entry
+from duron._recorded_errors import error_info, rebuild
+from duron.contrib._sqlinbox import StoreInbox
+from duron.contrib._wakeups import DONE, WORK, Watchers
 
 if TYPE_CHECKING:
     import threading
@@ -80,6 +82,8 @@ _P = ParamSpec("_P")
 _S = TypeVar("_S", bound="SQLStore")
 
 READ_CHUNK = 1000
+OUTPUT_POLL = 0.01
+"""Seconds between the first looks for more output of a job that runs elsewhere."""
 TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
 JOB_COLUMNS = (
     "id, function, args, status, result, error, created, updated, lease_owner, "
@@ -98,6 +102,11 @@ class StoreEngine(Protocol):
 
     outage: Outage
     """Whether the database answers, as this store object last found it."""
+
+    @property
+    def watchers(self) -> Watchers:
+        """The tasks waiting on this store (inbox feeds ring and wait here)."""
+        ...
 
     async def wait_signal(
         self, mask: int, timeout: float, job: str | None = None
@@ -167,7 +176,7 @@ class LogAccess(Generic[_E]):
     q: str = ""  # the schema-qualified table prefix, where the store has one
 
 
-class SQLStore(ABC):
+class SQLStore(StoreInbox, ABC):
     """The job store API over a SQL database (see the module docstring).
 
     Attributes:
@@ -550,3 +559,58 @@ class SQLStore(ABC):
     async def _fail(self, job_id: str, epoch: int, error: str) -> None:
         """Set the job failed with ``error`` if it did not end and its epoch is
         still ``epoch``."""
+
+    async def _output(
+        self,
+        job_id: str,
+        dfn: DurableFn[..., Any],
+        name: str,
+        start: int,
+        follow: bool,
+    ) -> AsyncIterator[Any]:
+        """The values durable code sent on ``name``, from index ``start``, read
+        from the job's ``out`` entries; following the log (polled every 10 ms,
+        backing off to 200 ms while nothing comes) until the stream closes or
+        the job ends."""
+        annotation = next(i.annotation for i in dfn.injections if i.name == name)
+        index = 0
+        seq = 0
+        delay = OUTPUT_POLL
+        while True:
+            rows = await self._read_chunk(job_id, seq, READ_CHUNK)
+            for offset, raw in rows:
+                seq = offset + 1
+                entry = decode_entry(raw, job=job_id, offset=offset)
+                if isinstance(entry, JobFinished):
+                    return
+                if not isinstance(entry, OutputSent) or entry.name != name:
+                    continue
+                if entry.closed:
+                    if entry.error is not None:
+                        raise rebuild(entry.error)
+                    return
+                if index >= start:
+                    yield decode_recorded(
+                        dfn.codec,
+                        entry.value,
+                        annotation,
+                        what=f"value {index} of stream {name!r}",
+                        job=job_id,
+                    )
+                index += 1
+            if len(rows) == READ_CHUNK:
+                delay = OUTPUT_POLL
+                continue
+            if rows:
+                delay = OUTPUT_POLL
+            elif not follow:
+                return
+            else:
+                info = await self.get(job_id)
+                if info.finished:
+                    # Its end entry may have landed since the read above.
+                    if await self._read_chunk(job_id, seq, 1):
+                        continue
+                    return
+                await self._engine.wait_signal(DONE, delay, job_id)
+                delay = min(delay * 2, 0.2)
