@@ -30,6 +30,7 @@ from duron._errors import (
     PayloadDecodeError,
     PayloadEncodeError,
     PayloadError,
+    PayloadTooLargeError,
     SchemaError,
     StorageError,
     StoreUnavailableError,
@@ -39,6 +40,7 @@ from duron._errors import (
 from duron._host_streams import HostReader, HostWriter
 from duron._job import Job
 from duron._jobstore import Claim, Heartbeat, JobInfo, JobStatus, JobStore
+from duron._limits import LogLimits
 from duron._options import CallOptions
 from duron._signal import Signal, SignalInterrupt, SignalWriter
 from duron._storage import LogStorage
@@ -73,6 +75,7 @@ __all__ = [
     "JobStatus",
     "JobStore",
     "LeaseLostError",
+    "LogLimits",
     "LogLockedError",
     "LogStorage",
     "NonDeterminismError",
@@ -81,6 +84,7 @@ __all__ = [
     "PayloadDecodeError",
     "PayloadEncodeError",
     "PayloadError",
+    "PayloadTooLargeError",
     "Provided",
     "PydanticCodec",
     "Reducer",

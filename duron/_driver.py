@@ -146,7 +146,7 @@ class Driver:
         self.closing: bool = False
         self.root: asyncio.Task[Any] | None = None
         self.entries_read: int = 0
-        self.writer: LogWriter = LogWriter(storage, dfn.name, self._name_at)
+        self.writer: LogWriter = LogWriter(storage, dfn.name, self.engine.pending.get)
         self._lease = lease_of(storage)
         self.outputs: dict[str, OutputChannel] = {}
         self.inputs: dict[str, Op] = {}
@@ -238,11 +238,14 @@ class Driver:
             engine.receive_end()
             return
         label = self.label
+        watch = self.writer.watch  # counts the log's bytes when a warning size is set
         batch: list[tuple[int, Entry]] = []
         try:
             for _ in range(READ_AHEAD):
                 offset, raw = await records.__anext__()
                 batch.append((offset, decode_entry(raw, job=label, offset=offset)))
+                if watch is not None:
+                    watch.add(len(raw) + 1)
         except StopAsyncIteration:
             self._records = None
             engine.receive_end()
@@ -593,10 +596,6 @@ class Driver:
         return outcome_from(
             self.dfn, self.label, self.engine.next_id, result, error, cause
         )
-
-    def _name_at(self, position: int) -> str | None:
-        op = self.engine.pending.get(position)
-        return op.name if op is not None else None
 
     def _same_inputs(self, op: Op, recorded: dict[str, JSONValue] | None) -> bool:
         """Whether an effect's recorded inputs mean today's call (the engine asks

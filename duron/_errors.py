@@ -6,7 +6,8 @@
 * :class:`StorageError`, :class:`LogLockedError`, :class:`LeaseLostError`: the storage
   backend failed or refused; :class:`StoreUnavailableError`: it cannot be reached
   right now (a failure that passes: never a reason to fail a job).
-* :class:`PayloadError`: a value could not be encoded into, or decoded from, the log.
+* :class:`PayloadError`: a value could not be encoded into, or decoded from, the log
+  (:class:`PayloadTooLargeError`: it encodes past the log's size limit per entry).
 * :class:`UsageError`: the API was used the wrong way.
 * :class:`EffectError`: an effect raised an exception whose type cannot be rebuilt.
 * :class:`InternalError`: a bug in Duron itself.
@@ -44,6 +45,7 @@ __all__ = [
     "PayloadDecodeError",
     "PayloadEncodeError",
     "PayloadError",
+    "PayloadTooLargeError",
     "SchemaError",
     "StorageError",
     "StoreUnavailableError",
@@ -471,6 +473,58 @@ class PayloadEncodeError(PayloadError):
     type (so that a replay could not rebuild it). Nothing was written. Fix the
     value or the annotation.
     """
+
+
+class PayloadTooLargeError(PayloadEncodeError):
+    """A value encodes to a log entry larger than the log allows.
+
+    The limit is the storage's ``limits.max_entry_size`` (see
+    :class:`~duron.LogLimits`). Nothing was written; like any value that cannot be
+    recorded it is final: the same value would be refused again, so no retry
+    policy retries it. Keep large data outside the log (a file, a bucket, a row)
+    and record a reference to it, or raise the limit.
+
+    Attributes:
+        size: The entry's size, encoded, in bytes.
+        limit: The largest entry the log takes, in bytes.
+    """
+
+    def __init__(
+        self,
+        *,
+        what: str,
+        size: int,
+        limit: int,
+        type_name: str = "log entry",
+        position: int | None = None,
+        job: str | None = None,
+    ) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            what=what,
+            type_name=type_name,
+            detail=(
+                f"{size:,} bytes encoded, over the limit of {limit:,} bytes per "
+                "log entry; keep large data outside the log and record a "
+                "reference to it, or raise the storage's limits.max_entry_size"
+            ),
+            position=position,
+            job=job,
+        )
+
+    def at(self, *, job: str | None, position: int | None = None) -> PayloadError:
+        """The same error, placed in a job (and at a position), its cause kept."""
+        err = PayloadTooLargeError(
+            what=self.what,
+            size=self.size,
+            limit=self.limit,
+            type_name=self.type_name,
+            position=position if position is not None else self.position,
+            job=job,
+        )
+        err.__cause__ = self.__cause__
+        return err
 
 
 class PayloadDecodeError(PayloadError):

@@ -33,6 +33,7 @@ from duron._jobstore import (
     is_entry_type,
     timestamp,
 )
+from duron._limits import DEFAULT_LIMITS, LogLimits, checked_limits
 from duron._outage import Outage
 from duron.contrib._sqlite_engine import Engine
 from duron.contrib._sqlite_log import SQLiteLog
@@ -87,6 +88,8 @@ class SQLiteStore(SQLStore):
             process's jobs wait before another process takes them over.
         busy_timeout: Seconds to wait for another process's write lock.
         create: Create the file and its tables if missing (the CLI passes False).
+        limits: How large a job's log entries may be, and when to warn about a
+            job's log size (:class:`~duron.LogLimits`; default: 4 MiB per entry).
 
     Raises:
         SchemaError: (on first use) The file is not a Duron store, or a newer one.
@@ -102,12 +105,14 @@ class SQLiteStore(SQLStore):
         lease: float = DEFAULT_LEASE,
         busy_timeout: float = 30.0,
         create: bool = True,
+        limits: LogLimits = DEFAULT_LIMITS,
     ) -> None:
         if durability not in ("flush", "fsync"):
             raise ValueError(
                 f"durability must be 'flush' or 'fsync', not {durability!r}"
             )
         self.lease: float = check_lease(lease)
+        self.limits: LogLimits = checked_limits(limits)
         self.path: str = os.fspath(path)
         self.label: str = self.path
         self.durability: Durability = durability

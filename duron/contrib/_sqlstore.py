@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from datetime import datetime, timedelta
 
     from duron._durable import DurableFn
+    from duron._limits import LogLimits
     from duron._log import JobStarted
     from duron._outage import Outage
     from duron.contrib._lease_times import LeaseTimes
@@ -174,6 +175,7 @@ class SQLStore(ABC):
         label: How messages name the store.
         owner: This store object's lease owner id (``host:pid:nonce``).
         lease: Seconds a lease lasts without renewal.
+        limits: The size limits of its jobs' logs.
         outage: Whether the database answers, as this store object last found it
             (a :class:`~duron.Worker` on the store reports there too).
     """
@@ -181,6 +183,7 @@ class SQLStore(ABC):
     label: str
     owner: str
     lease: float
+    limits: LogLimits
     outage: Outage
     _engine: StoreEngine
 
@@ -232,7 +235,7 @@ class SQLStore(ABC):
             UsageError: Bad arguments for ``fn``, or a call option among them
                 (``job_id=``: pass it as ``fn.options(job_id=...)``).
         """
-        sub = submission(fn, args, kwargs)
+        sub = submission(fn, args, kwargs, max_entry_size=self.limits.max_entry_size)
         raw = encode_entry(sub.entry).decode()
         await self._add(
             sub.job_id, sub.entry, raw, orjson.dumps(sub.entry.args).decode()
