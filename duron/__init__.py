@@ -40,7 +40,7 @@ from duron._errors import (
 from duron._host_streams import HostReader, HostWriter
 from duron._job import Job
 from duron._jobstore import Claim, Heartbeat, JobInfo, JobStatus, JobStore
-from duron._limits import LogLimits
+from duron._limits import LogLimits, LogSize
 from duron._options import CallOptions
 from duron._signal import Signal, SignalInterrupt, SignalWriter
 from duron._storage import LogStorage
@@ -77,6 +77,7 @@ __all__ = [
     "LeaseLostError",
     "LogLimits",
     "LogLockedError",
+    "LogSize",
     "LogStorage",
     "NonDeterminismError",
     "OperationCall",

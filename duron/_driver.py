@@ -245,7 +245,7 @@ class Driver:
                 offset, raw = await records.__anext__()
                 batch.append((offset, decode_entry(raw, job=label, offset=offset)))
                 if watch is not None:
-                    watch.add(len(raw) + 1)
+                    watch.add(len(raw))
         except StopAsyncIteration:
             self._records = None
             engine.receive_end()

@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "DEFAULT_MAX_ENTRY_SIZE",
     "LogLimits",
+    "LogSize",
     "LogSizeWatch",
     "input_entry_size",
     "limits_of",
@@ -75,6 +76,19 @@ def _check_size(name: str, value: object) -> None:
 
 DEFAULT_LIMITS = LogLimits()
 """The limits of a storage that names none."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogSize:
+    """How much a job's log holds (``store.log_sizes()``, ``duron jobs list --sizes``).
+
+    Attributes:
+        entries: How many entries, the job entry included.
+        bytes: Their total size as stored (encoded JSON, without line ends).
+    """
+
+    entries: int
+    bytes: int
 
 
 def limits_of(storage: object) -> LogLimits:

@@ -106,7 +106,7 @@ class LogWriter:
             raise self._oversize(entries, data)
         watch = self.watch
         if watch is not None:
-            watch.add(sum(map(len, data)) + len(data))  # one newline each in a file
+            watch.add(sum(map(len, data)))
         return data
 
     def _unwritable(self, entries: list[Entry]) -> DuronError:

@@ -7,6 +7,7 @@ fields the log format holds) to know its size, and asserts the whole message.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -380,9 +381,8 @@ async def test_values_sent_in_over_the_limit_are_refused_to_the_sender(
 def test_limits_must_be_positive_byte_counts(
     kwargs: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         LogLimits(**kwargs)
-    assert str(info.value) == message
 
 
 @pytest.mark.parametrize(
@@ -457,3 +457,25 @@ async def test_no_warning_under_the_size(
             await job.start(40)
             await job.wait()
     assert caplog.records == []
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=requires_postgres)])
+async def test_a_store_sums_its_jobs_log_sizes(kind: str, tmp_path: Path) -> None:
+    s = Storages(kind, tmp_path)
+    try:
+        store = await s.store(LogLimits())
+        for job_id, n in (("three", 3), ("ten", 10)):
+            async with steps.invoke(store.log(job_id)) as job:
+                await job.start(n)
+                await job.wait()
+        await store.submit(steps.options(job_id="queued"), 1)
+        sizes = await store.log_sizes(["three", "ten", "queued", "unknown", "ten"])
+        want = {}
+        for job_id in ("three", "ten", "queued"):
+            raws = [raw async for _, raw in store.log(job_id).read()]
+            want[job_id] = duron.LogSize(len(raws), sum(map(len, raws)))
+        assert sizes == want
+        assert sizes["ten"].entries == 12  # job, ten effects, end
+        assert await store.log_sizes([]) == {}
+    finally:
+        await s.aclose()

@@ -427,6 +427,18 @@ class PostgresStore(SQLStore):
 
         return await self._engine.call(run, op="prune")
 
+    async def _log_sizes(self, job_ids: list[str]) -> list[_Row]:
+        sql = (
+            "SELECT job_id, count(*), sum(octet_length(entry)) "
+            f"FROM {self._q}.entries WHERE job_id = ANY(%s) GROUP BY job_id"
+        )
+
+        async def run(conn: AsyncConnection[Any]) -> list[_Row]:
+            cur = await conn.execute(sql, (job_ids,))
+            return await cur.fetchall()
+
+        return await self._engine.call(run, op="list", retry=True)
+
     async def _exists(self, job_id: str) -> bool:
         q = self._q
 

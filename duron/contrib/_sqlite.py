@@ -299,6 +299,18 @@ class SQLiteStore(SQLStore):
 
         return await self._engine.call(run, op="prune")
 
+    async def _log_sizes(self, job_ids: list[str]) -> list[_Row]:
+        marks = ", ".join("?" * len(job_ids))
+        sql = (
+            "SELECT job_id, count(*), sum(length(CAST(entry AS BLOB))) FROM entries "
+            f"WHERE job_id IN ({marks}) GROUP BY job_id"
+        )
+
+        def run(conn: sqlite3.Connection) -> list[_Row]:
+            return conn.execute(sql, job_ids).fetchall()
+
+        return await self._engine.call(run, op="list", write=False)
+
     async def _exists(self, job_id: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
             row = conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,))

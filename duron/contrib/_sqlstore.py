@@ -48,6 +48,7 @@ from duron._jobstore import (
     statuses,
     submission,
 )
+from duron._limits import LogLimits, LogSize
 from duron._log import encode_entry
 from duron._recorded_errors import error_info
 from duron.contrib._wakeups import DONE, WORK
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
     from datetime import datetime, timedelta
 
     from duron._durable import DurableFn
-    from duron._limits import LogLimits
     from duron._log import JobStarted
     from duron._outage import Outage
     from duron.contrib._lease_times import LeaseTimes
@@ -252,6 +252,25 @@ class SQLStore(ABC):
         if row is None:
             raise JobNotFoundError(job=job_id, store=self.label)
         return self._job_info(row)
+
+    async def log_sizes(self, job_ids: Iterable[str]) -> dict[str, LogSize]:
+        """How many entries, and bytes, each job's log holds.
+
+        Reads every entry of these jobs (their sizes, summed in the database):
+        it costs what reading their logs costs, so ask for the jobs of a page,
+        not for all of them.
+
+        Args:
+            job_ids: The jobs.
+
+        Returns:
+            By job id; a job without entries (or unknown) is left out.
+        """
+        wanted = list(dict.fromkeys(job_ids))
+        if not wanted:
+            return {}
+        rows = await self._log_sizes(wanted)
+        return {str(job): LogSize(int(n), int(size)) for job, n, size in rows}
 
     async def list_jobs(
         self,
@@ -530,6 +549,10 @@ class SQLStore(ABC):
 
     @abstractmethod
     async def _exists(self, job_id: str) -> bool: ...
+
+    @abstractmethod
+    async def _log_sizes(self, job_ids: list[str]) -> list[tuple[Any, ...]]:
+        """``(job_id, entry count, total bytes)`` of the jobs with entries."""
 
     @abstractmethod
     async def _read_chunk(
