@@ -35,12 +35,12 @@ import anyio
 
 from duron._delivery import deliver_done, deliver_emit, inject
 from duron._durable_calls import DurableCalls
-from duron._durable_loop import DurableLoop
 from duron._effect_runner import Effects, Fatal
 from duron._engine import Engine
 from duron._errors import (
     NonDeterminismError,
 )
+from duron._guard import loop_class
 from duron._host_backends import host_for
 from duron._host_input import HostInput
 from duron._job_end import JobOutcome, code_end, outcome_from
@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 
     from duron._codec import Codec
     from duron._durable import DurableFn
+    from duron._durable_loop import DurableLoop
     from duron._entries import Entry, ErrorInfo
     from duron._host_backends import Host
     from duron._host_streams import OutputChannel
@@ -135,7 +136,8 @@ class Driver:
         self.label: str = storage.label
         self.seed = seed
         self.clock = clock
-        self.loop: DurableLoop = DurableLoop(started)  # type: ignore[abstract]
+        # The determinism guard's loop while duron.testing.determinism_guard() is on.
+        self.loop: DurableLoop = loop_class()(started)
         self.engine: Engine = Engine(
             self.label, replaying=replaying, same_inputs=self._same_inputs
         )

@@ -41,6 +41,7 @@ __all__ = [
     "LeaseLostError",
     "LogLockedError",
     "NonDeterminismError",
+    "NondeterministicCallError",
     "OperationCall",
     "PayloadDecodeError",
     "PayloadEncodeError",
@@ -87,6 +88,30 @@ DivergenceKind = Literal[
 * ``other-end``: both ended, with another result or error;
 * ``no-job-entry``: the log does not begin with its job entry.
 """
+
+
+class NondeterministicCallError(UsageError):
+    """Durable code called something whose result differs on every run.
+
+    Raised, under the determinism guard (``duron.testing.guard()``), at the call
+    itself: the wall clock (``time.time()``, ``datetime.now()``), the global
+    ``random`` generator, the system's random bytes (``os.urandom``,
+    ``uuid.uuid4``, ``secrets``). A replay would see another value and could take
+    another path.
+
+    Attributes:
+        call: The call refused (``"time.time()"``).
+        where: Where durable code made it (``path:line``).
+        reason: Why replay cannot have it.
+        advice: What to use instead.
+    """
+
+    def __init__(self, *, call: str, where: str, reason: str, advice: str) -> None:
+        self.call = call
+        self.where = where
+        self.reason = reason
+        self.advice = advice
+        super().__init__(f"durable code called {call} at {where}: {reason}; {advice}")
 
 
 @dataclass(frozen=True, slots=True)
