@@ -14,8 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -25,6 +24,9 @@ from duron import NondeterministicCallError, UsageError
 from duron._durable_loop import REFUSED_IO
 from duron.contrib.storage import MemoryLogStorage, SQLiteStore
 from duron.testing import determinism_guard, verify_async
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.anyio
 
@@ -219,7 +221,9 @@ async def branches_on_the_clock(ctx: duron.Context) -> str:
 
 
 async def test_the_clock_is_caught_every_time_not_by_chance() -> None:
-    where = f"{__file__}:{branches_on_the_clock.__wrapped__.__code__.co_firstlineno + 3}"
+    where = (
+        f"{__file__}:{branches_on_the_clock.__wrapped__.__code__.co_firstlineno + 3}"
+    )
     for _ in range(6):
         with determinism_guard(), pytest.raises(NondeterministicCallError) as info:
             await run(branches_on_the_clock)
@@ -252,9 +256,7 @@ async def slow(tag: str) -> str:
 @duron.durable
 async def correct(ctx: duron.Context) -> list[str]:
     log.info("starting")  # logging reads the clock for its records: allowed
-    got = list(
-        await asyncio.gather(ctx.run(stamp, "a"), ctx.run(stamp_in_thread, "b"))
-    )
+    got = list(await asyncio.gather(ctx.run(stamp, "a"), ctx.run(stamp_in_thread, "b")))
     await asyncio.sleep(0.01)
     got.append(await asyncio.wait_for(ctx.run(slow, "c"), timeout=60))
     async with asyncio.TaskGroup() as tg:

@@ -342,6 +342,7 @@ def test_sqlite_store_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     url = f"sqlite:///{db}"
     code, out, _ = inspect(capsys, f"{url}#job%231")
     assert code == 0
+
     async def stored() -> int:
         store = SQLiteStore(db)
         try:

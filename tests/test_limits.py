@@ -91,9 +91,16 @@ class Storages:
 
 
 @pytest.fixture(
-    params=["memory", "file", "sqlite", pytest.param("postgres", marks=requires_postgres)]
+    params=[
+        "memory",
+        "file",
+        "sqlite",
+        pytest.param("postgres", marks=requires_postgres),
+    ]
 )
-async def storages(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storages]:
+async def storages(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Storages]:
     s = Storages(request.param, tmp_path)
     try:
         yield s
@@ -288,7 +295,9 @@ async def test_arguments_over_the_limit_are_refused_by_start(
     assert await read(storage) == []
 
 
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=requires_postgres)])
+@pytest.mark.parametrize(
+    "kind", ["sqlite", pytest.param("postgres", marks=requires_postgres)]
+)
 async def test_arguments_over_the_limit_are_refused_by_submit(
     kind: str, tmp_path: Path
 ) -> None:
@@ -370,12 +379,18 @@ async def test_values_sent_in_over_the_limit_are_refused_to_the_sender(
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"max_entry_size": 0}, "max_entry_size must be a positive number of bytes, not 0"),
+        (
+            {"max_entry_size": 0},
+            "max_entry_size must be a positive number of bytes, not 0",
+        ),
         (
             {"max_entry_size": 1.5},
             "max_entry_size must be a positive number of bytes, not 1.5",
         ),
-        ({"warn_log_size": -1}, "warn_log_size must be a positive number of bytes, not -1"),
+        (
+            {"warn_log_size": -1},
+            "warn_log_size must be a positive number of bytes, not -1",
+        ),
     ],
 )
 def test_limits_must_be_positive_byte_counts(
@@ -459,7 +474,9 @@ async def test_no_warning_under_the_size(
     assert caplog.records == []
 
 
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=requires_postgres)])
+@pytest.mark.parametrize(
+    "kind", ["sqlite", pytest.param("postgres", marks=requires_postgres)]
+)
 async def test_a_store_sums_its_jobs_log_sizes(kind: str, tmp_path: Path) -> None:
     s = Storages(kind, tmp_path)
     try:
