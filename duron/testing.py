@@ -34,7 +34,6 @@ import anyio
 
 from duron._errors import (
     IncompatibleLogError,
-    NondeterministicCallError,
     UncheckableLogError,
     UsageError,
     VerificationError,
@@ -50,7 +49,6 @@ if TYPE_CHECKING:
 __all__ = [
     "IncompatibleLogError",
     "LogSource",
-    "NondeterministicCallError",
     "Status",
     "UncheckableLogError",
     "VerificationError",
@@ -148,7 +146,7 @@ def determinism_guard() -> Iterator[None]:
     ``datetime.now()``, ``datetime.utcnow()``, ``date.today()``, the global
     ``random`` generator (``random.random()``, ``random.choice()``, ...),
     ``os.urandom()`` and what reads it (``uuid.uuid4()``, ``secrets``) raises
-    :class:`NondeterministicCallError` at the call, naming it, where it was
+    :class:`~duron.NondeterministicCallError` at the call, naming it, where it was
     made and what to use instead. Effects, Duron itself and ``logging`` are
     free to call them. It is meant for tests: durable code runs several times
     slower under it (a profile hook sees each of its calls); outside it,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -496,3 +497,32 @@ async def test_a_store_sums_its_jobs_log_sizes(kind: str, tmp_path: Path) -> Non
         assert await store.log_sizes([]) == {}
     finally:
         await s.aclose()
+
+
+# -- the example of docs/concepts.md ---------------------------------------------------
+
+CONCEPTS = Path(__file__).parent.parent / "docs" / "concepts.md"
+PROGRAM = re.compile(
+    r"```python\n((?:(?!```).)*?)```\n\nOutput:\n\n```text\n(.*?)```", re.DOTALL
+)
+
+
+def test_the_long_lived_jobs_example_prints_what_the_page_says(tmp_path: Path) -> None:
+    [(code, output)] = PROGRAM.findall(CONCEPTS.read_text(encoding="utf-8"))
+    script = tmp_path / "program.py"
+    script.write_text(code, encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == output
+    assert proc.stderr == (
+        "duron: job poll: its log has grown past 2,000 bytes (warn_log_size); every "
+        "resume replays all of it\n"
+    )
