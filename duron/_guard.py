@@ -73,7 +73,8 @@ if hasattr(os, "getrandom"):
 
 # uuid.uuid1 reads the clock in C (libuuid) where it can: refused at its call.
 _UUID1 = uuid.uuid1.__code__
-_GLOBAL_RANDOM = random.random.__self__  # the generator random.random() & co. use
+# The generator random.random() & co. use.
+_GLOBAL_RANDOM: object = getattr(random.random, "__self__", None)
 _NOW = frozenset({"now", "utcnow", "today"})
 
 # Code whose own calls are not durable code's: Duron's and logging's.

@@ -128,7 +128,7 @@ class LogSizeWatch:
     def __init__(self, label: str, threshold: int) -> None:
         self._label = label
         self._threshold = threshold
-        self.size = 0
+        self.size: int = 0
 
     def add(self, size: int) -> None:
         """Count ``size`` more bytes; the warning, the first time they pass."""

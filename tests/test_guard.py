@@ -10,6 +10,7 @@ import os
 import random
 import secrets
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -259,18 +260,24 @@ async def correct(ctx: duron.Context) -> list[str]:
     got = list(await asyncio.gather(ctx.run(stamp, "a"), ctx.run(stamp_in_thread, "b")))
     await asyncio.sleep(0.01)
     got.append(await asyncio.wait_for(ctx.run(slow, "c"), timeout=60))
-    async with asyncio.TaskGroup() as tg:
-        t1 = tg.create_task(ctx.run(stamp, "d"))
-        t2 = tg.create_task(ctx.run(slow, "e"))
-    got += [t1.result(), t2.result()]
+    if sys.version_info >= (3, 11):
+        async with asyncio.TaskGroup() as tg:
+            t1 = tg.create_task(ctx.run(stamp, "d"))
+            t2 = tg.create_task(ctx.run(slow, "e"))
+        got += [t1.result(), t2.result()]
+    else:
+        got += list(await asyncio.gather(ctx.run(stamp, "d"), ctx.run(slow, "e")))
     async with anyio.create_task_group() as atg:
         atg.start_soon(anyio.sleep, 0.01)
     with anyio.move_on_after(0.01):
         await anyio.sleep(60)
     try:
-        async with asyncio.timeout(0.01):
-            await asyncio.sleep(60)
-    except TimeoutError:
+        if sys.version_info >= (3, 11):
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(60)
+        else:
+            await asyncio.wait_for(asyncio.sleep(60), 0.01)
+    except (TimeoutError, asyncio.TimeoutError):
         got.append("timed out")
     now = await ctx.time()
     got.append(f"{now > 0}:{ctx.random().randint(1, 6) in range(1, 7)}")

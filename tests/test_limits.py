@@ -404,9 +404,9 @@ def test_limits_must_be_positive_byte_counts(
 @pytest.mark.parametrize(
     "make",
     [
-        lambda tmp: MemoryLogStorage(limits=1000),
-        lambda tmp: FileLogStorage(tmp / "x.jsonl", limits=1000),
-        lambda tmp: SQLiteStore(tmp / "x.db", limits=1000),
+        lambda tmp: MemoryLogStorage(limits=1000),  # type: ignore[arg-type]
+        lambda tmp: FileLogStorage(tmp / "x.jsonl", limits=1000),  # type: ignore[arg-type]
+        lambda tmp: SQLiteStore(tmp / "x.db", limits=1000),  # type: ignore[arg-type]
     ],
     ids=["memory", "file", "sqlite"],
 )

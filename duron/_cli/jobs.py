@@ -259,7 +259,7 @@ def _list(args: argparse.Namespace) -> int:
                 data["bytes"] = size.bytes if size is not None else 0
             print(orjson.dumps(data).decode())
         return 0
-    head = ("ID", "STATUS", "UPDATED")
+    head: tuple[str, ...] = ("ID", "STATUS", "UPDATED")
     rows = [(*head, "ENTRIES", "BYTES") if sizes is not None else head]
     for j in jobs:
         row: tuple[str, ...] = (j.id, j.status, _when(j.updated))
