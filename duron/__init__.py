@@ -27,10 +27,12 @@ from duron._errors import (
     LeaseLostError,
     LogLockedError,
     NonDeterminismError,
+    NondeterministicCallError,
     OperationCall,
     PayloadDecodeError,
     PayloadEncodeError,
     PayloadError,
+    PayloadTooLargeError,
     SchemaError,
     StorageError,
     StoreUnavailableError,
@@ -40,6 +42,7 @@ from duron._errors import (
 from duron._host_streams import HostReader, HostWriter
 from duron._job import Job
 from duron._jobstore import Claim, Heartbeat, JobInfo, JobStatus, JobStore
+from duron._limits import LogLimits, LogSize
 from duron._options import CallOptions
 from duron._signal import Signal, SignalInterrupt, SignalWriter
 from duron._storage import LogStorage
@@ -76,14 +79,18 @@ __all__ = [
     "JobStatus",
     "JobStore",
     "LeaseLostError",
+    "LogLimits",
     "LogLockedError",
+    "LogSize",
     "LogStorage",
     "NonDeterminismError",
+    "NondeterministicCallError",
     "OperationCall",
     "PatchQuery",
     "PayloadDecodeError",
     "PayloadEncodeError",
     "PayloadError",
+    "PayloadTooLargeError",
     "Provided",
     "PydanticCodec",
     "Reducer",

@@ -41,6 +41,7 @@ from duron._engine import Engine
 from duron._errors import (
     NonDeterminismError,
 )
+from duron._guard import loop_class
 from duron._host_backends import host_for
 from duron._host_input import HostInput
 from duron._inbox_feed import InboxFeed, inbox_source
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
 
     from duron._codec import Codec
     from duron._durable import DurableFn
+    from duron._durable_loop import DurableLoop
     from duron._entries import Entry, ErrorInfo
     from duron._host_backends import Host
     from duron._host_streams import OutputChannel
@@ -149,7 +151,8 @@ class Driver:
         self.observe: RunObserver | None = None
         self._end_status = "stopped"  # how the run ended, for the observer
         self._replay_only = False
-        self.loop: DurableLoop = DurableLoop(started)  # type: ignore[abstract]
+        # The determinism guard's loop while duron.testing.determinism_guard() is on.
+        self.loop: DurableLoop = loop_class()(started)
         self.engine: Engine = Engine(
             self.label, replaying=replaying, same_inputs=self._same_inputs
         )
@@ -160,7 +163,7 @@ class Driver:
         self.closing: bool = False
         self.root: asyncio.Task[Any] | None = None
         self.entries_read: int = 0
-        self.writer: LogWriter = LogWriter(storage, dfn.name, self._name_at)
+        self.writer: LogWriter = LogWriter(storage, dfn.name, self.engine.pending.get)
         self._lease = lease_of(storage)
         self.outputs: dict[str, OutputChannel] = {}
         # A storage that keeps output (a job store's log) records what durable
@@ -280,11 +283,14 @@ class Driver:
             engine.receive_end()
             return
         label = self.label
+        watch = self.writer.watch  # counts the log's bytes when a warning size is set
         batch: list[tuple[int, Entry]] = []
         try:
             for _ in range(READ_AHEAD):
                 offset, raw = await records.__anext__()
                 batch.append((offset, decode_entry(raw, job=label, offset=offset)))
+                if watch is not None:
+                    watch.add(len(raw))
         except StopAsyncIteration:
             self._records = None
             engine.receive_end()
@@ -706,10 +712,6 @@ class Driver:
         return outcome_from(
             self.dfn, self.label, self.engine.next_id, result, error, cause
         )
-
-    def _name_at(self, position: int) -> str | None:
-        op = self.engine.pending.get(position)
-        return op.name if op is not None else None
 
     def _same_inputs(self, op: Op, recorded: dict[str, JSONValue] | None) -> bool:
         """Whether an effect's recorded inputs mean today's call (the engine asks

@@ -29,7 +29,13 @@ from duron._codec import (
     explain,
 )
 from duron._entries import JobStarted
-from duron._errors import PayloadEncodeError, PayloadError, UsageError
+from duron._errors import (
+    PayloadEncodeError,
+    PayloadError,
+    PayloadTooLargeError,
+    UsageError,
+)
+from duron._limits import DEFAULT_MAX_ENTRY_SIZE
 from duron._log import encode_entry
 from duron._observe import current as current_observer
 from duron._options import CallOptions
@@ -246,6 +252,7 @@ class DurableFn(Generic[_P, _T]):
         via: str,
         job: str | None = None,
         t: float | None = None,
+        max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE,
     ) -> JobStarted:
         """The first entry of a job calling this function with these arguments.
 
@@ -261,6 +268,8 @@ class DurableFn(Generic[_P, _T]):
                 the error message.
             job: The job's label, for the error message, when it has one.
             t: The job clock to record (default: the host's ``time.time()``).
+            max_entry_size: The largest entry the log takes, in bytes (the
+                storage's ``limits.max_entry_size``).
 
         Returns:
             The job entry (with a fresh random seed, and what an installed
@@ -270,7 +279,9 @@ class DurableFn(Generic[_P, _T]):
         Raises:
             UsageError: Bad arguments (see :meth:`encode_arguments`).
             PayloadError: An argument cannot be encoded, would not decode from
-                the log, or the entry cannot be written.
+                the log, or the entry cannot be written
+                (:class:`~duron.PayloadTooLargeError`: it is larger than
+                ``max_entry_size``).
         """
         try:
             encoded = self.encode_arguments(args, kwargs, via=via)
@@ -298,7 +309,7 @@ class DurableFn(Generic[_P, _T]):
             context=observer.capture() if observer is not None else None,
         )
         try:
-            encode_entry(entry)
+            raw = encode_entry(entry)
         except TypeError as exc:  # orjson: e.g. an int past 64 bits
             raise PayloadEncodeError(
                 what=f"arguments of {self.name}",
@@ -306,6 +317,14 @@ class DurableFn(Generic[_P, _T]):
                 detail=f"cannot be written to the log: {exc}",
                 job=job,
             ) from exc
+        if len(raw) > max_entry_size:
+            raise PayloadTooLargeError(
+                what=f"arguments of {self.name}",
+                size=len(raw),
+                limit=max_entry_size,
+                type_name="job entry",
+                job=job,
+            )
         return entry
 
     def _refuse_options_as_arguments(self, kwargs: dict[str, Any]) -> None:

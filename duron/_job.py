@@ -19,6 +19,7 @@ from duron._errors import (
     UsageError,
 )
 from duron._host_streams import HostReader, HostWriter
+from duron._limits import limits_of
 from duron._log import JobStarted, decode_entry, encode_entry
 from duron._signature import format_call
 
@@ -131,7 +132,12 @@ class Job(Generic[_P, _T]):
             PayloadError: An argument cannot be encoded.
         """
         wanted = self._dfn.job_entry(
-            args, kwargs, via="start()", job=self.id, t=self._clock()
+            args,
+            kwargs,
+            via="start()",
+            job=self.id,
+            t=self._clock(),
+            max_entry_size=limits_of(self._storage).max_entry_size,
         )
         await self._begin(wanted)
 

@@ -40,6 +40,7 @@ from duron._errors import (
     UsageError,
 )
 from duron._json import JSONValue, format_call
+from duron._limits import DEFAULT_MAX_ENTRY_SIZE
 from duron._log import (
     MAX_DEPTH,
     T_MAX,
@@ -377,7 +378,11 @@ class Submission:
 
 
 def submission(
-    fn: DurableFn[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    fn: DurableFn[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE,
 ) -> Submission:
     """What ``store.submit(fn, *args, **kwargs)`` stores: every keyword is the
     function's; the call's options are the ones ``fn`` carries
@@ -398,7 +403,13 @@ def submission(
             "with @duron.durable"
         )
     options = fn.call_options
-    entry = fn.job_entry(args, kwargs, via="submit()", job=options.job_id)
+    entry = fn.job_entry(
+        args,
+        kwargs,
+        via="submit()",
+        job=options.job_id,
+        max_entry_size=max_entry_size,
+    )
     job_id = options.job_id if options.job_id is not None else new_job_id()
     return Submission(job_id, entry, options)
 

@@ -22,6 +22,11 @@ driver starts no effect on a lease that may have expired without confirming it
 first, so a process that stalled past its lease never acts after another worker
 took its job over.
 
+A backend may carry ``limits``, a :class:`~duron.LogLimits`: the largest entry
+it takes and when to warn about a log's size (without it, the defaults: 4 MiB per
+entry). The driver checks the limit before it appends: a backend never sees an
+entry over it.
+
 Every backend passes the same contract test suite (``tests/test_storage_contract.py``).
 """
 

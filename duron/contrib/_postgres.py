@@ -32,6 +32,7 @@ from duron._jobstore import (
     check_resubmit,
     is_entry_type,
 )
+from duron._limits import DEFAULT_LIMITS, LogLimits, checked_limits
 from duron._outage import Outage
 from duron._redact import redact
 from duron.contrib._postgres_engine import Engine
@@ -145,6 +146,8 @@ class PostgresStore(PostgresInbox, SQLStore):
             a crashed or stalled worker wait before another worker takes them.
         pool_size: The most connections this store object opens.
         connect_timeout: Seconds to wait for a connection.
+        limits: How large a job's log entries may be, and when to warn about a
+            job's log size (:class:`~duron.LogLimits`; default: 4 MiB per entry).
 
     Raises:
         ImportError: psycopg is not installed (``pip install 'duron[postgres]'``).
@@ -163,6 +166,7 @@ class PostgresStore(PostgresInbox, SQLStore):
         lease: float = DEFAULT_LEASE,
         pool_size: int = 8,
         connect_timeout: float = 10.0,
+        limits: LogLimits = DEFAULT_LIMITS,
     ) -> None:
         _require_driver()
         if not _IDENTIFIER.fullmatch(str(schema)):
@@ -171,6 +175,7 @@ class PostgresStore(PostgresInbox, SQLStore):
                 f"_, not starting with a digit, at most 63 characters), not {schema!r}"
             )
         self.lease: float = check_lease(lease)
+        self.limits: LogLimits = checked_limits(limits)
         if pool_size < 2:
             raise ValueError(
                 f"pool_size must be at least 2 (appends and the other requests "
@@ -424,6 +429,18 @@ class PostgresStore(PostgresInbox, SQLStore):
             return 0 if row is None else int(row[0])
 
         return await self._engine.call(run, op="prune")
+
+    async def _log_sizes(self, job_ids: list[str]) -> list[_Row]:
+        sql = (
+            "SELECT job_id, count(*), sum(octet_length(entry)) "
+            f"FROM {self._q}.entries WHERE job_id = ANY(%s) GROUP BY job_id"
+        )
+
+        async def run(conn: AsyncConnection[Any]) -> list[_Row]:
+            cur = await conn.execute(sql, (job_ids,))
+            return await cur.fetchall()
+
+        return await self._engine.call(run, op="list", retry=True)
 
     async def _exists(self, job_id: str) -> bool:
         q = self._q

@@ -34,6 +34,7 @@ from duron._jobstore import (
     is_entry_type,
     timestamp,
 )
+from duron._limits import DEFAULT_LIMITS, LogLimits, checked_limits
 from duron._outage import Outage
 from duron.contrib._sqlite_engine import Engine
 from duron.contrib._sqlite_log import SQLiteLog
@@ -89,6 +90,8 @@ class SQLiteStore(SQLStore):
             process's jobs wait before another process takes them over.
         busy_timeout: Seconds to wait for another process's write lock.
         create: Create the file and its tables if missing (the CLI passes False).
+        limits: How large a job's log entries may be, and when to warn about a
+            job's log size (:class:`~duron.LogLimits`; default: 4 MiB per entry).
 
     Raises:
         SchemaError: (on first use) The file is not a Duron store, or a newer one.
@@ -104,12 +107,14 @@ class SQLiteStore(SQLStore):
         lease: float = DEFAULT_LEASE,
         busy_timeout: float = 30.0,
         create: bool = True,
+        limits: LogLimits = DEFAULT_LIMITS,
     ) -> None:
         if durability not in ("flush", "fsync"):
             raise ValueError(
                 f"durability must be 'flush' or 'fsync', not {durability!r}"
             )
         self.lease: float = check_lease(lease)
+        self.limits: LogLimits = checked_limits(limits)
         self.path: str = os.fspath(path)
         self.label: str = self.path
         self.durability: Durability = durability
@@ -298,6 +303,18 @@ class SQLiteStore(SQLStore):
             return cur.rowcount
 
         return await self._engine.call(run, op="prune")
+
+    async def _log_sizes(self, job_ids: list[str]) -> list[_Row]:
+        marks = ", ".join("?" * len(job_ids))
+        sql = (
+            "SELECT job_id, count(*), sum(length(CAST(entry AS BLOB))) FROM entries "
+            f"WHERE job_id IN ({marks}) GROUP BY job_id"
+        )
+
+        def run(conn: sqlite3.Connection) -> list[_Row]:
+            return conn.execute(sql, job_ids).fetchall()
+
+        return await self._engine.call(run, op="list", write=False)
 
     async def _exists(self, job_id: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:

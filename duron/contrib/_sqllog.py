@@ -41,6 +41,7 @@ from duron._jobstore import (
 )
 
 if TYPE_CHECKING:
+    from duron._limits import LogLimits
     from duron.contrib._sqlstore import LogAccess, SQLStore
 
 __all__ = ["INBOX_BATCH", "Ending", "SQLLog", "Started", "lost_detail"]
@@ -102,6 +103,7 @@ class SQLLog(ABC, Generic[_S]):
         self.job_id = job_id
         self._access = access
         self.label = job_id
+        self.limits: LogLimits = store.limits
         self._epoch: int | None = None
         self._next_seq = 0
 

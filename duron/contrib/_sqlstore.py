@@ -49,6 +49,7 @@ from duron._jobstore import (
     statuses,
     submission,
 )
+from duron._limits import LogLimits, LogSize
 from duron._log import JobFinished, OutputSent, decode_entry, encode_entry
 from duron._recorded_errors import error_info, rebuild
 from duron.contrib._sqlinbox import StoreInbox
@@ -183,6 +184,7 @@ class SQLStore(StoreInbox, ABC):
         label: How messages name the store.
         owner: This store object's lease owner id (``host:pid:nonce``).
         lease: Seconds a lease lasts without renewal.
+        limits: The size limits of its jobs' logs.
         outage: Whether the database answers, as this store object last found it
             (a :class:`~duron.Worker` on the store reports there too).
     """
@@ -190,6 +192,7 @@ class SQLStore(StoreInbox, ABC):
     label: str
     owner: str
     lease: float
+    limits: LogLimits
     outage: Outage
     _engine: StoreEngine
 
@@ -241,7 +244,7 @@ class SQLStore(StoreInbox, ABC):
             UsageError: Bad arguments for ``fn``, or a call option among them
                 (``job_id=``: pass it as ``fn.options(job_id=...)``).
         """
-        sub = submission(fn, args, kwargs)
+        sub = submission(fn, args, kwargs, max_entry_size=self.limits.max_entry_size)
         raw = encode_entry(sub.entry).decode()
         await self._add(
             sub.job_id, sub.entry, raw, orjson.dumps(sub.entry.args).decode()
@@ -258,6 +261,25 @@ class SQLStore(StoreInbox, ABC):
         if row is None:
             raise JobNotFoundError(job=job_id, store=self.label)
         return self._job_info(row)
+
+    async def log_sizes(self, job_ids: Iterable[str]) -> dict[str, LogSize]:
+        """How many entries, and bytes, each job's log holds.
+
+        Reads every entry of these jobs (their sizes, summed in the database):
+        it costs what reading their logs costs, so ask for the jobs of a page,
+        not for all of them.
+
+        Args:
+            job_ids: The jobs.
+
+        Returns:
+            By job id; a job without entries (or unknown) is left out.
+        """
+        wanted = list(dict.fromkeys(job_ids))
+        if not wanted:
+            return {}
+        rows = await self._log_sizes(wanted)
+        return {str(job): LogSize(int(n), int(size)) for job, n, size in rows}
 
     async def list_jobs(
         self,
@@ -536,6 +558,10 @@ class SQLStore(StoreInbox, ABC):
 
     @abstractmethod
     async def _exists(self, job_id: str) -> bool: ...
+
+    @abstractmethod
+    async def _log_sizes(self, job_ids: list[str]) -> list[tuple[Any, ...]]:
+        """``(job_id, entry count, total bytes)`` of the jobs with entries."""
 
     @abstractmethod
     async def _read_chunk(
