@@ -80,13 +80,19 @@ _T = TypeVar("_T")
 _P = ParamSpec("_P")
 _log = logging.getLogger("duron")
 
-JobStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
+JobStatus = Literal[
+    "pending", "running", "suspended", "completed", "failed", "cancelled"
+]
 """Where a job is in its life:
 
 * ``pending``: submitted (or stopped at a safe point, or requeued) and waiting for a
   worker;
 * ``running``: a worker or a ``store.log()`` writer holds its lease (after a crash
   the lease expires and another worker takes the job over);
+* ``suspended``: its durable code waits on durable things only (a timer, a future,
+  a stream or signal, a child job) and it holds no worker: it is pending again when
+  input or a cancel request arrives for it, or, at :attr:`JobInfo.wake_at`, its
+  timer is due;
 * ``completed``, ``failed``, ``cancelled``: it ended; ``failed`` also covers a job a
   worker could not run (unknown function, a log the code no longer replays), which
   ``store.requeue()`` makes runnable again.
@@ -96,6 +102,7 @@ TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 STATUSES: tuple[JobStatus, ...] = (
     "pending",
     "running",
+    "suspended",
     "completed",
     "failed",
     "cancelled",
@@ -128,6 +135,8 @@ class JobInfo:
         epoch: How many times a writer took the job: every append checks it.
         cancel_requested: ``store.cancel()`` asked for cancellation, not yet done.
         forked_from: The job this one was forked from, if any.
+        wake_at: When a suspended job's timer is due (``None``: it waits for
+            input alone, or it is not suspended).
     """
 
     id: str
@@ -143,6 +152,7 @@ class JobInfo:
     epoch: int
     cancel_requested: bool
     forked_from: str | None = None
+    wake_at: datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -159,6 +169,12 @@ class JobInfo:
         text = f"{self.id} {self.status} {self.describe_call()}"
         if self.status == "running" and self.lease_owner is not None:
             text += f" (owner {self.lease_owner})"
+        elif self.status == "suspended":
+            text += (
+                " (waiting for input)"
+                if self.wake_at is None
+                else f" (until {self.wake_at.isoformat(timespec='seconds')} or input)"
+            )
         if self.error is not None:
             text += f" [{self.error.type}: {self.error.message}]"
         return text
@@ -535,6 +551,7 @@ def job_info_from_row(
         epoch,
         cancel,
         forked_from,
+        wake_at,
     ) = row
     column = "args"
     try:
@@ -559,6 +576,8 @@ def job_info_from_row(
         updated_at = when(updated)
         column = "lease_expires"
         expires_at = when(expires)
+        column = "wake_at"
+        wake_at_time = when(wake_at)
     except InvalidField as exc:
         what = exc.problem if not exc.path else f"holds an error whose {exc}"
         raise StorageError(
@@ -583,6 +602,7 @@ def job_info_from_row(
         epoch=epoch,
         cancel_requested=bool(cancel),
         forked_from=forked_from,
+        wake_at=wake_at_time,
     )
 
 

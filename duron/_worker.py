@@ -245,8 +245,10 @@ class Worker:
 
     async def wait_idle(self) -> None:
         """Return once this worker runs no job and the store holds none it could
-        run: no job of its functions is pending, or running anywhere (a job
-        running on another process may come back here if that process dies).
+        run: no job of its functions is pending, suspended until a timer, or
+        running anywhere (a job running on another process may come back here if
+        that process dies). A job suspended waiting for input alone is not work
+        this worker can do until the input arrives.
 
         For tests and batch scripts: submit, then ``await worker.wait_idle()``.
 
@@ -277,8 +279,12 @@ class Worker:
 
     async def _store_has_work(self) -> bool:
         """Whether a job of this worker's functions is pending or running."""
-        jobs = await self.store.list_jobs(["pending", "running"])
-        return any(info.function in self.functions for info in jobs)
+        jobs = await self.store.list_jobs(["pending", "running", "suspended"])
+        return any(
+            info.function in self.functions
+            and (info.status != "suspended" or info.wake_at is not None)
+            for info in jobs
+        )
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -418,13 +424,17 @@ class Worker:
             slot.job = job
             try:
                 await job.resume()
-                if self.suspend_after is None or suspend_until is None:
+                watch = anyio.CancelScope()
+                if self.suspend_after is not None and suspend_until is not None:
+                    tg = self._tg
+                    assert tg is not None
+                    tg.start_soon(
+                        self._suspend_when_idle, slot, job, suspend_until, watch
+                    )
+                try:
                     await self._wait(slot, job)
-                else:
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(self._suspend_when_idle, slot, job, suspend_until)
-                        await self._wait(slot, job)
-                        tg.cancel_scope.cancel()
+                finally:
+                    watch.cancel()
             except Exception as exc:
                 # Recorded while this worker still holds the lease: the job is
                 # never pending (claimable) in between.
@@ -467,9 +477,19 @@ class Worker:
         slot: _Slot,
         job: Job[..., Any],
         suspend_until: Callable[[float | None], None],
+        scope: anyio.CancelScope,
     ) -> None:
         """Suspend the job once it has waited only on durable things for
         :attr:`suspend_after` seconds (not when its timer is due sooner)."""
+        with scope:
+            await self._watch_idle(slot, job, suspend_until)
+
+    async def _watch_idle(
+        self,
+        slot: _Slot,
+        job: Job[..., Any],
+        suspend_until: Callable[[float | None], None],
+    ) -> None:
         after = self.suspend_after
         assert after is not None
         while not slot.stopping:

@@ -19,6 +19,7 @@ import pytest
 from inbox_jobs import collect
 
 import duron
+from duron.contrib._sqlite_engine import SCHEMA_VERSION
 
 pytestmark = [pytest.mark.anyio, pytest.mark.both_hosts]
 
@@ -315,7 +316,7 @@ async def test_a_store_file_of_schema_version_1_gets_its_inbox(tmp_path: Any) ->
     await (await store.open_stream(job_id, "stop", "w")).send("now")
     await store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert db.execute("SELECT seq, kind, target, data FROM inbox").fetchall() == [
             (1, "value", "stop", '"now"')
         ]

@@ -466,8 +466,8 @@ async def test_list_jobs_by_status(store: Store) -> None:
     with pytest.raises(
         duron.UsageError,
         match=re.escape(
-            "status must be one of 'pending', 'running', 'completed', 'failed', "
-            "'cancelled', not 'done'"
+            "status must be one of 'pending', 'running', 'suspended', 'completed', "
+            "'failed', 'cancelled', not 'done'"
         ),
     ):
         await store.list_jobs(status="done")  # type: ignore[arg-type]

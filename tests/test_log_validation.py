@@ -726,7 +726,7 @@ def test_a_damaged_log_row_in_a_store_is_reported_by_every_command(
         (
             "status",
             "lost",
-            "column 'status' must be one of pending, running, completed, failed, cancelled, not 'lost'",
+            "column 'status' must be one of pending, running, suspended, completed, failed, cancelled, not 'lost'",
         ),
         (
             "created",

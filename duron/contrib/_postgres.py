@@ -43,6 +43,7 @@ from duron.contrib._sqlstore import (
     DEFAULT_LEASE,
     JOB_COLUMNS,
     TERMINAL_SQL,
+    WAKE,
     LogAccess,
     SQLStore,
     cancelled_before_start,
@@ -326,7 +327,7 @@ class PostgresStore(PostgresInbox, SQLStore):
                 else:
                     await conn.execute(
                         f"UPDATE {q}.jobs SET cancel_requested = true, "
-                        "updated = now() WHERE id = %s",
+                        f"updated = now(), {WAKE} WHERE id = %s",
                         (job_id,),
                     )
                 return True
@@ -481,13 +482,15 @@ class PostgresStore(PostgresInbox, SQLStore):
         ) -> list[tuple[str, str, int, Any, Any]]:
             cur = await conn.execute(
                 f"WITH c AS (SELECT id FROM {q}.jobs "
-                "WHERE status IN ('pending', 'running') AND function IS NOT NULL "
+                "WHERE (status IN ('pending', 'running') OR (status = 'suspended' "
+                "AND wake_at <= now())) AND function IS NOT NULL "
                 "AND (lease_expires IS NULL OR lease_expires < now() "
                 "OR lease_owner = %s) AND NOT id = ANY(%s) "
                 "ORDER BY created, id LIMIT %s FOR UPDATE SKIP LOCKED) "
                 f"UPDATE {q}.jobs AS j SET status = 'running', lease_owner = %s, "
                 "lease_expires = now() + make_interval(secs => %s), "
-                "epoch = j.epoch + 1, updated = now() FROM c WHERE j.id = c.id "
+                "epoch = j.epoch + 1, updated = now(), wake_at = NULL "
+                "FROM c WHERE j.id = c.id "
                 "RETURNING j.id, j.function, j.epoch, j.cancel_requested, j.created",
                 (owner, mine, limit, owner, lease),
                 prepare=True,

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from duron._errors import JobNotFoundError
 from duron._inbox import Sending, entry_patterns, refusal
-from duron.contrib._wakeups import INBOX
+from duron.contrib._sqlstore import WAKE
+from duron.contrib._wakeups import INBOX, WORK
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -132,8 +133,8 @@ class PostgresInbox:
                 if refused is not None:
                     raise refused
                 cur = await conn.execute(
-                    f"WITH n AS (UPDATE {q}.jobs SET inbox_seq = inbox_seq + 1 "
-                    "WHERE id = %s RETURNING inbox_seq) "
+                    f"WITH n AS (UPDATE {q}.jobs SET inbox_seq = inbox_seq + 1, "
+                    f"{WAKE} WHERE id = %s RETURNING inbox_seq) "
                     f"INSERT INTO {q}.inbox (job_id, seq, kind, target, data, error) "
                     "SELECT %s, inbox_seq, %s, %s, %s, %s FROM n RETURNING seq",
                     (
@@ -150,7 +151,7 @@ class PostgresInbox:
                 await conn.execute("SELECT pg_notify(%s, %s)", (notify, job_id))
                 return int(row[0])
 
-        return await self._engine.call(run, op="send", signal=INBOX, job=job_id)
+        return await self._engine.call(run, op="send", signal=INBOX | WORK, job=job_id)
 
 
 class InputListener:

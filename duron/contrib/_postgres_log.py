@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     # The base class's type argument: ruff does not see a name used there.
     from duron.contrib._postgres import PostgresStore  # noqa: F401
     from duron.contrib._postgres_engine import Engine
-    from duron.contrib._sqllog import Ending, Started
+    from duron.contrib._sqllog import Ending, Started, Suspension
     from duron.contrib._sqlstore import LogAccess
 
 __all__ = ["PostgresLog"]
@@ -146,16 +146,44 @@ class PostgresLog(SQLLog["PostgresStore"]):
 
         await self._access.engine.call(renew, op="renew lease", job=job_id, retry=True)
 
-    async def _unlease(self, epoch: int, *, wrote: bool) -> None:
+    async def _unlease(
+        self, epoch: int, *, wrote: bool, suspension: Suspension | None = None
+    ) -> None:
         job_id, owner, q = self.job_id, self.store.owner, self._access.q
 
         async def run(conn: AsyncConnection[Any]) -> None:
             unlease = (
                 f"UPDATE {q}.jobs SET lease_owner = NULL, lease_expires = NULL, "
-                "updated = now(), status = CASE status WHEN 'running' THEN "
-                "'pending' ELSE status END "
+                "updated = now(), wake_at = NULL, status = CASE status WHEN "
+                "'running' THEN 'pending' ELSE status END "
                 "WHERE id = %s AND lease_owner = %s AND epoch = %s"
             )
+            if suspension is not None:
+                async with conn.transaction():
+                    # The row lock first: input stored meanwhile has committed
+                    # (a sender updates this row too), and the next statement,
+                    # with a snapshot of its own, sees it.
+                    await conn.execute(
+                        f"SELECT 1 FROM {q}.jobs WHERE id = %s FOR UPDATE", (job_id,)
+                    )
+                    cur = await conn.execute(
+                        f"SELECT cancel_requested OR EXISTS (SELECT 1 FROM {q}.inbox "
+                        f"WHERE job_id = %s AND seq > %s) FROM {q}.jobs WHERE id = %s",
+                        (job_id, suspension.seen, job_id),
+                    )
+                    row = await cur.fetchone()
+                    if row is not None and not row[0]:
+                        await conn.execute(
+                            f"UPDATE {q}.jobs SET lease_owner = NULL, "
+                            "lease_expires = NULL, updated = now(), "
+                            "wake_at = to_timestamp(%s), status = CASE status "
+                            "WHEN 'running' THEN 'suspended' ELSE status END "
+                            "WHERE id = %s AND lease_owner = %s AND epoch = %s",
+                            (suspension.until, job_id, owner, epoch),
+                        )
+                    else:
+                        await conn.execute(unlease, (job_id, owner, epoch))
+                return
             if wrote:
                 await conn.execute(unlease, (job_id, owner, epoch), prepare=True)
                 return

@@ -42,6 +42,7 @@ from duron.contrib._sqlstore import (
     DEFAULT_LEASE,
     JOB_COLUMNS,
     TERMINAL_SQL,
+    WAKE,
     LogAccess,
     SQLStore,
     cancelled_before_start,
@@ -222,7 +223,8 @@ class SQLiteStore(SQLStore):
                 )
             else:
                 conn.execute(
-                    "UPDATE jobs SET cancel_requested = 1, updated = ? WHERE id = ?",
+                    "UPDATE jobs SET cancel_requested = 1, updated = ?, " + WAKE + " "
+                    "WHERE id = ?",
                     (now, job_id),
                 )
             return True
@@ -341,7 +343,8 @@ class SQLiteStore(SQLStore):
         # A lease of this store object that it no longer holds (its release
         # failed while the database was unavailable) is taken back at once.
         runnable = (
-            "status IN ('pending', 'running') AND function IS NOT NULL "
+            "(status IN ('pending', 'running') "
+            "OR (status = 'suspended' AND wake_at <= :now)) AND function IS NOT NULL "
             "AND (lease_expires IS NULL OR lease_expires < :now "
             "OR lease_owner = :owner) "
             "AND id NOT IN (SELECT value FROM json_each(:mine))"
@@ -363,7 +366,8 @@ class SQLiteStore(SQLStore):
             now = time.time()
             return conn.execute(
                 "UPDATE jobs SET status = 'running', lease_owner = :owner, "
-                "lease_expires = :expires, epoch = epoch + 1, updated = :now "
+                "lease_expires = :expires, epoch = epoch + 1, updated = :now, "
+                "wake_at = NULL "
                 f"WHERE id IN (SELECT id FROM jobs WHERE {runnable} "
                 "ORDER BY created LIMIT :limit) "
                 "RETURNING id, function, epoch, cancel_requested, created",
@@ -465,8 +469,8 @@ class SQLiteStore(SQLStore):
             if refused is not None:
                 raise refused
             seq: int = conn.execute(
-                "UPDATE jobs SET inbox_seq = inbox_seq + 1 WHERE id = ? "
-                "RETURNING inbox_seq",
+                "UPDATE jobs SET inbox_seq = inbox_seq + 1, " + WAKE + " "
+                "WHERE id = ? RETURNING inbox_seq",
                 (job_id,),
             ).fetchone()[0]
             conn.execute(
@@ -484,4 +488,4 @@ class SQLiteStore(SQLStore):
             )
             return seq
 
-        return await self._engine.call(run, op="send", signal=INBOX, job=job_id)
+        return await self._engine.call(run, op="send", signal=INBOX | WORK, job=job_id)

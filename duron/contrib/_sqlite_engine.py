@@ -51,7 +51,7 @@ _R = TypeVar("_R")
 _log = logging.getLogger("duron")
 
 APPLICATION_ID = 0x4475726E  # "Durn": marks the file as a Duron store
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 INBOX_POLL = 0.01
 """Seconds between two looks for other processes' commits while input is awaited."""
@@ -99,6 +99,12 @@ CREATE TABLE IF NOT EXISTS inbox (
     created REAL NOT NULL,
     PRIMARY KEY (job_id, seq)
 ) STRICT, WITHOUT ROWID;
+""",
+    # Suspended jobs (waiting on durable things only, holding no worker) and
+    # when their timer wakes them.
+    3: """
+ALTER TABLE jobs ADD COLUMN wake_at REAL;
+CREATE INDEX IF NOT EXISTS jobs_waking ON jobs (wake_at) WHERE status = 'suspended';
 """,
 }
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     # The base class's type argument: ruff does not see a name used there.
     from duron.contrib._sqlite import SQLiteStore  # noqa: F401
     from duron.contrib._sqlite_engine import Engine
-    from duron.contrib._sqllog import Ending, Started
+    from duron.contrib._sqllog import Ending, Started, Suspension
     from duron.contrib._sqlstore import LogAccess
 
 __all__ = ["SQLiteLog"]
@@ -119,15 +119,34 @@ class SQLiteLog(SQLLog["SQLiteStore"]):
             run, op="read inbox", write=bool(done), job=job_id
         )
 
-    async def _unlease(self, epoch: int, *, wrote: bool) -> None:
+    async def _unlease(
+        self, epoch: int, *, wrote: bool, suspension: Suspension | None = None
+    ) -> None:
         job_id, owner = self.job_id, self.store.owner
 
         def run(conn: sqlite3.Connection) -> None:
+            # One writer at a time: what this transaction reads stays true.
+            suspend = (
+                suspension is not None
+                and not conn.execute(
+                    "SELECT cancel_requested OR EXISTS (SELECT 1 FROM inbox "
+                    "WHERE job_id = ? AND seq > ?) FROM jobs WHERE id = ?",
+                    (job_id, suspension.seen, job_id),
+                ).fetchone()[0]
+            )
             conn.execute(
                 "UPDATE jobs SET lease_owner = NULL, lease_expires = NULL, "
-                "updated = ?, status = CASE status WHEN 'running' THEN 'pending' "
-                "ELSE status END WHERE id = ? AND lease_owner = ? AND epoch = ?",
-                (time.time(), job_id, owner, epoch),
+                "updated = ?, wake_at = ?, status = CASE status WHEN 'running' "
+                "THEN ? ELSE status END "
+                "WHERE id = ? AND lease_owner = ? AND epoch = ?",
+                (
+                    time.time(),
+                    suspension.until if suspend and suspension else None,
+                    "suspended" if suspend else "pending",
+                    job_id,
+                    owner,
+                    epoch,
+                ),
             )
             # A log opened but never written leaves nothing behind.
             conn.execute(

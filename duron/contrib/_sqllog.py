@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from duron._limits import LogLimits
     from duron.contrib._sqlstore import LogAccess, SQLStore
 
-__all__ = ["INBOX_BATCH", "Ending", "SQLLog", "Started", "lost_detail"]
+__all__ = ["INBOX_BATCH", "Ending", "SQLLog", "Started", "Suspension", "lost_detail"]
 
 INBOX_BATCH = 256
 """Inbox items a run takes at a time."""
@@ -59,6 +59,19 @@ class Started:
 
     function: str
     args: str  # JSON text
+
+
+@dataclass(frozen=True, slots=True)
+class Suspension:
+    """How a job that waits on durable things only is released (suspended).
+
+    Attributes:
+        until: When its timer wakes it (seconds since the epoch), or ``None``.
+        seen: The last inbox item its run took: a later one wakes it at once.
+    """
+
+    until: float | None
+    seen: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +119,9 @@ class SQLLog(ABC, Generic[_S]):
         self.limits: LogLimits = store.limits
         self._epoch: int | None = None
         self._next_seq = 0
+        self._inbox_seen = 0  # the last inbox item a fetch returned
+        # (wake time, entries written) when the run chose to suspend the job
+        self._suspend: tuple[float | None, int] | None = None
 
     async def acquire(self) -> None:
         access = self._access
@@ -144,8 +160,13 @@ class SQLLog(ABC, Generic[_S]):
         self._access.attached.discard(job_id)
         if held.get(job_id) == epoch:
             del held[job_id]
+        suspend, self._suspend = self._suspend, None
+        suspension = None
+        if suspend is not None and suspend[1] == self._next_seq:
+            # Nothing was written since the job was found waiting: it still is.
+            suspension = Suspension(suspend[0], self._inbox_seen)
         try:
-            await self._unlease(epoch, wrote=self._next_seq > 0)
+            await self._unlease(epoch, wrote=self._next_seq > 0, suspension=suspension)
         except StoreUnavailableError as exc:
             # Nothing is lost: the lease runs out by itself, and this store
             # object (which no longer holds it) claims the job back at once when
@@ -158,6 +179,13 @@ class SQLLog(ABC, Generic[_S]):
                 job_id,
                 exc,
             )
+
+    def suspend_until(self, until: float | None) -> None:
+        """Release the job, next time, as suspended: holding no worker until
+        ``until`` (seconds since the epoch; ``None``: no timer), input for it, or
+        a cancel request. If anything is written before the release, the job
+        was not waiting after all, and is released as usual (pending)."""
+        self._suspend = (until, self._next_seq)
 
     def lease_fresh(self) -> bool:
         """Whether this writer surely still holds the job's lease for a while
@@ -224,6 +252,8 @@ class SQLLog(ABC, Generic[_S]):
         """Up to :data:`INBOX_BATCH` inbox items numbered after ``after``, oldest
         first, once the items ``done`` (recorded or dropped) are deleted."""
         rows = await self._inbox_rows(after, list(done), INBOX_BATCH)
+        if rows:
+            self._inbox_seen = max(self._inbox_seen, int(rows[-1][0]))
         items = []
         for row in rows:
             try:
@@ -276,9 +306,12 @@ class SQLLog(ABC, Generic[_S]):
         this writer's (else raise :class:`~duron.LeaseLostError`, saying why)."""
 
     @abstractmethod
-    async def _unlease(self, epoch: int, *, wrote: bool) -> None:
-        """Give the lease of ``epoch`` back (a running job becomes pending) and
-        remove the row of a log opened but never written."""
+    async def _unlease(
+        self, epoch: int, *, wrote: bool, suspension: Suspension | None = None
+    ) -> None:
+        """Give the lease of ``epoch`` back and remove the row of a log opened but
+        never written. A running job becomes pending; with ``suspension``,
+        suspended, unless input it has not taken or a cancel request waits."""
 
     @abstractmethod
     async def _write(

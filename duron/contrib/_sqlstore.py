@@ -69,6 +69,7 @@ __all__ = [
     "JOB_COLUMNS",
     "READ_CHUNK",
     "TERMINAL_SQL",
+    "WAKE",
     "LogAccess",
     "SQLStore",
     "cancelled_before_start",
@@ -88,7 +89,7 @@ OUTPUT_POLL = 0.01
 TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
 JOB_COLUMNS = (
     "id, function, args, status, result, error, created, updated, lease_owner, "
-    "lease_expires, epoch, cancel_requested, forked_from"
+    "lease_expires, epoch, cancel_requested, forked_from, wake_at"
 )
 
 
@@ -122,6 +123,13 @@ def new_owner() -> str:
     """A lease owner id for a new store object: ``host:pid:nonce``."""
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
 
+
+WAKE = (
+    "status = CASE status WHEN 'suspended' THEN 'pending' ELSE status END, "
+    "wake_at = CASE status WHEN 'suspended' THEN NULL ELSE wake_at END"
+)
+"""SQL (a ``SET`` clause) making a suspended job runnable now: input or a cancel
+request arrived for it."""
 
 DEFAULT_LEASE = 8.0
 """Seconds a lease lasts by default. Leases are renewed every third of that by the
