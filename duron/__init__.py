@@ -36,9 +36,11 @@ from duron._errors import (
     UsageError,
 )
 from duron._host_streams import HostReader, HostWriter
+from duron._identity import Operation, current_operation
 from duron._job import Job
 from duron._jobstore import Claim, Heartbeat, JobInfo, JobStatus, JobStore
 from duron._options import CallOptions
+from duron._retry import Attempt, NonRetryableError, RetryPolicy, failed_attempts
 from duron._signal import Signal, SignalInterrupt, SignalWriter
 from duron._storage import LogStorage
 from duron._stream import Stream, StreamClosed, StreamWriter
@@ -48,6 +50,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "UNANNOTATED",
+    "Attempt",
     "CallOptions",
     "Claim",
     "Codec",
@@ -75,6 +78,8 @@ __all__ = [
     "LogLockedError",
     "LogStorage",
     "NonDeterminismError",
+    "NonRetryableError",
+    "Operation",
     "OperationCall",
     "PatchQuery",
     "PayloadDecodeError",
@@ -83,6 +88,7 @@ __all__ = [
     "Provided",
     "PydanticCodec",
     "Reducer",
+    "RetryPolicy",
     "SchemaError",
     "Signal",
     "SignalInterrupt",
@@ -96,6 +102,8 @@ __all__ = [
     "UsageError",
     "Worker",
     "__version__",
+    "current_operation",
     "durable",
     "effect",
+    "failed_attempts",
 ]

@@ -26,6 +26,7 @@ from typing import (
 from duron._durable_calls import Recorded
 from duron._effect import effect_spec
 from duron._errors import UsageError
+from duron._options import EffectOptions
 from duron._signal import Signal, SignalWriter
 from duron._stream import Channel, Stream, StreamWriter, channel
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from duron._driver import Driver
     from duron._durable import DurableFn
     from duron._durable_calls import DurableCalls
+    from duron._retry import RetryPolicy
 
 __all__ = ["Context", "PatchQuery", "root_call"]
 
@@ -98,10 +100,64 @@ class Context:
     was passed to.
     """
 
-    __slots__ = ("_calls",)
+    __slots__ = ("_calls", "_options")
 
     def __init__(self, driver: Driver) -> None:
         self._calls = driver.calls
+        self._options: EffectOptions | None = None
+
+    @property
+    def job_id(self) -> str:
+        """The job's id: its id in a job store, or its log's label (a file log's
+        path). The same on every run and replay of the job."""
+        return self._calls.label
+
+    def options(
+        self,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        total_timeout: float | None = None,
+    ) -> Context:
+        """This context, running effects with these options (over the ones each
+        effect declares with ``@duron.effect(...)``).
+
+        The options of a call are not the effect's arguments, so they travel on
+        the context: ``await ctx.options(timeout=5).run(charge, order)``. A
+        changed option is no change to the log: a job replays its recorded
+        attempts whatever the policy says today.
+
+        Example:
+            ```python
+            patient = ctx.options(retry=duron.RetryPolicy(max_attempts=10))
+            receipt = await patient.run(charge, order)
+            ```
+
+        Args:
+            retry: How a failed attempt is tried again (see
+                :class:`~duron.RetryPolicy`).
+            timeout: Seconds one attempt may run before it is cancelled and
+                counts as failed (a ``TimeoutError``).
+            total_timeout: Seconds the whole call may take, every attempt and
+                backoff included.
+
+        Returns:
+            A context that runs effects with these options; ``ctx`` itself is
+            unchanged.
+
+        Raises:
+            UsageError: A bad value, naming the option.
+        """
+        current = self._options or EffectOptions()
+        merged = current.merged(
+            "ctx.options", retry=retry, timeout=timeout, total_timeout=total_timeout
+        )
+        if merged is current:
+            return self
+        ctx = Context.__new__(Context)
+        ctx._calls = self._calls
+        ctx._options = merged
+        return ctx
 
     @overload
     async def run(
@@ -154,7 +210,10 @@ class Context:
             NonDeterminismError: The log recorded another call at this position.
             PayloadError: An argument cannot be encoded.
         """
-        out = self._calls.issue_effect(effect_spec(fn), args, kwargs)
+        spec = effect_spec(fn)
+        if self._options is not None:
+            spec = spec.with_options(self._options, "ctx.options")
+        out = self._calls.issue_effect(spec, args, kwargs)
         if type(out) is Recorded:  # replayed at once: no future needed
             if out.error is not None:
                 raise out.error
@@ -200,6 +259,8 @@ class Context:
                 f"ctx.stream needs a streaming effect (an async generator); "
                 f"{spec.name} is not one: use ctx.run"
             )
+        if self._options is not None:
+            spec = spec.with_options(self._options, "ctx.options")
         states: Channel[Any] = Channel(f"{spec.name} states")
         fut = self._calls.issue_effect(spec, (initial, *args), kwargs, sink=states)
         assert isinstance(fut, asyncio.Future)  # a sink never takes the shortcut
@@ -322,4 +383,5 @@ class Context:
         return random.Random(self._calls.next_random_seed())
 
     def __repr__(self) -> str:
-        return f"<duron.Context job={self._calls.label}>"
+        options = "" if self._options is None else f" {self._options!r}"
+        return f"<duron.Context job={self._calls.label}{options}>"

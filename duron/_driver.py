@@ -42,12 +42,14 @@ from duron._errors import (
 )
 from duron._host_backends import host_for
 from duron._host_input import HostInput
+from duron._identity import JobIdentity
 from duron._job_end import JobOutcome, code_end, outcome_from
 from duron._log import decode_entry
 from duron._log_writer import LogWriter
 from duron._operations import (
     LOG_ENDED,
     NEED_ENTRIES,
+    Attempted,
     Cancelled,
     Done,
     Emitted,
@@ -99,6 +101,8 @@ class Driver:
             and replayed first; a log of its job entry alone goes live at once).
         clock: The host clock (seconds since the epoch) live entries are stamped
             with; replay takes time from the log instead.
+        deadline: When the job is cancelled if it has not ended (host clock;
+            from its job entry).
     """
 
     shortcuts: bool = True
@@ -112,6 +116,7 @@ class Driver:
         started: float,
         replaying: bool,
         clock: Callable[[], float] = time.time,
+        deadline: float | None = None,
     ) -> None:
         self.dfn = dfn
         self.storage = storage
@@ -119,6 +124,8 @@ class Driver:
         self.label: str = storage.label
         self.seed = seed
         self.clock = clock
+        # Cleared once the deadline's cancellation is recorded (or was, in the log).
+        self.deadline: float | None = deadline
         self.loop: DurableLoop = DurableLoop(started)  # type: ignore[abstract]
         self.engine: Engine = Engine(
             self.label, replaying=replaying, same_inputs=self._same_inputs
@@ -164,7 +171,14 @@ class Driver:
         unless the log recorded the job's end.
         """
         self._host = host = host_for(tg)
-        self._effects = Effects(host, self.codec, self.label, self.push)
+        self._effects = Effects(
+            host,
+            self.codec,
+            self.label,
+            self.push,
+            JobIdentity(self.label, self.seed),
+            self.clock,
+        )
         self._records = records
         if records is not None:
             # Read before durable code starts, so that its first call can take
@@ -192,7 +206,7 @@ class Driver:
             except NonDeterminismError as err:
                 raise await self._earlier_divergence(err) from None
             match event:
-                case Done() | Emitted() | Cancelled():
+                case Done() | Emitted() | Attempted() | Cancelled():
                     loop.advance(event.t)  # no timer is due by then (the engine said)
                     self._deliver(event)
                 case FireTimer(deadline=deadline):
@@ -256,6 +270,10 @@ class Driver:
         self.live.set()
         await self._advance(max(loop.time(), self.clock()))
         self._rounds = True
+        if self._deadline_passed() and not root.done():
+            # Cancelled before anything else runs: what the log left running is
+            # not started again.
+            await self._commit()
         flusher = host.spawn(self._flusher, name=f"duron flusher {self.label}")
         try:
             await self._run_live(root)
@@ -356,10 +374,26 @@ class Driver:
                 return
         deadline = self.loop.next_deadline()
         delay = None if deadline is None else deadline - self.clock()
+        if self.deadline is not None:
+            if self._deadline_passed():
+                return
+            left = self.deadline - self.clock()
+            delay = left if delay is None else min(delay, left)
         if delay is None or delay > 0:
             await host.sleep(delay)
+        if self._deadline_passed():
+            return
         if self._flush_due and not self._events:
             await self._flush_starts()
+
+    def _deadline_passed(self) -> bool:
+        """Queue the job's cancellation if its deadline passed (once)."""
+        deadline = self.deadline
+        if deadline is None or self.clock() < deadline:
+            return False
+        self.deadline = None
+        self.push(Cancelled())
+        return True
 
     async def _flush_starts(self) -> None:
         self._flush_due = False
@@ -431,6 +465,8 @@ class Driver:
             case Emitted(op=op) if not op.abandoned:
                 deliver_emit(self, op, event.value, event.decoded)
             case Cancelled():
+                if self.deadline is not None and event.t >= self.deadline:
+                    self.deadline = None  # the log holds the deadline's cancellation
                 root = self.root
                 if root is not None and not root.done():
                     root.cancel("the job was cancelled")

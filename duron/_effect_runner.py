@@ -7,15 +7,19 @@ other effect (a plain ``def`` in a worker thread, a streaming effect, a lambda
 returning an awaitable, any effect on a trio host) runs inside :func:`run_effect`,
 a coroutine the host spawns.
 
+An effect call with options (a retry policy, timeouts) runs inside
+:func:`~duron._attempts.run_attempts` instead, attempt after attempt; so does one
+resumed after failed attempts.
+
 Either way the outcome is a :class:`~duron._operations.Done` (or, for each value a
 streaming effect yields, an :class:`~duron._operations.Emitted`), made by
-:func:`result_outcome` or :func:`raised_outcome`, whose payload went
-through :func:`~duron._codec.roundtrip`: durable code gets exactly what a replay
-will rebuild, and a value that cannot be recorded fails the job with a
-:class:`~duron.PayloadEncodeError` (a :class:`Fatal` outcome) instead of reaching
-the log.
+:func:`~duron._effect_outcome.result_outcome` or
+:func:`~duron._effect_outcome.raised_outcome` (see :mod:`duron._effect_outcome`).
 
-Cancellation has one rule (:func:`cancelled_by_job`): the job marks an operation
+Every run sees its operation as :func:`duron.current_operation` (the
+:data:`~duron._identity.CURRENT_OPERATION` of the context it runs in).
+
+Cancellation has one rule (:func:`~duron._effect_outcome.cancelled_by_job`): the job marks an operation
 ``stopped`` before it cancels its task (:meth:`Effects.stop`), and then records
 nothing for it. A run that ends cancelled without that mark was cancelled by the
 effect itself, or by code it handed its task to: that is its outcome, recorded
@@ -28,51 +32,58 @@ import asyncio
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
+from duron._attempts import run_attempts
 from duron._codec import roundtrip
+from duron._effect_outcome import Fatal, Report, raised_outcome, result_outcome
 from duron._errors import PayloadEncodeError
 from duron._host_backends import AsyncioHost
+from duron._identity import CURRENT_OPERATION
 from duron._operations import Done, Emitted, Op
-from duron._recorded_errors import error_info
 
 if TYPE_CHECKING:
     from duron._codec import Codec
     from duron._host_backends import Host
+    from duron._identity import JobIdentity
 
-__all__ = ["Effects", "Fatal", "cancelled_by_job", "raised_outcome", "run_effect"]
-
-
-@dataclass(slots=True, eq=False)
-class Fatal:
-    """The job cannot go on: the driver raises ``error`` (nothing more is written)."""
-
-    error: BaseException
-
-
-Report = Callable[[Done | Emitted | Fatal], None]
-
-
-def cancelled_by_job(op: Op) -> bool:
-    """Whether the cancellation ending ``op``'s live run came from the job.
-
-    The one rule: the job marks an operation ``stopped`` before it cancels its
-    task (durable code gave up waiting, or the job is stopping). A run that ends
-    cancelled without that mark was cancelled by the effect itself or by someone
-    else it gave its task to: that is its outcome, recorded like any other error.
-    """
-    return op.stopped
+__all__ = ["Effects", "Fatal", "run_effect"]
 
 
 class Effects:
-    """Starts the live effects of one job on its host and reports their outcomes."""
+    """Starts the live effects of one job on its host and reports their outcomes.
 
-    __slots__ = ("_asyncio", "_codec", "_host", "_label", "_report", "direct")
+    Args:
+        host: The host backend effects run on.
+        codec: The job's codec.
+        label: The job's label, for errors.
+        report: Where outcomes go (the driver's queue).
+        identity: The job's id and seed (operation keys, retry jitter).
+        clock: The job's host clock (when retries are due).
+    """
 
-    def __init__(self, host: Host, codec: Codec, label: str, report: Report) -> None:
+    __slots__ = (
+        "_asyncio",
+        "_clock",
+        "_codec",
+        "_host",
+        "_identity",
+        "_label",
+        "_report",
+        "direct",
+    )
+
+    def __init__(
+        self,
+        host: Host,
+        codec: Codec,
+        label: str,
+        report: Report,
+        identity: JobIdentity,
+        clock: Callable[[], float],
+    ) -> None:
         self._host = host
         self._asyncio = host if isinstance(host, AsyncioHost) else None
         # Whether ``async def`` effects start as bare tasks (an asyncio host).
@@ -80,6 +91,8 @@ class Effects:
         self._codec = codec
         self._label = label
         self._report = report
+        self._identity = identity
+        self._clock = clock
 
     def start(self, op: Op, *, from_durable: bool = False) -> Done | Fatal | None:
         """Start ``op``'s effect; its outcome if it ended in its first step.
@@ -88,14 +101,17 @@ class Effects:
         from inside durable code (see :meth:`AsyncioHost.start_effect`).
         """
         spec = op.spec
+        op.origin = self._identity
         host = self._asyncio
-        if host is not None and spec.kind == "async":
+        plain = spec.options is None and op.attempts is None
+        if host is not None and spec.kind == "async" and plain:
             try:
                 task = host.start_effect(
                     spec.fn,
                     op.args,
                     op.kwargs,
                     spec.task_name,
+                    op,
                     from_durable=from_durable,
                 )
             except Exception as exc:  # calling it failed: that is its outcome
@@ -104,6 +120,18 @@ class Effects:
                 return self._task_outcome(op, task)
             op.task = task
             task.add_done_callback(functools.partial(self._task_ended, op))
+            return None
+        if not plain and spec.kind != "stream":
+            op.task = self._host.spawn(
+                run_attempts,
+                op,
+                self._codec,
+                self._label,
+                self._report,
+                self._clock,
+                self._identity.seed,
+                name=spec.task_name,
+            )
             return None
         op.task = self._host.spawn(
             run_effect,
@@ -141,36 +169,6 @@ class Effects:
         return raised_outcome(op, exc)
 
 
-def raised_outcome(op: Op, exc: BaseException) -> Done | None:
-    """The outcome of an effect that raised ``exc``: an error to record, or None
-    when there is nothing to record (the job stopped it; a ``KeyboardInterrupt``
-    and the like, which go on up)."""
-    if isinstance(exc, asyncio.CancelledError):
-        if cancelled_by_job(op):
-            return None
-    elif not isinstance(exc, Exception):
-        return None
-    return Done(op, None, error_info(exc), cause=exc)
-
-
-def result_outcome(op: Op, value: Any, codec: Codec, label: str) -> Done | Fatal:
-    """The outcome of an effect that returned ``value``: its encoded result, or the
-    job's failure when the value cannot be recorded as annotated."""
-    spec = op.spec
-    try:
-        data, decoded = roundtrip(
-            codec,
-            value,
-            spec.result_annotation,
-            what=spec.result_what,
-            job=label,
-            position=op.id,
-        )
-    except PayloadEncodeError as err:
-        return Fatal(err)
-    return Done(op, data, decoded=decoded)
-
-
 class _Refused(Exception):
     """Raised inside a streaming effect's run: Duron refused a value; fail the job."""
 
@@ -185,6 +183,7 @@ async def run_effect(op: Op, codec: Codec, label: str, report: Report) -> None:
     spec = op.spec
     if op.stopped:
         return
+    CURRENT_OPERATION.set(op)  # this task's own context
     try:
         if spec.kind == "async":
             value = await spec.fn(*op.args, **op.kwargs)

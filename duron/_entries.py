@@ -7,6 +7,8 @@ One entry is one JSON object (one line in a file log). Kinds, by their ``type`` 
 * ``done``: an operation finished, with its encoded result or error. When no
   ``start`` entry was written for it, it carries the operation's name and inputs.
 * ``emit``: a streaming effect produced a value (or a host input arrived).
+* ``attempt``: an attempt of an effect failed and its retry policy tries it again:
+  the attempt's number, error and duration, and when the next one is due.
 * ``cancel``: the host cancelled the job (delivered to the code at that point).
 * ``end``: the job returned or raised.
 
@@ -38,6 +40,7 @@ __all__ = [
     "JobCancelled",
     "JobFinished",
     "JobStarted",
+    "OpAttempted",
     "OpCompleted",
     "OpEmitted",
     "OpStarted",
@@ -153,10 +156,12 @@ class JobStarted:
     t: float
     module: str = ""
     version: int = FORMAT_VERSION
+    # When the job is cancelled if it has not ended (seconds since the epoch).
+    deadline: float | None = None
     type: Literal["job"] = "job"
 
     def to_json(self) -> dict[str, JSONValue]:
-        return {
+        d: dict[str, JSONValue] = {
             "type": "job",
             "version": self.version,
             "fn": self.fn,
@@ -165,6 +170,9 @@ class JobStarted:
             "seed": self.seed,
             "t": self.t,
         }
+        if self.deadline is not None:
+            d["deadline"] = self.deadline
+        return d
 
 
 @dataclass(slots=True)
@@ -227,6 +235,31 @@ class OpEmitted:
 
 
 @dataclass(slots=True)
+class OpAttempted:
+    """Attempt number ``attempt`` of an effect failed with ``error`` after
+    ``duration`` seconds; the next attempt is due at ``retry_at`` (job clock)."""
+
+    id: int
+    t: float
+    attempt: int
+    error: ErrorInfo
+    duration: float
+    retry_at: float
+    type: Literal["attempt"] = "attempt"
+
+    def to_json(self) -> dict[str, JSONValue]:
+        return {
+            "type": "attempt",
+            "id": self.id,
+            "t": self.t,
+            "attempt": self.attempt,
+            "error": self.error.to_json(),
+            "duration": self.duration,
+            "retry_at": self.retry_at,
+        }
+
+
+@dataclass(slots=True)
 class JobFinished:
     t: float
     result: JSONValue = None
@@ -254,5 +287,11 @@ class JobCancelled:
 
 
 Entry = Union[  # noqa: UP007
-    JobStarted, OpStarted, OpCompleted, OpEmitted, JobCancelled, JobFinished
+    JobStarted,
+    OpStarted,
+    OpCompleted,
+    OpEmitted,
+    OpAttempted,
+    JobCancelled,
+    JobFinished,
 ]

@@ -200,6 +200,7 @@ class Job(Generic[_P, _T]):
             started=first.t,
             replaying=replay is not None,
             clock=self._clock,
+            deadline=first.deadline,
         )
         self._driver = driver
         self._state = "running"
