@@ -226,8 +226,9 @@ def _checked(d: Any) -> Entry:
                 raise InvalidField(
                     "attempt", f"must be an integer >= 1, not {_shown(attempt)}"
                 )
+            raw_error = _field(d, "error")
             try:
-                error = ErrorInfo.from_json(_field(d, "error"))
+                error = ErrorInfo.from_json(raw_error)
             except InvalidField as exc:
                 raise exc.within("error") from None
             duration = _field(d, "duration")
