@@ -12,23 +12,25 @@ is really waited for.
 from __future__ import annotations
 
 import re
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 import duron
-from duron._entries import Entry, OpAttempted, OpCompleted, OpStarted
+from duron._entries import Entry, JobStarted, OpAttempted, OpCompleted, OpStarted
+from duron._identity import JobIdentity, operation_key
 from duron._log import decode_entry, encode_entry
 from duron.contrib.storage import FileLogStorage, MemoryLogStorage, SQLiteStore
 from duron.testing import verify_async
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 pytestmark = pytest.mark.anyio
 
@@ -731,3 +733,31 @@ async def test_every_kind_of_effect_sees_its_operation() -> None:
         1,
         None,
     ]
+
+
+def test_a_charge_killed_mid_way_and_resumed_is_made_once(tmp_path: Path) -> None:
+    """examples/payments.py: SIGKILLed after the bank charged, before the answer
+    reached the log; resumed in another process, with the same key."""
+    example = Path(__file__).parent.parent / "examples" / "payments.py"
+    proc = subprocess.run(
+        [sys.executable, str(example)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "the log holds: ['job', 'start', 'attempt']" in proc.stdout
+    with sqlite3.connect(tmp_path / "bank.db") as bank:
+        charges = bank.execute("SELECT key, order_id, cents FROM charges").fetchall()
+        requests = [k for (k,) in bank.execute("SELECT key FROM requests")]
+    # The 503, the charge whose answer was lost, the same charge again: one key.
+    (job, *_) = [
+        decode_entry(line, job="checkout.jsonl", offset=0)
+        for line in (tmp_path / "checkout.jsonl").read_bytes().splitlines()
+    ]
+    assert isinstance(job, JobStarted)
+    key = operation_key(JobIdentity("checkout.jsonl", job.seed), 0)
+    assert charges == [(key, 42, 1999)]
+    assert requests == [key, key, key]
