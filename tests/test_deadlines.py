@@ -95,6 +95,7 @@ async def test_a_running_job_is_cancelled_when_its_deadline_passes(
     log = await kinds(storage)
     first = log[0]
     assert isinstance(first, JobStarted)
+    assert first.deadline is not None
     assert first.deadline == pytest.approx(first.t + 0.3)
     assert before <= first.t
     cancel = next(e for e in log if isinstance(e, JobCancelled))
