@@ -16,8 +16,10 @@ streaming effect yields, an :class:`~duron._operations.Emitted`), made by
 :func:`~duron._effect_outcome.result_outcome` or
 :func:`~duron._effect_outcome.raised_outcome` (see :mod:`duron._effect_outcome`).
 
-Every run sees its operation as :func:`duron.current_operation` (the
-:data:`~duron._identity.CURRENT_OPERATION` of the context it runs in).
+Every run sees its operation as :func:`duron.current_operation`: the
+:data:`~duron._identity.CURRENT_OPERATION` of its context when it runs inside a
+coroutine of Duron's, else (a bare task) the one :meth:`Effects.running` knows by
+its task, at no cost to an effect that never asks.
 
 Cancellation has one rule (:func:`~duron._effect_outcome.cancelled_by_job`): the job marks an operation
 ``stopped`` before it cancels its task (:meth:`Effects.stop`), and then records
@@ -41,7 +43,7 @@ from duron._codec import roundtrip
 from duron._effect_outcome import Fatal, Report, raised_outcome, result_outcome
 from duron._errors import PayloadEncodeError
 from duron._host_backends import AsyncioHost
-from duron._identity import CURRENT_OPERATION
+from duron._identity import CURRENT_JOB, CURRENT_OPERATION
 from duron._operations import Done, Emitted, Op
 
 if TYPE_CHECKING:
@@ -68,11 +70,13 @@ class Effects:
         "_asyncio",
         "_clock",
         "_codec",
+        "_eager",
         "_host",
-        "_identity",
         "_label",
         "_report",
+        "_waiting",
         "direct",
+        "identity",
     )
 
     def __init__(
@@ -91,8 +95,23 @@ class Effects:
         self._codec = codec
         self._label = label
         self._report = report
-        self._identity = identity
+        self.identity: JobIdentity = identity
         self._clock = clock
+        # Bare effect tasks: the one running its first step here, and those that
+        # went on waiting (for current_operation()).
+        self._eager: Op | None = None
+        self._waiting: dict[asyncio.Task[Any], Op] = {}
+        if self._asyncio is not None:
+            self._asyncio.provide(CURRENT_JOB, self)
+
+    def running(self) -> Op | None:
+        """The operation of the bare effect task asking, if it is one of this
+        job's."""
+        op = self._eager
+        if op is not None:  # its first step runs now: nothing else can
+            return op
+        task = asyncio.current_task()
+        return self._waiting.get(task) if task is not None else None
 
     def start(self, op: Op, *, from_durable: bool = False) -> Done | Fatal | None:
         """Start ``op``'s effect; its outcome if it ended in its first step.
@@ -101,26 +120,29 @@ class Effects:
         from inside durable code (see :meth:`AsyncioHost.start_effect`).
         """
         spec = op.spec
-        op.origin = self._identity
         host = self._asyncio
         plain = spec.options is None and op.attempts is None
         if host is not None and spec.kind == "async" and plain:
+            self._eager = op
             try:
                 task = host.start_effect(
                     spec.fn,
                     op.args,
                     op.kwargs,
                     spec.task_name,
-                    op,
                     from_durable=from_durable,
                 )
             except Exception as exc:  # calling it failed: that is its outcome
                 return raised_outcome(op, exc)
+            finally:
+                self._eager = None
             if task.done():
                 return self._task_outcome(op, task)
             op.task = task
+            self._waiting[task] = op
             task.add_done_callback(functools.partial(self._task_ended, op))
             return None
+        op.origin = self.identity
         if not plain and spec.kind != "stream":
             op.task = self._host.spawn(
                 run_attempts,
@@ -129,7 +151,7 @@ class Effects:
                 self._label,
                 self._report,
                 self._clock,
-                self._identity.seed,
+                self.identity.seed,
                 name=spec.task_name,
             )
             return None
@@ -152,6 +174,7 @@ class Effects:
             task.cancel()
 
     def _task_ended(self, op: Op, task: asyncio.Task[Any]) -> None:
+        del self._waiting[task]
         outcome = self._task_outcome(op, task)
         if outcome is not None:
             self._report(outcome)

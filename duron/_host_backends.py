@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import anyio
 import anyio.lowlevel
 
-from duron._identity import CURRENT_OPERATION
-
 
 def _current_library() -> str:
     try:
@@ -131,43 +129,40 @@ class AsyncioHost:
     ) -> Cancellable:
         return self._start(fn(*args), name)  # type: ignore[arg-type]
 
+    def provide(self, var: contextvars.ContextVar[_T], value: _T) -> None:
+        """Set ``var`` for every task started here from now on."""
+        self._context.run(var.set, value)
+
     def start_effect(
         self,
         fn: Callable[..., Coroutine[Any, Any, _T]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         name: str,
-        op: Any,
         *,
         from_durable: bool = False,
     ) -> asyncio.Task[_T]:
         """Start ``fn(*args, **kwargs)`` as a task, its first step run here (what
-        ``fn`` raises when called propagates), seeing ``op`` as its current
-        operation. ``from_durable``: called from inside durable code; the call and
-        the first step still happen on the host loop, under the host's asyncgen
-        hooks."""
+        ``fn`` raises when called propagates). ``from_durable``: called from inside
+        durable code; the call and the first step still happen on the host loop,
+        under the host's asyncgen hooks."""
         if not from_durable:
-            return self._start(fn(*args, **kwargs), name, op)
+            return self._start(fn(*args, **kwargs), name)
         durable = events._get_running_loop()
         hooks = sys.get_asyncgen_hooks()
         events._set_running_loop(self._loop)
         sys.set_asyncgen_hooks(*self._hooks)
         try:
-            return self._start(fn(*args, **kwargs), name, op)
+            return self._start(fn(*args, **kwargs), name)
         finally:
             sys.set_asyncgen_hooks(*hooks)
             events._set_running_loop(durable)
 
-    def _start(
-        self, coro: Coroutine[Any, Any, _T], name: str, op: Any = None
-    ) -> asyncio.Task[_T]:
+    def _start(self, coro: Coroutine[Any, Any, _T], name: str) -> asyncio.Task[_T]:
         # Eager start: the effect runs until its first real wait right here,
         # which spares a round of the host loop before it begins (and all of
         # them for an effect that never waits).
-        context = self._context.copy()
-        if op is not None:
-            context.run(CURRENT_OPERATION.set, op)
-        task: asyncio.Task[_T] = context.run(
+        task: asyncio.Task[_T] = self._context.copy().run(
             asyncio.Task,  # type: ignore[arg-type]
             coro,
             loop=self._loop,

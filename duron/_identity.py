@@ -6,8 +6,12 @@ a key stable for that operation across attempts, crashes, restarts on other
 workers and replays, and different for every operation of every job: the value to
 give a payment or email API as its idempotency key.
 
-The effect runner sets :data:`CURRENT_OPERATION` (the running :class:`Op`) in the
-context an effect runs in; nothing is built until an effect asks.
+Nothing is built until an effect asks, and a plain ``async def`` effect (the hot
+path) pays nothing to be found: the effect runner sets :data:`CURRENT_OPERATION`
+(the running :class:`Op`) in the context of the effects it runs inside a
+coroutine of its own (threads, retries, streams, any trio host), and on an asyncio
+host the job's effect launcher is :data:`CURRENT_JOB` in the context of every task
+it starts, which knows the operation of the task asking (:class:`Launcher`).
 """
 
 from __future__ import annotations
@@ -15,14 +19,22 @@ from __future__ import annotations
 import hashlib
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from duron._errors import UsageError
 
 if TYPE_CHECKING:
     from duron._operations import Op
 
-__all__ = ["CURRENT_OPERATION", "JobIdentity", "Operation", "current_operation"]
+__all__ = [
+    "CURRENT_JOB",
+    "CURRENT_OPERATION",
+    "JobIdentity",
+    "Launcher",
+    "Operation",
+    "current_operation",
+    "operation_key",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +47,24 @@ class JobIdentity:
     seed: str
 
 
+class Launcher(Protocol):
+    """What starts a job's effects, as :func:`current_operation` asks it."""
+
+    identity: JobIdentity
+
+    def running(self) -> Op | None:
+        """The operation of the effect task asking (None: not one of mine)."""
+        ...
+
+
 CURRENT_OPERATION: ContextVar[Op | None] = ContextVar(
     "duron_current_operation", default=None
 )
-"""The operation whose effect runs in this context (set by the effect runner)."""
+"""The operation whose effect runs in this context (its ``origin`` is the job's
+identity)."""
+
+CURRENT_JOB: ContextVar[Launcher | None] = ContextVar("duron_current_job", default=None)
+"""The launcher of the job whose effect tasks run in this context."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +121,17 @@ def current_operation() -> Operation:
         UsageError: Not called from inside an effect that a Duron job runs.
     """
     op = CURRENT_OPERATION.get()
-    if op is None:
-        raise UsageError(
-            "duron.current_operation() was called outside an effect; call it "
-            "inside an effect that durable code runs with ctx.run"
-        )
-    identity: JobIdentity = op.origin
+    if op is not None:
+        identity: JobIdentity = op.origin
+    else:
+        launcher = CURRENT_JOB.get()
+        op = launcher.running() if launcher is not None else None
+        if launcher is None or op is None:
+            raise UsageError(
+                "duron.current_operation() was called outside an effect; call it "
+                "inside an effect that durable code runs with ctx.run"
+            )
+        identity = launcher.identity
     return Operation(
         identity.job_id,
         op.id,

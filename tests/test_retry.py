@@ -11,6 +11,7 @@ is really waited for.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 import subprocess
@@ -761,3 +762,22 @@ def test_a_charge_killed_mid_way_and_resumed_is_made_once(tmp_path: Path) -> Non
     key = operation_key(JobIdentity("checkout.jsonl", job.seed), 0)
     assert charges == [(key, 42, 1999)]
     assert requests == [key, key, key]
+
+
+@pytest.mark.both_hosts
+async def test_concurrent_effects_each_see_their_own_operation_after_waiting() -> None:
+    @duron.effect
+    async def where(delay: float) -> tuple[int, int]:
+        before = duron.current_operation().position  # in its first step
+        await anyio.sleep(delay)
+        return before, duron.current_operation().position  # after waiting
+
+    @duron.durable
+    async def flow(ctx: duron.Context) -> list[tuple[int, int]]:
+        return list(
+            await asyncio.gather(
+                *(ctx.run(where, d) for d in (0.05, 0.0, 0.03, 0.01, 0.02))
+            )
+        )
+
+    assert await run(flow, MemoryLogStorage()) == [(i, i) for i in range(5)]
