@@ -121,6 +121,13 @@ class RetryPolicy:
             )
         if self.max_interval is not None:
             _check_seconds("max_interval", self.max_interval)
+            if self.max_interval < self.initial_interval:
+                raise UsageError(
+                    f"RetryPolicy(initial_interval={self.initial_interval!r}, "
+                    f"max_interval={self.max_interval!r}): the first interval is "
+                    "longer than the longest allowed; raise max_interval (or set "
+                    "it to None)"
+                )
         if not _number(self.jitter) or not 0 <= self.jitter <= 1:
             raise UsageError(
                 "RetryPolicy(jitter=...): jitter must be a fraction from 0 to 1, "

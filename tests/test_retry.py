@@ -255,6 +255,12 @@ def test_policies_allow_attempts_by_count_and_by_elapsed_time() -> None:
             "exception types, not [<class 'ValueError'>]",
         ),
         (
+            {"initial_interval": 600, "max_interval": 60},
+            "RetryPolicy(initial_interval=600, max_interval=60): the first interval "
+            "is longer than the longest allowed; raise max_interval (or set it to "
+            "None)",
+        ),
+        (
             {"max_elapsed": "1h"},
             "RetryPolicy(max_elapsed=...): max_elapsed must be a number of seconds "
             ">= 0, not '1h'",
@@ -781,3 +787,26 @@ async def test_concurrent_effects_each_see_their_own_operation_after_waiting() -
         )
 
     assert await run(flow, MemoryLogStorage()) == [(i, i) for i in range(5)]
+
+
+class Gateway:
+    def __init__(self) -> None:
+        self.requests = 0
+
+    @duron.effect(retry=fast(3))
+    async def send(self, text: str) -> str:
+        self.requests += 1
+        if self.requests == 1:
+            raise PaymentDown("busy")
+        return f"sent {text} at attempt {duron.current_operation().attempt}"
+
+
+async def test_an_effect_defined_as_a_method_keeps_its_policy() -> None:
+    gateway = Gateway()
+
+    @duron.durable
+    async def flow(ctx: duron.Context) -> str:
+        return await ctx.run(gateway.send, "hi")
+
+    assert await run(flow, MemoryLogStorage()) == "sent hi at attempt 2"
+    assert gateway.requests == 2
