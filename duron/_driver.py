@@ -43,6 +43,7 @@ from duron._errors import (
 from duron._host_backends import host_for
 from duron._host_input import HostInput
 from duron._identity import JobIdentity
+from duron._job_deadline import DEADLINE_PASSED, JobDeadline
 from duron._job_end import JobOutcome, code_end, outcome_from
 from duron._log import decode_entry
 from duron._log_writer import LogWriter
@@ -124,8 +125,8 @@ class Driver:
         self.label: str = storage.label
         self.seed = seed
         self.clock = clock
-        # Cleared once the deadline's cancellation is recorded (or was, in the log).
-        self.deadline: float | None = deadline
+        self.deadline: JobDeadline = JobDeadline(deadline)
+        self._cancelled_why = ""  # what cancelled the job, for its end's message
         self.loop: DurableLoop = DurableLoop(started)  # type: ignore[abstract]
         self.engine: Engine = Engine(
             self.label, replaying=replaying, same_inputs=self._same_inputs
@@ -257,7 +258,10 @@ class Driver:
         root = self.root
         assert root is not None
         engine.check_end(
-            ended, code_end(root, self.dfn, self.label) if root.done() else None
+            ended,
+            code_end(root, self.dfn, self.label, self._cancelled_why)
+            if root.done()
+            else None,
         )
         return self._outcome(ended.result, ended.error, None)
 
@@ -270,7 +274,7 @@ class Driver:
         self.live.set()
         await self._advance(max(loop.time(), self.clock()))
         self._rounds = True
-        if self._deadline_passed() and not root.done():
+        if not root.done() and self._deadline_passed():
             # Cancelled before anything else runs: what the log left running is
             # not started again.
             await self._commit()
@@ -280,7 +284,7 @@ class Driver:
         finally:
             flusher.cancel()
         self.stop_effects()
-        result, error = code_end(root, self.dfn, self.label)
+        result, error = code_end(root, self.dfn, self.label, self._cancelled_why)
         t = loop.time()
         await self.writer.append(self.engine.end(result, error, t, t))
         cause = None if root.cancelled() else root.exception()
@@ -372,13 +376,9 @@ class Driver:
             await self._flush_starts()
             if self._events:
                 return
-        deadline = self.loop.next_deadline()
-        delay = None if deadline is None else deadline - self.clock()
-        if self.deadline is not None:
-            if self._deadline_passed():
-                return
-            left = self.deadline - self.clock()
-            delay = left if delay is None else min(delay, left)
+        if self._deadline_passed():
+            return
+        delay = self.deadline.delay(self.clock, self.loop.next_deadline())
         if delay is None or delay > 0:
             await host.sleep(delay)
         if self._deadline_passed():
@@ -388,11 +388,10 @@ class Driver:
 
     def _deadline_passed(self) -> bool:
         """Queue the job's cancellation if its deadline passed (once)."""
-        deadline = self.deadline
-        if deadline is None or self.clock() < deadline:
+        cancel = self.deadline.due(self.clock)
+        if cancel is None:
             return False
-        self.deadline = None
-        self.push(Cancelled())
+        self.push(cancel)
         return True
 
     async def _flush_starts(self) -> None:
@@ -465,8 +464,8 @@ class Driver:
             case Emitted(op=op) if not op.abandoned:
                 deliver_emit(self, op, event.value, event.decoded)
             case Cancelled():
-                if self.deadline is not None and event.t >= self.deadline:
-                    self.deadline = None  # the log holds the deadline's cancellation
+                if self.deadline.caused(event):
+                    self._cancelled_why = DEADLINE_PASSED
                 root = self.root
                 if root is not None and not root.done():
                     root.cancel("the job was cancelled")

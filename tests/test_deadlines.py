@@ -86,10 +86,13 @@ async def test_a_running_job_is_cancelled_when_its_deadline_passes(
 ) -> None:
     storage = logs("order-1")
     before = time.time()
+    message = f"job {storage.label} was cancelled (its deadline passed)"
     with anyio.fail_after(20):
         async with checkout.options(deadline=0.3).invoke(storage) as job:
             await job.start(1)
-            with pytest.raises(duron.JobCancelledError):
+            with pytest.raises(
+                duron.JobCancelledError, match=f"^{re.escape(message)}$"
+            ):
                 await job.wait()
     assert ran == ["waiting 1", "cancelled 1"]
     log = await kinds(storage)
@@ -106,7 +109,9 @@ async def test_a_running_job_is_cancelled_when_its_deadline_passes(
     with anyio.fail_after(20):
         async with checkout.invoke(logs("order-1")) as job:
             await job.resume()
-            with pytest.raises(duron.JobCancelledError):
+            with pytest.raises(
+                duron.JobCancelledError, match=f"^{re.escape(message)}$"
+            ):
                 await job.wait()
     assert ran == ["cancelled 1"]
 
@@ -165,7 +170,10 @@ async def test_a_submitted_job_past_its_deadline_is_cancelled_by_the_worker(
         async with duron.Worker(store, [checkout], poll_interval=0.05):
             with anyio.fail_after(20):
                 for job_id in ("late", "soon"):
-                    with pytest.raises(duron.JobCancelledError):
+                    with pytest.raises(
+                        duron.JobCancelledError,
+                        match=f"^job {job_id} was cancelled \\(its deadline passed\\)$",
+                    ):
                         await store.result(job_id)
         assert (await store.get("late")).status == "cancelled"
         assert (await store.get("soon")).status == "cancelled"
