@@ -26,6 +26,10 @@ Cancellation has one rule (:func:`~duron._effect_outcome.cancelled_by_job`): the
 nothing for it. A run that ends cancelled without that mark was cancelled by the
 effect itself, or by code it handed its task to: that is its outcome, recorded
 like any other exception.
+
+An observed run (:mod:`duron._observe`) starts its effects through
+:class:`ObservedEffects`, which tells the observer when each attempt starts (in
+the context the effect runs in) and ends; an unobserved run pays nothing for it.
 """
 
 from __future__ import annotations
@@ -44,14 +48,17 @@ from duron._effect_outcome import Fatal, Report, raised_outcome, result_outcome
 from duron._errors import PayloadEncodeError
 from duron._host_backends import AsyncioHost
 from duron._identity import CURRENT_JOB, CURRENT_OPERATION
-from duron._operations import Done, Emitted, Op
+from duron._operations import Attempted, Done, Emitted, Op
 
 if TYPE_CHECKING:
+    import contextvars
+
     from duron._codec import Codec
     from duron._host_backends import Host
     from duron._identity import JobIdentity
+    from duron._observe import RunObserver
 
-__all__ = ["Effects", "Fatal", "run_effect"]
+__all__ = ["Effects", "Fatal", "ObservedEffects", "run_effect"]
 
 
 class Effects:
@@ -113,11 +120,18 @@ class Effects:
         task = asyncio.current_task()
         return self._waiting.get(task) if task is not None else None
 
-    def start(self, op: Op, *, from_durable: bool = False) -> Done | Fatal | None:
+    def start(
+        self,
+        op: Op,
+        *,
+        from_durable: bool = False,
+        context: contextvars.Context | None = None,
+    ) -> Done | Fatal | None:
         """Start ``op``'s effect; its outcome if it ended in its first step.
 
         Otherwise the outcome is reported when it comes. ``from_durable``: called
         from inside durable code (see :meth:`AsyncioHost.start_effect`).
+        ``context``: run it in this one (from ``Host.effect_context``).
         """
         spec = op.spec
         host = self._asyncio
@@ -131,6 +145,7 @@ class Effects:
                     op.kwargs,
                     spec.task_name,
                     from_durable=from_durable,
+                    context=context,
                 )
             except Exception as exc:  # calling it failed: that is its outcome
                 return raised_outcome(op, exc)
@@ -153,6 +168,7 @@ class Effects:
                 self._clock,
                 self.identity.seed,
                 name=spec.task_name,
+                context=context,
             )
             return None
         op.task = self._host.spawn(
@@ -162,6 +178,7 @@ class Effects:
             self._label,
             self._report,
             name=spec.task_name,
+            context=context,
         )
         return None
 
@@ -190,6 +207,57 @@ class Effects:
         if exc is None:
             return result_outcome(op, task.result(), self._codec, self._label)
         return raised_outcome(op, exc)
+
+
+class ObservedEffects(Effects):
+    """:class:`Effects` for an observed run: each live start of an operation is
+    told to the observer when it starts, inside the context it runs in, and when
+    it ends with an outcome. One that the job stops is not ended here: the
+    observer hears of it as abandoned (durable code stopped waiting) or with the
+    run's end. A call its retry policy runs again is one start: its attempt
+    number is the one it starts at (above 1 when resumed after recorded
+    attempts), and its failed attempts are in the log."""
+
+    __slots__ = ("_observe", "_started_at", "_unobserved_report")
+
+    def __init__(
+        self,
+        host: Host,
+        codec: Codec,
+        label: str,
+        report: Report,
+        identity: JobIdentity,
+        clock: Callable[[], float],
+        observe: RunObserver,
+    ) -> None:
+        super().__init__(host, codec, label, self._observed_report, identity, clock)
+        self._unobserved_report = report
+        self._observe = observe
+        self._started_at: dict[int, int] = {}  # attempt numbers other than 1
+
+    def start(
+        self,
+        op: Op,
+        *,
+        from_durable: bool = False,
+        context: contextvars.Context | None = None,
+    ) -> Done | Fatal | None:
+        if context is None:
+            context = self._host.effect_context()
+        attempt = len(op.attempts) + 1 if op.attempts else 1
+        if attempt != 1:
+            self._started_at[op.id] = attempt
+        context.run(self._observe.effect_started, op.name, op.id, attempt)
+        outcome = super().start(op, from_durable=from_durable, context=context)
+        if type(outcome) is Done:
+            self._observe.effect_ended(op.id, attempt, outcome.cause)
+        return outcome
+
+    def _observed_report(self, outcome: Done | Emitted | Attempted | Fatal) -> None:
+        if type(outcome) is Done:
+            attempt = self._started_at.pop(outcome.op.id, 1)
+            self._observe.effect_ended(outcome.op.id, attempt, outcome.cause)
+        self._unobserved_report(outcome)
 
 
 class _Refused(Exception):

@@ -2,7 +2,9 @@
 
 One entry is one JSON object (one line in a file log). Kinds, by their ``type`` tag:
 
-* ``job``: first entry: format version, durable function, encoded arguments, seed.
+* ``job``: first entry: format version, durable function, encoded arguments, seed,
+  and (optional) ``context``: what travels with the job from where it was created
+  (a trace context...), an object written only when there is something to carry.
 * ``start``: an operation began (written when it is still running at a flush).
 * ``done``: an operation finished, with its encoded result or error. When no
   ``start`` entry was written for it, it carries the operation's name and inputs.
@@ -10,7 +12,17 @@ One entry is one JSON object (one line in a file log). Kinds, by their ``type`` 
 * ``attempt``: an attempt of an effect failed and its retry policy tries it again:
   the attempt's number, error and duration, and when the next one is due.
 * ``cancel``: the host cancelled the job (delivered to the code at that point).
+
+A ``done``, ``emit`` or ``cancel`` entry that records an item of a job store's inbox
+(input sent through the store, from any process) carries ``seq``, the item's
+number in the job's inbox: a resumed run knows from it which items its log already
+holds, so that none is recorded twice. Entries of input sent through ``Job`` have
+no ``seq``; logs written before it existed read the same.
 * ``end``: the job returned or raised.
+* ``out``: durable code sent a value on a ``StreamWriter`` parameter (or closed
+  it), recorded so that other processes can read the job's output from its log
+  (written by storages that keep output: a job store's logs). Replay produces the
+  values again; it only counts these entries, so that none is recorded twice.
 
 Every entry but ``job`` carries ``t``, the job's clock (seconds since the epoch) when
 it was recorded: replay takes time from here, never from the host.
@@ -44,6 +56,7 @@ __all__ = [
     "OpCompleted",
     "OpEmitted",
     "OpStarted",
+    "OutputSent",
     "json_type",
 ]
 
@@ -156,6 +169,7 @@ class JobStarted:
     t: float
     module: str = ""
     version: int = FORMAT_VERSION
+    context: dict[str, JSONValue] | None = None
     # When the job is cancelled if it has not ended (seconds since the epoch).
     deadline: float | None = None
     type: Literal["job"] = "job"
@@ -170,6 +184,8 @@ class JobStarted:
             "seed": self.seed,
             "t": self.t,
         }
+        if self.context is not None:
+            d["context"] = self.context
         if self.deadline is not None:
             d["deadline"] = self.deadline
         return d
@@ -208,6 +224,7 @@ class OpCompleted:
     name: str | None = None
     inputs: dict[str, JSONValue] | None = None
     type: Literal["done"] = "done"
+    seq: int | None = None  # the inbox item it records, if any
 
     def to_json(self) -> dict[str, JSONValue]:
         d: dict[str, JSONValue] = {"type": "done", "id": self.id, "t": self.t}
@@ -220,6 +237,8 @@ class OpCompleted:
             d["error"] = self.error.to_json()
         else:
             d["result"] = self.result
+        if self.seq is not None:
+            d["seq"] = self.seq
         return d
 
 
@@ -229,9 +248,18 @@ class OpEmitted:
     t: float
     value: JSONValue
     type: Literal["emit"] = "emit"
+    seq: int | None = None  # the inbox item it records, if any
 
     def to_json(self) -> dict[str, JSONValue]:
-        return {"type": "emit", "id": self.id, "t": self.t, "value": self.value}
+        d: dict[str, JSONValue] = {
+            "type": "emit",
+            "id": self.id,
+            "t": self.t,
+            "value": self.value,
+        }
+        if self.seq is not None:
+            d["seq"] = self.seq
+        return d
 
 
 @dataclass(slots=True)
@@ -281,9 +309,36 @@ class JobCancelled:
 
     t: float
     type: Literal["cancel"] = "cancel"
+    seq: int | None = None  # the inbox item it records, if any
 
     def to_json(self) -> dict[str, JSONValue]:
-        return {"type": "cancel", "t": self.t}
+        d: dict[str, JSONValue] = {"type": "cancel", "t": self.t}
+        if self.seq is not None:
+            d["seq"] = self.seq
+        return d
+
+
+@dataclass(slots=True)
+class OutputSent:
+    """Durable code sent ``value`` on its ``StreamWriter`` parameter ``name``, or
+    closed it (``closed``, with the ``error`` it was closed with, if any)."""
+
+    name: str
+    t: float
+    value: JSONValue = None
+    closed: bool = False
+    error: ErrorInfo | None = None
+    type: Literal["out"] = "out"
+
+    def to_json(self) -> dict[str, JSONValue]:
+        d: dict[str, JSONValue] = {"type": "out", "t": self.t, "name": self.name}
+        if self.closed:
+            d["closed"] = True
+            if self.error is not None:
+                d["error"] = self.error.to_json()
+        else:
+            d["value"] = self.value
+        return d
 
 
 Entry = Union[  # noqa: UP007
@@ -294,4 +349,5 @@ Entry = Union[  # noqa: UP007
     OpAttempted,
     JobCancelled,
     JobFinished,
+    OutputSent,
 ]

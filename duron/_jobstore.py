@@ -40,6 +40,7 @@ from duron._errors import (
     UsageError,
 )
 from duron._json import JSONValue, format_call
+from duron._limits import DEFAULT_MAX_ENTRY_SIZE
 from duron._log import (
     MAX_DEPTH,
     T_MAX,
@@ -47,6 +48,7 @@ from duron._log import (
     ErrorInfo,
     JobFinished,
     JobStarted,
+    OutputSent,
     decode_entry,
 )
 from duron._options import JOB_ID_RULE, CallOptions, is_job_id
@@ -55,6 +57,7 @@ from duron._recorded_errors import rebuild
 if TYPE_CHECKING:
     from duron._durable import DurableFn
     from duron._storage import LogStorage
+    from duron._store_streams import StoreReader, StoreWriter
 
 __all__ = [
     "TERMINAL",
@@ -251,6 +254,59 @@ class JobStore(Protocol):
         """Make a job a worker gave up on runnable again."""
         ...
 
+    # -- input and output by job id, from any process ---------------------------
+
+    @overload
+    async def open_stream(
+        self,
+        job_id: str,
+        name: str,
+        mode: Literal["w"],
+        *,
+        fn: DurableFn[..., Any] | None = None,
+    ) -> StoreWriter[Any]: ...
+    @overload
+    async def open_stream(
+        self,
+        job_id: str,
+        name: str,
+        mode: Literal["r"],
+        *,
+        start: int = 0,
+        follow: bool = True,
+        fn: DurableFn[..., Any] | None = None,
+    ) -> StoreReader[Any]: ...
+    async def open_stream(
+        self,
+        job_id: str,
+        name: str,
+        mode: Literal["r", "w"],
+        *,
+        start: int = 0,
+        follow: bool = True,
+        fn: DurableFn[..., Any] | None = None,
+    ) -> StoreWriter[Any] | StoreReader[Any]:
+        """``job.open_stream`` by job id: write a ``Stream``/``Signal`` parameter
+        (stored in the job's inbox, recorded once when the job receives it), or
+        read a ``StreamWriter`` parameter from the job's log."""
+        ...
+
+    async def complete_future(
+        self,
+        job_id: str,
+        future_id: str,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+        fn: DurableFn[..., Any] | None = None,
+    ) -> None:
+        """``job.complete_future`` by job id (stored, recorded when received)."""
+        ...
+
+    async def is_future_pending(self, job_id: str, future_id: str) -> bool:
+        """Whether the job's log shows the future waiting, with no result stored."""
+        ...
+
     async def fork(self, job_id: str, *, at: int, new_id: str | None = None) -> str:
         """A new job whose log is this one's, cut before operation ``at``."""
         ...
@@ -322,7 +378,11 @@ class Submission:
 
 
 def submission(
-    fn: DurableFn[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    fn: DurableFn[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE,
 ) -> Submission:
     """What ``store.submit(fn, *args, **kwargs)`` stores: every keyword is the
     function's; the call's options are the ones ``fn`` carries
@@ -343,7 +403,13 @@ def submission(
             "with @duron.durable"
         )
     options = fn.call_options
-    entry = fn.job_entry(args, kwargs, via="submit()", job=options.job_id)
+    entry = fn.job_entry(
+        args,
+        kwargs,
+        via="submit()",
+        job=options.job_id,
+        max_entry_size=max_entry_size,
+    )
     job_id = options.job_id if options.job_id is not None else new_job_id()
     return Submission(job_id, entry, options)
 
@@ -432,6 +498,9 @@ def fork_prefix(
             if not isinstance(entry, JobStarted):
                 raise UsageError(f"job {job_id} has no job entry: nothing to fork")
             out.append(raw)
+            continue
+        if isinstance(entry, OutputSent):
+            out.append(raw)  # replay counts it: the value is not recorded twice
             continue
         op_id = getattr(entry, "id", None)
         if op_id is None or op_id >= at:

@@ -32,6 +32,7 @@ __all__ = [
     "FireTimer",
     "Op",
     "Outcome",
+    "Output",
 ]
 
 UNDECODED: Any = object()
@@ -58,6 +59,7 @@ class Op:
         "fut",
         "id",
         "inputs",
+        "issued_at",
         "kind",
         "kwargs",
         "name",
@@ -105,6 +107,8 @@ class Op:
         self.annotation: Any = None
         self.target: Any = None
         self.closed: bool = False
+        # A future's job clock when it was issued (set for futures only).
+        self.issued_at: float
 
     def call(self) -> OperationCall:
         """What this operation asks for, as error data."""
@@ -135,6 +139,7 @@ class Done:
     decoded: Any = UNDECODED
     ack: Any = None
     recorded: bool | None = False  # None: stopped mid-write, unknown
+    seq: int | None = None  # the job store inbox item it records, if any
 
 
 @dataclass(slots=True, eq=False)
@@ -148,6 +153,7 @@ class Emitted:
     decoded: Any = UNDECODED
     ack: Any = None
     recorded: bool | None = False  # None: stopped mid-write, unknown
+    seq: int | None = None  # the job store inbox item it records, if any
 
 
 @dataclass(slots=True, eq=False)
@@ -164,6 +170,7 @@ class Attempted:
     t: float = 0.0
     ack: Any = None
     recorded: bool | None = False  # None: stopped mid-write, unknown
+    seq: None = None  # never an inbox item
 
 
 @dataclass(slots=True, eq=False)
@@ -173,6 +180,21 @@ class Cancelled:
     t: float = 0.0
     ack: Any = None
     recorded: bool | None = False  # None: stopped mid-write, unknown
+    seq: int | None = None  # the job store inbox item it records, if any
+
+
+@dataclass(slots=True, eq=False)
+class Output:
+    """Durable code sent a value on a ``StreamWriter`` parameter (or closed it),
+    to be recorded for readers in other processes (see ``OutputSent``)."""
+
+    name: str
+    value: JSONValue = None
+    closed: bool = False
+    error: ErrorInfo | None = None
+    ack: Any = None
+    recorded: bool | None = False
+    seq: int | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -206,5 +228,5 @@ NEED_ENTRIES: Final[Any] = _Signal("NEED_ENTRIES")
 LOG_ENDED: Final[Any] = _Signal("LOG_ENDED")
 """Every recorded entry was delivered: the job goes live from here."""
 
-Outcome = Done | Emitted | Attempted | Cancelled
+Outcome = Done | Emitted | Attempted | Cancelled | Output
 """What a live write records, in the order it happened."""

@@ -247,6 +247,14 @@ def test_names_are_strings(line: str, reason: str) -> None:
             '{"type":"job","version":1,"fn":"f","seed":"s","t":1.5}',
             "field 'args' of a job entry is missing",
         ),
+        (
+            '{"type":"job","version":1,"fn":"f","args":{},"seed":"s","t":1.5,"context":"x"}',
+            "field 'context' of a job entry must be an object, not a string",
+        ),
+        (
+            '{"type":"job","version":1,"fn":"f","args":{},"seed":"s","t":1.5,"context":null}',
+            "field 'context' of a job entry must be an object, not null",
+        ),
     ],
 )
 def test_inputs_and_arguments_are_objects(line: str, reason: str) -> None:
@@ -500,6 +508,13 @@ def test_attempt_entries_and_deadlines_have_the_shape_duron_writes(
 WRITTEN = [
     JobStarted("checkout", {"order": 42}, "ab12", T, "shop.flows"),
     JobStarted("checkout", {}, "ab12", T),
+    JobStarted(
+        "checkout",
+        {},
+        "ab12",
+        T,
+        context={"trace": {"traceparent": "00-ab-cd-01"}, "vars": {"n": 1}},
+    ),
     OpStarted(0, T, "effect", "charge", {"amount": 10}),
     OpStarted(1, T, "future", "approval", None),
     OpCompleted(0, T, {"receipt": "r-1"}),
@@ -512,7 +527,7 @@ WRITTEN = [
         7, T, 1, ErrorInfo("builtins.ConnectionError", "down", []), 0.25, T + 2
     ),
     OpAttempted(7, T, 2, ErrorInfo("builtins.TimeoutError", "slow"), 0, T),
-    JobStarted("checkout", {}, "ab12", T, "shop.flows", 1, T + 3600),
+    JobStarted("checkout", {}, "ab12", T, "shop.flows", 1, deadline=T + 3600),
     JobCancelled(T),
     JobFinished(T, "done"),
     JobFinished(T, None, ErrorInfo("duron._errors.JobCancelledError", "stop", [])),

@@ -1,4 +1,5 @@
-"""``duron jobs``: list, show, cancel, resume, fork and prune the jobs of a store.
+"""``duron jobs``: list, show, cancel, resume, fork and prune the jobs of a store
+(and send input to them, complete their futures, tail their output: ``jobs_io``).
 
 The store is named by a URL:
 
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import orjson
 
+from duron._cli.jobs_io import register_io
 from duron._errors import DuronError, UsageError
 from duron._jobstore import STATUSES
 from duron._log import decode_entry
@@ -30,6 +32,7 @@ from duron._redact import redact
 
 if TYPE_CHECKING:
     from duron._jobstore import JobInfo, JobStore
+    from duron._limits import LogSize
 
 __all__ = ["open_store", "register"]
 
@@ -95,6 +98,12 @@ def register(subparsers: Any) -> None:
         help="only jobs with this status (repeat for several)",
     )
     p.add_argument("--limit", type=int, help="at most this many jobs")
+    p.add_argument(
+        "--sizes",
+        action="store_true",
+        help="also each job's log size: entries and bytes (reads every entry of "
+        "the jobs listed: use with --limit on a large store)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=_list)
 
@@ -158,6 +167,8 @@ def register(subparsers: Any) -> None:
         help="only this status (repeat for several; default: all three)",
     )
     p.set_defaults(func=_prune)
+
+    register_io(sub, _URL_HELP)
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -234,19 +245,40 @@ def _duration(text: str) -> timedelta:
 
 @_command
 def _list(args: argparse.Namespace) -> int:
-    async def run(store: JobStore) -> list[JobInfo]:
-        return await store.list_jobs(args.status, limit=args.limit)
+    async def run(store: JobStore) -> tuple[list[JobInfo], dict[str, LogSize] | None]:
+        jobs = await store.list_jobs(args.status, limit=args.limit)
+        log_sizes = getattr(store, "log_sizes", None)
+        if not args.sizes or log_sizes is None:
+            return jobs, None
+        sizes: dict[str, LogSize] = await log_sizes([j.id for j in jobs])
+        return jobs, sizes
 
-    jobs = _run(args.url, run)
+    jobs, sizes = _run(args.url, run)
     if args.json:
         for info in jobs:
-            print(orjson.dumps(_as_json(info)).decode())
+            data = _as_json(info)
+            if sizes is not None:
+                size = sizes.get(info.id)
+                data["entries"] = size.entries if size is not None else 0
+                data["bytes"] = size.bytes if size is not None else 0
+            print(orjson.dumps(data).decode())
         return 0
-    rows = [("ID", "STATUS", "UPDATED", "CALL")]
-    rows += [(j.id, j.status, _when(j.updated), j.describe_call()) for j in jobs]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    for r in rows:
-        print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
+    head: tuple[str, ...] = ("ID", "STATUS", "UPDATED")
+    rows = [(*head, "ENTRIES", "BYTES") if sizes is not None else head]
+    for j in jobs:
+        row: tuple[str, ...] = (j.id, j.status, _when(j.updated))
+        if sizes is not None:
+            size = sizes.get(j.id)
+            row += (str(size.entries), f"{size.bytes:,}") if size else ("0", "0")
+        rows.append(row)
+    calls = ["CALL", *(j.describe_call() for j in jobs)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r, call in zip(rows, calls, strict=True):
+        cells = [
+            c.rjust(w) if i >= 3 else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ]
+        print("  ".join([*cells, call]))
     return 0
 
 
@@ -261,6 +293,7 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         data = _as_json(info)
         data["entries"] = len(entries)
+        data["bytes"] = sum(len(raw) for _, raw in entries)
         if args.log:
             # Each entry is checked first: a damaged one is a one-line error.
             for seq, raw in entries:
@@ -288,7 +321,8 @@ def _show(args: argparse.Namespace) -> int:
         lines.append(("result", orjson.dumps(info.result).decode()))
     if info.error is not None:
         lines.append(("error", f"{info.error.type}: {info.error.message}"))
-    lines.append(("log", f"{len(entries)} entries"))
+    size = sum(len(raw) for _, raw in entries)
+    lines.append(("log", f"{len(entries)} entries, {size:,} bytes"))
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         print(f"{key + ':':<{width + 1}} {value}")

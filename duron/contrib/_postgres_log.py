@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from duron._errors import LeaseLostError, LogLockedError
-from duron.contrib._postgres_engine import AppendRequest
+from duron.contrib._postgres_engine import AppendRequest, read_lost_detail
 from duron.contrib._sqllog import SQLLog
 from duron.contrib._wakeups import DONE, WORK, host_caller
 
@@ -40,6 +40,29 @@ class PostgresLog(SQLLog["PostgresStore"]):
     """
 
     _access: LogAccess[Engine]
+
+    async def _inbox_rows(
+        self, after: int, done: list[int], limit: int
+    ) -> list[tuple[Any, ...]]:
+        job_id, q = self.job_id, self._access.q
+
+        async def run(conn: AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            if done:
+                await conn.execute(
+                    f"DELETE FROM {q}.inbox WHERE job_id = %s AND seq = ANY(%s)",
+                    (job_id, done),
+                )
+            cur = await conn.execute(
+                f"SELECT seq, kind, target, data, error FROM {q}.inbox "
+                "WHERE job_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+                (job_id, after, limit),
+                prepare=True,
+            )
+            return await cur.fetchall()
+
+        return await self._access.engine.call(
+            run, op="read inbox", job=job_id, retry=True
+        )
 
     async def _adopt(self, epoch: int) -> int:
         job_id, owner, q = self.job_id, self.store.owner, self._access.q
@@ -102,6 +125,26 @@ class PostgresLog(SQLLog["PostgresStore"]):
                 return int(row[0]), int(seq[0])
 
         return await self._access.engine.call(take, op="acquire", job=job_id)
+
+    async def _renew(self, epoch: int) -> None:
+        store = self.store
+        job_id, owner, lease, q = self.job_id, store.owner, store.lease, self._access.q
+        schema = self._access.engine.schema
+
+        async def renew(conn: AsyncConnection[Any]) -> None:
+            cur = await conn.execute(
+                f"UPDATE {q}.jobs SET lease_expires = now() + "
+                "make_interval(secs => %s) WHERE id = %s AND lease_owner = %s "
+                "AND epoch = %s",
+                (lease, job_id, owner, epoch),
+            )
+            if not cur.rowcount:
+                raise LeaseLostError(
+                    job=job_id,
+                    detail=await read_lost_detail(conn, schema, job_id, epoch),
+                )
+
+        await self._access.engine.call(renew, op="renew lease", job=job_id, retry=True)
 
     async def _unlease(self, epoch: int, *, wrote: bool) -> None:
         job_id, owner, q = self.job_id, self.store.owner, self._access.q

@@ -26,7 +26,7 @@ __all__ = [
     "missing_schema",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema version this Duron writes; ``migrate()`` brings a database up to it."""
 
 # Each migration takes the schema from version N-1 to N; ``{s}`` is the quoted schema.
@@ -58,6 +58,20 @@ CREATE TABLE {s}.entries (
     seq bigint NOT NULL,
     epoch bigint NOT NULL,
     entry text NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
+""",
+    # The jobs' inboxes: input sent to a job by its id (see duron._inbox).
+    2: """
+ALTER TABLE {s}.jobs ADD COLUMN inbox_seq bigint NOT NULL DEFAULT 0;
+CREATE TABLE {s}.inbox (
+    job_id text NOT NULL,
+    seq bigint NOT NULL,
+    kind text NOT NULL,
+    target text NOT NULL,
+    data text,
+    error text,
+    created timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (job_id, seq)
 );
 """,
