@@ -54,12 +54,9 @@ def current_context() -> duron.Context | None:
     return _context.get()
 
 
-def set_context(ctx: duron.Context) -> contextvars.Token[duron.Context | None]:
-    return _context.set(ctx)
-
-
-def reset_context(token: contextvars.Token[duron.Context | None]) -> None:
-    _context.reset(token)
+def set_context(ctx: duron.Context) -> None:
+    """Make ``ctx`` the context of the agent run of the current task."""
+    _context.set(ctx)
 
 
 def operation_name(

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Generic, TypeVar
@@ -44,7 +43,7 @@ try:
     from pydantic_ai.tools import RunContext, ToolApproved, ToolDenied
 
     # The one name not public: see _job_clock.
-    from pydantic_ai._utils import override_now_utc
+    from pydantic_ai._utils import _now_utc_clock
 except ImportError as exc:
     raise ImportError(
         "duron.contrib.pydantic_ai needs pydantic-ai-slim in the tested range "
@@ -55,7 +54,6 @@ from duron.contrib._pydantic_ai_effects import (
     EffectBackend,
     current_context,
     operation_name,
-    reset_context,
     set_context,
 )
 
@@ -152,18 +150,16 @@ def _job_now() -> datetime:
     return datetime.now(tz=timezone.utc)
 
 
-@contextmanager
-def _job_clock() -> Iterator[None]:
-    """Stamp the messages of the run with the job's clock.
+def _job_clock() -> None:
+    """Stamp the messages of this task's agent run with the job's clock.
 
     pydantic-ai stamps each message it builds with the time; replay compares the
     messages a model request is asked with against the log, so in durable code the
-    time must be the job's (recorded) one. pydantic-ai offers this seam to engines
-    whose replay checks what a durable unit is called with; it is not (yet) public,
+    time must be the job's (recorded) one. pydantic-ai keeps this seam for engines
+    whose replay checks what a durable unit is called with; it is not public yet,
     hence the tested version range of the extra.
     """
-    with override_now_utc(_job_now):
-        yield
+    _now_utc_clock.set(_job_now)
 
 
 def durable_context() -> duron.Context:
@@ -194,7 +190,7 @@ class ApprovalRequested(CustomEvent, name="duron.approval_requested"):
     """
 
     future_id: str
-    args: dict[str, Any] | str | None = None
+    args: dict[str, Any]
 
 
 @dataclass(kw_only=True)
@@ -206,7 +202,7 @@ class CallRequested(CustomEvent, name="duron.call_requested"):
     """
 
     future_id: str
-    args: dict[str, Any] | str | None = None
+    args: dict[str, Any]
 
 
 Decision = bool | ToolApproved | ToolDenied
@@ -264,29 +260,42 @@ class DurableAgent(Generic[_Deps, _Out]):
         Returns:
             pydantic-ai's run result: output, messages and usage.
         """
+        # The run gets a task, hence a context, of its own: the job's context and
+        # clock are set there and never reset, so that a job closed mid-run leaves
+        # nothing to undo in another context when its coroutines are collected.
+        return await asyncio.ensure_future(
+            self._run(ctx, user_prompt, deps, message_history, events, kwargs)
+        )
+
+    async def _run(
+        self,
+        ctx: duron.Context,
+        user_prompt: str | None,
+        deps: _Deps,
+        message_history: Sequence[ModelMessage] | None,
+        events: duron.StreamWriter[AgentStreamEvent] | None,
+        kwargs: dict[str, Any],
+    ) -> AgentRunResult[_Out]:
+        set_context(ctx)
+        _job_clock()
         handler = _send_to(events) if events is not None else None
-        token = set_context(ctx)
-        try:
-            with _job_clock():
-                result = await self.agent.run(
-                    user_prompt,
-                    deps=deps,
-                    message_history=message_history,
-                    event_stream_handler=handler,
-                    **kwargs,
-                )
-                while isinstance(result.output, DeferredToolRequests):
-                    answers = await _answer(ctx, result.output, events)
-                    result = await self.agent.run(
-                        None,
-                        deps=deps,
-                        message_history=result.all_messages(),
-                        deferred_tool_results=answers,
-                        event_stream_handler=handler,
-                        **kwargs,
-                    )
-        finally:
-            reset_context(token)
+        result = await self.agent.run(
+            user_prompt,
+            deps=deps,
+            message_history=message_history,
+            event_stream_handler=handler,
+            **kwargs,
+        )
+        while isinstance(result.output, DeferredToolRequests):
+            answers = await _answer(ctx, result.output, events)
+            result = await self.agent.run(
+                None,
+                deps=deps,
+                message_history=result.all_messages(),
+                deferred_tool_results=answers,
+                event_stream_handler=handler,
+                **kwargs,
+            )
         return result
 
 
@@ -317,7 +326,7 @@ async def _answer(
                 ApprovalRequested(
                     future_id=future_id,
                     tool_name=call.tool_name,
-                    args=call.args,
+                    args=call.args_as_dict(),
                     tool_call_id=call.tool_call_id,
                 )
             )
@@ -329,7 +338,7 @@ async def _answer(
                 CallRequested(
                     future_id=future_id,
                     tool_name=call.tool_name,
-                    args=call.args,
+                    args=call.args_as_dict(),
                     tool_call_id=call.tool_call_id,
                 )
             )
