@@ -53,10 +53,7 @@ def scripted(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
     """A stand-in model for the scripted conversation."""
     print("    ⚡ calling the model", flush=True)
     results = [
-        p.content
-        for m in messages
-        for p in m.parts
-        if isinstance(p, ToolReturnPart)
+        p.content for m in messages for p in m.parts if isinstance(p, ToolReturnPart)
     ]
     if not results:
         return ModelResponse(
@@ -67,7 +64,9 @@ def scripted(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         )
     if len(results) == 2:
         args = {"restaurant": "Chez Nous", "people": 2, "time": "20:00"}
-        return ModelResponse(parts=[ToolCallPart("book_table", args, tool_call_id="b1")])
+        return ModelResponse(
+            parts=[ToolCallPart("book_table", args, tool_call_id="b1")]
+        )
     return ModelResponse(parts=[TextPart(f"{results[0]}, {results[1]}. {results[2]}.")])
 
 
@@ -138,7 +137,9 @@ async def main(log: Path, model: str) -> None:
         await job.start(model, "Weather in Paris and Tokyo, then book Chez Nous.")
         async for event in await job.open_stream("events", "r"):
             if event.event_kind == "function_tool_call":
-                print(f"agent calls {event.part.tool_name}({event.part.args_as_dict()})")
+                print(
+                    f"agent calls {event.part.tool_name}({event.part.args_as_dict()})"
+                )
             elif isinstance(event, ApprovalRequested):
                 print(f"agent asks to approve {event.tool_name}({event.args})")
                 if job.is_future_pending(event.future_id):

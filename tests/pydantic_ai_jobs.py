@@ -62,7 +62,7 @@ def steps(messages: list[ModelMessage]) -> int:
     return 1 + sum(isinstance(m, ModelResponse) for m in messages)
 
 
-STEPS: dict[int, list[ToolCallPart] | list[str]] = {
+STEPS: dict[int, list[ToolCallPart | str]] = {
     1: [
         ToolCallPart("lookup", {"key": "a"}, tool_call_id="call-a"),
         ToolCallPart("lookup", {"key": "b"}, tool_call_id="call-b"),

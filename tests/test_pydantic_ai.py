@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import orjson
@@ -41,6 +41,9 @@ from duron.contrib.pydantic_ai import (
     durable_context,
 )
 from duron.contrib.storage import FileLogStorage, MemoryLogStorage
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.anyio
 
@@ -115,7 +118,10 @@ async def host(log: Path, answer: object | None) -> tuple[list[str], str | None]
             shown.append(event.event_kind)
             if not isinstance(event, ApprovalRequested):
                 continue
-            assert (event.tool_name, event.args) == ("delete_file", {"path": "notes.txt"})
+            assert (event.tool_name, event.args) == (
+                "delete_file",
+                {"path": "notes.txt"},
+            )
             if answer is None:
                 return shown, None
             if job.is_future_pending(event.future_id):
@@ -162,10 +168,14 @@ async def test_an_approval_answered_after_the_host_restarted(tmp_path: Path) -> 
 def ask_once(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
     if isinstance(messages[-1].parts[-1], ToolReturnPart):
         return ModelResponse(parts=[TextPart(str(messages[-1].parts[-1].content))])
-    return ModelResponse(parts=[ToolCallPart("nap", {"seconds": 0.05}, tool_call_id="n")])
+    return ModelResponse(
+        parts=[ToolCallPart("nap", {"seconds": 0.05}, tool_call_id="n")]
+    )
 
 
-sleeper = Agent(FunctionModel(ask_once), name="sleeper", capabilities=[DuronDurability()])
+sleeper = Agent(
+    FunctionModel(ask_once), name="sleeper", capabilities=[DuronDurability()]
+)
 
 
 @duron.effect
@@ -249,7 +259,9 @@ def test_outside_durable_code_the_agent_runs_as_usual() -> None:
 
 
 def test_duron_does_not_import_pydantic_ai() -> None:
-    code = "import sys, duron, duron.contrib.storage; print('pydantic_ai' in sys.modules)"
+    code = (
+        "import sys, duron, duron.contrib.storage; print('pydantic_ai' in sys.modules)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )

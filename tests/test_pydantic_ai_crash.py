@@ -117,7 +117,9 @@ def test_killed_run_resumes_from_the_call_cut_off(
     assert [line for line in again[2:] if line.startswith("start")] == [
         f"start {name}" for name in rest
     ]
-    starts = [line.removeprefix("start ") for line in side_lines(side) if "start" in line]
+    starts = [
+        line.removeprefix("start ") for line in side_lines(side) if "start" in line
+    ]
     assert sorted(starts) == sorted([*CALLS, cut])  # once each, the cut one twice
     ends = [line.removeprefix("end ") for line in side_lines(side) if "end" in line]
     assert sorted(ends) == sorted(CALLS)

@@ -21,7 +21,7 @@ from duron.contrib.pydantic_ai import DurableAgent, DuronDurability
 from duron.testing import IncompatibleLogError, verify
 
 sys.path.insert(0, str(Path(__file__).parent))
-import pydantic_ai_jobs as jobs  # noqa: E402
+import pydantic_ai_jobs as jobs
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,8 @@ def variant(
 
 def test_the_same_code_replays_the_agents_log(golden: Path) -> None:
     report = verify(jobs.ask, golden)
-    assert report.ok and report.finished
+    assert report.ok
+    assert report.finished
 
 
 def test_a_new_tool_is_caught(golden: Path) -> None:
@@ -79,7 +80,8 @@ def test_a_new_tool_is_caught(golden: Path) -> None:
         verify(ask, golden)
     report = err.value.report
     assert (report.reason, report.position) == ("diverged", 0)
-    assert report.recorded is not None and report.requested is not None
+    assert report.recorded is not None
+    assert report.requested is not None
     assert report.recorded.startswith(
         "lookup_agent.model.request_stream(tools=['lookup', 'combine'], "
         "instructions='Look things up.', messages="

@@ -33,9 +33,11 @@ from pydantic_ai.durable_exec import (
     ToolsetGetToolsId,
     ToolsetValidateToolArgumentsId,
 )
+
+# The effect bodies' annotations are read at run time (they type the log's inputs).
 from pydantic_ai.messages import ModelMessage, ModelRequest
-from pydantic_ai.settings import ModelSettings
-from pydantic_ai.tools import ToolDefinition
+from pydantic_ai.settings import ModelSettings  # noqa: TC002
+from pydantic_ai.tools import ToolDefinition  # noqa: TC002
 
 import duron
 

@@ -25,25 +25,28 @@ import uuid
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import duron
 from duron._durable_loop import in_durable_code
 
 try:
-    from pydantic_ai import Agent, CustomEvent, DeferredToolRequests, DeferredToolResults
-    from pydantic_ai.agent import AbstractAgent, AgentRunResult
+    from pydantic_ai import (
+        Agent,
+        CustomEvent,
+        DeferredToolRequests,
+        DeferredToolResults,
+    )
+
+    # The one name not public: see _job_clock.
+    from pydantic_ai._utils import _now_utc_clock  # pyright: ignore[reportPrivateUsage]
     from pydantic_ai.durable_exec import (
         JSON_CODEC,
         BaseDurabilityCapability,
         DurabilityEngineSpec,
         conversation_id_from_run_id,
     )
-    from pydantic_ai.messages import AgentStreamEvent, ModelMessage
     from pydantic_ai.tools import RunContext, ToolApproved, ToolDenied
-
-    # The one name not public: see _job_clock.
-    from pydantic_ai._utils import _now_utc_clock
 except ImportError as exc:
     raise ImportError(
         "duron.contrib.pydantic_ai needs pydantic-ai-slim in the tested range "
@@ -56,6 +59,10 @@ from duron.contrib._pydantic_ai_effects import (
     operation_name,
     set_context,
 )
+
+if TYPE_CHECKING:
+    from pydantic_ai.agent import AbstractAgent, AgentRunResult
+    from pydantic_ai.messages import AgentStreamEvent, ModelMessage
 
 __all__ = [
     "ApprovalRequested",
@@ -146,7 +153,9 @@ class DuronDurability(BaseDurabilityCapability[Any]):
 def _job_now() -> datetime:
     """The job's clock in durable code, the wall clock elsewhere (inside an effect)."""
     if in_durable_code():
-        return datetime.fromtimestamp(asyncio.get_running_loop().time(), tz=timezone.utc)
+        return datetime.fromtimestamp(
+            asyncio.get_running_loop().time(), tz=timezone.utc
+        )
     return datetime.now(tz=timezone.utc)
 
 
@@ -279,7 +288,7 @@ class DurableAgent(Generic[_Deps, _Out]):
         set_context(ctx)
         _job_clock()
         handler = _send_to(events) if events is not None else None
-        result = await self.agent.run(
+        result: AgentRunResult[_Out] = await self.agent.run(
             user_prompt,
             deps=deps,
             message_history=message_history,
@@ -302,7 +311,9 @@ class DurableAgent(Generic[_Deps, _Out]):
 def _send_to(
     events: duron.StreamWriter[AgentStreamEvent],
 ) -> Callable[[RunContext[Any], AsyncIterable[AgentStreamEvent]], Any]:
-    async def handler(_: RunContext[Any], stream: AsyncIterable[AgentStreamEvent]) -> None:
+    async def handler(
+        _: RunContext[Any], stream: AsyncIterable[AgentStreamEvent]
+    ) -> None:
         async for event in stream:
             await events.send(event)
 
