@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -47,11 +47,11 @@ try:
         conversation_id_from_run_id,
     )
     from pydantic_ai.tools import RunContext, ToolApproved, ToolDenied
-except ImportError as exc:
+except ImportError as _missing:
     raise ImportError(
         "duron.contrib.pydantic_ai needs pydantic-ai-slim in the tested range "
-        f"({exc}): pip install 'duron[pydantic-ai]'"
-    ) from exc
+        f"({_missing}): pip install 'duron[pydantic-ai]'"
+    ) from _missing
 
 from duron.contrib._pydantic_ai_effects import (
     EffectBackend,
@@ -63,6 +63,7 @@ from duron.contrib._pydantic_ai_effects import (
 if TYPE_CHECKING:
     from pydantic_ai.agent import AbstractAgent, AgentRunResult
     from pydantic_ai.messages import AgentStreamEvent, ModelMessage
+    from pydantic_ai.models import Model
 
 __all__ = [
     "ApprovalRequested",
@@ -112,7 +113,9 @@ class DuronDurability(BaseDurabilityCapability[Any]):
         },
     )
 
-    def __init__(self, *, name: str | None = None, models: Any = None) -> None:
+    def __init__(
+        self, *, name: str | None = None, models: Mapping[str, Model] | None = None
+    ) -> None:
         super().__init__(name=name, models=models)
         self._backend: EffectBackend | None = None
 
