@@ -45,7 +45,7 @@ from duron.contrib.storage import FileLogStorage, MemoryLogStorage
 if TYPE_CHECKING:
     from pathlib import Path
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_hosts]
 
 CALLED: list[str] = []
 
