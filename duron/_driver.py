@@ -423,9 +423,7 @@ class Driver:
             if not events and not engine.has_staged:
                 if self._quiet_since is None and not loop.ready:
                     self._quiet_since = anyio.current_time()
-                    if self._quiet is not None:
-                        self._quiet.set()
-                        self._quiet = None
+                    self._tell_quiet()
                 await self._wait()
                 if not events and not engine.has_staged:
                     deadline = loop.next_deadline()
@@ -536,6 +534,15 @@ class Driver:
         starts = self.engine.flush_starts(self.loop.time())
         if starts:
             await self.writer.append(starts)
+            if self._quiet_since is not None:
+                self._tell_quiet()  # quiet, and now with nothing left to write
+
+    def _tell_quiet(self) -> None:
+        """Wake :meth:`wait_quiet`: the driver may wait on durable things only."""
+        quiet = self._quiet
+        if quiet is not None:
+            self._quiet = None
+            quiet.set()
 
     def _launch(self) -> None:
         self._quiet_since = None

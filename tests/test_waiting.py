@@ -136,3 +136,16 @@ async def test_wait_idle_returns_when_the_job_waits_only_on_durable_things() -> 
         # Its timer fires and the job ends: no more waiting.
         assert await job.wait() == "woke"
         assert await job.wait_idle() is None
+
+
+async def test_wait_idle_sees_a_wait_whose_start_entry_is_written_later() -> None:
+    # The future's start entry is written a moment after the job went quiet
+    # (nothing else to commit it with): only then is the job waiting.
+    future_ids.clear()
+    async with waits_for_a_future.invoke(MemoryLogStorage()) as job:
+        await job.start()
+        await anyio.sleep(0)
+        with anyio.fail_after(5):
+            waiting = await job.wait_idle()
+        assert waiting is not None
+        assert waiting.until is None
