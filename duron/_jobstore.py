@@ -34,7 +34,6 @@ import orjson
 from duron._codec import decode_recorded
 from duron._entries import InvalidField, json_type
 from duron._errors import (
-    DuplicateJobError,
     JobCancelledError,
     StorageError,
     UsageError,
@@ -346,24 +345,6 @@ def submission(
     entry = fn.job_entry(args, kwargs, via="submit()", job=options.job_id)
     job_id = options.job_id if options.job_id is not None else new_job_id()
     return Submission(job_id, entry, options)
-
-
-def check_resubmit(job_id: str, wanted: JobStarted, first: bytes | str | None) -> None:
-    """Refuse a ``submit()`` whose call differs from the job stored under its id,
-    whose log starts with ``first`` (``None``: the log is empty)."""
-    recorded = parse_job_entry(first, job_id) if first is not None else None
-    if recorded is None:
-        raise DuplicateJobError(
-            job=job_id,
-            recorded="a log opened with store.log() that holds no job yet",
-            requested=f"{wanted.fn}(...)",
-        )
-    if recorded.fn != wanted.fn or recorded.args != wanted.args:
-        raise DuplicateJobError(
-            job=job_id,
-            recorded=format_call(recorded.fn, recorded.args),
-            requested=format_call(wanted.fn, wanted.args),
-        )
 
 
 def parse_job_entry(raw: bytes | str, job_id: str) -> JobStarted | None:

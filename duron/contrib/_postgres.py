@@ -29,7 +29,6 @@ from duron._jobstore import (
     TERMINAL,
     check_job_id,
     check_requeue,
-    check_resubmit,
     is_entry_type,
 )
 from duron._outage import Outage
@@ -241,10 +240,12 @@ class PostgresStore(SQLStore):
 
     # -- the statements ---------------------------------------------------------------
 
-    async def _add(self, job_id: str, entry: JobStarted, raw: str, args: str) -> None:
+    async def _add(
+        self, job_id: str, entry: JobStarted, raw: str, args: str
+    ) -> tuple[bool, str | None]:
         q = self._q
 
-        async def run(conn: AsyncConnection[Any]) -> None:
+        async def run(conn: AsyncConnection[Any]) -> tuple[bool, str | None]:
             cur = await conn.execute(
                 f"WITH j AS (INSERT INTO {q}.jobs (id, function, args, status) "
                 "VALUES (%s, %s, %s, 'pending') ON CONFLICT (id) DO NOTHING "
@@ -254,15 +255,17 @@ class PostgresStore(SQLStore):
                 prepare=True,
             )
             if await cur.fetchone() is not None:
-                return
+                return True, None
             cur = await conn.execute(
                 f"SELECT entry FROM {q}.entries WHERE job_id = %s AND seq = 0",
                 (job_id,),
             )
             first = await cur.fetchone()
-            check_resubmit(job_id, entry, first[0] if first else None)
+            return False, first[0] if first else None
 
-        await self._engine.call(run, op="submit", signal=WORK, job=job_id, retry=True)
+        return await self._engine.call(
+            run, op="submit", signal=WORK, job=job_id, retry=True
+        )
 
     async def _job_row(self, job_id: str) -> _Row | None:
         q = self._q

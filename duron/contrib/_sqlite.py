@@ -29,7 +29,6 @@ from duron._jobstore import (
     TERMINAL,
     check_job_id,
     check_requeue,
-    check_resubmit,
     is_entry_type,
     timestamp,
 )
@@ -149,14 +148,15 @@ class SQLiteStore(SQLStore):
     def _when(value: Any) -> datetime | None:
         return timestamp(value)
 
-    async def _add(self, job_id: str, entry: JobStarted, raw: str, args: str) -> None:
-        def run(conn: sqlite3.Connection) -> None:
+    async def _add(
+        self, job_id: str, entry: JobStarted, raw: str, args: str
+    ) -> tuple[bool, str | None]:
+        def run(conn: sqlite3.Connection) -> tuple[bool, str | None]:
             if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone():
                 first = conn.execute(
                     "SELECT entry FROM entries WHERE job_id = ? AND seq = 0", (job_id,)
                 ).fetchone()
-                check_resubmit(job_id, entry, first[0] if first else None)
-                return
+                return False, first[0] if first else None
             now = time.time()
             conn.execute(
                 "INSERT INTO jobs (id, function, args, status, created, updated) "
@@ -167,8 +167,9 @@ class SQLiteStore(SQLStore):
                 "INSERT INTO entries (job_id, seq, entry) VALUES (?, 0, ?)",
                 (job_id, raw),
             )
+            return True, None
 
-        await self._engine.call(run, op="submit", signal=WORK, job=job_id)
+        return await self._engine.call(run, op="submit", signal=WORK, job=job_id)
 
     async def _job_row(self, job_id: str) -> _Row | None:
         def run(conn: sqlite3.Connection) -> _Row | None:

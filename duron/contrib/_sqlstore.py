@@ -49,6 +49,7 @@ from duron._jobstore import (
 )
 from duron._log import encode_entry
 from duron._recorded_errors import error_info
+from duron._resubmit import check_resubmit
 from duron.contrib._wakeups import DONE, WORK
 
 if TYPE_CHECKING:
@@ -221,9 +222,12 @@ class SQLStore(ABC):
         """
         sub = submission(fn, args, kwargs)
         raw = encode_entry(sub.entry).decode()
-        await self._add(
+        added, first = await self._add(
             sub.job_id, sub.entry, raw, orjson.dumps(sub.entry.args).decode()
         )
+        if not added:
+            # Decoding arguments runs user types: here, not on the store's thread.
+            check_resubmit(fn, sub.job_id, sub.entry, first)
         return sub.job_id
 
     async def get(self, job_id: str) -> JobInfo:
@@ -476,10 +480,12 @@ class SQLStore(ABC):
         return value  # type: ignore[no-any-return]
 
     @abstractmethod
-    async def _add(self, job_id: str, entry: JobStarted, raw: str, args: str) -> None:
-        """Insert a pending job whose log is its job entry ``raw``, or check (with
-        :func:`~duron._jobstore.check_resubmit`) that the job under that id is
-        the same call."""
+    async def _add(
+        self, job_id: str, entry: JobStarted, raw: str, args: str
+    ) -> tuple[bool, str | None]:
+        """Insert a pending job whose log is its job entry ``raw``: ``(True,
+        None)``; or, when the id is taken, ``(False, its log's first entry)``
+        (``None`` for an empty log) for :func:`~duron._resubmit.check_resubmit`."""
 
     @abstractmethod
     async def _job_row(self, job_id: str) -> tuple[Any, ...] | None:
