@@ -37,6 +37,7 @@ from duron._errors import (
 )
 from duron._host_streams import HostReader, HostWriter
 from duron._job import Job
+from duron._job_query import FunctionActivity, JobList
 from duron._jobstore import Claim, Heartbeat, JobInfo, JobStatus, JobStore
 from duron._options import CallOptions
 from duron._signal import Signal, SignalInterrupt, SignalWriter
@@ -58,6 +59,7 @@ __all__ = [
     "DurableFn",
     "DuronError",
     "EffectError",
+    "FunctionActivity",
     "Heartbeat",
     "HostReader",
     "HostWriter",
@@ -66,6 +68,7 @@ __all__ = [
     "Job",
     "JobCancelledError",
     "JobInfo",
+    "JobList",
     "JobMismatchError",
     "JobNotFoundError",
     "JobNotStartedError",

@@ -53,6 +53,7 @@ from duron._recorded_errors import rebuild
 
 if TYPE_CHECKING:
     from duron._durable import DurableFn
+    from duron._job_query import FunctionActivity, JobList
     from duron._storage import LogStorage
 
 __all__ = [
@@ -219,9 +220,44 @@ class JobStore(Protocol):
         self,
         status: JobStatus | Iterable[JobStatus] | None = None,
         *,
+        function: str
+        | DurableFn[..., Any]
+        | Iterable[str | DurableFn[..., Any]]
+        | None = None,
+        id_prefix: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+        newest_first: bool = False,
         limit: int | None = None,
-    ) -> list[JobInfo]:
-        """Jobs, oldest first, optionally of one status or of several."""
+        cursor: str | None = None,
+    ) -> JobList:
+        """One page of the jobs the filters keep, oldest (or newest) first; its
+        ``next_cursor`` continues it."""
+        ...
+
+    async def count_jobs(
+        self,
+        status: JobStatus | Iterable[JobStatus] | None = None,
+        *,
+        function: str
+        | DurableFn[..., Any]
+        | Iterable[str | DurableFn[..., Any]]
+        | None = None,
+        id_prefix: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+    ) -> dict[JobStatus, int]:
+        """How many jobs the filters keep, per status."""
+        ...
+
+    async def function_activity(
+        self, functions: Iterable[str | DurableFn[..., Any]]
+    ) -> dict[str, FunctionActivity]:
+        """What the job table says of the workers of each of these functions."""
         ...
 
     @overload
@@ -269,8 +305,12 @@ class JobStore(Protocol):
 
     # -- what a worker uses ----------------------------------------------------
 
-    async def claim(self, limit: int) -> list[Claim]:
-        """Take the leases of up to ``limit`` runnable jobs, oldest first."""
+    async def claim(
+        self, limit: int, *, functions: Iterable[str] | None = None
+    ) -> list[Claim]:
+        """Take the leases of up to ``limit`` runnable jobs, oldest first, of
+        ``functions`` only (the durable functions the caller runs; ``None``:
+        any). Jobs of other functions stay pending."""
         ...
 
     async def heartbeat(self, job_ids: Iterable[str]) -> Heartbeat:

@@ -33,6 +33,7 @@ from duron._jobstore import (
 )
 from duron._outage import Outage
 from duron._redact import redact
+from duron.contrib._job_search import PostgresDialect
 from duron.contrib._postgres_engine import Engine
 from duron.contrib._postgres_log import PostgresLog
 from duron.contrib._postgres_schema import SCHEMA_VERSION, Schema, migrate
@@ -190,6 +191,7 @@ class PostgresStore(SQLStore):
                 outage=Outage(f"PostgreSQL store {self.label}"),
             )
         )
+        self._dialect = PostgresDialect(self._schema.q)
 
     async def migrate(self) -> list[int]:
         """Create Duron's schema and tables, or upgrade them to this Duron's version.
@@ -280,24 +282,12 @@ class PostgresStore(SQLStore):
 
         return await self._engine.call(run, op="get", job=job_id, retry=True)
 
-    async def _job_rows(
-        self, wanted: list[str] | None, limit: int | None
-    ) -> list[_Row]:
-        where = ""
-        params: list[Any] = []
-        if wanted is not None:
-            where = "WHERE status = ANY(%s)"
-            params.append(wanted)
-        sql = f"SELECT {JOB_COLUMNS} FROM {self._q}.jobs {where} ORDER BY created, id"
-        if limit is not None:
-            sql += " LIMIT %s"
-            params.append(limit)
-
+    async def _query(self, sql: str, params: list[Any], op: str) -> list[_Row]:
         async def run(conn: AsyncConnection[Any]) -> list[_Row]:
             cur = await conn.execute(sql, params)
             return await cur.fetchall()
 
-        return await self._engine.call(run, op="list", retry=True)
+        return await self._engine.call(run, op=op, retry=True)
 
     async def _cancel(self, job_id: str) -> bool:
         q = self._q
@@ -450,13 +440,17 @@ class PostgresStore(SQLStore):
         return await self._engine.call(run, op="read", job=job_id, retry=True)
 
     async def _claim_rows(
-        self, limit: int, mine: list[str]
+        self, limit: int, mine: list[str], functions: tuple[str, ...] | None
     ) -> list[tuple[str, str, int, Any, Any]]:
         # Rows another worker is claiming, or another writer is appending to, are
         # skipped, not waited for. A lease of this store object that it no longer
         # holds (its release failed while the server was away) is taken back.
         q = self._q
         owner, lease = self.owner, self.lease
+        of_functions, params = "", [owner, mine]
+        if functions is not None:  # its own statement: the index by function
+            of_functions = "AND function = ANY(%s) "
+            params.append(list(functions))
 
         async def run(
             conn: AsyncConnection[Any],
@@ -466,12 +460,12 @@ class PostgresStore(SQLStore):
                 "WHERE status IN ('pending', 'running') AND function IS NOT NULL "
                 "AND (lease_expires IS NULL OR lease_expires < now() "
                 "OR lease_owner = %s) AND NOT id = ANY(%s) "
-                "ORDER BY created, id LIMIT %s FOR UPDATE SKIP LOCKED) "
+                f"{of_functions}ORDER BY created, id LIMIT %s FOR UPDATE SKIP LOCKED) "
                 f"UPDATE {q}.jobs AS j SET status = 'running', lease_owner = %s, "
                 "lease_expires = now() + make_interval(secs => %s), "
                 "epoch = j.epoch + 1, updated = now() FROM c WHERE j.id = c.id "
                 "RETURNING j.id, j.function, j.epoch, j.cancel_requested, j.created",
-                (owner, mine, limit, owner, lease),
+                (*params, limit, owner, lease),
                 prepare=True,
             )
             return await cur.fetchall()

@@ -33,6 +33,7 @@ from duron._jobstore import (
     timestamp,
 )
 from duron._outage import Outage
+from duron.contrib._job_search import SQLiteDialect
 from duron.contrib._sqlite_engine import Engine
 from duron.contrib._sqlite_log import SQLiteLog
 from duron.contrib._sqlstore import (
@@ -122,6 +123,7 @@ class SQLiteStore(SQLStore):
                 outage=Outage(f"SQLite store {self.label}"),
             )
         )
+        self._dialect = SQLiteDialect()
 
     def log(self, job_id: str) -> SQLiteLog:
         """The log of one job, as a :class:`~duron.LogStorage`.
@@ -179,23 +181,11 @@ class SQLiteStore(SQLStore):
 
         return await self._engine.call(run, op="get", write=False, job=job_id)
 
-    async def _job_rows(
-        self, wanted: list[str] | None, limit: int | None
-    ) -> list[_Row]:
-        where = ""
-        params: list[Any] = []
-        if wanted is not None:
-            where = f"WHERE status IN ({', '.join('?' * len(wanted))})"
-            params.extend(wanted)
-        sql = f"SELECT {JOB_COLUMNS} FROM jobs {where} ORDER BY created, id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-
+    async def _query(self, sql: str, params: list[Any], op: str) -> list[_Row]:
         def run(conn: sqlite3.Connection) -> list[_Row]:
             return conn.execute(sql, params).fetchall()
 
-        return await self._engine.call(run, op="list", write=False)
+        return await self._engine.call(run, op=op, write=False)
 
     async def _cancel(self, job_id: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
@@ -314,7 +304,7 @@ class SQLiteStore(SQLStore):
         return await self._engine.call(run, op="read", write=False, job=job_id)
 
     async def _claim_rows(
-        self, limit: int, mine: list[str]
+        self, limit: int, mine: list[str], functions: tuple[str, ...] | None
     ) -> list[tuple[str, str, int, Any, Any]]:
         # A lease of this store object that it no longer holds (its release
         # failed while the database was unavailable) is taken back at once.
@@ -324,12 +314,15 @@ class SQLiteStore(SQLStore):
             "OR lease_owner = :owner) "
             "AND id NOT IN (SELECT value FROM json_each(:mine))"
         )
+        if functions is not None:
+            runnable += " AND function IN (SELECT value FROM json_each(:fns))"
         held = orjson.dumps(mine).decode()
+        fns = orjson.dumps(functions).decode()
 
         def any_runnable(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
                 f"SELECT 1 FROM jobs WHERE {runnable} LIMIT 1",
-                {"now": time.time(), "mine": held, "owner": self.owner},
+                {"now": time.time(), "mine": held, "owner": self.owner, "fns": fns},
             ).fetchone()
             return row is not None
 
@@ -351,6 +344,7 @@ class SQLiteStore(SQLStore):
                     "now": now,
                     "limit": limit,
                     "mine": held,
+                    "fns": fns,
                 },
             ).fetchall()
 

@@ -74,6 +74,19 @@ CREATE TABLE IF NOT EXISTS entries (
 ) STRICT, WITHOUT ROWID;
 """
 
+# Indexes change no table: a store of this schema version works with or without
+# them (only slower), so a store made before they existed gets them when an
+# application opens it (SQLiteStore(path), not the CLI), with no version change.
+# For the job list (by creation time, of a function or a status) and for claims
+# of a worker's own functions.
+_INDEXES = {
+    "jobs_created": "jobs (created, id)",
+    "jobs_function": "jobs (function, created, id)",
+    "jobs_status_created": "jobs (status, created, id)",
+    "jobs_runnable_function": "jobs (function, created) "
+    "WHERE status IN ('pending', 'running')",
+}
+
 
 _STORE = "SQLite store"
 
@@ -91,6 +104,26 @@ _PASSING_MESSAGES = (
     "unable to open database file",
     "locking protocol",
 )
+
+
+def _ensure_indexes(conn: sqlite3.Connection) -> None:
+    """Create the indexes of :data:`_INDEXES` a store made before them lacks."""
+    marks = ", ".join("?" * len(_INDEXES))
+    (count,) = conn.execute(
+        f"SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN ({marks})",
+        list(_INDEXES),
+    ).fetchone()
+    if count == len(_INDEXES):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for name, on in _INDEXES.items():
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {on}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def is_passing(exc: sqlite3.Error) -> bool:
@@ -328,6 +361,8 @@ class Engine:
                     "upgrade duron",
                 )
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            if self.create:
+                _ensure_indexes(conn)
         except sqlite3.Error as exc:
             raise self._error(exc, "open") from exc
 
@@ -366,6 +401,8 @@ class Engine:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                for name, on in _INDEXES.items():
+                    conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {on}")
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
