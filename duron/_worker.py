@@ -84,10 +84,12 @@ class Worker:
             await anyio.sleep_forever()  # or serve requests meanwhile
         ```
 
-    Every process that runs jobs of a store should give its worker every durable
-    function the store's jobs use: a job naming a function the worker does not
-    know is marked failed (:class:`~duron.UnknownFunctionError`) and waits for
-    ``store.requeue()``.
+    A worker claims only jobs of the durable functions it was given: workers
+    with different functions share one store, each running its own kinds of
+    job, and during a rolling deploy the workers that do not have a new
+    function yet leave its jobs pending for the ones that do. A job whose
+    function no running worker has waits, pending (``duron jobs list`` says
+    so), and is never failed for it.
 
     While the store cannot be reached, jobs that need it stop at a safe point
     without being marked failed and resume once it is back (see the module
@@ -139,6 +141,7 @@ class Worker:
             if heartbeat_interval is not None
             else min(1.0, store.lease / 3)
         )
+        self._names = tuple(sorted(fns))
         self._slots: dict[str, _Slot] = {}
         self._tg: TaskGroup | None = None
         self._state = "new"
@@ -301,7 +304,7 @@ class Worker:
         # Claimed jobs must get their slot (and so their release) even if the
         # worker is stopping meanwhile.
         with anyio.CancelScope(shield=True):
-            claims = await store.claim(free)
+            claims = await store.claim(free, functions=self._names)
         for claim in claims:
             slot = _Slot(claim, cancel_wanted=claim.cancel_requested)
             older = slots.get(claim.job_id)
@@ -333,6 +336,10 @@ class Worker:
                 slot.previous = None
             fn = self.functions.get(claim.function)
             if fn is None:
+                # Only a store that ignores claim(functions=...) gets here: the
+                # job cannot run here nor be handed back, so it fails loudly
+                # (store.requeue() runs it again) rather than being claimed in
+                # a loop.
                 error = UnknownFunctionError(
                     job=job_id,
                     function=claim.function,
