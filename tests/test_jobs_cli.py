@@ -81,7 +81,12 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 def test_list(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "list", url(db))
-    assert (code, err) == (0, "")
+    assert code == 0
+    assert re.fullmatch(
+        r"waiting: waiting: no job of steps is running; one last ran at "
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: is a worker that has steps up\?\n",
+        err,
+    ), err
     lines = out.splitlines()
     assert lines[0].split() == ["ID", "STATUS", "UPDATED", "CALL"]
     rows = [line.split() for line in lines[1:]]
