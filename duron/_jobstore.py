@@ -81,11 +81,11 @@ JobStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 """Where a job is in its life:
 
 * ``pending``: submitted (or stopped at a safe point, or requeued) and waiting for a
-  worker;
+  worker that has its durable function;
 * ``running``: a worker or a ``store.log()`` writer holds its lease (after a crash
   the lease expires and another worker takes the job over);
 * ``completed``, ``failed``, ``cancelled``: it ended; ``failed`` also covers a job a
-  worker could not run (unknown function, a log the code no longer replays), which
+  worker could not run (a log the code no longer replays), which
   ``store.requeue()`` makes runnable again.
 """
 
