@@ -188,7 +188,10 @@ def test_two_workers_ride_out_restarts_and_a_stop_and_no_job_fails(
         assert "ERROR" not in text, text
     # The stop outlasted the workers' connect timeout (2 s): the jobs that had
     # to write meanwhile were stopped at a safe point, unfailed, and resumed.
-    stopped = sum(log.read_text().count(" stopped at a safe point (") for log in logs)
+    stopped = sum(
+        len(re.findall(r" stopped job \S+ \(.+?\) at a safe point \(", log.read_text()))
+        for log in logs
+    )
     assert stopped >= 1
     print(f"{elapsed:.1f} s, {stopped} runs stopped, {reruns} effects ran again")
     assert elapsed < 60
