@@ -57,7 +57,9 @@ class JobList(list[JobInfo]):
 
     next_cursor: str | None
 
-    def __init__(self, jobs: Iterable[JobInfo] = (), next_cursor: str | None = None):
+    def __init__(
+        self, jobs: Iterable[JobInfo] = (), next_cursor: str | None = None
+    ) -> None:
         super().__init__(jobs)
         self.next_cursor = next_cursor
 

@@ -32,15 +32,7 @@ import anyio
 import orjson
 
 from duron._errors import DuplicateJobError, JobCancelledError, JobNotFoundError
-from duron._job_query import (
-    FunctionActivity,
-    JobList,
-    all_statuses,
-    encode_cursor,
-    function_names,
-    job_filter,
-    page,
-)
+from duron._job_query import function_names
 from duron._jobstore import (
     Claim,
     Heartbeat,
@@ -59,7 +51,7 @@ from duron._jobstore import (
 from duron._log import encode_entry
 from duron._recorded_errors import error_info
 from duron._resubmit import check_resubmit
-from duron.contrib._job_search import Dialect, activity_sql, count_sql, list_sql
+from duron.contrib._job_search import JOB_COLUMNS, JobSearch
 from duron.contrib._wakeups import DONE, WORK
 
 if TYPE_CHECKING:
@@ -89,10 +81,6 @@ _S = TypeVar("_S", bound="SQLStore")
 
 READ_CHUNK = 1000
 TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
-JOB_COLUMNS = (
-    "id, function, args, status, result, error, created, updated, lease_owner, "
-    "lease_expires, epoch, cancel_requested, forked_from"
-)
 
 
 class StoreEngine(Protocol):
@@ -165,7 +153,7 @@ class LogAccess(Generic[_E]):
     q: str = ""  # the schema-qualified table prefix, where the store has one
 
 
-class SQLStore(ABC):
+class SQLStore(JobSearch, ABC):
     """The job store API over a SQL database (see the module docstring).
 
     Attributes:
@@ -181,7 +169,6 @@ class SQLStore(ABC):
     lease: float
     outage: Outage
     _engine: StoreEngine
-    _dialect: Dialect
 
     def _start(self, engine: StoreEngine) -> None:
         self._engine = engine
@@ -251,142 +238,6 @@ class SQLStore(ABC):
         if row is None:
             raise JobNotFoundError(job=job_id, store=self.label)
         return self._job_info(row)
-
-    async def list_jobs(
-        self,
-        status: JobStatus | Iterable[JobStatus] | None = None,
-        *,
-        function: str
-        | DurableFn[..., Any]
-        | Iterable[str | DurableFn[..., Any]]
-        | None = None,
-        id_prefix: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        updated_after: datetime | None = None,
-        updated_before: datetime | None = None,
-        newest_first: bool = False,
-        limit: int | None = None,
-        cursor: str | None = None,
-    ) -> JobList:
-        """One page of the jobs the filters keep, ordered by creation time.
-
-        Every filter is optional; given several, a job must pass them all.
-
-        Args:
-            status: Only jobs with this status (or one of these).
-            function: Only jobs of this durable function (a name or the
-                ``@duron.durable`` function), or of one of these.
-            id_prefix: Only jobs whose id starts with this.
-            created_after: Only jobs created after this time (aware datetime).
-            created_before: Only jobs created before this time.
-            updated_after: Only jobs whose status or owner last changed after
-                this time.
-            updated_before: Only jobs last changed before this time.
-            newest_first: Newest first (default: oldest first).
-            limit: At most this many jobs (default: every one).
-            cursor: Start after the position a previous page's ``next_cursor``
-                names (pass the same filters and order).
-
-        Returns:
-            The jobs, a list whose ``next_cursor`` continues it (``None`` on the
-            last page). Paging is stable: jobs added meanwhile are created later
-            (at the end, oldest first), and no job is shown twice.
-
-        Raises:
-            UsageError: A bad argument (the message names it), or a cursor that
-                is not one this store's ``list_jobs()`` returned.
-        """
-        which = job_filter(
-            status,
-            function=function,
-            id_prefix=id_prefix,
-            created_after=created_after,
-            created_before=created_before,
-            updated_after=updated_after,
-            updated_before=updated_before,
-        )
-        where = page(newest_first=newest_first, limit=limit, cursor=cursor)
-        sql, params = list_sql(JOB_COLUMNS, which, where, self._dialect)
-        rows = await self._query(sql, params, "list")
-        more = where.limit is not None and len(rows) > where.limit
-        if more:
-            del rows[-1]
-        jobs = [self._job_info(row) for row in rows]
-        last = rows[-1] if more else None
-        next_cursor = (
-            None
-            if last is None
-            else encode_cursor(self._dialect.cursor_time(last[6]), last[0])
-        )
-        return JobList(jobs, next_cursor)
-
-    async def count_jobs(
-        self,
-        status: JobStatus | Iterable[JobStatus] | None = None,
-        *,
-        function: str
-        | DurableFn[..., Any]
-        | Iterable[str | DurableFn[..., Any]]
-        | None = None,
-        id_prefix: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        updated_after: datetime | None = None,
-        updated_before: datetime | None = None,
-    ) -> dict[JobStatus, int]:
-        """How many jobs the filters keep, per status.
-
-        Takes the filters of :meth:`list_jobs`.
-
-        Returns:
-            Every status asked for (all five by default), in the order
-            ``pending, running, completed, failed, cancelled``, with its count
-            (0 included).
-
-        Raises:
-            UsageError: A bad argument (the message names it).
-        """
-        which = job_filter(
-            status,
-            function=function,
-            id_prefix=id_prefix,
-            created_after=created_after,
-            created_before=created_before,
-            updated_after=updated_after,
-            updated_before=updated_before,
-        )
-        sql, params = count_sql(which, self._dialect)
-        counted = dict(await self._query(sql, params, "count"))
-        return {s: int(counted.get(s, 0)) for s in all_statuses(which.statuses)}
-
-    async def function_activity(
-        self, functions: Iterable[str | DurableFn[..., Any]]
-    ) -> dict[str, FunctionActivity]:
-        """What the job table says of the workers of each of these functions.
-
-        Workers do not register with the store: this is what their jobs show
-        (see :class:`~duron.FunctionActivity`). ``duron jobs list`` uses it to
-        say why a pending job waits.
-
-        Args:
-            functions: Durable function names or ``@duron.durable`` functions.
-
-        Returns:
-            Each function's :class:`~duron.FunctionActivity`, by name.
-
-        Raises:
-            UsageError: Something that is not a name nor a durable function.
-        """
-        names = function_names(functions)
-        if not names:
-            return {}
-        sql, params = activity_sql(names, self._dialect)
-        rows = await self._query(sql, params, "list")
-        return {
-            name: FunctionActivity(name, int(running), self._when(last))
-            for name, running, last in rows
-        }
 
     @overload
     async def result(
@@ -634,12 +485,6 @@ class SQLStore(ABC):
     @abstractmethod
     async def _job_row(self, job_id: str) -> tuple[Any, ...] | None:
         """The job's :data:`JOB_COLUMNS`."""
-
-    @abstractmethod
-    async def _query(
-        self, sql: str, params: list[Any], op: str
-    ) -> list[tuple[Any, ...]]:
-        """The rows of a read-only statement (one of :mod:`._job_search`'s)."""
 
     @abstractmethod
     async def _cancel(self, job_id: str) -> bool:
