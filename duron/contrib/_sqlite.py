@@ -314,15 +314,18 @@ class SQLiteStore(SQLStore):
             "OR lease_owner = :owner) "
             "AND id NOT IN (SELECT value FROM json_each(:mine))"
         )
+        # One parameter per name: with a list (not json_each) the planner takes
+        # the index of runnable jobs by function, and jobs of other functions
+        # waiting for their workers cost a claim nothing.
+        fns = {f"f{i}": name for i, name in enumerate(functions or ())}
         if functions is not None:
-            runnable += " AND function IN (SELECT value FROM json_each(:fns))"
+            runnable += f" AND function IN ({', '.join(':' + k for k in fns)})"
         held = orjson.dumps(mine).decode()
-        fns = orjson.dumps(functions).decode()
 
         def any_runnable(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
                 f"SELECT 1 FROM jobs WHERE {runnable} LIMIT 1",
-                {"now": time.time(), "mine": held, "owner": self.owner, "fns": fns},
+                {"now": time.time(), "mine": held, "owner": self.owner, **fns},
             ).fetchone()
             return row is not None
 
@@ -344,7 +347,7 @@ class SQLiteStore(SQLStore):
                     "now": now,
                     "limit": limit,
                     "mine": held,
-                    "fns": fns,
+                    **fns,
                 },
             ).fetchall()
 
