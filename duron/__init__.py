@@ -9,7 +9,9 @@ where the log ends.
 # No `from __future__ import annotations` here: it would export a name `annotations`.
 from duron._codec import UNANNOTATED, Codec, JSONValue, PydanticCodec
 from duron._context import Context, PatchQuery
+from duron._driver import Waiting
 from duron._durable import DurableFn, Provided, durable
+from duron._durable_logger import DurableLogger
 from duron._effect import Reducer, effect
 from duron._errors import (
     CorruptLogError,
@@ -25,10 +27,12 @@ from duron._errors import (
     LeaseLostError,
     LogLockedError,
     NonDeterminismError,
+    NondeterministicCallError,
     OperationCall,
     PayloadDecodeError,
     PayloadEncodeError,
     PayloadError,
+    PayloadTooLargeError,
     SchemaError,
     StorageError,
     StoreUnavailableError,
@@ -39,9 +43,11 @@ from duron._host_streams import HostReader, HostWriter
 from duron._job import Job
 from duron._job_query import FunctionActivity, JobList
 from duron._jobstore import Claim, Heartbeat, JobInfo, JobStatus, JobStore
+from duron._limits import LogLimits, LogSize
 from duron._options import CallOptions
 from duron._signal import Signal, SignalInterrupt, SignalWriter
 from duron._storage import LogStorage
+from duron._store_streams import StoreReader, StoreWriter
 from duron._stream import Stream, StreamClosed, StreamWriter
 from duron._worker import Worker
 
@@ -57,6 +63,7 @@ __all__ = [
     "DivergenceKind",
     "DuplicateJobError",
     "DurableFn",
+    "DurableLogger",
     "DuronError",
     "EffectError",
     "FunctionActivity",
@@ -75,14 +82,18 @@ __all__ = [
     "JobStatus",
     "JobStore",
     "LeaseLostError",
+    "LogLimits",
     "LogLockedError",
+    "LogSize",
     "LogStorage",
     "NonDeterminismError",
+    "NondeterministicCallError",
     "OperationCall",
     "PatchQuery",
     "PayloadDecodeError",
     "PayloadEncodeError",
     "PayloadError",
+    "PayloadTooLargeError",
     "Provided",
     "PydanticCodec",
     "Reducer",
@@ -91,12 +102,15 @@ __all__ = [
     "SignalInterrupt",
     "SignalWriter",
     "StorageError",
+    "StoreReader",
     "StoreUnavailableError",
+    "StoreWriter",
     "Stream",
     "StreamClosed",
     "StreamWriter",
     "UnknownFunctionError",
     "UsageError",
+    "Waiting",
     "Worker",
     "__version__",
     "durable",

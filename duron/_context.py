@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import (
     AsyncGenerator,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from duron._driver import Driver
     from duron._durable import DurableFn
     from duron._durable_calls import DurableCalls
+    from duron._durable_logger import DurableLogger
 
 __all__ = ["Context", "PatchQuery", "root_call"]
 
@@ -98,10 +100,43 @@ class Context:
     was passed to.
     """
 
-    __slots__ = ("_calls",)
+    __slots__ = ("_calls", "_logger")
 
     def __init__(self, driver: Driver) -> None:
         self._calls = driver.calls
+        self._logger: DurableLogger | None = None
+
+    @property
+    def logger(self) -> DurableLogger:
+        """A logger for durable code whose records replay does not repeat.
+
+        A :class:`logging.LoggerAdapter` of the ``duron.job`` logger: records are
+        dropped while the job replays what its log recorded, and carry the job's
+        id, function and position (``record.duron_job``,
+        ``record.duron_function``, ``record.duron_position``).
+
+        Example:
+            ```python
+            ctx.logger.info("charging order %s", order_id)
+            ```
+        """
+        logger = self._logger
+        if logger is None:
+            logger = self._logger = self._calls.logger(logging.getLogger("duron.job"))
+        return logger
+
+    def logger_for(self, logger: logging.Logger | str) -> DurableLogger:
+        """:attr:`logger` for another logger (or logger name), e.g. the module's own.
+
+        Args:
+            logger: A logger, or the name ``logging.getLogger`` takes.
+
+        Returns:
+            An adapter of it that is silent while the job replays.
+        """
+        if isinstance(logger, str):
+            logger = logging.getLogger(logger)
+        return self._calls.logger(logger)
 
     @overload
     async def run(

@@ -140,6 +140,8 @@ def inject(driver: Driver) -> dict[str, Any]:
     for inj in driver.dfn.injections:
         if inj.kind == "writer":
             ch = OutputChannel(inj.name, inj.annotation, driver.codec)
+            if driver.keeps_output:
+                ch.record = driver.record_output
             driver.outputs[inj.name] = ch
             out[inj.name] = StreamWriter(ch)  # type: ignore[arg-type]
             continue

@@ -28,6 +28,7 @@ import contextvars
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -35,16 +36,20 @@ import anyio
 from duron._delivery import deliver_done, deliver_emit, inject
 from duron._durable_calls import DurableCalls
 from duron._durable_loop import DurableLoop
-from duron._effect_runner import Effects, Fatal
+from duron._effect_runner import Effects, Fatal, ObservedEffects
 from duron._engine import Engine
 from duron._errors import (
     NonDeterminismError,
 )
+from duron._guard import loop_class
 from duron._host_backends import host_for
 from duron._host_input import HostInput
+from duron._inbox_feed import InboxFeed, inbox_source
 from duron._job_end import JobOutcome, code_end, outcome_from
 from duron._log import decode_entry
 from duron._log_writer import LogWriter
+from duron._observe import RunStart
+from duron._observe import current as current_observer
 from duron._operations import (
     LOG_ENDED,
     NEED_ENTRIES,
@@ -55,7 +60,9 @@ from duron._operations import (
     FireTimer,
     Op,
     Outcome,
+    Output,
 )
+from duron._storage import lease_of
 
 if TYPE_CHECKING:
     import asyncio
@@ -64,13 +71,15 @@ if TYPE_CHECKING:
 
     from duron._codec import Codec
     from duron._durable import DurableFn
+    from duron._durable_loop import DurableLoop
     from duron._entries import Entry, ErrorInfo
     from duron._host_backends import Host
     from duron._host_streams import OutputChannel
     from duron._json import JSONValue
+    from duron._observe import RunObserver
     from duron._storage import LogStorage
 
-__all__ = ["CHECKPOINT_EVERY", "START_FLUSH_DELAY", "Driver"]
+__all__ = ["CHECKPOINT_EVERY", "START_FLUSH_DELAY", "Driver", "Waiting"]
 
 START_FLUSH_DELAY = 0.05
 """Seconds an operation may run before its ``start`` entry is written on its own."""
@@ -82,6 +91,20 @@ host loop."""
 
 READ_AHEAD = 256
 """Entries read from storage at a time while replaying."""
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A live job waiting only on durable things (see :meth:`Driver.waiting`).
+
+    Attributes:
+        until: When its next durable timer is due (the job clock: seconds since
+            the epoch), or ``None`` if it waits for input alone.
+        since: Since when it has been waiting so (``anyio.current_time()``).
+    """
+
+    until: float | None
+    since: float
 
 
 class Driver:
@@ -99,6 +122,8 @@ class Driver:
             and replayed first; a log of its job entry alone goes live at once).
         clock: The host clock (seconds since the epoch) live entries are stamped
             with; replay takes time from the log instead.
+        context: What travels with the job (its job entry's ``context``), for an
+            installed observer (:mod:`duron._observe`).
     """
 
     shortcuts: bool = True
@@ -112,6 +137,7 @@ class Driver:
         started: float,
         replaying: bool,
         clock: Callable[[], float] = time.time,
+        context: dict[str, JSONValue] | None = None,
     ) -> None:
         self.dfn = dfn
         self.storage = storage
@@ -119,7 +145,14 @@ class Driver:
         self.label: str = storage.label
         self.seed = seed
         self.clock = clock
-        self.loop: DurableLoop = DurableLoop(started)  # type: ignore[abstract]
+        self.started = started
+        self.context = context
+        # Told about the live work of an observed run (None: not observed).
+        self.observe: RunObserver | None = None
+        self._end_status = "stopped"  # how the run ended, for the observer
+        self._replay_only = False
+        # The determinism guard's loop while duron.testing.determinism_guard() is on.
+        self.loop: DurableLoop = loop_class()(started)
         self.engine: Engine = Engine(
             self.label, replaying=replaying, same_inputs=self._same_inputs
         )
@@ -130,8 +163,13 @@ class Driver:
         self.closing: bool = False
         self.root: asyncio.Task[Any] | None = None
         self.entries_read: int = 0
-        self.writer: LogWriter = LogWriter(storage, dfn.name, self._name_at)
+        self.writer: LogWriter = LogWriter(storage, dfn.name, self.engine.pending.get)
+        self._lease = lease_of(storage)
         self.outputs: dict[str, OutputChannel] = {}
+        # A storage that keeps output (a job store's log) records what durable
+        # code sends on StreamWriter parameters, for readers in other processes.
+        self.keeps_output: bool = bool(getattr(storage, "keeps_output", False))
+        self._outputs_live = False
         self.inputs: dict[str, Op] = {}
         self.injected: dict[str, Any] = inject(self)
         self.host_input: HostInput = HostInput(self)
@@ -145,7 +183,13 @@ class Driver:
         self._unyielded = 0
         self._undelivered = 0  # outcomes of the batch being delivered still to go
         self._rounds = False  # the live rounds have begun (the clock is the host's)
-        self._flush_due = False
+        # When the start entries of running effects are due to be written, if
+        # any are waiting (anyio's clock): only then does an idle driver wake.
+        self._flush_at: float | None = None
+        # Since when (anyio's clock) the live rounds found nothing to do: no
+        # outcome to write, no effect to launch, no durable code ready.
+        self._quiet_since: float | None = None
+        self._quiet: anyio.Event | None = None  # set when the driver goes quiet
 
     # -- running ---------------------------------------------------------------------
 
@@ -164,7 +208,7 @@ class Driver:
         unless the log recorded the job's end.
         """
         self._host = host = host_for(tg)
-        self._effects = Effects(host, self.codec, self.label, self.push)
+        self._replay_only = replay_only
         self._records = records
         if records is not None:
             # Read before durable code starts, so that its first call can take
@@ -173,7 +217,30 @@ class Driver:
             if self.engine.exhausted and not replay_only:
                 self.engine.go_live()
                 records = None
-        self.root = self.loop.spawn(main(), contextvars.copy_context())
+        observer = None if replay_only else current_observer()
+        if observer is not None:
+            self.observe = observer.run_started(
+                RunStart(
+                    self.label,
+                    self.dfn.name,
+                    self.seed,
+                    self.started,
+                    self.context,
+                    records is not None,
+                )
+            )
+        observe = self.observe
+        if observe is None:
+            self._effects = Effects(host, self.codec, self.label, self.push)
+        else:
+            self._effects = ObservedEffects(
+                host, self.codec, self.label, self.push, observe
+            )
+            self.writer.on_written = observe.written
+        context = contextvars.copy_context()
+        if observe is not None:
+            context.run(observe.enter_durable)
+        self.root = self.loop.spawn(main(), context)
         await self._settle()
         if records is not None:
             ended = await self._replay()
@@ -216,11 +283,14 @@ class Driver:
             engine.receive_end()
             return
         label = self.label
+        watch = self.writer.watch  # counts the log's bytes when a warning size is set
         batch: list[tuple[int, Entry]] = []
         try:
             for _ in range(READ_AHEAD):
                 offset, raw = await records.__anext__()
                 batch.append((offset, decode_entry(raw, job=label, offset=offset)))
+                if watch is not None:
+                    watch.add(len(raw))
         except StopAsyncIteration:
             self._records = None
             engine.receive_end()
@@ -245,45 +315,99 @@ class Driver:
         engine.check_end(
             ended, code_end(root, self.dfn, self.label) if root.done() else None
         )
+        self._end_status = "replayed"
+        if self.observe is not None:
+            self.observe.replay_done(self.calls.replayed)
         return self._outcome(ended.result, ended.error, None)
 
     async def _live(self) -> JobOutcome:
         loop, root, host = self.loop, self.root, self._host
         assert root is not None
         assert host is not None
-        if self.engine.replaying:
-            self._resume_pending()
+        resumed = self._resume_pending() if self.engine.replaying else 0
+        observe = self.observe
+        if observe is not None:
+            observe.replay_done(self.calls.replayed - resumed)
+            loop.on_timer = observe.timer_fired
+        if self.keeps_output:
+            self._stage_outputs()
         self.live.set()
         await self._advance(max(loop.time(), self.clock()))
         self._rounds = True
-        flusher = host.spawn(self._flusher, name=f"duron flusher {self.label}")
+        source = inbox_source(self.storage)
+        feed = None
+        if source is not None:  # input sent through a job store, by job id
+            feed = host.spawn(
+                InboxFeed(self, source).run, name=f"duron inbox {self.label}"
+            )
         try:
             await self._run_live(root)
         finally:
-            flusher.cancel()
+            if feed is not None:
+                feed.cancel()
         self.stop_effects()
         result, error = code_end(root, self.dfn, self.label)
         t = loop.time()
         await self.writer.append(self.engine.end(result, error, t, t))
+        self._end_status = (
+            "completed"
+            if error is None
+            else "cancelled"
+            if root.cancelled()
+            else "failed"
+        )
         cause = None if root.cancelled() else root.exception()
         return self._outcome(result, error, cause)
 
-    def _resume_pending(self) -> None:
-        """The log ended: what was issued but not finished continues live."""
+    def record_output(self, output: Output) -> None:
+        """Durable code sent (or closed) an output stream: record it with the next
+        write; while replaying, :meth:`_stage_outputs` decides at the log's end."""
+        if self._outputs_live:
+            self.engine.stage_output(output)
+
+    def _stage_outputs(self) -> None:
+        """The log ended: stage what durable code sent that it does not record."""
+        recorded = self.engine.outputs_recorded
+        for name, ch in self.outputs.items():
+            done = recorded.get(name, 0)
+            for value in ch.values[done:]:
+                data = self.codec.encode(value, ch.annotation)
+                self.engine.stage_output(Output(name, data))
+            if ch.closed and done <= len(ch.values):
+                self.engine.stage_output(ch.close_record())
+        self._outputs_live = True
+
+    def _resume_pending(self) -> int:
+        """The log ended: what was issued but not finished continues live; how
+        many effects that is."""
         engine = self.engine
+        resumed = 0
         for op in engine.go_live():
+            if op.kind == "effect":
+                resumed += 1
             if op.fut.cancelled():  # durable code stopped waiting meanwhile
                 engine.abandon(op)
             elif op.kind == "effect":
                 self._to_launch.append(op)
+        return resumed
 
     async def _run_live(self, root: asyncio.Task[Any]) -> None:
         loop, host, events, engine = self.loop, self._host, self._events, self.engine
         assert host is not None
         while not root.done():
             if self._to_launch:
+                lease = self._lease
+                if lease is not None and not lease.lease_fresh():
+                    # This process may have stalled past its lease: another
+                    # worker may run the job now. Start nothing before knowing.
+                    await lease.confirm_lease()
                 self._launch()
             if not events and not engine.has_staged:
+                if self._quiet_since is None and not loop.ready:
+                    self._quiet_since = anyio.current_time()
+                    if self._quiet is not None:
+                        self._quiet.set()
+                        self._quiet = None
                 await self._wait()
                 if not events and not engine.has_staged:
                     deadline = loop.next_deadline()
@@ -292,6 +416,7 @@ class Driver:
                         if self._patch_queries:
                             await self._settle()
                     continue
+            self._quiet_since = None
             await self._commit()
             self._unyielded += 1
             if self._unyielded >= CHECKPOINT_EVERY:
@@ -347,37 +472,44 @@ class Driver:
             self._undelivered = 0
 
     async def _wait(self) -> None:
-        """Sleep until an outcome arrives or the next timer is due."""
+        """Sleep until an outcome arrives, the next timer is due, or it is time to
+        record which effects are running (:data:`START_FLUSH_DELAY` after the
+        first one that is not)."""
         host = self._host
         assert host is not None
-        if self._flush_due:
-            await self._flush_starts()
-            if self._events:
-                return
+        flush_at = self._flush_at
+        if self.engine.has_unflushed:
+            if flush_at is None:
+                flush_at = self._flush_at = anyio.current_time() + START_FLUSH_DELAY
+            elif anyio.current_time() >= flush_at:
+                await self._flush_starts()
+                if self._events:
+                    return
+                flush_at = None
+        else:
+            flush_at = self._flush_at = None
         deadline = self.loop.next_deadline()
         delay = None if deadline is None else deadline - self.clock()
+        if flush_at is not None:
+            until_flush = max(0.0, flush_at - anyio.current_time())
+            delay = until_flush if delay is None else min(delay, until_flush)
         if delay is None or delay > 0:
             await host.sleep(delay)
-        if self._flush_due and not self._events:
+        if (
+            flush_at is not None
+            and not self._events
+            and anyio.current_time() >= flush_at
+        ):
             await self._flush_starts()
 
     async def _flush_starts(self) -> None:
-        self._flush_due = False
+        self._flush_at = None
         starts = self.engine.flush_starts(self.loop.time())
         if starts:
             await self.writer.append(starts)
 
-    async def _flusher(self) -> None:
-        """Every so often, have an idle driver record what is still running."""
-        host = self._host
-        assert host is not None
-        while True:
-            await anyio.sleep(START_FLUSH_DELAY)
-            if self.engine.has_unflushed:
-                self._flush_due = True
-                host.wake()
-
     def _launch(self) -> None:
+        self._quiet_since = None
         effects = self._effects
         assert effects is not None
         if not self.closing:
@@ -408,10 +540,16 @@ class Driver:
         if self._host is not None:
             await self._host.aclose()
 
-    def shutdown(self) -> None:
-        """The run is over: wake host readers and writers still waiting on it."""
+    def shutdown(self, failure: BaseException | None = None) -> None:
+        """The run is over (``failure``: what stopped it, if it failed): wake host
+        readers and writers still waiting on it."""
+        observe, self.observe = self.observe, None
+        if observe is not None:
+            observe.run_ended(self._end_status, failure)
         self.ended = True
         self.live.set()
+        if self._quiet is not None:
+            self._quiet.set()
         for ch in self.outputs.values():
             ch.notify()
         for event in self._events:
@@ -492,6 +630,7 @@ class Driver:
             and effects is not None
             and effects.direct
             and self.writer.can_append_now
+            and (self._lease is None or self._lease.lease_fresh())
             and self.engine.idle
             and not self.loop.ready
         )
@@ -521,7 +660,46 @@ class Driver:
         loop.advance(t)  # only moves the clock: no timer is due by t (checked)
         return True
 
+    def replaying_recorded(self) -> bool:
+        """Whether durable code runs what its log recorded (replay, before the code
+        passes the log's last entry; all of a ``duron verify`` run)."""
+        engine = self.engine
+        return self._replay_only or (engine.replaying and not engine.exhausted)
+
     # -- what the host calls (through Job) ---------------------------------------------
+
+    def waiting(self) -> Waiting | None:
+        """What the job waits for, when it waits only on durable things.
+
+        ``None`` while it replays, has an effect running, has something to write
+        or durable code to run, or has ended. Otherwise: the job clock's next
+        timer (``None``: it waits for input alone), and since when (anyio's clock)
+        it has been this quiet.
+        """
+        since = self._quiet_since
+        if (
+            since is None
+            or self.ended
+            or self.closing
+            or self._events
+            or self._to_launch
+            or self.loop.ready
+            or self.engine.has_staged
+            or self.engine.has_unflushed
+        ):
+            return None
+        for op in self.engine.pending.values():
+            if op.kind == "effect" and not op.abandoned:
+                return None
+        return Waiting(self.loop.next_deadline(), since)
+
+    async def wait_quiet(self) -> None:
+        """Return when the live rounds next find nothing to do (or the run ends)."""
+        if self.ended:
+            return
+        if self._quiet is None:
+            self._quiet = anyio.Event()
+        await self._quiet.wait()
 
     @property
     def position(self) -> int:
@@ -534,10 +712,6 @@ class Driver:
         return outcome_from(
             self.dfn, self.label, self.engine.next_id, result, error, cause
         )
-
-    def _name_at(self, position: int) -> str | None:
-        op = self.engine.pending.get(position)
-        return op.name if op is not None else None
 
     def _same_inputs(self, op: Op, recorded: dict[str, JSONValue] | None) -> bool:
         """Whether an effect's recorded inputs mean today's call (the engine asks

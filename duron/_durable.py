@@ -7,6 +7,7 @@ import inspect
 import secrets
 import time
 import typing
+import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import (
@@ -28,8 +29,15 @@ from duron._codec import (
     explain,
 )
 from duron._entries import JobStarted
-from duron._errors import PayloadEncodeError, PayloadError, UsageError
+from duron._errors import (
+    PayloadEncodeError,
+    PayloadError,
+    PayloadTooLargeError,
+    UsageError,
+)
+from duron._limits import DEFAULT_MAX_ENTRY_SIZE
 from duron._log import encode_entry
+from duron._observe import current as current_observer
 from duron._options import CallOptions
 from duron._signature import Signature, qualified_name
 
@@ -38,7 +46,7 @@ if TYPE_CHECKING:
     from duron._job import Job
     from duron._storage import LogStorage
 
-__all__ = ["DurableFn", "Provided", "durable"]
+__all__ = ["DurableFn", "Provided", "durable", "find_durable"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -60,6 +68,22 @@ Provided: Any = _ProvidedType()
 """Default value marking a durable parameter that the job injects (streams, signals)."""
 
 _default_codec = PydanticCodec()
+
+# Decorated durable functions by (module, name): how a job store finds the types
+# of a job's parameters when input is sent to it by job id. The latest wins.
+_decorated: weakref.WeakValueDictionary[tuple[str, str], DurableFn[..., Any]] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def find_durable(module: str | None, name: str) -> DurableFn[..., Any] | None:
+    """The durable function named ``name`` decorated in ``module`` in this process
+    (``None`` if none was); with ``module=None``, the one of that name if only one
+    module decorated one."""
+    if module is not None:
+        return _decorated.get((module, name))
+    found = [fn for (_, n), fn in list(_decorated.items()) if n == name]
+    return found[0] if len(found) == 1 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +166,7 @@ class DurableFn(Generic[_P, _T]):
         self.__qualname__: str = getattr(fn, "__qualname__", self.name)
         self.__name__: str = getattr(fn, "__name__", self.name)
         self.__module__ = self.module
+        _decorated[(self.module, self.name)] = self
 
     @property
     def injections(self) -> tuple[Injection, ...]:
@@ -227,6 +252,7 @@ class DurableFn(Generic[_P, _T]):
         via: str,
         job: str | None = None,
         t: float | None = None,
+        max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE,
     ) -> JobStarted:
         """The first entry of a job calling this function with these arguments.
 
@@ -242,14 +268,20 @@ class DurableFn(Generic[_P, _T]):
                 the error message.
             job: The job's label, for the error message, when it has one.
             t: The job clock to record (default: the host's ``time.time()``).
+            max_entry_size: The largest entry the log takes, in bytes (the
+                storage's ``limits.max_entry_size``).
 
         Returns:
-            The job entry (with a fresh random seed).
+            The job entry (with a fresh random seed, and what an installed
+            observer carries with the job: ``duron.contrib.otel`` stores the
+            trace context here).
 
         Raises:
             UsageError: Bad arguments (see :meth:`encode_arguments`).
             PayloadError: An argument cannot be encoded, would not decode from
-                the log, or the entry cannot be written.
+                the log, or the entry cannot be written
+                (:class:`~duron.PayloadTooLargeError`: it is larger than
+                ``max_entry_size``).
         """
         try:
             encoded = self.encode_arguments(args, kwargs, via=via)
@@ -267,15 +299,17 @@ class DurableFn(Generic[_P, _T]):
                     detail=f"would not decode back from the log: {explain(exc)}",
                     job=job,
                 ) from exc
+        observer = current_observer()
         entry = JobStarted(
             self.name,
             encoded,
             secrets.token_hex(8),
             time.time() if t is None else t,
             self.module,
+            context=observer.capture() if observer is not None else None,
         )
         try:
-            encode_entry(entry)
+            raw = encode_entry(entry)
         except TypeError as exc:  # orjson: e.g. an int past 64 bits
             raise PayloadEncodeError(
                 what=f"arguments of {self.name}",
@@ -283,6 +317,14 @@ class DurableFn(Generic[_P, _T]):
                 detail=f"cannot be written to the log: {exc}",
                 job=job,
             ) from exc
+        if len(raw) > max_entry_size:
+            raise PayloadTooLargeError(
+                what=f"arguments of {self.name}",
+                size=len(raw),
+                limit=max_entry_size,
+                type_name="job entry",
+                job=job,
+            )
         return entry
 
     def _refuse_options_as_arguments(self, kwargs: dict[str, Any]) -> None:

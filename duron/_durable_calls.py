@@ -16,12 +16,15 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from duron._delivery import OpFuture
+from duron._durable_logger import DurableLogger
 from duron._effect_runner import Effects
 from duron._errors import PayloadError, UsageError
 from duron._operations import Done, Op
 from duron._recorded_errors import rebuild
 
 if TYPE_CHECKING:
+    import logging
+
     from duron._driver import Driver
     from duron._effect import EffectSpec
     from duron._json import JSONValue
@@ -44,11 +47,12 @@ class Recorded:
 class DurableCalls:
     """The durable side of one run (``Context`` calls these)."""
 
-    __slots__ = ("_driver", "_random_calls")
+    __slots__ = ("_driver", "_random_calls", "replayed")
 
     def __init__(self, driver: Driver) -> None:
         self._driver = driver
         self._random_calls = 0
+        self.replayed: int = 0  # effects issued while replaying
 
     def check_loop(self, what: str) -> None:
         d = self._driver
@@ -103,6 +107,8 @@ class DurableCalls:
             op.state = args[0] if args else kwargs.get(spec.sig.params[0].name)
         if not engine.replaying:
             d.launch(op)
+        else:
+            self.replayed += 1
         return self._await(op)
 
     def _await(self, op: Op) -> OpFuture:
@@ -143,6 +149,7 @@ class DurableCalls:
             out = Recorded(None, rebuild(done.error))
         engine.take_at_once(done)
         loop.advance(done.t)  # only moves the clock: no timer is due (checked)
+        self.replayed += 1
         return out
 
     def _run_at_once(
@@ -170,8 +177,11 @@ class DurableCalls:
 
     def _op_cancelled(self, op: Op) -> None:
         """Durable code gave up waiting for ``op``: stop it, record nothing more."""
-        if self._driver.engine.abandon(op):
+        d = self._driver
+        if d.engine.abandon(op):
             Effects.stop(op)
+            if d.observe is not None and op.kind == "effect":
+                d.observe.effect_abandoned(op.id)
 
     def issue_future(
         self, annotation: Any, name: str | None
@@ -180,6 +190,7 @@ class DurableCalls:
         self.check_loop("ctx.create_future")
         op = d.engine.issue(Op("future", name or "future"))
         op.annotation = annotation
+        op.issued_at = d.loop.time()
         return str(op.id), self._await(op)
 
     def patch_query(self, change_id: str) -> asyncio.Future[bool]:
@@ -193,6 +204,17 @@ class DurableCalls:
     def label(self) -> str:
         """The job's label."""
         return self._driver.label
+
+    def logger(self, logger: logging.Logger) -> DurableLogger:
+        """``logger`` for durable code: silent while the run replays."""
+        d = self._driver
+        return DurableLogger(
+            logger, d.label, d.dfn.name, d.replaying_recorded, self.position
+        )
+
+    def position(self) -> int:
+        """The position of the next operation durable code issues."""
+        return self._driver.engine.next_id
 
     def time(self) -> float:
         """The job clock (the durable loop's)."""

@@ -10,6 +10,12 @@ same path, issues the same operations in the same order and sees the same times.
 Because it is a real ``asyncio.AbstractEventLoop``, durable code may use
 ``asyncio.gather``, ``create_task``, ``TaskGroup``, ``wait_for``, ``timeout``,
 ``sleep``, and anyio's task groups and ``sleep`` (anyio sees an asyncio loop).
+
+Everything the loop would do with the outside world is refused with a
+:class:`~duron.UsageError` that says to use an effect (see :data:`REFUSED_IO`):
+sockets, name resolution, subprocesses, pipes, file-descriptor watchers, OS
+signal handlers, executors and callbacks from other threads. None of it would be
+recorded, and a replay would do it again.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ try:  # anyio finds its backend through sniffio when it is installed
 except ImportError:  # pragma: no cover - sniffio is present wherever anyio is
     _sniffio_local = threading.local()  # type: ignore[assignment]
 
-__all__ = ["DurableLoop", "in_durable_code"]
+__all__ = ["REFUSED_IO", "DurableLoop", "in_durable_code"]
 
 _T = TypeVar("_T")
 _log = logging.getLogger("duron")
@@ -70,8 +76,12 @@ class DurableLoop(asyncio.AbstractEventLoop):
     def __init__(self, clock: float) -> None:
         # Callbacks ready to run, in order (the driver asks whether any are).
         self.ready: deque[asyncio.Handle] = deque()
-        self._timers: list[tuple[float, int, asyncio.TimerHandle]] = []
+        # (due, scheduling order, handle, clock when it was set)
+        self._timers: list[tuple[float, int, asyncio.TimerHandle, float]] = []
         self._seq = 0
+        # Told about each timer that fires (seq, set at, due); the driver sets it
+        # for the live part of an observed run.
+        self.on_timer: Callable[[int, float, float], None] | None = None
         self._clock = clock
         self._closed = False
         self._exception_handler: Any = None
@@ -131,11 +141,13 @@ class DurableLoop(asyncio.AbstractEventLoop):
         """Move the clock to ``to``, firing every timer due by then, in order."""
         timers = self._timers
         while timers and timers[0][0] <= to:
-            when, _, handle = heapq.heappop(timers)
+            when, seq, handle, set_at = heapq.heappop(timers)
             if handle._cancelled:
                 continue
             if when > self._clock:
                 self._clock = when
+            if self.on_timer is not None:
+                self.on_timer(seq, set_at, when)
             self.ready.append(handle)
             self.run_ready()
         if to > self._clock:
@@ -179,7 +191,7 @@ class DurableLoop(asyncio.AbstractEventLoop):
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle:
         handle = asyncio.TimerHandle(when, callback, args, self, context)
-        heapq.heappush(self._timers, (when, self._seq, handle))
+        heapq.heappush(self._timers, (when, self._seq, handle, self._clock))
         self._seq += 1
         handle._scheduled = True  # type: ignore[attr-defined]
         return handle
@@ -227,22 +239,6 @@ class DurableLoop(asyncio.AbstractEventLoop):
         self.ready.clear()
         self._timers.clear()
 
-    def call_soon_threadsafe(  # type: ignore[override]
-        self, callback: Callable[..., object], *args: Any, **kwargs: Any
-    ) -> asyncio.Handle:
-        raise UsageError(
-            "durable code cannot receive callbacks from other threads; do thread "
-            "work in an effect and await it with ctx.run"
-        )
-
-    def run_in_executor(  # type: ignore[override]
-        self, executor: Any, func: Callable[..., _T], *args: Any
-    ) -> asyncio.Future[_T]:
-        raise UsageError(
-            "durable code cannot run work in an executor; make it a plain-def "
-            "@duron.effect and call it with ctx.run (effects run in worker threads)"
-        )
-
     def get_exception_handler(self) -> Any:
         return self._exception_handler
 
@@ -281,3 +277,65 @@ class DurableLoop(asyncio.AbstractEventLoop):
 
     def __repr__(self) -> str:
         return f"<DurableLoop clock={self._clock:.6f} ready={len(self.ready)} timers={len(self._timers)}>"
+
+
+REFUSED_IO: dict[str, str] = {
+    "create_connection": "open a network connection",
+    "create_unix_connection": "open a network connection",
+    "create_server": "serve network connections",
+    "create_unix_server": "serve network connections",
+    "create_datagram_endpoint": "open a datagram endpoint",
+    "connect_accepted_socket": "use a socket",
+    "sock_recv": "use a socket",
+    "sock_recv_into": "use a socket",
+    "sock_recvfrom": "use a socket",
+    "sock_recvfrom_into": "use a socket",
+    "sock_sendall": "use a socket",
+    "sock_sendto": "use a socket",
+    "sock_connect": "use a socket",
+    "sock_accept": "use a socket",
+    "sock_sendfile": "use a socket",
+    "sendfile": "send a file",
+    "start_tls": "start TLS",
+    "getaddrinfo": "resolve host names",
+    "getnameinfo": "resolve host names",
+    "add_reader": "watch a file descriptor",
+    "remove_reader": "watch a file descriptor",
+    "add_writer": "watch a file descriptor",
+    "remove_writer": "watch a file descriptor",
+    "connect_read_pipe": "use a pipe",
+    "connect_write_pipe": "use a pipe",
+    "subprocess_exec": "run a subprocess",
+    "subprocess_shell": "run a subprocess",
+    "add_signal_handler": "handle OS signals",
+    "remove_signal_handler": "handle OS signals",
+    "run_in_executor": "run work in an executor",
+    "set_default_executor": "run work in an executor",
+    "call_soon_threadsafe": "take callbacks from other threads",
+}
+"""The loop methods durable code may not use, and what each would have done."""
+
+_IN_A_THREAD = frozenset(
+    {"run_in_executor", "set_default_executor", "call_soon_threadsafe"}
+)
+
+
+def _refuser(name: str, action: str) -> Callable[..., Any]:
+    where = "a plain-def @duron.effect (it runs in a worker thread)"
+    effect = where if name in _IN_A_THREAD else "an @duron.effect"
+    message = (
+        f"durable code cannot {action} (loop.{name}): it would not be recorded, "
+        f"and a replay would do it again; do it in {effect} and await it with "
+        "ctx.run"
+    )
+
+    def refuse(self: DurableLoop, *args: Any, **kwargs: Any) -> Any:
+        raise UsageError(message)
+
+    refuse.__name__ = refuse.__qualname__ = name
+    refuse.__doc__ = f"Refused: durable code cannot {action}."
+    return refuse
+
+
+for _name, _action in REFUSED_IO.items():
+    setattr(DurableLoop, _name, _refuser(_name, _action))

@@ -20,6 +20,10 @@ Cancellation has one rule (:func:`cancelled_by_job`): the job marks an operation
 nothing for it. A run that ends cancelled without that mark was cancelled by the
 effect itself, or by code it handed its task to: that is its outcome, recorded
 like any other exception.
+
+An observed run (:mod:`duron._observe`) starts its effects through
+:class:`ObservedEffects`, which tells the observer when each attempt starts (in
+the context the effect runs in) and ends; an unobserved run pays nothing for it.
 """
 
 from __future__ import annotations
@@ -40,10 +44,20 @@ from duron._operations import Done, Emitted, Op
 from duron._recorded_errors import error_info
 
 if TYPE_CHECKING:
+    import contextvars
+
     from duron._codec import Codec
     from duron._host_backends import Host
+    from duron._observe import RunObserver
 
-__all__ = ["Effects", "Fatal", "cancelled_by_job", "raised_outcome", "run_effect"]
+__all__ = [
+    "Effects",
+    "Fatal",
+    "ObservedEffects",
+    "cancelled_by_job",
+    "raised_outcome",
+    "run_effect",
+]
 
 
 @dataclass(slots=True, eq=False)
@@ -81,11 +95,18 @@ class Effects:
         self._label = label
         self._report = report
 
-    def start(self, op: Op, *, from_durable: bool = False) -> Done | Fatal | None:
+    def start(
+        self,
+        op: Op,
+        *,
+        from_durable: bool = False,
+        context: contextvars.Context | None = None,
+    ) -> Done | Fatal | None:
         """Start ``op``'s effect; its outcome if it ended in its first step.
 
         Otherwise the outcome is reported when it comes. ``from_durable``: called
         from inside durable code (see :meth:`AsyncioHost.start_effect`).
+        ``context``: run it in this one (from ``Host.effect_context``).
         """
         spec = op.spec
         host = self._asyncio
@@ -97,6 +118,7 @@ class Effects:
                     op.kwargs,
                     spec.task_name,
                     from_durable=from_durable,
+                    context=context,
                 )
             except Exception as exc:  # calling it failed: that is its outcome
                 return raised_outcome(op, exc)
@@ -112,6 +134,7 @@ class Effects:
             self._label,
             self._report,
             name=spec.task_name,
+            context=context,
         )
         return None
 
@@ -139,6 +162,48 @@ class Effects:
         if exc is None:
             return result_outcome(op, task.result(), self._codec, self._label)
         return raised_outcome(op, exc)
+
+
+class ObservedEffects(Effects):
+    """:class:`Effects` for an observed run: each live attempt is told to the
+    observer when it starts, inside the context it runs in, and when it ends
+    with an outcome. One that the job stops is not ended here: the observer hears
+    of it as abandoned (durable code stopped waiting) or with the run's end."""
+
+    __slots__ = ("_observe", "_unobserved_report")
+
+    def __init__(
+        self,
+        host: Host,
+        codec: Codec,
+        label: str,
+        report: Report,
+        observe: RunObserver,
+    ) -> None:
+        super().__init__(host, codec, label, self._observed_report)
+        self._unobserved_report = report
+        self._observe = observe
+
+    def start(
+        self,
+        op: Op,
+        *,
+        from_durable: bool = False,
+        context: contextvars.Context | None = None,
+    ) -> Done | Fatal | None:
+        if context is None:
+            context = self._host.effect_context()
+        # The attempt number: each start of an operation is its first attempt.
+        context.run(self._observe.effect_started, op.name, op.id, 1)
+        outcome = super().start(op, from_durable=from_durable, context=context)
+        if type(outcome) is Done:
+            self._observe.effect_ended(op.id, 1, outcome.cause)
+        return outcome
+
+    def _observed_report(self, outcome: Done | Emitted | Fatal) -> None:
+        if type(outcome) is Done:
+            self._observe.effect_ended(outcome.op.id, 1, outcome.cause)
+        self._unobserved_report(outcome)
 
 
 def raised_outcome(op: Op, exc: BaseException) -> Done | None:

@@ -43,6 +43,7 @@ from duron._entries import (
     OpCompleted,
     OpEmitted,
     OpStarted,
+    OutputSent,
 )
 from duron._errors import CorruptLogError, NonDeterminismError, OperationCall
 from duron._json import JSONValue, show_pair
@@ -56,6 +57,7 @@ from duron._operations import (
     FireTimer,
     Op,
     Outcome,
+    Output,
 )
 
 __all__ = ["Engine"]
@@ -81,8 +83,10 @@ class Engine:
         "_staged",
         "_unflushed",
         "finished",
+        "inbox_recorded",
         "job",
         "next_id",
+        "outputs_recorded",
         "replaying",
         "same_inputs",
     )
@@ -106,6 +110,10 @@ class Engine:
         self._more: bool = replaying  # the log may hold entries not received yet
         self._unflushed: list[Op] = []  # issued live, no entry names them yet
         self._staged: list[Outcome] = []  # decided here, for the next write
+        # The job store inbox items the log records (their ``seq``), read or written.
+        self.inbox_recorded: set[int] = set()
+        # How many ``out`` entries the log holds per output stream (a close counts).
+        self.outputs_recorded: dict[str, int] = {}
 
     # -- operations the code asks for ------------------------------------------------
 
@@ -390,10 +398,20 @@ class Engine:
                 case Done(op=op) if not op.abandoned:
                     entries.append(self._done_entry(event, t))
                 case Emitted(op=op, value=value) if not op.abandoned:
-                    entries.append(OpEmitted(op.id, t, value))
+                    entries.append(OpEmitted(op.id, t, value, seq=event.seq))
                 case Cancelled():
-                    entries.append(JobCancelled(t))
+                    entries.append(JobCancelled(t, seq=event.seq))
+                case Output():
+                    entries.append(
+                        OutputSent(
+                            event.name, t, event.value, event.closed, event.error
+                        )
+                    )
         return entries
+
+    def stage_output(self, output: Output) -> None:
+        """Record ``output`` with the next write."""
+        self._staged.append(output)
 
     def commit_alone(self, done: Done, t: float) -> list[Entry]:
         """:meth:`commit` of ``done`` alone while the engine is :attr:`idle`
@@ -414,6 +432,8 @@ class Engine:
         for event in batch:
             if type(event) is Done:
                 pending.pop(event.op.id, None)
+            if event.seq is not None:
+                self.inbox_recorded.add(event.seq)
 
     def flush_starts(self, started: float) -> list[Entry]:
         """``start`` entries for every operation still running that no entry names."""
@@ -449,9 +469,16 @@ class Engine:
     def _done_entry(event: Done, t: float) -> OpCompleted:
         op = event.op
         if op.start_logged:
-            return OpCompleted(op.id, t, event.result, event.error)
+            return OpCompleted(op.id, t, event.result, event.error, seq=event.seq)
         return OpCompleted(
-            op.id, t, event.result, event.error, op.kind, op.name, op.inputs
+            op.id,
+            t,
+            event.result,
+            event.error,
+            op.kind,
+            op.name,
+            op.inputs,
+            seq=event.seq,
         )
 
     def _feed(
@@ -479,6 +506,8 @@ class Engine:
                         ),
                     )
                 del self._pending[op.id]
+                if entry.seq is not None:
+                    self.inbox_recorded.add(entry.seq)
                 return Done(op, entry.result, entry.error, entry.t)
             case OpEmitted():
                 op = self._match(entry.id, None, None, None, offset)
@@ -507,16 +536,25 @@ class Engine:
                             "which no longer streams"
                         ),
                     )
+                if entry.seq is not None:
+                    self.inbox_recorded.add(entry.seq)
                 return Emitted(op, entry.value, entry.t)
             case OpStarted():
                 op = self._match(entry.id, entry.kind, entry.name, entry.inputs, offset)
                 op.start_logged = True
                 return None
             case JobCancelled():
+                if entry.seq is not None:
+                    self.inbox_recorded.add(entry.seq)
                 return Cancelled(entry.t)
             case JobFinished():
                 self.finished = True
                 return Ended(entry.result, entry.error, entry.t)
+            case OutputSent():
+                # Replay sends the values again; counted, so none is written twice.
+                recorded = self.outputs_recorded
+                recorded[entry.name] = recorded.get(entry.name, 0) + 1
+                return None
             case JobStarted():
                 raise CorruptLogError(
                     job=self.job,

@@ -2,13 +2,25 @@
 
 One entry is one JSON object (one line in a file log). Kinds, by their ``type`` tag:
 
-* ``job``: first entry: format version, durable function, encoded arguments, seed.
+* ``job``: first entry: format version, durable function, encoded arguments, seed,
+  and (optional) ``context``: what travels with the job from where it was created
+  (a trace context...), an object written only when there is something to carry.
 * ``start``: an operation began (written when it is still running at a flush).
 * ``done``: an operation finished, with its encoded result or error. When no
   ``start`` entry was written for it, it carries the operation's name and inputs.
 * ``emit``: a streaming effect produced a value (or a host input arrived).
 * ``cancel``: the host cancelled the job (delivered to the code at that point).
+
+A ``done``, ``emit`` or ``cancel`` entry that records an item of a job store's inbox
+(input sent through the store, from any process) carries ``seq``, the item's
+number in the job's inbox: a resumed run knows from it which items its log already
+holds, so that none is recorded twice. Entries of input sent through ``Job`` have
+no ``seq``; logs written before it existed read the same.
 * ``end``: the job returned or raised.
+* ``out``: durable code sent a value on a ``StreamWriter`` parameter (or closed
+  it), recorded so that other processes can read the job's output from its log
+  (written by storages that keep output: a job store's logs). Replay produces the
+  values again; it only counts these entries, so that none is recorded twice.
 
 Every entry but ``job`` carries ``t``, the job's clock (seconds since the epoch) when
 it was recorded: replay takes time from here, never from the host.
@@ -41,6 +53,7 @@ __all__ = [
     "OpCompleted",
     "OpEmitted",
     "OpStarted",
+    "OutputSent",
     "json_type",
 ]
 
@@ -153,10 +166,11 @@ class JobStarted:
     t: float
     module: str = ""
     version: int = FORMAT_VERSION
+    context: dict[str, JSONValue] | None = None
     type: Literal["job"] = "job"
 
     def to_json(self) -> dict[str, JSONValue]:
-        return {
+        d: dict[str, JSONValue] = {
             "type": "job",
             "version": self.version,
             "fn": self.fn,
@@ -165,6 +179,9 @@ class JobStarted:
             "seed": self.seed,
             "t": self.t,
         }
+        if self.context is not None:
+            d["context"] = self.context
+        return d
 
 
 @dataclass(slots=True)
@@ -200,6 +217,7 @@ class OpCompleted:
     name: str | None = None
     inputs: dict[str, JSONValue] | None = None
     type: Literal["done"] = "done"
+    seq: int | None = None  # the inbox item it records, if any
 
     def to_json(self) -> dict[str, JSONValue]:
         d: dict[str, JSONValue] = {"type": "done", "id": self.id, "t": self.t}
@@ -212,6 +230,8 @@ class OpCompleted:
             d["error"] = self.error.to_json()
         else:
             d["result"] = self.result
+        if self.seq is not None:
+            d["seq"] = self.seq
         return d
 
 
@@ -221,9 +241,18 @@ class OpEmitted:
     t: float
     value: JSONValue
     type: Literal["emit"] = "emit"
+    seq: int | None = None  # the inbox item it records, if any
 
     def to_json(self) -> dict[str, JSONValue]:
-        return {"type": "emit", "id": self.id, "t": self.t, "value": self.value}
+        d: dict[str, JSONValue] = {
+            "type": "emit",
+            "id": self.id,
+            "t": self.t,
+            "value": self.value,
+        }
+        if self.seq is not None:
+            d["seq"] = self.seq
+        return d
 
 
 @dataclass(slots=True)
@@ -248,11 +277,44 @@ class JobCancelled:
 
     t: float
     type: Literal["cancel"] = "cancel"
+    seq: int | None = None  # the inbox item it records, if any
 
     def to_json(self) -> dict[str, JSONValue]:
-        return {"type": "cancel", "t": self.t}
+        d: dict[str, JSONValue] = {"type": "cancel", "t": self.t}
+        if self.seq is not None:
+            d["seq"] = self.seq
+        return d
+
+
+@dataclass(slots=True)
+class OutputSent:
+    """Durable code sent ``value`` on its ``StreamWriter`` parameter ``name``, or
+    closed it (``closed``, with the ``error`` it was closed with, if any)."""
+
+    name: str
+    t: float
+    value: JSONValue = None
+    closed: bool = False
+    error: ErrorInfo | None = None
+    type: Literal["out"] = "out"
+
+    def to_json(self) -> dict[str, JSONValue]:
+        d: dict[str, JSONValue] = {"type": "out", "t": self.t, "name": self.name}
+        if self.closed:
+            d["closed"] = True
+            if self.error is not None:
+                d["error"] = self.error.to_json()
+        else:
+            d["value"] = self.value
+        return d
 
 
 Entry = Union[  # noqa: UP007
-    JobStarted, OpStarted, OpCompleted, OpEmitted, JobCancelled, JobFinished
+    JobStarted,
+    OpStarted,
+    OpCompleted,
+    OpEmitted,
+    JobCancelled,
+    JobFinished,
+    OutputSent,
 ]

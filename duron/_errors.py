@@ -6,7 +6,8 @@
 * :class:`StorageError`, :class:`LogLockedError`, :class:`LeaseLostError`: the storage
   backend failed or refused; :class:`StoreUnavailableError`: it cannot be reached
   right now (a failure that passes: never a reason to fail a job).
-* :class:`PayloadError`: a value could not be encoded into, or decoded from, the log.
+* :class:`PayloadError`: a value could not be encoded into, or decoded from, the log
+  (:class:`PayloadTooLargeError`: it encodes past the log's size limit per entry).
 * :class:`UsageError`: the API was used the wrong way.
 * :class:`EffectError`: an effect raised an exception whose type cannot be rebuilt.
 * :class:`InternalError`: a bug in Duron itself.
@@ -40,10 +41,12 @@ __all__ = [
     "LeaseLostError",
     "LogLockedError",
     "NonDeterminismError",
+    "NondeterministicCallError",
     "OperationCall",
     "PayloadDecodeError",
     "PayloadEncodeError",
     "PayloadError",
+    "PayloadTooLargeError",
     "SchemaError",
     "StorageError",
     "StoreUnavailableError",
@@ -85,6 +88,30 @@ DivergenceKind = Literal[
 * ``other-end``: both ended, with another result or error;
 * ``no-job-entry``: the log does not begin with its job entry.
 """
+
+
+class NondeterministicCallError(UsageError):
+    """Durable code called something whose result differs on every run.
+
+    Raised, under the determinism guard (``duron.testing.guard()``), at the call
+    itself: the wall clock (``time.time()``, ``datetime.now()``), the global
+    ``random`` generator, the system's random bytes (``os.urandom``,
+    ``uuid.uuid4``, ``secrets``). A replay would see another value and could take
+    another path.
+
+    Attributes:
+        call: The call refused (``"time.time()"``).
+        where: Where durable code made it (``path:line``).
+        reason: Why replay cannot have it.
+        advice: What to use instead.
+    """
+
+    def __init__(self, *, call: str, where: str, reason: str, advice: str) -> None:
+        self.call = call
+        self.where = where
+        self.reason = reason
+        self.advice = advice
+        super().__init__(f"durable code called {call} at {where}: {reason}; {advice}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -499,6 +526,58 @@ class PayloadEncodeError(PayloadError):
     type (so that a replay could not rebuild it). Nothing was written. Fix the
     value or the annotation.
     """
+
+
+class PayloadTooLargeError(PayloadEncodeError):
+    """A value encodes to a log entry larger than the log allows.
+
+    The limit is the storage's ``limits.max_entry_size`` (see
+    :class:`~duron.LogLimits`). Nothing was written; like any value that cannot be
+    recorded it is final: the same value would be refused again, so no retry
+    policy retries it. Keep large data outside the log (a file, a bucket, a row)
+    and record a reference to it, or raise the limit.
+
+    Attributes:
+        size: The entry's size, encoded, in bytes.
+        limit: The largest entry the log takes, in bytes.
+    """
+
+    def __init__(
+        self,
+        *,
+        what: str,
+        size: int,
+        limit: int,
+        type_name: str = "log entry",
+        position: int | None = None,
+        job: str | None = None,
+    ) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            what=what,
+            type_name=type_name,
+            detail=(
+                f"{size:,} bytes encoded, over the limit of {limit:,} bytes per "
+                "log entry; keep large data outside the log and record a "
+                "reference to it, or raise the storage's limits.max_entry_size"
+            ),
+            position=position,
+            job=job,
+        )
+
+    def at(self, *, job: str | None, position: int | None = None) -> PayloadError:
+        """The same error, placed in a job (and at a position), its cause kept."""
+        err = PayloadTooLargeError(
+            what=self.what,
+            size=self.size,
+            limit=self.limit,
+            type_name=self.type_name,
+            position=position if position is not None else self.position,
+            job=job,
+        )
+        err.__cause__ = self.__cause__
+        return err
 
 
 class PayloadDecodeError(PayloadError):

@@ -48,9 +48,18 @@ class Host(Protocol):
     :class:`AnyioHost`)."""
 
     def spawn(
-        self, fn: Callable[..., Awaitable[None]], *args: Any, name: str
+        self,
+        fn: Callable[..., Awaitable[None]],
+        *args: Any,
+        name: str,
+        context: contextvars.Context | None = None,
     ) -> Cancellable:
-        """Start ``fn(*args)`` as a task; the handle cancels it."""
+        """Start ``fn(*args)`` as a task (in a copy of ``context``, if given, made
+        by :meth:`effect_context`); the handle cancels it."""
+        ...
+
+    def effect_context(self) -> contextvars.Context:
+        """A new copy of the context effects run in, to set variables in."""
         ...
 
     def wake(self) -> None:
@@ -125,9 +134,16 @@ class AsyncioHost:
         self._hooks = sys.get_asyncgen_hooks()
 
     def spawn(
-        self, fn: Callable[..., Awaitable[None]], *args: Any, name: str
+        self,
+        fn: Callable[..., Awaitable[None]],
+        *args: Any,
+        name: str,
+        context: contextvars.Context | None = None,
     ) -> Cancellable:
-        return self._start(fn(*args), name)  # type: ignore[arg-type]
+        return self._start(fn(*args), name, context)  # type: ignore[arg-type]
+
+    def effect_context(self) -> contextvars.Context:
+        return self._context.copy()
 
     def start_effect(
         self,
@@ -137,28 +153,37 @@ class AsyncioHost:
         name: str,
         *,
         from_durable: bool = False,
+        context: contextvars.Context | None = None,
     ) -> asyncio.Task[_T]:
         """Start ``fn(*args, **kwargs)`` as a task, its first step run here (what
         ``fn`` raises when called propagates). ``from_durable``: called from inside
         durable code; the call and the first step still happen on the host loop,
-        under the host's asyncgen hooks."""
+        under the host's asyncgen hooks. ``context``: run it in this one (from
+        :meth:`effect_context`) instead of a fresh copy of the host's."""
         if not from_durable:
-            return self._start(fn(*args, **kwargs), name)
+            return self._start(fn(*args, **kwargs), name, context)
         durable = events._get_running_loop()
         hooks = sys.get_asyncgen_hooks()
         events._set_running_loop(self._loop)
         sys.set_asyncgen_hooks(*self._hooks)
         try:
-            return self._start(fn(*args, **kwargs), name)
+            return self._start(fn(*args, **kwargs), name, context)
         finally:
             sys.set_asyncgen_hooks(*hooks)
             events._set_running_loop(durable)
 
-    def _start(self, coro: Coroutine[Any, Any, _T], name: str) -> asyncio.Task[_T]:
+    def _start(
+        self,
+        coro: Coroutine[Any, Any, _T],
+        name: str,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Task[_T]:
         # Eager start: the effect runs until its first real wait right here,
         # which spares a round of the host loop before it begins (and all of
         # them for an effect that never waits).
-        task: asyncio.Task[_T] = self._context.copy().run(
+        if context is None:
+            context = self._context.copy()
+        task: asyncio.Task[_T] = context.run(
             asyncio.Task,  # type: ignore[arg-type]
             coro,
             loop=self._loop,
@@ -225,12 +250,24 @@ class AnyioHost:
         self._handles: set[_Scoped] = set()
 
     def spawn(
-        self, fn: Callable[..., Awaitable[None]], *args: Any, name: str
+        self,
+        fn: Callable[..., Awaitable[None]],
+        *args: Any,
+        name: str,
+        context: contextvars.Context | None = None,
     ) -> Cancellable:
         handle = _Scoped()
         self._handles.add(handle)
-        self._tg.start_soon(self._run, handle, fn, args, name=name)
+        if context is None:
+            self._tg.start_soon(self._run, handle, fn, args, name=name)
+        else:  # the new task copies the context it is started from
+            context.run(
+                lambda: self._tg.start_soon(self._run, handle, fn, args, name=name)
+            )
         return handle
+
+    def effect_context(self) -> contextvars.Context:
+        return contextvars.copy_context()
 
     async def _run(
         self, handle: _Scoped, fn: Callable[..., Awaitable[None]], args: tuple[Any, ...]

@@ -2,8 +2,10 @@
 
 Each arrives as an outcome queued for the driver's next write, and the call returns
 once it is in the log (or raises, if the job ended first): durable code receives it
-after it is recorded, at the same point on every replay. Values are validated and
-encoded on the host's side first, so that nothing unrecordable reaches the queue.
+after it is recorded, at the same point on every replay. Values are validated,
+encoded and measured against the log's size limit on the host's side first, so
+that nothing unrecordable reaches the queue: the sender gets the error, and the
+job goes on.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from duron._codec import roundtrip
-from duron._errors import UsageError
+from duron._errors import PayloadTooLargeError, UsageError
+from duron._limits import input_entry_size, limits_of
 from duron._operations import Cancelled, Done, Emitted, Op, Outcome
 from duron._recorded_errors import error_info
 
@@ -49,14 +52,20 @@ class HostInput:
             raise UsageError(
                 f"job {self._driver.label}: {name!r} is closed; it takes no more values"
             )
+        sent_at = self._driver.clock()
+        observe = self._driver.observe  # the run's, even if it ends meanwhile
         event: Done | Emitted
         if close:
             op.closed = True
             info = error_info(error) if error is not None else None
             event = Done(op, None, info, cause=error, ack=anyio.Event())
         else:
+            self._check_size(op, data, f"value for {name!r}", emit=True)
             event = Emitted(op, data, ack=anyio.Event())
         await self._submit(event, f"the value for {name!r}")
+        if observe is not None:
+            count = int(op.state or 0)
+            observe.input_recorded(name, op.id, count, sent_at, close, error)
 
     async def recorded_count(self, name: str) -> int:
         """How many values the log holds for host input ``name`` (after replay)."""
@@ -93,10 +102,23 @@ class HostInput:
                 what=f"result for future {future_id!r} ({op.name})",
                 job=self._driver.label,
             )
+            what = f"result for future {future_id!r} ({op.name})"
+            self._check_size(op, data, what, emit=False)
             event = Done(op, data, decoded=decoded)
         event.ack = anyio.Event()
         op.closed = True
+        observe = self._driver.observe  # the run's, even if it ends meanwhile
         await self._submit(event, f"the result of future {future_id!r}")
+        if observe is not None:
+            observe.future_completed(op.name, op.id, op.issued_at, exception)
+
+    def _check_size(self, op: Op, data: JSONValue, what: str, *, emit: bool) -> None:
+        limit = limits_of(self._driver.storage).max_entry_size
+        size = input_entry_size(op, data, emit=emit)
+        if size > limit:
+            raise PayloadTooLargeError(
+                what=what, size=size, limit=limit, job=self._driver.label
+            )
 
     async def cancel(self) -> None:
         await self.wait_live()

@@ -18,6 +18,8 @@ from typing import Any, Generic, Protocol, TypeVar
 import anyio
 
 from duron._codec import Codec, roundtrip
+from duron._operations import Output
+from duron._recorded_errors import error_info
 
 __all__ = ["HostReader", "HostWriter", "OutputChannel"]
 
@@ -32,7 +34,16 @@ class _RunState(Protocol):
 class OutputChannel:
     """Values the durable code sends to the host, kept for readers to replay."""
 
-    __slots__ = ("_wake", "annotation", "closed", "codec", "error", "name", "values")
+    __slots__ = (
+        "_wake",
+        "annotation",
+        "closed",
+        "codec",
+        "error",
+        "name",
+        "record",
+        "values",
+    )
 
     def __init__(self, name: str, annotation: Any, codec: Codec) -> None:
         self.name: str = name
@@ -42,6 +53,8 @@ class OutputChannel:
         self.closed: bool = False
         self.error: BaseException | None = None
         self._wake: anyio.Event | None = None
+        # Set when the storage keeps output: each value and the close, to record.
+        self.record: Callable[[Output], None] | None = None
 
     # durable side (called from durable code through StreamWriter)
     def put(self, value: Any) -> None:
@@ -49,20 +62,29 @@ class OutputChannel:
             from duron._stream import StreamClosed
 
             raise StreamClosed(f"stream {self.name} is closed")
-        _, value = roundtrip(
+        data, value = roundtrip(
             self.codec,
             value,
             self.annotation,
             what=f"value sent to stream {self.name!r}",
         )
         self.values.append(value)
+        if self.record is not None:
+            self.record(Output(self.name, data))
         self.notify()
 
     def close(self, error: BaseException | None = None) -> None:
         if not self.closed:
             self.closed = True
             self.error = error
+            if self.record is not None:
+                self.record(self.close_record())
             self.notify()
+
+    def close_record(self) -> Output:
+        """The close, as recorded for readers in other processes."""
+        info = error_info(self.error) if self.error is not None else None
+        return Output(self.name, None, True, info)
 
     def notify(self) -> None:
         wake, self._wake = self._wake, None

@@ -10,7 +10,7 @@ import anyio
 
 from duron._codec import decode_recorded
 from duron._context import root_call
-from duron._driver import Driver
+from duron._driver import Driver, Waiting
 from duron._errors import (
     JobMismatchError,
     JobNotStartedError,
@@ -19,6 +19,7 @@ from duron._errors import (
     UsageError,
 )
 from duron._host_streams import HostReader, HostWriter
+from duron._limits import limits_of
 from duron._log import JobStarted, decode_entry, encode_entry
 from duron._signature import format_call
 
@@ -131,7 +132,12 @@ class Job(Generic[_P, _T]):
             PayloadError: An argument cannot be encoded.
         """
         wanted = self._dfn.job_entry(
-            args, kwargs, via="start()", job=self.id, t=self._clock()
+            args,
+            kwargs,
+            via="start()",
+            job=self.id,
+            t=self._clock(),
+            max_entry_size=limits_of(self._storage).max_entry_size,
         )
         await self._begin(wanted)
 
@@ -200,6 +206,7 @@ class Job(Generic[_P, _T]):
             started=first.t,
             replaying=replay is not None,
             clock=self._clock,
+            context=first.context,
         )
         self._driver = driver
         self._state = "running"
@@ -235,7 +242,7 @@ class Job(Generic[_P, _T]):
             unavailable = isinstance(exc, StoreUnavailableError)
             self._state = "interrupted" if unavailable else "failed"
         finally:
-            driver.shutdown()
+            driver.shutdown(self._failure)
             with anyio.CancelScope(shield=True):
                 await driver.aclose()  # effects still running stop here
                 if records is not None:
@@ -339,6 +346,64 @@ class Job(Generic[_P, _T]):
             and not driver.ended
             and driver.host_input.find_future(future_id) is not None
         )
+
+    def waiting(self) -> Waiting | None:
+        """What the job waits for, when it waits only on durable things.
+
+        A job whose durable code waits on a durable timer, a future, a stream or
+        a signal, with no effect running and nothing left to write, can be stopped
+        (:meth:`close`) and resumed later without losing anything: a
+        :class:`~duron.Worker` gives such a job's slot back (suspends it).
+
+        Returns:
+            ``None`` while the job replays, runs an effect, has something to write
+            or has ended; else a :class:`~duron.Waiting` saying when its next
+            timer is due and since when it has waited so.
+        """
+        driver = self._driver
+        if driver is None or self._state != "running":
+            return None
+        return driver.waiting()
+
+    async def wait_idle(self) -> Waiting | None:
+        """Wait until the job waits only on durable things (see :meth:`waiting`).
+
+        Returns:
+            What it waits for, or ``None`` once the job ended or was closed.
+        """
+        while True:
+            driver = self._driver
+            if driver is None or self._state != "running" or driver.ended:
+                if self._state in ("new", "open"):
+                    raise UsageError(
+                        f"job {self.id}: wait_idle() needs a started job: call "
+                        "start() or resume() first"
+                    )
+                return None
+            waiting = driver.waiting()
+            if waiting is not None:
+                return waiting
+            await driver.wait_quiet()
+
+    def suspend(self) -> Waiting | None:
+        """Begin stopping the job if it waits only on durable things.
+
+        Decided and done in one step, with no await in between: if
+        :meth:`waiting` says the job waits only on durable things, no effect
+        starts from now on and the job stops at its next safe point; finish with
+        :meth:`close` (or by leaving ``async with``). Resumed later, it replays
+        and waits again, its timers due at the same times.
+
+        Returns:
+            What the job waits for (see :meth:`waiting`), or ``None``: it was not
+            waiting only on durable things, and nothing was done.
+        """
+        waiting = self.waiting()
+        if waiting is not None:
+            driver = self._driver
+            assert driver is not None
+            driver.stop_effects()
+        return waiting
 
     async def cancel(self) -> None:
         """Cancel the job: recorded, then delivered as cancellation at its next await.

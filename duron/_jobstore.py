@@ -39,6 +39,7 @@ from duron._errors import (
     UsageError,
 )
 from duron._json import JSONValue, format_call
+from duron._limits import DEFAULT_MAX_ENTRY_SIZE
 from duron._log import (
     MAX_DEPTH,
     T_MAX,
@@ -46,6 +47,7 @@ from duron._log import (
     ErrorInfo,
     JobFinished,
     JobStarted,
+    OutputSent,
     decode_entry,
 )
 from duron._options import JOB_ID_RULE, CallOptions, is_job_id
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from duron._durable import DurableFn
     from duron._job_query import FunctionActivity, JobList
     from duron._storage import LogStorage
+    from duron._store_streams import StoreReader, StoreWriter
 
 __all__ = [
     "TERMINAL",
@@ -77,13 +80,19 @@ _T = TypeVar("_T")
 _P = ParamSpec("_P")
 _log = logging.getLogger("duron")
 
-JobStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
+JobStatus = Literal[
+    "pending", "running", "suspended", "completed", "failed", "cancelled"
+]
 """Where a job is in its life:
 
 * ``pending``: submitted (or stopped at a safe point, or requeued) and waiting for a
   worker that has its durable function;
 * ``running``: a worker or a ``store.log()`` writer holds its lease (after a crash
   the lease expires and another worker takes the job over);
+* ``suspended``: its durable code waits on durable things only (a timer, a future,
+  a stream or signal, a child job) and it holds no worker: it is pending again when
+  input or a cancel request arrives for it, or, at :attr:`JobInfo.wake_at`, its
+  timer is due;
 * ``completed``, ``failed``, ``cancelled``: it ended; ``failed`` also covers a job a
   worker could not run (a log the code no longer replays), which
   ``store.requeue()`` makes runnable again.
@@ -93,6 +102,7 @@ TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 STATUSES: tuple[JobStatus, ...] = (
     "pending",
     "running",
+    "suspended",
     "completed",
     "failed",
     "cancelled",
@@ -125,6 +135,8 @@ class JobInfo:
         epoch: How many times a writer took the job: every append checks it.
         cancel_requested: ``store.cancel()`` asked for cancellation, not yet done.
         forked_from: The job this one was forked from, if any.
+        wake_at: When a suspended job's timer is due (``None``: it waits for
+            input alone, or it is not suspended).
     """
 
     id: str
@@ -140,6 +152,7 @@ class JobInfo:
     epoch: int
     cancel_requested: bool
     forked_from: str | None = None
+    wake_at: datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -156,6 +169,12 @@ class JobInfo:
         text = f"{self.id} {self.status} {self.describe_call()}"
         if self.status == "running" and self.lease_owner is not None:
             text += f" (owner {self.lease_owner})"
+        elif self.status == "suspended":
+            text += (
+                " (waiting for input)"
+                if self.wake_at is None
+                else f" (until {self.wake_at.isoformat(timespec='seconds')} or input)"
+            )
         if self.error is not None:
             text += f" [{self.error.type}: {self.error.message}]"
         return text
@@ -286,6 +305,59 @@ class JobStore(Protocol):
         """Make a job a worker gave up on runnable again."""
         ...
 
+    # -- input and output by job id, from any process ---------------------------
+
+    @overload
+    async def open_stream(
+        self,
+        job_id: str,
+        name: str,
+        mode: Literal["w"],
+        *,
+        fn: DurableFn[..., Any] | None = None,
+    ) -> StoreWriter[Any]: ...
+    @overload
+    async def open_stream(
+        self,
+        job_id: str,
+        name: str,
+        mode: Literal["r"],
+        *,
+        start: int = 0,
+        follow: bool = True,
+        fn: DurableFn[..., Any] | None = None,
+    ) -> StoreReader[Any]: ...
+    async def open_stream(
+        self,
+        job_id: str,
+        name: str,
+        mode: Literal["r", "w"],
+        *,
+        start: int = 0,
+        follow: bool = True,
+        fn: DurableFn[..., Any] | None = None,
+    ) -> StoreWriter[Any] | StoreReader[Any]:
+        """``job.open_stream`` by job id: write a ``Stream``/``Signal`` parameter
+        (stored in the job's inbox, recorded once when the job receives it), or
+        read a ``StreamWriter`` parameter from the job's log."""
+        ...
+
+    async def complete_future(
+        self,
+        job_id: str,
+        future_id: str,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+        fn: DurableFn[..., Any] | None = None,
+    ) -> None:
+        """``job.complete_future`` by job id (stored, recorded when received)."""
+        ...
+
+    async def is_future_pending(self, job_id: str, future_id: str) -> bool:
+        """Whether the job's log shows the future waiting, with no result stored."""
+        ...
+
     async def fork(self, job_id: str, *, at: int, new_id: str | None = None) -> str:
         """A new job whose log is this one's, cut before operation ``at``."""
         ...
@@ -361,7 +433,11 @@ class Submission:
 
 
 def submission(
-    fn: DurableFn[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    fn: DurableFn[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE,
 ) -> Submission:
     """What ``store.submit(fn, *args, **kwargs)`` stores: every keyword is the
     function's; the call's options are the ones ``fn`` carries
@@ -382,7 +458,13 @@ def submission(
             "with @duron.durable"
         )
     options = fn.call_options
-    entry = fn.job_entry(args, kwargs, via="submit()", job=options.job_id)
+    entry = fn.job_entry(
+        args,
+        kwargs,
+        via="submit()",
+        job=options.job_id,
+        max_entry_size=max_entry_size,
+    )
     job_id = options.job_id if options.job_id is not None else new_job_id()
     return Submission(job_id, entry, options)
 
@@ -454,6 +536,9 @@ def fork_prefix(
                 raise UsageError(f"job {job_id} has no job entry: nothing to fork")
             out.append(raw)
             continue
+        if isinstance(entry, OutputSent):
+            out.append(raw)  # replay counts it: the value is not recorded twice
+            continue
         op_id = getattr(entry, "id", None)
         if op_id is None or op_id >= at:
             break  # the end, a cancel request, or the first op not kept
@@ -487,6 +572,7 @@ def job_info_from_row(
         epoch,
         cancel,
         forked_from,
+        wake_at,
     ) = row
     column = "args"
     try:
@@ -511,6 +597,8 @@ def job_info_from_row(
         updated_at = when(updated)
         column = "lease_expires"
         expires_at = when(expires)
+        column = "wake_at"
+        wake_at_time = when(wake_at)
     except InvalidField as exc:
         what = exc.problem if not exc.path else f"holds an error whose {exc}"
         raise StorageError(
@@ -535,6 +623,7 @@ def job_info_from_row(
         epoch=epoch,
         cancel_requested=bool(cancel),
         forked_from=forked_from,
+        wake_at=wake_at_time,
     )
 
 

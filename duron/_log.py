@@ -6,7 +6,12 @@ read is checked against what Duron writes before it becomes a record, field by f
 * ids are integers >= 0, the format version an integer >= 1;
 * ``t`` is a number a :class:`~datetime.datetime` can hold (years 1 to 9999);
 * ``type``, ``kind``, ``name``, ``fn``, ``seed``, ``module`` are strings;
-* ``inputs`` and job ``args`` are objects (or, for ``inputs``, absent);
+* ``inputs``, job ``args`` and job ``context`` are objects (or, for ``inputs``
+  and ``context``, absent);
+* an ``out`` entry names its stream (a string) and holds a ``value``, or
+  ``closed: true`` and maybe an ``error``;
+* ``seq`` (an inbox item's number, on ``done``, ``emit`` and ``cancel`` entries) is
+  an integer >= 1, or absent;
 * an ``error`` is an object with string ``type`` and ``message`` and, if present,
   ``args`` a list of scalars; a ``done`` or ``end`` entry holds a ``result`` or an
   ``error``, never both;
@@ -34,6 +39,7 @@ from duron._entries import (
     OpCompleted,
     OpEmitted,
     OpStarted,
+    OutputSent,
     json_type,
 )
 from duron._errors import CorruptLogError
@@ -51,6 +57,7 @@ __all__ = [
     "OpCompleted",
     "OpEmitted",
     "OpStarted",
+    "OutputSent",
     "decode_entry",
     "encode_entry",
 ]
@@ -75,6 +82,7 @@ _WHAT = {
     "job": "a job entry",
     "end": "an end entry",
     "cancel": "a cancel entry",
+    "out": "an out entry",
 }
 
 
@@ -153,9 +161,10 @@ def _from_json(d: Any) -> Entry:
                             type(inputs) is dict
                             or (inputs is None and "inputs" not in d)
                         )
+                        and "seq" not in d
                     ):
                         return OpCompleted(i, t, d["result"], None, kind, name, inputs)
-                elif "kind" not in d and "inputs" not in d:
+                elif "kind" not in d and "inputs" not in d and "seq" not in d:
                     return OpCompleted(i, t, d["result"])
     except (KeyError, TypeError):
         pass
@@ -185,13 +194,15 @@ def _checked(d: Any) -> Entry:
             elif op_kind is None:
                 raise InvalidField("kind", "is missing (it comes with field 'name')")
             result, error = _outcome(d, "a done entry")
-            return OpCompleted(op_id, t, result, error, op_kind, name, inputs)
+            return OpCompleted(
+                op_id, t, result, error, op_kind, name, inputs, seq=_seq(d)
+            )
         case "start":
             return OpStarted(
                 _id(d), _time(d), _str(d, "kind"), _str(d, "name"), _inputs(d)
             )
         case "emit":
-            return OpEmitted(_id(d), _time(d), _field(d, "value"))
+            return OpEmitted(_id(d), _time(d), _field(d, "value"), seq=_seq(d))
         case "job":
             version = _field(d, "version")
             if type(version) is not int or version < 1:
@@ -204,6 +215,11 @@ def _checked(d: Any) -> Entry:
             if type(args) is not dict:
                 raise InvalidField("args", f"must be an object, not {json_type(args)}")
             module = _optional_str(d, "module")
+            context = d.get("context")
+            if "context" in d and type(context) is not dict:
+                raise InvalidField(
+                    "context", f"must be an object, not {json_type(context)}"
+                )
             return JobStarted(
                 _str(d, "fn"),
                 args,
@@ -211,12 +227,29 @@ def _checked(d: Any) -> Entry:
                 _time(d),
                 "" if module is None else module,
                 version,
+                context,
             )
         case "end":
             result, error = _outcome(d, "an end entry")
             return JobFinished(_time(d), result, error)
         case "cancel":
-            return JobCancelled(_time(d))
+            return JobCancelled(_time(d), seq=_seq(d))
+        case "out":
+            name, t = _str(d, "name"), _time(d)
+            closed = d.get("closed", False)
+            if closed is not True and closed is not False:
+                raise InvalidField(
+                    "closed", f"must be true or false, not {json_type(closed)}"
+                )
+            if not closed:
+                return OutputSent(name, t, _field(d, "value"))
+            error = None
+            if "error" in d:
+                try:
+                    error = ErrorInfo.from_json(d["error"])
+                except InvalidField as exc:
+                    raise exc.within("error") from None
+            return OutputSent(name, t, None, True, error)
         case _:
             raise InvalidField("", f"unknown entry type {_quoted(kind)}")
 
@@ -243,6 +276,15 @@ def _id(d: dict[str, Any]) -> int:
     value = _field(d, "id")
     if type(value) is not int or value < 0:
         raise InvalidField("id", f"must be an integer >= 0, not {_shown(value)}")
+    return value
+
+
+def _seq(d: dict[str, Any]) -> int | None:
+    if "seq" not in d:
+        return None
+    value = d["seq"]
+    if type(value) is not int or value < 1:
+        raise InvalidField("seq", f"must be an integer >= 1, not {_shown(value)}")
     return value
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "FireTimer",
     "Op",
     "Outcome",
+    "Output",
 ]
 
 UNDECODED: Any = object()
@@ -53,6 +54,7 @@ class Op:
         "fut",
         "id",
         "inputs",
+        "issued_at",
         "kind",
         "kwargs",
         "name",
@@ -97,6 +99,8 @@ class Op:
         self.annotation: Any = None
         self.target: Any = None
         self.closed: bool = False
+        # A future's job clock when it was issued (set for futures only).
+        self.issued_at: float
 
     def call(self) -> OperationCall:
         """What this operation asks for, as error data."""
@@ -127,6 +131,7 @@ class Done:
     decoded: Any = UNDECODED
     ack: Any = None
     recorded: bool | None = False  # None: stopped mid-write, unknown
+    seq: int | None = None  # the job store inbox item it records, if any
 
 
 @dataclass(slots=True, eq=False)
@@ -140,6 +145,7 @@ class Emitted:
     decoded: Any = UNDECODED
     ack: Any = None
     recorded: bool | None = False  # None: stopped mid-write, unknown
+    seq: int | None = None  # the job store inbox item it records, if any
 
 
 @dataclass(slots=True, eq=False)
@@ -149,6 +155,21 @@ class Cancelled:
     t: float = 0.0
     ack: Any = None
     recorded: bool | None = False  # None: stopped mid-write, unknown
+    seq: int | None = None  # the job store inbox item it records, if any
+
+
+@dataclass(slots=True, eq=False)
+class Output:
+    """Durable code sent a value on a ``StreamWriter`` parameter (or closed it),
+    to be recorded for readers in other processes (see ``OutputSent``)."""
+
+    name: str
+    value: JSONValue = None
+    closed: bool = False
+    error: ErrorInfo | None = None
+    ack: Any = None
+    recorded: bool | None = False
+    seq: int | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -182,5 +203,5 @@ NEED_ENTRIES: Final[Any] = _Signal("NEED_ENTRIES")
 LOG_ENDED: Final[Any] = _Signal("LOG_ENDED")
 """Every recorded entry was delivered: the job goes live from here."""
 
-Outcome = Done | Emitted | Cancelled
+Outcome = Done | Emitted | Cancelled | Output
 """What a live write records, in the order it happened."""

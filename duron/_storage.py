@@ -16,6 +16,17 @@ returning, or ``False`` with nothing written when it would have to wait. The job
 driver then commits an effect that finished at once without leaving durable code
 (see :func:`nowait_appender`).
 
+A storage written under a lease that can run out (the SQL job stores) also offers
+``lease_fresh() -> bool`` and ``async confirm_lease()`` (see :func:`lease_of`): the
+driver starts no effect on a lease that may have expired without confirming it
+first, so a process that stalled past its lease never acts after another worker
+took its job over.
+
+A backend may carry ``limits``, a :class:`~duron.LogLimits`: the largest entry
+it takes and when to warn about a log's size (without it, the defaults: 4 MiB per
+entry). The driver checks the limit before it appends: a backend never sees an
+entry over it.
+
 Every backend passes the same contract test suite (``tests/test_storage_contract.py``).
 """
 
@@ -86,6 +97,27 @@ def nowait_appender(storage: LogStorage) -> Callable[[Sequence[bytes]], bool] | 
     if _defined_in(cls, "append") is not _defined_in(cls, "append_nowait"):
         return None
     return nowait  # type: ignore[no-any-return]
+
+
+class Lease(Protocol):
+    """The lease a storage writes under, as the driver checks it before an effect."""
+
+    def lease_fresh(self) -> bool:
+        """Whether the lease surely holds for a while yet (no I/O)."""
+        ...
+
+    async def confirm_lease(self) -> None:
+        """Renew the lease now, or raise :class:`~duron.LeaseLostError`."""
+        ...
+
+
+def lease_of(storage: LogStorage) -> Lease | None:
+    """The storage's lease, if it writes under one (see the module docstring)."""
+    if callable(getattr(storage, "lease_fresh", None)) and callable(
+        getattr(storage, "confirm_lease", None)
+    ):
+        return storage  # type: ignore[return-value]
+    return None
 
 
 def _defined_in(cls: type, name: str) -> type | None:

@@ -19,8 +19,10 @@ it ends.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -70,6 +72,7 @@ class _Slot:
     told: bool = False  # its end (or why it stopped) was logged
     done: anyio.Event = field(default_factory=anyio.Event)
     previous: _Slot | None = None  # an older run of the same job, stopping
+    suspended: bool = False  # stopped while it waited on durable things only
 
     def interrupt(self) -> None:
         if self.scope is not None:
@@ -105,6 +108,11 @@ class Worker:
             (work submitted through the same store object wakes it at once).
         heartbeat_interval: Seconds between checks for cancel requests and lost
             leases of the running jobs (default: ``min(1, lease / 3)``).
+        suspend_after: Seconds a job may wait only on durable things (a timer, a
+            future, a stream or signal, a child job) before the worker suspends
+            it: stops it there and gives its slot back; the store runs it again
+            when its timer is due or input arrives. ``None``: never. A timer due
+            sooner than this is waited for in place.
     """
 
     def __init__(
@@ -115,11 +123,17 @@ class Worker:
         concurrency: int = 32,
         poll_interval: float = 0.5,
         heartbeat_interval: float | None = None,
+        suspend_after: float | None = 5.0,
     ) -> None:
         from duron._durable import DurableFn
 
         if concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, not {concurrency!r}")
+        if suspend_after is not None and not suspend_after >= 0:
+            raise UsageError(
+                "suspend_after must be a number of seconds >= 0 or None, not "
+                f"{suspend_after!r}"
+            )
         fns: dict[str, DurableFn[..., Any]] = {}
         for fn in functions:
             if not isinstance(fn, DurableFn):
@@ -138,6 +152,7 @@ class Worker:
         self.functions = fns
         self.concurrency = concurrency
         self.poll_interval = poll_interval
+        self.suspend_after = suspend_after
         self.heartbeat_interval: float = (
             heartbeat_interval
             if heartbeat_interval is not None
@@ -161,8 +176,11 @@ class Worker:
         self._poll_error = ""
         self._interruptions = 0  # runs stopped by the store since a job ended
         self._claim_after = 0.0  # no claims before then (anyio.current_time())
+        self._job_ended: anyio.Event | None = None  # what wait_idle() waits on
         self.ended: int = 0
         """How many jobs this worker ran to their end (any outcome)."""
+        self.suspended: int = 0
+        """How many times this worker suspended a job waiting on durable things."""
         self.interrupted: int = 0
         """How many runs of jobs this worker stopped because the store was
         unavailable (each job resumes, here or elsewhere, once it is back)."""
@@ -229,6 +247,49 @@ class Worker:
         finally:
             self._state = "stopped"
             stopped.set()
+
+    async def wait_idle(self) -> None:
+        """Return once this worker runs no job and the store holds none it could
+        run: no job of its functions is pending, suspended until a timer, or
+        running anywhere (a job running on another process may come back here if
+        that process dies). A job suspended waiting for input alone is not work
+        this worker can do until the input arrives.
+
+        For tests and batch scripts: submit, then ``await worker.wait_idle()``.
+
+        Example:
+            ```python
+            async with duron.Worker(store, [checkout]) as worker:
+                for order in orders:
+                    await store.submit(checkout, order)
+                await worker.wait_idle()
+            ```
+
+        Raises:
+            UsageError: The worker is not running (outside ``async with``).
+        """
+        while True:
+            if self._state != "running":
+                raise UsageError(
+                    "wait_idle() needs a running worker: call it inside "
+                    "`async with Worker(...)`"
+                )
+            # The slots are looked at again after the store answered: a claim
+            # may have landed meanwhile.
+            if not self._slots and not await self._store_has_work() and not self._slots:
+                return
+            self._job_ended = ended = anyio.Event()
+            with anyio.move_on_after(self.poll_interval):
+                await ended.wait()
+
+    async def _store_has_work(self) -> bool:
+        """Whether a job of this worker's functions is pending or running."""
+        jobs = await self.store.list_jobs(["pending", "running", "suspended"])
+        return any(
+            info.function in self.functions
+            and (info.status != "suspended" or info.wake_at is not None)
+            for info in jobs
+        )
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -369,16 +430,30 @@ class Worker:
                 del self._slots[job_id]
             slot.done.set()
             self._wake.set()
+            if self._job_ended is not None:
+                self._job_ended.set()
 
     async def _drive(self, slot: _Slot, fn: DurableFn[..., Any]) -> None:
         """Run the job until it ends or the worker stops it."""
-        async with fn.invoke(self.store.log(slot.claim.job_id)) as job:
+        log = self.store.log(slot.claim.job_id)
+        suspend_until = getattr(log, "suspend_until", None)
+        async with fn.invoke(log) as job:
             slot.job = job
             if slot.claim.epoch > 1:  # a worker took it before
                 _info(slot.claim, "duron worker: resuming %s from its log")
             try:
                 await job.resume()
-                await self._wait(slot, job)
+                watch = anyio.CancelScope()
+                if self.suspend_after is not None and suspend_until is not None:
+                    tg = self._tg
+                    assert tg is not None
+                    tg.start_soon(
+                        self._suspend_when_idle, slot, job, suspend_until, watch
+                    )
+                try:
+                    await self._wait(slot, job)
+                finally:
+                    watch.cancel()
             except Exception as exc:
                 # Recorded while this worker still holds the lease: the job is
                 # never pending (claimable) in between.
@@ -417,6 +492,56 @@ class Worker:
                 return
             if slot.stopping:
                 return
+
+    async def _suspend_when_idle(
+        self,
+        slot: _Slot,
+        job: Job[..., Any],
+        suspend_until: Callable[[float | None], None],
+        scope: anyio.CancelScope,
+    ) -> None:
+        """Suspend the job once it has waited only on durable things for
+        :attr:`suspend_after` seconds (not when its timer is due sooner)."""
+        with scope:
+            await self._watch_idle(slot, job, suspend_until)
+
+    async def _watch_idle(
+        self,
+        slot: _Slot,
+        job: Job[..., Any],
+        suspend_until: Callable[[float | None], None],
+    ) -> None:
+        after = self.suspend_after
+        assert after is not None
+        while not slot.stopping:
+            waiting = await job.wait_idle()
+            if waiting is None:
+                return
+            now = anyio.current_time()
+            due_in = None if waiting.until is None else waiting.until - time.time()
+            if due_in is not None and due_in < after:
+                await anyio.sleep(max(due_in, 0.0) + 0.01)  # let it fire here
+                continue
+            if now - waiting.since < after:
+                await anyio.sleep(waiting.since + after - now)
+                continue
+            if job.suspend() is None:
+                continue  # it woke up meanwhile
+            # Nothing can start now: the job stops at its next safe point, and
+            # its release tells the store what wakes it.
+            suspend_until(waiting.until)
+            slot.suspended = slot.stopping = True
+            self.suspended += 1
+            slot.told = True
+            _info(
+                slot.claim,
+                "duron worker: %s suspended, waiting for %s",
+                "input"
+                if waiting.until is None
+                else f"a timer due at {_utc(waiting.until)} or input",
+            )
+            slot.interrupt()
+            return
 
     async def _failed(self, slot: _Slot, error: Exception) -> None:
         claim = slot.claim
@@ -492,3 +617,7 @@ def _info(claim: Claim, message: str, *args: object) -> None:
     if _log.isEnabledFor(logging.INFO):
         about = f"job {claim.job_id} ({claim.function}, epoch {claim.epoch})"
         _log.info(message, about, *args, extra=_fields(claim))
+
+
+def _utc(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="seconds")

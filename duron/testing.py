@@ -24,8 +24,9 @@ does the same check: ``duron verify shop.flows:checkout tests/golden/checkout/*.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -37,6 +38,7 @@ from duron._errors import (
     UsageError,
     VerificationError,
 )
+from duron._guard import guarded
 from duron._storage import LogStorage
 from duron._verify import Status, VerifyReport, verify_log
 from duron.contrib._file import FileLogStorage
@@ -51,6 +53,7 @@ __all__ = [
     "UncheckableLogError",
     "VerificationError",
     "VerifyReport",
+    "determinism_guard",
     "golden_logs",
     "verify",
     "verify_all",
@@ -130,6 +133,35 @@ async def verify_all_async(
 ) -> list[VerifyReport]:
     """:func:`verify_all` for async code (any anyio backend)."""
     return await _verify_all(fn, logs, pattern)
+
+
+@contextlib.contextmanager
+def determinism_guard() -> Iterator[None]:
+    """Make durable code fail where it reads the clock or a random source.
+
+    Every job whose ``start()`` or ``resume()`` (or whose run by a
+    :class:`~duron.Worker`) begins inside the block runs its durable code under
+    the guard: a call to ``time.time()``, ``time.time_ns()``,
+    ``time.monotonic()``, ``time.perf_counter()`` (and their ``_ns`` forms),
+    ``datetime.now()``, ``datetime.utcnow()``, ``date.today()``, the global
+    ``random`` generator (``random.random()``, ``random.choice()``, ...),
+    ``os.urandom()`` and what reads it (``uuid.uuid4()``, ``secrets``) raises
+    :class:`~duron.NondeterministicCallError` at the call, naming it, where it was
+    made and what to use instead. Effects, Duron itself and ``logging`` are
+    free to call them. It is meant for tests: durable code runs several times
+    slower under it (a profile hook sees each of its calls); outside it,
+    nothing is checked and nothing costs.
+
+    Example:
+        ```python
+        @pytest.fixture(autouse=True)
+        def _guard():
+            with duron.testing.determinism_guard():
+                yield
+        ```
+    """
+    with guarded():
+        yield
 
 
 def golden_logs(folder: str | os.PathLike[str], pattern: str = "*.jsonl") -> list[Path]:

@@ -700,3 +700,34 @@ async def test_an_effect_with_star_args_and_kwargs_records_them_by_parameter() -
         {"first": 4},
     ]
     assert await run_job(flow, storage) == ["1+2+3 who=ada", "4"]
+
+
+# -- what a long effect leaves in the log while it runs ---------------------------------
+
+slow_gate: list[anyio.Event] = []
+
+
+@duron.effect
+async def slow() -> str:
+    await slow_gate[0].wait()
+    return "done"
+
+
+@duron.durable
+async def slow_flow(ctx: duron.Context) -> str:
+    return await ctx.run(slow)
+
+
+async def test_a_running_effect_is_recorded_as_started_while_it_runs() -> None:
+    # A crash while it runs then shows (in ``duron inspect``, in the job list)
+    # what the job was doing; the entry goes in once the job is idle a moment.
+    slow_gate[:] = [anyio.Event()]
+    storage = MemoryLogStorage()
+    async with slow_flow.invoke(storage) as job:
+        await job.start()
+        with anyio.fail_after(5):
+            while [e.type for e in storage.entries()] != ["job", "start"]:
+                await anyio.sleep(0.01)
+        slow_gate[0].set()
+        assert await job.wait() == "done"
+    assert [e.type for e in storage.entries()] == ["job", "start", "done", "end"]

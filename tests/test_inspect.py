@@ -72,6 +72,11 @@ def story(tmp_path: Path) -> Path:
     return path
 
 
+def stored_size(lines: str) -> int:
+    """The bytes of a log's entries, as ``inspect`` counts them (no line ends)."""
+    return sum(len(line) for line in lines.encode().splitlines())
+
+
 def inspect(
     capsys: pytest.CaptureFixture[str], *args: str | Path
 ) -> tuple[int, str, str]:
@@ -85,8 +90,10 @@ def test_timeline_as_plain_text(
 ) -> None:
     code, out, err = inspect(capsys, story)
     assert (code, err) == (0, "")
+    n = stored_size(STORY)
+    assert n == 1401
     assert out == (
-        f"log      {story} (16 entries)\n"
+        f"log      {story} (16 entries, 1,401 bytes, 1.4 KiB)\n"
         "job      checkout(order_id=42)\n"
         "module   shop_nowhere.flows\n"
         "started  2023-11-14 22:13:20.000 UTC\n"
@@ -137,7 +144,8 @@ def test_finished_job_and_timings_of_a_real_run(
     code, out, _ = inspect(capsys, log, "--plain")
     assert code == 0
     assert re.fullmatch(
-        rf"log      {re.escape(str(log))} \(4 entries\)\n"
+        rf"log      {re.escape(str(log))} \(4 entries, {stored_size(log.read_text())} "
+        r"bytes\)\n"
         r"job      doubler\(x=5\)\n"
         r"module   test_inspect\n"
         r"started  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC\n"
@@ -157,7 +165,11 @@ def test_json(story: Path, capsys: pytest.CaptureFixture[str]) -> None:
     doc = json.loads(out)
     assert code == 0
     assert doc["log"] == str(story)
-    assert (doc["entries"], doc["status"]) == (16, "cancelled")
+    assert (doc["entries"], doc["bytes"], doc["status"]) == (
+        16,
+        stored_size(STORY),
+        "cancelled",
+    )
     assert doc["job"] == {
         "function": "checkout",
         "module": "shop_nowhere.flows",
@@ -253,7 +265,7 @@ def test_damaged_log_shows_what_precedes_the_damage(
     code, out, err = inspect(capsys, log)
     assert code == 2
     assert out.splitlines()[:6] == [
-        f"log      {log} (3 entries)",
+        f"log      {log} (3 entries, {stored_size(''.join(lines[:3]))} bytes)",
         "job      checkout(order_id=42)",
         "module   shop_nowhere.flows",
         "started  2023-11-14 22:13:20.000 UTC",
@@ -275,7 +287,7 @@ def test_empty_missing_and_usage(
     empty.write_text("")
     assert inspect(capsys, empty) == (
         0,
-        f"log     {empty} (0 entries)\nstatus  empty: the log holds no job entry\n",
+        f"log     {empty} (0 entries, 0 bytes)\nstatus  empty: the log holds no job entry\n",
         "",
     )
     missing = tmp_path / "missing.jsonl"
@@ -330,7 +342,16 @@ def test_sqlite_store_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     url = f"sqlite:///{db}"
     code, out, _ = inspect(capsys, f"{url}#job%231")
     assert code == 0
-    assert out.splitlines()[0] == f"log      {url}#job#1 (2 entries)"
+
+    async def stored() -> int:
+        store = SQLiteStore(db)
+        try:
+            return sum([len(raw) async for _, raw in store.log("job#1").read()])
+        finally:
+            await store.close()
+
+    n = anyio.run(stored)
+    assert out.splitlines()[0] == f"log      {url}#job#1 (2 entries, {n} bytes)"
     assert out.splitlines()[4].startswith("status   finished at +")
     code, out2, _ = inspect(capsys, "--store", url, "--job", "job#1", "--json")
     assert (code, json.loads(out2)["status"]) == (0, "finished")

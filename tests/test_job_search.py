@@ -183,6 +183,7 @@ async def test_count_jobs(store: Store, backend: Backend) -> None:
     assert await store.count_jobs() == {
         "pending": 0,
         "running": 0,
+        "suspended": 0,
         "completed": 0,
         "failed": 0,
         "cancelled": 0,
@@ -192,6 +193,7 @@ async def test_count_jobs(store: Store, backend: Backend) -> None:
     assert await store.count_jobs() == {
         "pending": 3,
         "running": 0,
+        "suspended": 0,
         "completed": 2,
         "failed": 0,
         "cancelled": 1,
@@ -199,6 +201,7 @@ async def test_count_jobs(store: Store, backend: Backend) -> None:
     assert await store.count_jobs(function=report) == {
         "pending": 1,
         "running": 0,
+        "suspended": 0,
         "completed": 1,
         "failed": 0,
         "cancelled": 1,
@@ -210,6 +213,7 @@ async def test_count_jobs(store: Store, backend: Backend) -> None:
     assert await store.count_jobs(created_after=at(2.5)) == {
         "pending": 2,
         "running": 0,
+        "suspended": 0,
         "completed": 0,
         "failed": 0,
         "cancelled": 1,
@@ -255,8 +259,8 @@ async def test_every_bad_argument_is_named(store: Store) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
         (
             {"status": "done"},
-            "status must be one of 'pending', 'running', 'completed', 'failed', "
-            "'cancelled', not 'done'",
+            "status must be one of 'pending', 'running', 'suspended', 'completed', "
+            "'failed', 'cancelled', not 'done'",
         ),
         ({"status": []}, "status must name at least one status"),
         (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from typing import TYPE_CHECKING
@@ -119,10 +120,45 @@ def test_list(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["lost"]
 
 
+def stored(db: Path, job_id: str) -> list[bytes]:
+    """The job's entries as stored, read with sqlite3 itself."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT CAST(entry AS BLOB) FROM entries WHERE job_id = ? ORDER BY seq",
+            (job_id,),
+        ).fetchall()
+    return [bytes(raw) for (raw,) in rows]
+
+
+def test_list_with_sizes(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "list", url(db), "--sizes")
+    assert code == 0
+    assert err.startswith("waiting: waiting: ")  # the pending job's hint
+    lines = out.splitlines()
+    assert lines[0].split() == ["ID", "STATUS", "UPDATED", "ENTRIES", "BYTES", "CALL"]
+    got = {r[0]: (r[3], r[4]) for r in (line.split() for line in lines[1:])}
+    want = {}
+    for job_id in ("done", "todo", "lost", "waiting"):
+        raws = stored(db, job_id)
+        want[job_id] = (str(len(raws)), f"{sum(map(len, raws)):,}")
+    assert got == want
+    assert want["done"][0] == "5"
+
+    code, out, _ = run(capsys, "list", url(db), "--sizes", "--json", "--limit", "1")
+    [job] = [orjson.loads(line) for line in out.splitlines()]
+    raws = stored(db, "done")
+    assert (job["id"], job["entries"], job["bytes"]) == (
+        "done",
+        len(raws),
+        sum(map(len, raws)),
+    )
+
+
 def test_show(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "show", url(db), "done", "--log")
     assert (code, err) == (0, "")
-    head, log = out.split("log:     5 entries\n")
+    size = sum(len(raw) for raw in stored(db, "done"))
+    head, log = out.split(f"log:     5 entries, {size:,} bytes\n")
     fields = dict(line.split(":", 1) for line in head.splitlines())
     assert {
         k: v.strip() for k, v in fields.items() if k not in ("created", "updated")

@@ -4,6 +4,7 @@ fixture: the CLI opens it by URL)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -42,6 +43,13 @@ async def report(ctx: duron.Context, n: int) -> int:
 @duron.durable
 async def gpu(ctx: duron.Context, n: int) -> int:
     return n
+
+
+@duron.durable
+async def sleeper(ctx: duron.Context, seconds: float) -> int:
+    await ctx.run(step, 1)
+    await asyncio.sleep(seconds)
+    return 1
 
 
 def store_url(backend: Backend) -> str:
@@ -142,7 +150,8 @@ async def test_count(
     url = store_url(backend)
     assert await cli(capsys, "count", url) == (
         0,
-        "pending    4\nrunning    0\ncompleted  1\nfailed     0\ncancelled  0\n"
+        "pending    4\nrunning    0\nsuspended  0\ncompleted  1\nfailed     0\n"
+        "cancelled  0\n"
         "total      5\n",
         "",
     )
@@ -152,6 +161,7 @@ async def test_count(
         {
             "pending": 1,
             "running": 0,
+            "suspended": 0,
             "completed": 1,
             "failed": 0,
             "cancelled": 0,
@@ -219,6 +229,30 @@ async def test_why_waiting_jobs_wait(
     ) in out
     code, out, _ = await cli(capsys, "show", url, "e-1", "--json")
     assert orjson.loads(out)["waiting"] is None
+
+
+async def test_a_suspended_job_waits_for_a_worker_once_its_timer_is_due(
+    backend: Backend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = await backend.store()
+    await store.submit(sleeper.options(job_id="s"), 0.3)
+    worker = duron.Worker(store, [sleeper], poll_interval=0.05, suspend_after=0.05)
+    async with worker:
+        with anyio.fail_after(10):
+            while (await store.get("s")).status != "suspended":
+                await anyio.sleep(0.02)
+    url = store_url(backend)
+    # Its timer is not due: it waits for time, not for a worker.
+    assert (await cli(capsys, "list", url))[2] == ""
+    await anyio.sleep(0.4)
+    code, out, err = await cli(capsys, "list", url)
+    assert code == 0
+    assert [r[:2] for r in rows(out)] == [["s", "suspended"]]
+    assert re.fullmatch(
+        rf"waiting: s: no job of sleeper is running; one last ran at {TIME}: is a "
+        r"worker that has sleeper up\?\n",
+        err,
+    ), err
 
 
 async def test_a_function_no_worker_ever_ran(

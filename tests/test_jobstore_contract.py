@@ -10,7 +10,7 @@ file or schema, its engine's group commit) is tested in that store's own file.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -392,16 +392,35 @@ async def test_a_writer_whose_lease_was_taken_over_is_fenced(backend: Backend) -
     await fresh.append([done(1, "b")])
     assert [e async for e in fresh.read()] == [(0, done(0, 0)), (1, done(1, "b"))]
     await fresh.release()
-    with pytest.raises(
-        duron.LeaseLostError,
-        match=re.escape(
-            "job j: lease lost, nothing was written: the lease was released "
-            "(epoch 2; this writer had 1)"
-        ),
-    ):
+    message = (
+        "job j: lease lost, nothing was written: another writer took the job over "
+        "(epoch 2; this writer had 1) after this writer's lease expired, and has "
+        "since released it (the job is pending)"
+    )
+    with pytest.raises(duron.LeaseLostError, match=f"^{re.escape(message)}$"):
         await stale.append([done(2)])
     await stale.release()  # harmless: it no longer owns anything
     assert (await b.get("j")).lease_owner is None
+
+
+@pytest.mark.anyio
+async def test_a_writer_whose_expired_lease_was_requeued_is_told_so(
+    backend: Backend,
+) -> None:
+    store = await backend.store(lease=60)
+    other = await backend.store(lease=60)
+    stale = store.log("j")
+    await stale.acquire()
+    await stale.append([done(0, 0)])
+    backend.expire("j")
+    await other.requeue("j")  # nobody took it: its lease is simply given back
+    message = (
+        "job j: lease lost, nothing was written: this writer's lease was released "
+        "(epoch 1); the job is pending"
+    )
+    with pytest.raises(duron.LeaseLostError, match=f"^{re.escape(message)}$"):
+        await stale.append([done(1, "a")])
+    await stale.release()
 
 
 @pytest.mark.anyio
@@ -423,7 +442,10 @@ async def test_held_leases_are_renewed(backend: Backend) -> None:
     await anyio.sleep(0.7)  # past the first expiry: still held, renewed
     with pytest.raises(duron.LogLockedError):
         await other.log("j").acquire()
+    # ... and the writer knows it: its next effect needs no round trip.
+    assert log.lease_fresh()
     await log.release()
+    assert not log.lease_fresh()
 
 
 # -- list, cancel, requeue, prune ------------------------------------------------------
@@ -445,8 +467,8 @@ async def test_list_jobs_by_status(store: Store) -> None:
     with pytest.raises(
         duron.UsageError,
         match=re.escape(
-            "status must be one of 'pending', 'running', 'completed', 'failed', "
-            "'cancelled', not 'done'"
+            "status must be one of 'pending', 'running', 'suspended', 'completed', "
+            "'failed', 'cancelled', not 'done'"
         ),
     ):
         await store.list_jobs(status="done")  # type: ignore[arg-type]
@@ -639,3 +661,33 @@ async def test_a_closed_store_says_so(backend: Backend) -> None:
     # Closed for good: a refusal, not an outage to wait out.
     assert type(caught.value) is duron.StorageError
     assert (caught.value.store, caught.value.operation) == (store.label, "list")
+
+
+@pytest.mark.anyio
+async def test_a_writer_confirms_its_lease_or_learns_it_is_lost(
+    backend: Backend,
+) -> None:
+    store = await backend.store(lease=60)
+    log = store.log("j")
+    assert not log.lease_fresh()  # not acquired: nothing to vouch for
+    await log.acquire()
+    assert log.lease_fresh()
+    backend.expire("j")  # the database's clock ran past it; nobody took it
+    await log.confirm_lease()  # still this writer's: renewed for a full lease
+    info = await store.get("j")
+    assert info.lease_expires is not None
+    assert info.lease_expires > datetime.now(timezone.utc) + timedelta(seconds=50)
+    backend.take_over("j")
+    message = (
+        "job j: lease lost, nothing was written: other:1:0 took the job over "
+        "(epoch 2; this writer had 1) after this writer's lease expired"
+    )
+    with pytest.raises(duron.LeaseLostError, match=f"^{re.escape(message)}$"):
+        await log.confirm_lease()
+    await log.release()
+    with pytest.raises(
+        duron.LeaseLostError,
+        match=r"^job j: lease lost, nothing was written: this writer no longer "
+        r"holds the job's lease$",
+    ):
+        await log.confirm_lease()

@@ -246,6 +246,14 @@ def test_names_are_strings(line: str, reason: str) -> None:
             '{"type":"job","version":1,"fn":"f","seed":"s","t":1.5}',
             "field 'args' of a job entry is missing",
         ),
+        (
+            '{"type":"job","version":1,"fn":"f","args":{},"seed":"s","t":1.5,"context":"x"}',
+            "field 'context' of a job entry must be an object, not a string",
+        ),
+        (
+            '{"type":"job","version":1,"fn":"f","args":{},"seed":"s","t":1.5,"context":null}',
+            "field 'context' of a job entry must be an object, not null",
+        ),
     ],
 )
 def test_inputs_and_arguments_are_objects(line: str, reason: str) -> None:
@@ -432,6 +440,13 @@ def test_a_newer_format_still_asks_for_an_upgrade_whatever_else_it_holds() -> No
 WRITTEN = [
     JobStarted("checkout", {"order": 42}, "ab12", T, "shop.flows"),
     JobStarted("checkout", {}, "ab12", T),
+    JobStarted(
+        "checkout",
+        {},
+        "ab12",
+        T,
+        context={"trace": {"traceparent": "00-ab-cd-01"}, "vars": {"n": 1}},
+    ),
     OpStarted(0, T, "effect", "charge", {"amount": 10}),
     OpStarted(1, T, "future", "approval", None),
     OpCompleted(0, T, {"receipt": "r-1"}),
@@ -711,7 +726,7 @@ def test_a_damaged_log_row_in_a_store_is_reported_by_every_command(
         (
             "status",
             "lost",
-            "column 'status' must be one of pending, running, completed, failed, cancelled, not 'lost'",
+            "column 'status' must be one of pending, running, suspended, completed, failed, cancelled, not 'lost'",
         ),
         (
             "created",

@@ -10,6 +10,7 @@ import types
 import pytest
 
 import duron
+import duron.contrib.otel
 import duron.contrib.storage
 
 
@@ -23,7 +24,9 @@ def public_names(module: types.ModuleType) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "module", [duron, duron.contrib.storage], ids=lambda m: str(m.__name__)
+    "module",
+    [duron, duron.contrib.storage, duron.contrib.otel],
+    ids=lambda m: str(m.__name__),
 )
 def test_all_lists_exactly_the_public_names(module: types.ModuleType) -> None:
     exported = list(module.__all__)
@@ -35,7 +38,9 @@ def test_all_lists_exactly_the_public_names(module: types.ModuleType) -> None:
 
 
 @pytest.mark.parametrize(
-    "module", [duron, duron.contrib.storage], ids=lambda m: str(m.__name__)
+    "module",
+    [duron, duron.contrib.storage, duron.contrib.otel],
+    ids=lambda m: str(m.__name__),
 )
 def test_exported_classes_and_functions_are_duron_own_and_documented(
     module: types.ModuleType,

@@ -106,6 +106,7 @@ def test_an_old_worker_leaves_a_new_function_s_jobs_for_a_new_worker(
         assert counts(target, "gpu_job") == {
             "pending": 20,
             "running": 0,
+            "suspended": 0,
             "completed": 0,
             "failed": 0,
             "cancelled": 0,
@@ -171,6 +172,7 @@ def test_an_old_worker_leaves_a_new_function_s_jobs_for_a_new_worker(
         assert counts(target, fn) == {
             "pending": 0,
             "running": 0,
+            "suspended": 0,
             "completed": 40,
             "failed": 0,
             "cancelled": 0,

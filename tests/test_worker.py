@@ -591,3 +591,28 @@ def test_two_worker_processes_one_killed_every_job_finishes_exactly_once(
     assert any(epoch >= 2 for *_, epoch in jobs)
     pids = {t.split("-")[0] for tokens in runs.values() for t in tokens}
     assert pids == {str(victim.pid), str(survivor.pid)}
+
+
+@pytest.mark.anyio
+async def test_wait_idle_returns_once_every_job_of_its_functions_ended(
+    store: Store,
+) -> None:
+    async with worker(store, steps) as w:
+        ids = [await store.submit(steps, n) for n in (1, 2, 3)]
+        await w.wait_idle()
+        assert not w.running
+        assert [(await store.get(i)).status for i in ids] == ["completed"] * 3
+        # A job of a function this worker does not run is not its work.
+        await store.submit(unknown)
+        await w.wait_idle()
+        await w.wait_idle()  # and again, at once: nothing changed
+
+
+@pytest.mark.anyio
+async def test_wait_idle_needs_a_running_worker(store: Store) -> None:
+    w = worker(store, steps)
+    message = (
+        "wait_idle() needs a running worker: call it inside `async with Worker(...)`"
+    )
+    with pytest.raises(duron.UsageError, match=re.escape(message)):
+        await w.wait_idle()

@@ -63,6 +63,13 @@ async def cancellable(ctx: duron.Context, n: int) -> int:
         raise
 
 
+@duron.durable
+async def approval(ctx: duron.Context, n: int) -> str:
+    _, decision = await ctx.create_future(str, name="approve")
+    await ctx.run(step, n)
+    return await decision
+
+
 @pytest.fixture
 async def store(backend: Backend) -> Store:
     held.clear()
@@ -193,3 +200,32 @@ async def test_nothing_is_said_at_info_while_no_job_changes(
     async with worker(store, holds):
         await anyio.sleep(0.3)  # six polls
     assert lines(caplog_info) == []
+
+
+async def test_a_suspended_job_says_so_and_what_wakes_it(
+    store: Store, caplog_info: pytest.LogCaptureFixture
+) -> None:
+    await store.submit(approval.options(job_id="a"), 1)
+    w = duron.Worker(
+        store,
+        [approval],
+        poll_interval=0.05,
+        heartbeat_interval=0.05,
+        suspend_after=0.1,
+    )
+    async with w:
+
+        async def suspended() -> bool:
+            return (await store.get("a")).status == "suspended"
+
+        with anyio.fail_after(10):
+            while not await suspended():
+                await anyio.sleep(0.02)
+        assert w.running == []
+    assert lines(caplog_info) == [
+        ("INFO", "duron worker: claimed job a (approval, epoch 1)"),
+        (
+            "INFO",
+            "duron worker: job a (approval, epoch 1) suspended, waiting for input",
+        ),
+    ]

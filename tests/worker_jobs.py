@@ -77,6 +77,5 @@ async def work_until_done(store: SQLiteStore | PostgresStore) -> None:
     it lost when it continues, while the store lists them as another's or as
     finished: it stops only once each has tried to write and been refused.)"""
     async with duron.Worker(store, [chain], concurrency=16, poll_interval=0.05) as w:
-        while w.running or await store.list_jobs(["pending", "running"], limit=1):
-            await anyio.sleep(0.05)
+        await w.wait_idle()
     await store.close()

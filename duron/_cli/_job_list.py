@@ -5,8 +5,8 @@ The filters are ``store.list_jobs()``'s, as options: ``--status`` and
 ``--created-before`` / ``--updated-after`` / ``--updated-before`` (an ISO 8601
 time, UTC unless it says otherwise, or a duration meaning that long ago).
 
-A job that waits (pending, or running under a lease that ran out) gets a hint
-saying why, from what the store's job table shows of its function's workers
+A job that waits for a worker (pending, running under a lease that ran out, or
+suspended with its timer due) gets a hint saying why, from what the store's job table shows of its function's workers
 (``store.function_activity()``): workers do not register with the store, so the
 hint says what their jobs show, not which workers are up.
 """
@@ -125,6 +125,12 @@ def _lease_ran_out(info: JobInfo, now: datetime) -> bool:
     )
 
 
+def _waits_for_a_worker(info: JobInfo, now: datetime) -> bool:
+    if info.status == "suspended":  # until its timer, or input (which wakes it)
+        return info.wake_at is not None and info.wake_at <= now
+    return info.status == "pending" or _lease_ran_out(info, now)
+
+
 def _hint(info: JobInfo, activity: FunctionActivity | None, now: datetime) -> str:
     fn = info.function
     if fn is None:
@@ -155,12 +161,12 @@ def _hint(info: JobInfo, activity: FunctionActivity | None, now: datetime) -> st
 async def waiting_hints(store: JobStore, jobs: list[JobInfo]) -> dict[str, str]:
     """Why each waiting job of ``jobs`` waits, by job id.
 
-    Waiting: pending, or running under a lease that ran out (by this machine's
-    clock). A worker claims only the functions it has, so the hint is about the
+    Waiting: pending, running under a lease that ran out, or suspended with its
+    timer due (by this machine's clock). A worker claims only the functions it has, so the hint is about the
     job's function: whether its jobs run now, or when one last ran.
     """
     now = datetime.now(timezone.utc)
-    waiting = [j for j in jobs if j.status == "pending" or _lease_ran_out(j, now)]
+    waiting = [j for j in jobs if _waits_for_a_worker(j, now)]
     names = sorted({j.function for j in waiting if j.function is not None})
     activity = await store.function_activity(names) if names else {}
     return {

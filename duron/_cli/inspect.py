@@ -132,6 +132,7 @@ class Timeline:
     cancels: list[float] = field(default_factory=list)
     end: JobFinished | None = None
     entries: int = 0
+    size: int = 0  # bytes of the entries read, as stored (without line ends)
     last_t: float | None = None
     damage: CorruptLogError | None = None
 
@@ -171,6 +172,7 @@ class Timeline:
         return {
             "log": self.log,
             "entries": self.entries,
+            "bytes": self.size,
             "status": self.status,
             "job": None
             if job is None
@@ -220,6 +222,7 @@ async def read_timeline(storage: LogStorage) -> Timeline:
                 tl.damage = err
                 break
             tl.entries += 1
+            tl.size += len(raw)
             if not isinstance(entry, JobStarted):
                 tl.last_t = entry.t
             match entry:
@@ -295,7 +298,7 @@ def render_text(tl: Timeline, *, full: bool = False) -> str:
 
 def _header(tl: Timeline, limit: int | None) -> list[str]:
     rows: list[tuple[str, str]] = [
-        ("log", f"{tl.log} ({_plural(tl.entries, 'entry')})")
+        ("log", f"{tl.log} ({_plural(tl.entries, 'entry')}, {_size(tl.size)})")
     ]
     job = tl.job
     if job is None:
@@ -529,6 +532,15 @@ def _dur(d: float, *, fine: bool = True) -> str:
         return f"{int(m)}m{s:06.3f}s"
     h, m = divmod(int(m), 60)
     return f"{h}h{m:02d}m{s:02.0f}s"
+
+
+def _size(n: int) -> str:
+    """A log's size: exact bytes, and a rounded figure past a KiB."""
+    exact = "1 byte" if n == 1 else f"{n:,} bytes"
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{exact}, {n / scale:.1f} {unit}"
+    return exact
 
 
 def _plural(n: int, word: str) -> str:

@@ -1,4 +1,6 @@
-"""``duron jobs``: list, count, show, cancel, resume, fork and prune the jobs of a store.
+"""``duron jobs``: list, count, show, cancel, resume, fork and prune the jobs of a
+store (and send input to them, complete their futures, tail their output:
+``jobs_io``).
 
 The store is named by a URL:
 
@@ -27,6 +29,7 @@ from duron._cli._job_list import (
     show_time,
     waiting_hints,
 )
+from duron._cli.jobs_io import register_io
 from duron._errors import DuronError, UsageError
 from duron._log import decode_entry
 from duron._redact import redact
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 
     from duron._job_query import JobList
     from duron._jobstore import JobInfo, JobStatus, JobStore
+    from duron._limits import LogSize
 
 __all__ = ["open_store", "register"]
 
@@ -105,6 +109,12 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--cursor",
         help="the page after the one that printed this cursor (same filters and order)",
+    )
+    p.add_argument(
+        "--sizes",
+        action="store_true",
+        help="also each job's log size: entries and bytes (reads every entry of "
+        "the jobs listed: use with --limit on a large store)",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=_list)
@@ -176,6 +186,8 @@ def register(subparsers: Any) -> None:
     )
     p.set_defaults(func=_prune)
 
+    register_io(sub, _URL_HELP)
+
 
 # -- helpers -----------------------------------------------------------------------------
 
@@ -232,43 +244,63 @@ def _as_json(info: JobInfo) -> dict[str, Any]:
 
 @_command
 def _list(args: argparse.Namespace) -> int:
-    async def run(store: JobStore) -> tuple[JobList, dict[str, str]]:
+    async def run(
+        store: JobStore,
+    ) -> tuple[JobList, dict[str, str], dict[str, LogSize] | None]:
         jobs = await store.list_jobs(
             **filters(args),
             newest_first=args.newest,
             limit=args.limit,
             cursor=args.cursor,
         )
-        return jobs, await waiting_hints(store, jobs)
+        hints = await waiting_hints(store, jobs)
+        log_sizes = getattr(store, "log_sizes", None)
+        if not args.sizes or log_sizes is None:
+            return jobs, hints, None
+        sizes: dict[str, LogSize] = await log_sizes([j.id for j in jobs])
+        return jobs, hints, sizes
 
-    jobs, hints = _run(args.url, run)
+    jobs, hints, sizes = _run(args.url, run)
     if args.json:
         for info in jobs:
             data = _as_json(info)
             data["waiting"] = hints.get(info.id)
+            if sizes is not None:
+                size = sizes.get(info.id)
+                data["entries"] = size.entries if size is not None else 0
+                data["bytes"] = size.bytes if size is not None else 0
             print(orjson.dumps(data).decode())
     else:
-        rows = [("ID", "STATUS", "UPDATED", "CALL")]
-        rows += [
-            (j.id, j.status, show_time(j.updated), j.describe_call()) for j in jobs
-        ]
-        widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        for r in rows:
-            print(
-                f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}"
-            )
+        _print_table(jobs, sizes)
         # One line per reason (jobs of one function wait for the same one).
         waiting: dict[str, list[str]] = {}
         for job_id, hint in hints.items():
             waiting.setdefault(hint, []).append(job_id)
         for hint, ids in waiting.items():
-            shown = ", ".join(ids[:3]) + (
-                f" and {len(ids) - 3} more" if len(ids) > 3 else ""
-            )
-            print(f"waiting: {shown}: {hint}", file=sys.stderr)
+            more = f" and {len(ids) - 3} more" if len(ids) > 3 else ""
+            print(f"waiting: {', '.join(ids[:3])}{more}: {hint}", file=sys.stderr)
     if jobs.next_cursor is not None:
         print(f"next page: --cursor {jobs.next_cursor}", file=sys.stderr)
     return 0
+
+
+def _print_table(jobs: list[JobInfo], sizes: dict[str, LogSize] | None) -> None:
+    head: tuple[str, ...] = ("ID", "STATUS", "UPDATED")
+    rows = [(*head, "ENTRIES", "BYTES") if sizes is not None else head]
+    for j in jobs:
+        row: tuple[str, ...] = (j.id, j.status, show_time(j.updated))
+        if sizes is not None:
+            size = sizes.get(j.id)
+            row += (str(size.entries), f"{size.bytes:,}") if size else ("0", "0")
+        rows.append(row)
+    calls = ["CALL", *(j.describe_call() for j in jobs)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r, call in zip(rows, calls, strict=True):
+        cells = [
+            c.rjust(w) if i >= 3 else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ]
+        print("  ".join([*cells, call]))
 
 
 @_command
@@ -302,6 +334,7 @@ def _show(args: argparse.Namespace) -> int:
         data = _as_json(info)
         data["waiting"] = waiting
         data["entries"] = len(entries)
+        data["bytes"] = sum(len(raw) for _, raw in entries)
         if args.log:
             # Each entry is checked first: a damaged one is a one-line error.
             for seq, raw in entries:
@@ -331,7 +364,8 @@ def _show(args: argparse.Namespace) -> int:
         lines.append(("result", orjson.dumps(info.result).decode()))
     if info.error is not None:
         lines.append(("error", f"{info.error.type}: {info.error.message}"))
-    lines.append(("log", f"{len(entries)} entries"))
+    size = sum(len(raw) for _, raw in entries)
+    lines.append(("log", f"{len(entries)} entries, {size:,} bytes"))
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         print(f"{key + ':':<{width + 1}} {value}")

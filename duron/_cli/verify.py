@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["load_target", "register", "run"]
 
-_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+_STATUSES = ("pending", "running", "suspended", "completed", "failed", "cancelled")
 
 HELP = """\
 Replay job logs against the current code without running any effect, and report

@@ -19,6 +19,7 @@ from typing import Literal
 import anyio.to_thread
 
 from duron._errors import LogLockedError, StorageError, StoreUnavailableError
+from duron._limits import DEFAULT_LIMITS, LogLimits, checked_limits
 
 try:
     import fcntl
@@ -59,10 +60,16 @@ class FileLogStorage:
             code sees its results: safe against the process crashing. ``"fsync"``
             also fsyncs each batch (in a worker thread): safe against the machine
             losing power, at the cost of one fsync per scheduler step.
+        limits: How large its entries may be, and when to warn about a job's
+            log size (:class:`~duron.LogLimits`; default: 4 MiB per entry).
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, durability: Durability = "flush"
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: Durability = "flush",
+        limits: LogLimits = DEFAULT_LIMITS,
     ) -> None:
         if durability not in ("flush", "fsync"):
             raise ValueError(
@@ -70,6 +77,7 @@ class FileLogStorage:
             )
         self.path: Path = Path(path)
         self.durability: Durability = durability
+        self.limits: LogLimits = checked_limits(limits)
         self.label: str = str(self.path)
         self._fd: int | None = None
         self._end = 0  # size of the committed log while we hold it

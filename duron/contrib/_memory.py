@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 from duron._errors import LogLockedError, StorageError
+from duron._limits import DEFAULT_LIMITS, LogLimits, checked_limits
 from duron._log import Entry, decode_entry
 
 __all__ = ["MemoryLogStorage"]
@@ -16,12 +17,19 @@ class MemoryLogStorage:
     Args:
         entries: Encoded entries to start from (e.g. copied from another log).
         label: Name used in error messages.
+        limits: How large its entries may be, and when to warn about a job's
+            log size (:class:`~duron.LogLimits`; default: 4 MiB per entry).
     """
 
     def __init__(
-        self, entries: Sequence[bytes] = (), *, label: str = "<memory>"
+        self,
+        entries: Sequence[bytes] = (),
+        *,
+        label: str = "<memory>",
+        limits: LogLimits = DEFAULT_LIMITS,
     ) -> None:
         self.label = label
+        self.limits: LogLimits = checked_limits(limits)
         self._entries: list[bytes] = list(entries)
         self._held = False
 

@@ -31,15 +31,19 @@ from duron._jobstore import (
     check_requeue,
     is_entry_type,
 )
+from duron._limits import DEFAULT_LIMITS, LogLimits, checked_limits
 from duron._outage import Outage
 from duron._redact import redact
 from duron.contrib._job_search import PostgresDialect
 from duron.contrib._postgres_engine import Engine
+from duron.contrib._postgres_inbox import PostgresInbox
 from duron.contrib._postgres_log import PostgresLog
 from duron.contrib._postgres_schema import SCHEMA_VERSION, Schema, migrate
 from duron.contrib._sqlstore import (
+    DEFAULT_LEASE,
     JOB_COLUMNS,
     TERMINAL_SQL,
+    WAKE,
     LogAccess,
     SQLStore,
     cancelled_before_start,
@@ -114,7 +118,7 @@ def store_from_url(url: str, **options: Any) -> PostgresStore:
     return PostgresStore(dsn, schema=schema[-1] if schema else "duron", **options)
 
 
-class PostgresStore(SQLStore):
+class PostgresStore(PostgresInbox, SQLStore):
     """Many jobs and their logs in PostgreSQL, shared by workers on many machines.
 
     Create one store object per database per process and share it: its connection
@@ -143,6 +147,8 @@ class PostgresStore(SQLStore):
             a crashed or stalled worker wait before another worker takes them.
         pool_size: The most connections this store object opens.
         connect_timeout: Seconds to wait for a connection.
+        limits: How large a job's log entries may be, and when to warn about a
+            job's log size (:class:`~duron.LogLimits`; default: 4 MiB per entry).
 
     Raises:
         ImportError: psycopg is not installed (``pip install 'duron[postgres]'``).
@@ -158,9 +164,10 @@ class PostgresStore(SQLStore):
         dsn: str,
         *,
         schema: str = "duron",
-        lease: float = 30.0,
+        lease: float = DEFAULT_LEASE,
         pool_size: int = 8,
         connect_timeout: float = 10.0,
+        limits: LogLimits = DEFAULT_LIMITS,
     ) -> None:
         _require_driver()
         if not _IDENTIFIER.fullmatch(str(schema)):
@@ -169,6 +176,7 @@ class PostgresStore(SQLStore):
                 f"_, not starting with a digit, at most 63 characters), not {schema!r}"
             )
         self.lease: float = check_lease(lease)
+        self.limits: LogLimits = checked_limits(limits)
         if pool_size < 2:
             raise ValueError(
                 f"pool_size must be at least 2 (appends and the other requests "
@@ -312,7 +320,7 @@ class PostgresStore(SQLStore):
                 else:
                     await conn.execute(
                         f"UPDATE {q}.jobs SET cancel_requested = true, "
-                        "updated = now() WHERE id = %s",
+                        f"updated = now(), {WAKE} WHERE id = %s",
                         (job_id,),
                     )
                 return True
@@ -406,6 +414,8 @@ class PostgresStore(SQLStore):
                 f"WITH gone AS (DELETE FROM {q}.jobs WHERE status = ANY(%s) "
                 "AND updated < now() - make_interval(secs => %s) RETURNING id), "
                 f"e AS (DELETE FROM {q}.entries WHERE job_id IN "
+                "(SELECT id FROM gone)), "
+                f"i AS (DELETE FROM {q}.inbox WHERE job_id IN "
                 "(SELECT id FROM gone)) SELECT count(*) FROM gone",
                 (wanted, age),
             )
@@ -413,6 +423,18 @@ class PostgresStore(SQLStore):
             return 0 if row is None else int(row[0])
 
         return await self._engine.call(run, op="prune")
+
+    async def _log_sizes(self, job_ids: list[str]) -> list[_Row]:
+        sql = (
+            "SELECT job_id, count(*), sum(octet_length(entry)) "
+            f"FROM {self._q}.entries WHERE job_id = ANY(%s) GROUP BY job_id"
+        )
+
+        async def run(conn: AsyncConnection[Any]) -> list[_Row]:
+            cur = await conn.execute(sql, (job_ids,))
+            return await cur.fetchall()
+
+        return await self._engine.call(run, op="list", retry=True)
 
     async def _exists(self, job_id: str) -> bool:
         q = self._q
@@ -457,13 +479,15 @@ class PostgresStore(SQLStore):
         ) -> list[tuple[str, str, int, Any, Any]]:
             cur = await conn.execute(
                 f"WITH c AS (SELECT id FROM {q}.jobs "
-                "WHERE status IN ('pending', 'running') AND function IS NOT NULL "
+                "WHERE (status IN ('pending', 'running') OR (status = 'suspended' "
+                "AND wake_at <= now())) AND function IS NOT NULL "
                 "AND (lease_expires IS NULL OR lease_expires < now() "
                 "OR lease_owner = %s) AND NOT id = ANY(%s) "
                 f"{of_functions}ORDER BY created, id LIMIT %s FOR UPDATE SKIP LOCKED) "
                 f"UPDATE {q}.jobs AS j SET status = 'running', lease_owner = %s, "
                 "lease_expires = now() + make_interval(secs => %s), "
-                "epoch = j.epoch + 1, updated = now() FROM c WHERE j.id = c.id "
+                "epoch = j.epoch + 1, updated = now(), wake_at = NULL "
+                "FROM c WHERE j.id = c.id "
                 "RETURNING j.id, j.function, j.epoch, j.cancel_requested, j.created",
                 (*params, limit, owner, lease),
                 prepare=True,

@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -47,6 +48,8 @@ from duron._errors import (
     StoreUnavailableError,
 )
 from duron._outage import Outage
+from duron.contrib._lease_times import LeaseTimes
+from duron.contrib._postgres_inbox import InputListener
 from duron.contrib._postgres_pool import NoConnection, Pool, is_passing
 from duron.contrib._postgres_schema import Schema, check_schema, missing_schema
 from duron.contrib._sqllog import lost_detail
@@ -55,7 +58,7 @@ from duron.contrib._wakeups import Request, Watchers, host_caller
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
-__all__ = ["AppendRequest", "Engine"]
+__all__ = ["AppendRequest", "Engine", "read_lost_detail"]
 
 _R = TypeVar("_R")
 _log = logging.getLogger("duron")
@@ -118,8 +121,10 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self._watchers = Watchers(_STORE)
+        self._watchers = Watchers(_STORE, self._want_listener)
+        self.leases = LeaseTimes(self.lease_seconds)
         # Engine-loop state (touched on the engine's thread only).
+        self._listening = False
         self._pool: Pool | None = None
         self._schema_checked = False
         self._appends: list[AppendRequest] = []
@@ -187,6 +192,33 @@ class Engine:
         """Return when a request of this store carrying ``mask`` (for ``job``) is
         done, or after ``timeout`` seconds."""
         await self._watchers.wait(mask, timeout, job)
+
+    @property
+    def watchers(self) -> Watchers:
+        """The tasks waiting on this store (inbox feeds ring and wait here)."""
+        return self._watchers
+
+    def _want_listener(self) -> None:
+        """A feed waits for input: listen for it from now on (once)."""
+        loop = self._loop
+        if loop is not None and not self._listening:
+            with contextlib.suppress(RuntimeError):  # the loop is gone
+                loop.call_soon_threadsafe(self._listen)
+
+    def _listen(self) -> None:
+        if self._listening or self._closing is not None:
+            return
+        self._listening = True
+        listener = InputListener(
+            lambda: self._connect(self.connect_timeout),
+            self._watchers,
+            self.schema.name,
+        )
+        self._keep(
+            asyncio.get_running_loop().create_task(
+                listener.run(), name="duron postgres input listener"
+            )
+        )
 
     def _start(self, op: str, job: str | None = None) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -465,7 +497,9 @@ class Engine:
                 assert req.job is not None
                 req.error = LeaseLostError(
                     job=req.job,
-                    detail=await _lost_detail(conn, self.schema, req.job, req.epoch),
+                    detail=await read_lost_detail(
+                        conn, self.schema, req.job, req.epoch
+                    ),
                 )
             elif req.error is None:
                 req.result = True
@@ -483,12 +517,13 @@ class Engine:
             conn: AsyncConnection[Any] | None = None
             try:
                 async with pool.connection() as conn:
-                    await conn.execute(
+                    since = time.monotonic()
+                    cur = await conn.execute(
                         f"UPDATE {self.schema.q}.jobs AS j "
                         "SET lease_expires = now() + make_interval(secs => %s) "
                         "FROM unnest(%s::text[], %s::bigint[]) AS h(id, epoch) "
                         "WHERE j.id = h.id AND j.epoch = h.epoch "
-                        "AND j.lease_owner = %s",
+                        "AND j.lease_owner = %s RETURNING j.id",
                         (
                             self.lease_seconds,
                             list(held),
@@ -496,6 +531,9 @@ class Engine:
                             self.owner,
                         ),
                     )
+                    still = [row[0] for row in await cur.fetchall()]
+                self.leases.renewed(since, still)
+                self.leases.keep_only(self.held)
             except Exception as exc:
                 # The next round tries again; a lease that runs out meanwhile is
                 # taken over, and this store's writes to it are refused.
@@ -601,11 +639,14 @@ async def _write(
     return {row[0] for row in await cur.fetchall()}
 
 
-async def _lost_detail(
+async def read_lost_detail(
     conn: AsyncConnection[Any], schema: Schema, job_id: str, epoch: int
 ) -> str:
+    """Why the writer of ``epoch`` no longer holds ``job_id`` (see
+    :func:`~duron.contrib._sqllog.lost_detail`)."""
     cur = await conn.execute(
-        f"SELECT lease_owner, epoch FROM {schema.q}.jobs WHERE id = %s", (job_id,)
+        f"SELECT lease_owner, epoch, status FROM {schema.q}.jobs WHERE id = %s",
+        (job_id,),
     )
     return lost_detail(await cur.fetchone(), epoch)
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from duron._errors import LeaseLostError, LogLockedError
-from duron.contrib._postgres_engine import AppendRequest
+from duron.contrib._postgres_engine import AppendRequest, read_lost_detail
 from duron.contrib._sqllog import SQLLog
 from duron.contrib._wakeups import DONE, WORK, host_caller
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     # The base class's type argument: ruff does not see a name used there.
     from duron.contrib._postgres import PostgresStore  # noqa: F401
     from duron.contrib._postgres_engine import Engine
-    from duron.contrib._sqllog import Ending, Started
+    from duron.contrib._sqllog import Ending, Started, Suspension
     from duron.contrib._sqlstore import LogAccess
 
 __all__ = ["PostgresLog"]
@@ -40,6 +40,29 @@ class PostgresLog(SQLLog["PostgresStore"]):
     """
 
     _access: LogAccess[Engine]
+
+    async def _inbox_rows(
+        self, after: int, done: list[int], limit: int
+    ) -> list[tuple[Any, ...]]:
+        job_id, q = self.job_id, self._access.q
+
+        async def run(conn: AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            if done:
+                await conn.execute(
+                    f"DELETE FROM {q}.inbox WHERE job_id = %s AND seq = ANY(%s)",
+                    (job_id, done),
+                )
+            cur = await conn.execute(
+                f"SELECT seq, kind, target, data, error FROM {q}.inbox "
+                "WHERE job_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+                (job_id, after, limit),
+                prepare=True,
+            )
+            return await cur.fetchall()
+
+        return await self._access.engine.call(
+            run, op="read inbox", job=job_id, retry=True
+        )
 
     async def _adopt(self, epoch: int) -> int:
         job_id, owner, q = self.job_id, self.store.owner, self._access.q
@@ -103,16 +126,64 @@ class PostgresLog(SQLLog["PostgresStore"]):
 
         return await self._access.engine.call(take, op="acquire", job=job_id)
 
-    async def _unlease(self, epoch: int, *, wrote: bool) -> None:
+    async def _renew(self, epoch: int) -> None:
+        store = self.store
+        job_id, owner, lease, q = self.job_id, store.owner, store.lease, self._access.q
+        schema = self._access.engine.schema
+
+        async def renew(conn: AsyncConnection[Any]) -> None:
+            cur = await conn.execute(
+                f"UPDATE {q}.jobs SET lease_expires = now() + "
+                "make_interval(secs => %s) WHERE id = %s AND lease_owner = %s "
+                "AND epoch = %s",
+                (lease, job_id, owner, epoch),
+            )
+            if not cur.rowcount:
+                raise LeaseLostError(
+                    job=job_id,
+                    detail=await read_lost_detail(conn, schema, job_id, epoch),
+                )
+
+        await self._access.engine.call(renew, op="renew lease", job=job_id, retry=True)
+
+    async def _unlease(
+        self, epoch: int, *, wrote: bool, suspension: Suspension | None = None
+    ) -> None:
         job_id, owner, q = self.job_id, self.store.owner, self._access.q
 
         async def run(conn: AsyncConnection[Any]) -> None:
             unlease = (
                 f"UPDATE {q}.jobs SET lease_owner = NULL, lease_expires = NULL, "
-                "updated = now(), status = CASE status WHEN 'running' THEN "
-                "'pending' ELSE status END "
+                "updated = now(), wake_at = NULL, status = CASE status WHEN "
+                "'running' THEN 'pending' ELSE status END "
                 "WHERE id = %s AND lease_owner = %s AND epoch = %s"
             )
+            if suspension is not None:
+                async with conn.transaction():
+                    # The row lock first: input stored meanwhile has committed
+                    # (a sender updates this row too), and the next statement,
+                    # with a snapshot of its own, sees it.
+                    await conn.execute(
+                        f"SELECT 1 FROM {q}.jobs WHERE id = %s FOR UPDATE", (job_id,)
+                    )
+                    cur = await conn.execute(
+                        f"SELECT cancel_requested OR EXISTS (SELECT 1 FROM {q}.inbox "
+                        f"WHERE job_id = %s AND seq > %s) FROM {q}.jobs WHERE id = %s",
+                        (job_id, suspension.seen, job_id),
+                    )
+                    row = await cur.fetchone()
+                    if row is not None and not row[0]:
+                        await conn.execute(
+                            f"UPDATE {q}.jobs SET lease_owner = NULL, "
+                            "lease_expires = NULL, updated = now(), "
+                            "wake_at = to_timestamp(%s), status = CASE status "
+                            "WHEN 'running' THEN 'suspended' ELSE status END "
+                            "WHERE id = %s AND lease_owner = %s AND epoch = %s",
+                            (suspension.until, job_id, owner, epoch),
+                        )
+                    else:
+                        await conn.execute(unlease, (job_id, owner, epoch))
+                return
             if wrote:
                 await conn.execute(unlease, (job_id, owner, epoch), prepare=True)
                 return

@@ -26,7 +26,7 @@ __all__ = [
     "missing_schema",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 """The schema version this Duron writes; ``migrate()`` brings a database up to it."""
 
 # Each migration takes the schema from version N-1 to N; ``{s}`` is the quoted schema.
@@ -60,6 +60,29 @@ CREATE TABLE {s}.entries (
     entry text NOT NULL,
     PRIMARY KEY (job_id, seq)
 );
+""",
+    # The jobs' inboxes: input sent to a job by its id (see duron._inbox).
+    2: """
+ALTER TABLE {s}.jobs ADD COLUMN inbox_seq bigint NOT NULL DEFAULT 0;
+CREATE TABLE {s}.inbox (
+    job_id text NOT NULL,
+    seq bigint NOT NULL,
+    kind text NOT NULL,
+    target text NOT NULL,
+    data text,
+    error text,
+    created timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (job_id, seq)
+);
+""",
+    # Suspended jobs (waiting on durable things only, holding no worker) and
+    # when their timer wakes them.
+    3: """
+ALTER TABLE {s}.jobs ADD COLUMN wake_at timestamptz;
+ALTER TABLE {s}.jobs DROP CONSTRAINT IF EXISTS jobs_status_check;
+ALTER TABLE {s}.jobs ADD CONSTRAINT jobs_status_check CHECK (status IN
+    ('pending', 'running', 'suspended', 'completed', 'failed', 'cancelled'));
+CREATE INDEX jobs_waking ON {s}.jobs (wake_at) WHERE status = 'suspended';
 """,
 }
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from duron._errors import JobNotFoundError
+from duron._inbox import Sending, entry_patterns, refusal
 from duron._jobstore import (
     TERMINAL,
     check_job_id,
@@ -32,13 +33,16 @@ from duron._jobstore import (
     is_entry_type,
     timestamp,
 )
+from duron._limits import DEFAULT_LIMITS, LogLimits, checked_limits
 from duron._outage import Outage
 from duron.contrib._job_search import SQLiteDialect
 from duron.contrib._sqlite_engine import Engine
 from duron.contrib._sqlite_log import SQLiteLog
 from duron.contrib._sqlstore import (
+    DEFAULT_LEASE,
     JOB_COLUMNS,
     TERMINAL_SQL,
+    WAKE,
     LogAccess,
     SQLStore,
     cancelled_before_start,
@@ -47,7 +51,7 @@ from duron.contrib._sqlstore import (
     fork_taken,
     new_owner,
 )
-from duron.contrib._wakeups import DONE, WORK
+from duron.contrib._wakeups import DONE, INBOX, WORK
 
 if TYPE_CHECKING:
     import sqlite3
@@ -55,6 +59,7 @@ if TYPE_CHECKING:
 
     from duron._log import JobStarted
     from duron.contrib._file import Durability
+    from duron.contrib._sqlinbox import JobHead
 
 __all__ = ["SQLiteStore"]
 
@@ -86,6 +91,8 @@ class SQLiteStore(SQLStore):
             process's jobs wait before another process takes them over.
         busy_timeout: Seconds to wait for another process's write lock.
         create: Create the file and its tables if missing (the CLI passes False).
+        limits: How large a job's log entries may be, and when to warn about a
+            job's log size (:class:`~duron.LogLimits`; default: 4 MiB per entry).
 
     Raises:
         SchemaError: (on first use) The file is not a Duron store, or a newer one.
@@ -98,15 +105,17 @@ class SQLiteStore(SQLStore):
         path: str | os.PathLike[str],
         *,
         durability: Durability = "flush",
-        lease: float = 30.0,
+        lease: float = DEFAULT_LEASE,
         busy_timeout: float = 30.0,
         create: bool = True,
+        limits: LogLimits = DEFAULT_LIMITS,
     ) -> None:
         if durability not in ("flush", "fsync"):
             raise ValueError(
                 f"durability must be 'flush' or 'fsync', not {durability!r}"
             )
         self.lease: float = check_lease(lease)
+        self.limits: LogLimits = checked_limits(limits)
         self.path: str = os.fspath(path)
         self.label: str = self.path
         self.durability: Durability = durability
@@ -205,7 +214,8 @@ class SQLiteStore(SQLStore):
                 )
             else:
                 conn.execute(
-                    "UPDATE jobs SET cancel_requested = 1, updated = ? WHERE id = ?",
+                    "UPDATE jobs SET cancel_requested = 1, updated = ?, " + WAKE + " "
+                    "WHERE id = ?",
                     (now, job_id),
                 )
             return True
@@ -277,12 +287,27 @@ class SQLiteStore(SQLStore):
             conn.execute(
                 f"DELETE FROM entries WHERE job_id IN ({select})", (*wanted, cutoff)
             )
+            conn.execute(
+                f"DELETE FROM inbox WHERE job_id IN ({select})", (*wanted, cutoff)
+            )
             cur = conn.execute(
                 f"DELETE FROM jobs WHERE id IN ({select})", (*wanted, cutoff)
             )
             return cur.rowcount
 
         return await self._engine.call(run, op="prune")
+
+    async def _log_sizes(self, job_ids: list[str]) -> list[_Row]:
+        marks = ", ".join("?" * len(job_ids))
+        sql = (
+            "SELECT job_id, count(*), sum(length(CAST(entry AS BLOB))) FROM entries "
+            f"WHERE job_id IN ({marks}) GROUP BY job_id"
+        )
+
+        def run(conn: sqlite3.Connection) -> list[_Row]:
+            return conn.execute(sql, job_ids).fetchall()
+
+        return await self._engine.call(run, op="list", write=False)
 
     async def _exists(self, job_id: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
@@ -309,7 +334,8 @@ class SQLiteStore(SQLStore):
         # A lease of this store object that it no longer holds (its release
         # failed while the database was unavailable) is taken back at once.
         runnable = (
-            "status IN ('pending', 'running') AND function IS NOT NULL "
+            "(status IN ('pending', 'running') "
+            "OR (status = 'suspended' AND wake_at <= :now)) AND function IS NOT NULL "
             "AND (lease_expires IS NULL OR lease_expires < :now "
             "OR lease_owner = :owner) "
             "AND id NOT IN (SELECT value FROM json_each(:mine))"
@@ -337,7 +363,8 @@ class SQLiteStore(SQLStore):
             now = time.time()
             return conn.execute(
                 "UPDATE jobs SET status = 'running', lease_owner = :owner, "
-                "lease_expires = :expires, epoch = epoch + 1, updated = :now "
+                "lease_expires = :expires, epoch = epoch + 1, updated = :now, "
+                "wake_at = NULL "
                 f"WHERE id IN (SELECT id FROM jobs WHERE {runnable} "
                 "ORDER BY created LIMIT :limit) "
                 "RETURNING id, function, epoch, cancel_requested, created",
@@ -375,3 +402,88 @@ class SQLiteStore(SQLStore):
             )
 
         await self._engine.call(run, op="fail", signal=DONE, job=job_id)
+
+    # -- the inbox ---------------------------------------------------------------------
+
+    async def _job_head(self, job_id: str) -> JobHead | None:
+        def run(conn: sqlite3.Connection) -> JobHead | None:
+            return conn.execute(  # type: ignore[no-any-return]
+                "SELECT j.status, j.function, CAST(e.entry AS BLOB) FROM jobs AS j "
+                "LEFT JOIN entries AS e ON e.job_id = j.id AND e.seq = 0 "
+                "WHERE j.id = ?",
+                (job_id,),
+            ).fetchone()
+
+        return await self._engine.call(run, op="read", write=False, job=job_id)
+
+    def _facts(
+        self, conn: sqlite3.Connection, job_id: str, op_id: int, target: str
+    ) -> tuple[str, str | None, list[tuple[int, str]], list[str]]:
+        row = conn.execute(
+            "SELECT status, function FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+        if row is None:
+            raise JobNotFoundError(job=job_id, store=self.label)
+        started, done = entry_patterns(op_id)
+        entries = conn.execute(
+            "SELECT seq, entry FROM entries WHERE job_id = ? "
+            "AND (entry LIKE ? OR entry LIKE ?) ORDER BY seq",
+            (job_id, started, done),
+        ).fetchall()
+        queued = [
+            kind
+            for (kind,) in conn.execute(
+                "SELECT kind FROM inbox WHERE job_id = ? AND target = ?",
+                (job_id, target),
+            )
+        ]
+        return row[0], row[1], entries, queued
+
+    async def _op_facts(
+        self, job_id: str, op_id: int, target: str
+    ) -> tuple[str, list[tuple[int, str]], list[str]]:
+        def run(
+            conn: sqlite3.Connection,
+        ) -> tuple[str, list[tuple[int, str]], list[str]]:
+            status, _, entries, queued = self._facts(conn, job_id, op_id, target)
+            return status, entries, queued
+
+        return await self._engine.call(run, op="read", write=False, job=job_id)
+
+    async def _inbox_put(self, sending: Sending) -> int:
+        job_id = sending.job_id
+
+        def run(conn: sqlite3.Connection) -> int:
+            status, function, entries, queued = self._facts(
+                conn, job_id, sending.op_id, sending.target
+            )
+            refused = refusal(
+                sending,
+                status=status,
+                function=function,
+                entries=entries,
+                queued=queued,
+            )
+            if refused is not None:
+                raise refused
+            seq: int = conn.execute(
+                "UPDATE jobs SET inbox_seq = inbox_seq + 1, " + WAKE + " "
+                "WHERE id = ? RETURNING inbox_seq",
+                (job_id,),
+            ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO inbox (job_id, seq, kind, target, data, error, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    seq,
+                    sending.kind,
+                    sending.target,
+                    sending.data,
+                    sending.error,
+                    time.time(),
+                ),
+            )
+            return seq
+
+        return await self._engine.call(run, op="send", signal=INBOX | WORK, job=job_id)

@@ -10,6 +10,12 @@ store, the bigger the batches.
 
 The thread wakes the waiting tasks through their event loop's thread-safe
 ``call_soon`` (asyncio) or ``run_sync_soon`` (trio), once per loop per batch.
+
+While a running job waits for input (its inbox feed), the thread also looks at
+``PRAGMA data_version`` every :data:`INBOX_POLL` seconds: it changes when another
+connection (another process) committed; the thread then reads the newest inbox
+item of each waiting job and rings the feeds of the jobs that got one. Input
+stored through this store object rings its job's feed at once.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
+import orjson
 
 from duron._errors import (
     DuronError,
@@ -35,6 +42,7 @@ from duron._errors import (
     StoreUnavailableError,
 )
 from duron._outage import Outage
+from duron.contrib._lease_times import LeaseTimes
 from duron.contrib._wakeups import Request, Watchers, host_waiter
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Engine"]
@@ -43,7 +51,10 @@ _R = TypeVar("_R")
 _log = logging.getLogger("duron")
 
 APPLICATION_ID = 0x4475726E  # "Durn": marks the file as a Duron store
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
+
+INBOX_POLL = 0.01
+"""Seconds between two looks for other processes' commits while input is awaited."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -85,6 +96,29 @@ _INDEXES = {
     "jobs_status_created": "jobs (status, created, id)",
     "jobs_runnable_function": "jobs (function, created) "
     "WHERE status IN ('pending', 'running')",
+}
+
+# Each migration takes the schema from version N-1 to N (a new file gets them all).
+_MIGRATIONS: dict[int, str] = {
+    2: """
+ALTER TABLE jobs ADD COLUMN inbox_seq INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS inbox (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    data TEXT,
+    error TEXT,
+    created REAL NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) STRICT, WITHOUT ROWID;
+""",
+    # Suspended jobs (waiting on durable things only, holding no worker) and
+    # when their timer wakes them.
+    3: """
+ALTER TABLE jobs ADD COLUMN wake_at REAL;
+CREATE INDEX IF NOT EXISTS jobs_waking ON jobs (wake_at) WHERE status = 'suspended';
+""",
 }
 
 
@@ -143,6 +177,15 @@ class _Request(Request):
 
 
 @dataclass(slots=True, eq=False)
+class _Look:
+    """What the DB thread last saw of the inboxes of the jobs waiting for input."""
+
+    version: int | None = None  # PRAGMA data_version
+    queried: set[str] = field(default_factory=set)  # the jobs it looked at
+    newest: dict[str, int] = field(default_factory=dict)  # job -> newest item
+
+
+@dataclass(slots=True, eq=False)
 class _Stats:
     transactions: int = 0
     requests: int = 0
@@ -165,11 +208,23 @@ class Engine:
     stats: _Stats = field(default_factory=_Stats)
 
     def __post_init__(self) -> None:
-        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Request | str | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._watchers = Watchers(_STORE)
+        self._watchers = Watchers(_STORE, self._poke)
         self._closed = False
+        self.leases = LeaseTimes(self.lease_seconds)
+
+    @property
+    def watchers(self) -> Watchers:
+        """The tasks waiting on this store (inbox feeds ring and wait here)."""
+        return self._watchers
+
+    def _poke(self) -> None:
+        """A feed waits for input: make the thread start watching other writers."""
+        with self._lock:
+            if not self._closed and self._thread is not None:
+                self._queue.put(_POKE)
 
     # -- async side -------------------------------------------------------------
 
@@ -250,26 +305,34 @@ class Engine:
         renew_every = self.lease_seconds / 3
         next_renew = time.monotonic() + renew_every
         q = self._queue
+        watchers = self._watchers
+        look = _Look()
         try:
             while True:
                 timeout = max(0.0, next_renew - time.monotonic()) if self.held else None
+                if watchers.inbox_waiting:
+                    timeout = (
+                        INBOX_POLL if timeout is None else min(timeout, INBOX_POLL)
+                    )
                 batch: list[_Request] = []
                 stop = False
                 try:
                     first = q.get(timeout=timeout)
                 except queue.Empty:
-                    pass  # time to renew the leases
+                    pass  # time to renew the leases, or to look for input
                 else:
                     if first is None:
                         stop = True
-                    else:
-                        batch.append(first)
+                    elif first is not _POKE:
+                        batch.append(first)  # type: ignore[arg-type]
                 while not q.empty():  # this thread is the only reader
                     more = q.get_nowait()
                     if more is None:
                         stop = True
-                    else:
-                        batch.append(more)
+                    elif more is not _POKE:
+                        batch.append(more)  # type: ignore[arg-type]
+                if conn is not None and watchers.inbox_waiting:
+                    self._look_for_input(conn, look)
                 renew = bool(self.held) and time.monotonic() >= next_renew
                 if batch or renew:
                     if conn is None:
@@ -308,6 +371,33 @@ class Engine:
         finally:
             if conn is not None:
                 conn.close()
+
+    def _look_for_input(self, conn: sqlite3.Connection, look: _Look) -> None:
+        """Ring the feeds of the waiting jobs whose newest inbox item changed
+        since the last look (or that were not waiting then and have items), when
+        another connection committed since (the database's ``data_version``) or
+        a feed started waiting."""
+        try:
+            version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+            jobs = self._watchers.inbox_jobs()
+            if version == look.version and look.queried.issuperset(jobs):
+                return
+            rows = conn.execute(
+                "SELECT job_id, max(seq) FROM inbox WHERE job_id IN "
+                "(SELECT value FROM json_each(?)) GROUP BY job_id",
+                (orjson.dumps(jobs).decode(),),
+            ).fetchall()
+        except sqlite3.Error:
+            return  # the next request reports what is wrong
+        now = {job: int(seq) for job, seq in rows}
+        rung = [
+            job
+            for job, seq in now.items()
+            if job not in look.queried or look.newest.get(job) != seq
+        ]
+        look.version, look.queried, look.newest = version, set(jobs), now
+        if rung:
+            self._watchers.ring(rung)
 
     def _connect(self) -> sqlite3.Connection:
         path = self.path
@@ -360,6 +450,8 @@ class Engine:
                     f"{version}, this Duron knows up to {SCHEMA_VERSION}): "
                     "upgrade duron",
                 )
+            elif version < SCHEMA_VERSION:
+                self._migrate(conn)
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             if self.create:
                 _ensure_indexes(conn)
@@ -401,10 +493,23 @@ class Engine:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                _apply_migrations(conn, 1)
                 for name, on in _INDEXES.items():
                     conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {on}")
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring a store written by an older Duron up to :data:`SCHEMA_VERSION`."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated it while we waited for the lock.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            _apply_migrations(conn, version)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -438,20 +543,12 @@ class Engine:
             if not savepoint and writes[0].error is not None:
                 conn.execute("ROLLBACK")  # its only write was refused
             else:
-                if renew:
-                    # Only the leases this store object holds: a claim whose
-                    # caller went away is left to expire.
-                    expires = time.time() + self.lease_seconds
-                    conn.executemany(
-                        "UPDATE jobs SET lease_expires = ? "
-                        "WHERE id = ? AND lease_owner = ? AND epoch = ?",
-                        [
-                            (expires, job_id, self.owner, epoch)
-                            for job_id, epoch in list(self.held.items())
-                        ],
-                    )
+                renewed = self._renew(conn) if renew else None
                 conn.execute("COMMIT")
                 self.stats.transactions += 1
+                if renewed is not None:
+                    self.leases.renewed(*renewed)
+                    self.leases.keep_only(self.held)
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
@@ -466,6 +563,24 @@ class Engine:
         stats = self.stats
         stats.requests += len(batch)
         stats.largest_batch = max(stats.largest_batch, len(writes))
+
+    def _renew(self, conn: sqlite3.Connection) -> tuple[float, list[str]]:
+        """Renew the leases this store object holds: when, and which it still had.
+
+        Only those: a claim whose caller went away is left to expire.
+        """
+        since = time.monotonic()
+        expires = time.time() + self.lease_seconds
+        still = [
+            job_id
+            for job_id, epoch in list(self.held.items())
+            if conn.execute(
+                "UPDATE jobs SET lease_expires = ? "
+                "WHERE id = ? AND lease_owner = ? AND epoch = ?",
+                (expires, job_id, self.owner, epoch),
+            ).rowcount
+        ]
+        return since, still
 
     def _run(self, conn: sqlite3.Connection, req: _Request, *, savepoint: bool) -> None:
         if savepoint:
@@ -517,3 +632,15 @@ class Engine:
 
     def _wake(self, batch: list[_Request]) -> None:
         self._watchers.wake(batch)
+
+
+_POKE = "poke"  # queued to wake the thread without a request
+
+
+def _apply_migrations(conn: sqlite3.Connection, version: int) -> None:
+    """Apply the migrations after ``version`` (inside the caller's transaction)."""
+    for v in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in _MIGRATIONS[v].split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {v}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from duron._errors import LeaseLostError, LogLockedError
 from duron.contrib._sqllog import SQLLog, lost_detail
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     # The base class's type argument: ruff does not see a name used there.
     from duron.contrib._sqlite import SQLiteStore  # noqa: F401
     from duron.contrib._sqlite_engine import Engine
-    from duron.contrib._sqllog import Ending, Started
+    from duron.contrib._sqllog import Ending, Started, Suspension
     from duron.contrib._sqlstore import LogAccess
 
 __all__ = ["SQLiteLog"]
@@ -84,15 +84,69 @@ class SQLiteLog(SQLLog["SQLiteStore"]):
 
         return await self._access.engine.call(take, op="acquire", job=job_id)
 
-    async def _unlease(self, epoch: int, *, wrote: bool) -> None:
+    async def _renew(self, epoch: int) -> None:
+        job_id, owner, lease = self.job_id, self.store.owner, self.store.lease
+
+        def renew(conn: sqlite3.Connection) -> None:
+            renewed = conn.execute(
+                "UPDATE jobs SET lease_expires = ? "
+                "WHERE id = ? AND lease_owner = ? AND epoch = ?",
+                (time.time() + lease, job_id, owner, epoch),
+            ).rowcount
+            if not renewed:
+                raise LeaseLostError(job=job_id, detail=_lost(conn, job_id, epoch))
+
+        await self._access.engine.call(renew, op="renew lease", job=job_id)
+
+    async def _inbox_rows(
+        self, after: int, done: list[int], limit: int
+    ) -> list[tuple[Any, ...]]:
+        job_id = self.job_id
+
+        def run(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            if done:
+                conn.executemany(
+                    "DELETE FROM inbox WHERE job_id = ? AND seq = ?",
+                    [(job_id, seq) for seq in done],
+                )
+            return conn.execute(
+                "SELECT seq, kind, target, data, error FROM inbox "
+                "WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (job_id, after, limit),
+            ).fetchall()
+
+        return await self._access.engine.call(
+            run, op="read inbox", write=bool(done), job=job_id
+        )
+
+    async def _unlease(
+        self, epoch: int, *, wrote: bool, suspension: Suspension | None = None
+    ) -> None:
         job_id, owner = self.job_id, self.store.owner
 
         def run(conn: sqlite3.Connection) -> None:
+            # One writer at a time: what this transaction reads stays true.
+            suspend = (
+                suspension is not None
+                and not conn.execute(
+                    "SELECT cancel_requested OR EXISTS (SELECT 1 FROM inbox "
+                    "WHERE job_id = ? AND seq > ?) FROM jobs WHERE id = ?",
+                    (job_id, suspension.seen, job_id),
+                ).fetchone()[0]
+            )
             conn.execute(
                 "UPDATE jobs SET lease_owner = NULL, lease_expires = NULL, "
-                "updated = ?, status = CASE status WHEN 'running' THEN 'pending' "
-                "ELSE status END WHERE id = ? AND lease_owner = ? AND epoch = ?",
-                (time.time(), job_id, owner, epoch),
+                "updated = ?, wake_at = ?, status = CASE status WHEN 'running' "
+                "THEN ? ELSE status END "
+                "WHERE id = ? AND lease_owner = ? AND epoch = ?",
+                (
+                    time.time(),
+                    suspension.until if suspend and suspension else None,
+                    "suspended" if suspend else "pending",
+                    job_id,
+                    owner,
+                    epoch,
+                ),
             )
             # A log opened but never written leaves nothing behind.
             conn.execute(
@@ -128,10 +182,7 @@ class SQLiteLog(SQLLog["SQLiteStore"]):
             else:
                 inserted = conn.executemany(_INSERT, rows).rowcount
             if inserted != len(rows):
-                row = conn.execute(
-                    "SELECT lease_owner, epoch FROM jobs WHERE id = ?", (job_id,)
-                ).fetchone()
-                raise LeaseLostError(job=job_id, detail=lost_detail(row, epoch))
+                raise LeaseLostError(job=job_id, detail=_lost(conn, job_id, epoch))
             if started is not None:
                 conn.execute(
                     "UPDATE jobs SET function = ?, args = ? WHERE id = ?",
@@ -153,6 +204,13 @@ _INSERT = (
     "INSERT INTO entries (job_id, seq, entry) SELECT ?, ?, ? FROM jobs "
     "WHERE id = ? AND lease_owner = ? AND epoch = ?"
 )
+
+
+def _lost(conn: sqlite3.Connection, job_id: str, epoch: int) -> str:
+    row = conn.execute(
+        "SELECT lease_owner, epoch, status FROM jobs WHERE id = ?", (job_id,)
+    ).fetchone()
+    return lost_detail(row, epoch)
 
 
 def _next_seq(conn: sqlite3.Connection, job_id: str) -> int:

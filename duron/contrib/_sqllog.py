@@ -7,11 +7,16 @@ one it took, checked in the transaction that writes them. A job entry at the sta
 of the log records the job's function and arguments on its row, an ``end`` entry
 its outcome, in that same transaction. :class:`SQLLog` holds that protocol; each
 store supplies the statements.
+
+The log also offers the job's inbox to the run (``inbox_fetch``, ``inbox_mark``,
+``inbox_wait``: see :mod:`duron._inbox_feed`), so that input sent through the
+store reaches the job however it runs: on a worker or ``fn.invoke(store.log(id))``.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -19,13 +24,30 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
 
-from duron._errors import LogLockedError, StorageError, StoreUnavailableError
-from duron._jobstore import JobStatus, end_outcome, is_entry_type, parse_job_entry
+from duron._entries import InvalidField
+from duron._errors import (
+    LeaseLostError,
+    LogLockedError,
+    StorageError,
+    StoreUnavailableError,
+)
+from duron._inbox import InboxItem, item_from_row
+from duron._jobstore import (
+    TERMINAL,
+    JobStatus,
+    end_outcome,
+    is_entry_type,
+    parse_job_entry,
+)
 
 if TYPE_CHECKING:
+    from duron._limits import LogLimits
     from duron.contrib._sqlstore import LogAccess, SQLStore
 
-__all__ = ["Ending", "SQLLog", "Started", "lost_detail"]
+__all__ = ["INBOX_BATCH", "Ending", "SQLLog", "Started", "Suspension", "lost_detail"]
+
+INBOX_BATCH = 256
+"""Inbox items a run takes at a time."""
 
 _S = TypeVar("_S", bound="SQLStore")
 _log = logging.getLogger("duron")
@@ -40,6 +62,19 @@ class Started:
 
 
 @dataclass(frozen=True, slots=True)
+class Suspension:
+    """How a job that waits on durable things only is released (suspended).
+
+    Attributes:
+        until: When its timer wakes it (seconds since the epoch), or ``None``.
+        seen: The last inbox item its run took: a later one wakes it at once.
+    """
+
+    until: float | None
+    seen: int
+
+
+@dataclass(frozen=True, slots=True)
 class Ending:
     """What an ``end`` entry sets on the job's row."""
 
@@ -48,30 +83,45 @@ class Ending:
     error: str | None  # JSON text of the recorded error
 
 
-def lost_detail(row: tuple[str | None, int] | None, epoch: int) -> str:
-    """Why a writer of ``epoch`` lost the job whose ``(lease_owner, epoch)`` is
-    ``row`` now (``None``: the row is gone)."""
+def lost_detail(row: tuple[str | None, int, str] | None, epoch: int) -> str:
+    """Why a writer of ``epoch`` lost the job whose ``(lease_owner, epoch,
+    status)`` is ``row`` now (``None``: the row is gone)."""
     if row is None:
         return "the job was deleted from the store"
-    owner, current = row
-    if owner is None:
-        return f"the lease was released (epoch {current}; this writer had {epoch})"
-    return (
-        f"{owner} took the job over (epoch {current}; this writer had {epoch}) "
-        "after this writer's lease expired"
+    owner, current, status = row
+    if current == epoch:
+        # Nobody took the job: its lease was given back (this writer released
+        # it, or the job was requeued or failed by hand).
+        return f"this writer's lease was released (epoch {epoch}); the job is {status}"
+    took = (
+        f"another writer took the job over (epoch {current}; this writer had "
+        f"{epoch}) after this writer's lease expired"
     )
+    if owner is not None:
+        return took.replace("another writer", owner, 1)
+    if status in TERMINAL:
+        return f"{took}, and the job has since ended ({status})"
+    return f"{took}, and has since released it (the job is {status})"
 
 
 class SQLLog(ABC, Generic[_S]):
     """One job's log in a SQL store (see the module docstring)."""
+
+    keeps_output = True
+    """What durable code sends on ``StreamWriter`` parameters is recorded too
+    (``out`` entries), for ``store.open_stream(job_id, name, "r")``."""
 
     def __init__(self, store: _S, job_id: str, access: LogAccess[Any]) -> None:
         self.store = store
         self.job_id = job_id
         self._access = access
         self.label = job_id
+        self.limits: LogLimits = store.limits
         self._epoch: int | None = None
         self._next_seq = 0
+        self._inbox_seen = 0  # the last inbox item a fetch returned
+        # (wake time, entries written) when the run chose to suspend the job
+        self._suspend: tuple[float | None, int] | None = None
 
     async def acquire(self) -> None:
         access = self._access
@@ -86,7 +136,9 @@ class SQLLog(ABC, Generic[_S]):
                 self._next_seq = await self._adopt(held)
                 self._epoch = held
                 return
+            since = time.monotonic()
             epoch, self._next_seq = await self._take()
+            access.engine.leases.renewed(since, (job_id,))
             access.engine.held[job_id] = epoch
             self._epoch = epoch
         except BaseException:
@@ -108,8 +160,13 @@ class SQLLog(ABC, Generic[_S]):
         self._access.attached.discard(job_id)
         if held.get(job_id) == epoch:
             del held[job_id]
+        suspend, self._suspend = self._suspend, None
+        suspension = None
+        if suspend is not None and suspend[1] == self._next_seq:
+            # Nothing was written since the job was found waiting: it still is.
+            suspension = Suspension(suspend[0], self._inbox_seen)
         try:
-            await self._unlease(epoch, wrote=self._next_seq > 0)
+            await self._unlease(epoch, wrote=self._next_seq > 0, suspension=suspension)
         except StoreUnavailableError as exc:
             # Nothing is lost: the lease runs out by itself, and this store
             # object (which no longer holds it) claims the job back at once when
@@ -122,6 +179,38 @@ class SQLLog(ABC, Generic[_S]):
                 job_id,
                 exc,
             )
+
+    def suspend_until(self, until: float | None) -> None:
+        """Release the job, next time, as suspended: holding no worker until
+        ``until`` (seconds since the epoch; ``None``: no timer), input for it, or
+        a cancel request. If anything is written before the release, the job
+        was not waiting after all, and is released as usual (pending)."""
+        self._suspend = (until, self._next_seq)
+
+    def lease_fresh(self) -> bool:
+        """Whether this writer surely still holds the job's lease for a while
+        (see :mod:`._lease_times`): asked before each live effect starts."""
+        engine = self._access.engine
+        epoch = self._epoch
+        return (
+            epoch is not None
+            and engine.held.get(self.job_id) == epoch
+            and engine.leases.fresh(self.job_id)
+        )
+
+    async def confirm_lease(self) -> None:
+        """Renew the lease now, or raise :class:`~duron.LeaseLostError` if another
+        writer took the job (a stalled process that woke up past its lease)."""
+        epoch = self._epoch
+        job_id = self.job_id
+        engine = self._access.engine
+        if epoch is None or engine.held.get(job_id) != epoch:
+            raise LeaseLostError(
+                job=job_id, detail="this writer no longer holds the job's lease"
+            )
+        since = time.monotonic()
+        await self._renew(epoch)
+        engine.leases.renewed(since, (job_id,))
 
     def read(self) -> AsyncIterator[tuple[int, bytes]]:
         return self._access.read(self.job_id)
@@ -157,11 +246,48 @@ class SQLLog(ABC, Generic[_S]):
         await self._write(epoch, start, entries, started, ending)
         self._next_seq = start + len(entries)
 
+    # -- the job's inbox --------------------------------------------------------------
+
+    async def inbox_fetch(self, after: int, done: Sequence[int]) -> list[InboxItem]:
+        """Up to :data:`INBOX_BATCH` inbox items numbered after ``after``, oldest
+        first, once the items ``done`` (recorded or dropped) are deleted."""
+        rows = await self._inbox_rows(after, list(done), INBOX_BATCH)
+        if rows:
+            self._inbox_seen = max(self._inbox_seen, int(rows[-1][0]))
+        items = []
+        for row in rows:
+            try:
+                items.append(item_from_row(row))
+            except (orjson.JSONDecodeError, InvalidField, ValueError) as exc:
+                raise StorageError(
+                    store=self.store.label,
+                    operation="read inbox",
+                    job=self.job_id,
+                    detail=f"inbox item {row[0]} is damaged: {exc}",
+                ) from None
+        return items
+
+    def inbox_mark(self) -> int:
+        """A mark of the inbox wake-ups so far (see :meth:`inbox_wait`)."""
+        return int(self._access.engine.watchers.inbox_mark())
+
+    async def inbox_wait(self, mark: int, timeout: float) -> None:
+        """Return once input may have been stored for this job since ``mark``, or
+        after ``timeout`` seconds."""
+        await self._access.engine.watchers.wait_inbox(self.job_id, mark, timeout)
+
     def __repr__(self) -> str:
         state = "held" if self._epoch is not None else "released"
         return f"<{type(self).__name__} {self.job_id} in {self.store.label} {state}>"
 
     # -- what each store supplies -------------------------------------------------
+
+    @abstractmethod
+    async def _inbox_rows(
+        self, after: int, done: list[int], limit: int
+    ) -> list[tuple[Any, ...]]:
+        """Delete the inbox items ``done``; then up to ``limit`` items numbered
+        after ``after``: ``(seq, kind, target, data, error)``, by ``seq``."""
 
     @abstractmethod
     async def _adopt(self, epoch: int) -> int:
@@ -175,9 +301,17 @@ class SQLLog(ABC, Generic[_S]):
         epoch and the log's next sequence number."""
 
     @abstractmethod
-    async def _unlease(self, epoch: int, *, wrote: bool) -> None:
-        """Give the lease of ``epoch`` back (a running job becomes pending) and
-        remove the row of a log opened but never written."""
+    async def _renew(self, epoch: int) -> None:
+        """Extend the lease of ``epoch`` by a full lease from now, if it is still
+        this writer's (else raise :class:`~duron.LeaseLostError`, saying why)."""
+
+    @abstractmethod
+    async def _unlease(
+        self, epoch: int, *, wrote: bool, suspension: Suspension | None = None
+    ) -> None:
+        """Give the lease of ``epoch`` back and remove the row of a log opened but
+        never written. A running job becomes pending; with ``suspension``,
+        suspended, unless input it has not taken or a cancel request waits."""
 
     @abstractmethod
     async def _write(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -31,6 +32,7 @@ from typing import (
 import anyio
 import orjson
 
+from duron._codec import decode_recorded
 from duron._errors import DuplicateJobError, JobCancelledError, JobNotFoundError
 from duron._job_query import function_names
 from duron._jobstore import (
@@ -48,11 +50,13 @@ from duron._jobstore import (
     statuses,
     submission,
 )
-from duron._log import encode_entry
-from duron._recorded_errors import error_info
+from duron._limits import LogLimits, LogSize
+from duron._log import JobFinished, OutputSent, decode_entry, encode_entry
+from duron._recorded_errors import error_info, rebuild
 from duron._resubmit import check_resubmit
 from duron.contrib._job_search import JOB_COLUMNS, JobSearch
-from duron.contrib._wakeups import DONE, WORK
+from duron.contrib._sqlinbox import StoreInbox
+from duron.contrib._wakeups import DONE, WORK, Watchers
 
 if TYPE_CHECKING:
     import threading
@@ -61,11 +65,14 @@ if TYPE_CHECKING:
     from duron._durable import DurableFn
     from duron._log import JobStarted
     from duron._outage import Outage
+    from duron.contrib._lease_times import LeaseTimes
 
 __all__ = [
+    "DEFAULT_LEASE",
     "JOB_COLUMNS",
     "READ_CHUNK",
     "TERMINAL_SQL",
+    "WAKE",
     "LogAccess",
     "SQLStore",
     "cancelled_before_start",
@@ -80,6 +87,8 @@ _P = ParamSpec("_P")
 _S = TypeVar("_S", bound="SQLStore")
 
 READ_CHUNK = 1000
+OUTPUT_POLL = 0.01
+"""Seconds between the first looks for more output of a job that runs elsewhere."""
 TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
 
 
@@ -89,8 +98,16 @@ class StoreEngine(Protocol):
     held: dict[str, int]
     """Job id -> epoch of every lease this store object holds (and renews)."""
 
+    leases: LeaseTimes
+    """When each of those leases was last confirmed."""
+
     outage: Outage
     """Whether the database answers, as this store object last found it."""
+
+    @property
+    def watchers(self) -> Watchers:
+        """The tasks waiting on this store (inbox feeds ring and wait here)."""
+        ...
 
     async def wait_signal(
         self, mask: int, timeout: float, job: str | None = None
@@ -104,6 +121,20 @@ class StoreEngine(Protocol):
 def new_owner() -> str:
     """A lease owner id for a new store object: ``host:pid:nonce``."""
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+WAKE = (
+    "status = CASE status WHEN 'suspended' THEN 'pending' ELSE status END, "
+    "wake_at = CASE status WHEN 'suspended' THEN NULL ELSE wake_at END"
+)
+"""SQL (a ``SET`` clause) making a suspended job runnable now: input or a cancel
+request arrived for it."""
+
+DEFAULT_LEASE = 8.0
+"""Seconds a lease lasts by default. Leases are renewed every third of that by the
+store's own thread (so a busy event loop does not stop renewal), and a worker
+polls for work every half second: the jobs of a killed process run again elsewhere
+within about 8.5 s."""
 
 
 def check_lease(lease: float) -> float:
@@ -153,13 +184,14 @@ class LogAccess(Generic[_E]):
     q: str = ""  # the schema-qualified table prefix, where the store has one
 
 
-class SQLStore(JobSearch, ABC):
+class SQLStore(JobSearch, StoreInbox, ABC):
     """The job store API over a SQL database (see the module docstring).
 
     Attributes:
         label: How messages name the store.
         owner: This store object's lease owner id (``host:pid:nonce``).
         lease: Seconds a lease lasts without renewal.
+        limits: The size limits of its jobs' logs.
         outage: Whether the database answers, as this store object last found it
             (a :class:`~duron.Worker` on the store reports there too).
     """
@@ -167,6 +199,7 @@ class SQLStore(JobSearch, ABC):
     label: str
     owner: str
     lease: float
+    limits: LogLimits
     outage: Outage
     _engine: StoreEngine
 
@@ -218,7 +251,7 @@ class SQLStore(JobSearch, ABC):
             UsageError: Bad arguments for ``fn``, or a call option among them
                 (``job_id=``: pass it as ``fn.options(job_id=...)``).
         """
-        sub = submission(fn, args, kwargs)
+        sub = submission(fn, args, kwargs, max_entry_size=self.limits.max_entry_size)
         raw = encode_entry(sub.entry).decode()
         added, first = await self._add(
             sub.job_id, sub.entry, raw, orjson.dumps(sub.entry.args).decode()
@@ -238,6 +271,25 @@ class SQLStore(JobSearch, ABC):
         if row is None:
             raise JobNotFoundError(job=job_id, store=self.label)
         return self._job_info(row)
+
+    async def log_sizes(self, job_ids: Iterable[str]) -> dict[str, LogSize]:
+        """How many entries, and bytes, each job's log holds.
+
+        Reads every entry of these jobs (their sizes, summed in the database):
+        it costs what reading their logs costs, so ask for the jobs of a page,
+        not for all of them.
+
+        Args:
+            job_ids: The jobs.
+
+        Returns:
+            By job id; a job without entries (or unknown) is left out.
+        """
+        wanted = list(dict.fromkeys(job_ids))
+        if not wanted:
+            return {}
+        rows = await self._log_sizes(wanted)
+        return {str(job): LogSize(int(n), int(size)) for job, n, size in rows}
 
     @overload
     async def result(
@@ -420,12 +472,15 @@ class SQLStore(JobSearch, ABC):
             return []
         # Jobs whose log is open here are skipped too, even before their lease
         # is taken (held): a lease of this owner that nobody holds is claimable.
-        mine = set(self._engine.held) | self._attached
+        engine = self._engine
+        mine = set(engine.held) | self._attached
+        since = time.monotonic()
         rows = await self._claim_rows(limit, list(mine), names)
         rows.sort(key=lambda r: (r[4], r[0]))
         claims = [Claim(r[0], r[1], r[2], bool(r[3])) for r in rows]
+        engine.leases.renewed(since, [c.job_id for c in claims])
         for c in claims:
-            self._engine.held[c.job_id] = c.epoch
+            engine.held[c.job_id] = c.epoch
         return claims
 
     async def heartbeat(self, job_ids: Iterable[str]) -> Heartbeat:
@@ -507,6 +562,10 @@ class SQLStore(JobSearch, ABC):
     async def _exists(self, job_id: str) -> bool: ...
 
     @abstractmethod
+    async def _log_sizes(self, job_ids: list[str]) -> list[tuple[Any, ...]]:
+        """``(job_id, entry count, total bytes)`` of the jobs with entries."""
+
+    @abstractmethod
     async def _read_chunk(
         self, job_id: str, start: int, limit: int
     ) -> list[tuple[int, bytes]]:
@@ -529,3 +588,58 @@ class SQLStore(JobSearch, ABC):
     async def _fail(self, job_id: str, epoch: int, error: str) -> None:
         """Set the job failed with ``error`` if it did not end and its epoch is
         still ``epoch``."""
+
+    async def _output(
+        self,
+        job_id: str,
+        dfn: DurableFn[..., Any],
+        name: str,
+        start: int,
+        follow: bool,
+    ) -> AsyncIterator[Any]:
+        """The values durable code sent on ``name``, from index ``start``, read
+        from the job's ``out`` entries; following the log (polled every 10 ms,
+        backing off to 200 ms while nothing comes) until the stream closes or
+        the job ends."""
+        annotation = next(i.annotation for i in dfn.injections if i.name == name)
+        index = 0
+        seq = 0
+        delay = OUTPUT_POLL
+        while True:
+            rows = await self._read_chunk(job_id, seq, READ_CHUNK)
+            for offset, raw in rows:
+                seq = offset + 1
+                entry = decode_entry(raw, job=job_id, offset=offset)
+                if isinstance(entry, JobFinished):
+                    return
+                if not isinstance(entry, OutputSent) or entry.name != name:
+                    continue
+                if entry.closed:
+                    if entry.error is not None:
+                        raise rebuild(entry.error)
+                    return
+                if index >= start:
+                    yield decode_recorded(
+                        dfn.codec,
+                        entry.value,
+                        annotation,
+                        what=f"value {index} of stream {name!r}",
+                        job=job_id,
+                    )
+                index += 1
+            if len(rows) == READ_CHUNK:
+                delay = OUTPUT_POLL
+                continue
+            if rows:
+                delay = OUTPUT_POLL
+            elif not follow:
+                return
+            else:
+                info = await self.get(job_id)
+                if info.finished:
+                    # Its end entry may have landed since the read above.
+                    if await self._read_chunk(job_id, seq, 1):
+                        continue
+                    return
+                await self._engine.wait_signal(DONE, delay, job_id)
+                delay = min(delay * 2, 0.2)

@@ -6,7 +6,13 @@ that ask for it run on any host loop: asyncio or trio, one loop or several. A
 request carries the way back to its caller's loop (:func:`host_caller`); when the
 thread is done with a batch of requests it sets their events, once per loop per
 batch, and fires the watchers that wait for what those requests signal (a job
-became runnable, a job ended).
+became runnable, a job ended, input was stored for a job).
+
+Input is rung, not signalled: a job's inbox feed takes a mark
+(:meth:`Watchers.inbox_mark`), reads the inbox, then waits for a ring after its
+mark (:meth:`Watchers.wait_inbox`), so that input stored between the read and the
+wait is not missed. A ring names jobs, or none for "any job" (another process
+wrote to the database: the feeds look again).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import anyio
 
 __all__ = [
     "DONE",
+    "INBOX",
     "WORK",
     "Request",
     "Waiter",
@@ -33,6 +40,9 @@ __all__ = [
 
 WORK = 1  # a job may have become runnable (or was asked to cancel)
 DONE = 2  # a job ended
+INBOX = 4  # input was stored for a job
+
+_RING_MEMORY = 4096  # rings remembered by job; older marks see every ring
 
 
 def host_caller(store: str) -> Callable[..., object]:
@@ -124,10 +134,80 @@ def _set_all(events: list[Waiter]) -> None:
 class Watchers:
     """Tasks waiting for a signal, and the waking of answered requests."""
 
-    def __init__(self, store: str) -> None:
+    def __init__(
+        self, store: str, on_inbox_wait: Callable[[], None] | None = None
+    ) -> None:
         self._store = store
         self._lock = threading.Lock()
         self._watchers: list[_Watcher] = []
+        self._on_inbox_wait = on_inbox_wait
+        self._ring = 0  # rings so far
+        self._ring_any = 0  # the last ring for any job
+        self._rung: dict[str, int] = {}  # job -> its last ring
+        self._inbox: list[_Watcher] = []
+
+    # -- inbox rings -------------------------------------------------------------
+
+    def inbox_mark(self) -> int:
+        """The rings so far: :meth:`wait_inbox` returns at once after a newer one."""
+        return self._ring
+
+    @property
+    def inbox_waiting(self) -> bool:
+        """Whether a task waits for input (the store then watches other writers)."""
+        return bool(self._inbox)
+
+    def inbox_jobs(self) -> list[str]:
+        """The jobs whose feeds wait for input now."""
+        with self._lock:
+            return sorted({w.job for w in self._inbox if w.job is not None})
+
+    async def wait_inbox(self, job: str, mark: int, timeout: float) -> None:
+        """Return once input for ``job`` (or any job) was rung after ``mark``, or
+        after ``timeout`` seconds."""
+        w = _Watcher(INBOX, job, host_caller(self._store), anyio.Event())
+        with self._lock:
+            if self._ring_any > mark or self._rung.get(job, 0) > mark:
+                return
+            if mark < self._ring - _RING_MEMORY:
+                return  # the rings it may have missed are forgotten
+            self._inbox.append(w)
+        if self._on_inbox_wait is not None:
+            self._on_inbox_wait()
+        try:
+            with anyio.move_on_after(timeout):
+                await w.event.wait()
+        finally:
+            with self._lock:
+                if w in self._inbox:
+                    self._inbox.remove(w)
+
+    def ring(self, jobs: Iterable[str] | None) -> None:
+        """Input was stored for ``jobs`` (``None``: maybe for any job); wake their
+        feeds (any thread)."""
+        with self._lock:
+            self._ring += 1
+            n = self._ring
+            if jobs is None:
+                self._ring_any = n
+                fire = self._inbox
+                self._inbox = []
+            else:
+                wanted = set(jobs)
+                for job in wanted:
+                    self._rung[job] = n
+                if len(self._rung) > _RING_MEMORY:
+                    old = n - _RING_MEMORY
+                    self._rung = {j: r for j, r in self._rung.items() if r > old}
+                fire = [w for w in self._inbox if w.job in wanted]
+                for w in fire:
+                    self._inbox.remove(w)
+        by_loop: dict[Callable[..., object], list[Waiter]] = {}
+        for w in fire:
+            by_loop.setdefault(w.call, []).append(w.event)
+        for call, events in by_loop.items():
+            with contextlib.suppress(RuntimeError):
+                call(_set_all, events)
 
     async def wait(self, mask: int, timeout: float, job: str | None = None) -> None:
         """Return when an answered request carries ``mask`` (for ``job``), or after
@@ -149,12 +229,17 @@ class Watchers:
         by_loop: dict[Callable[..., object], list[Waiter]] = {}
         signals = 0
         done_jobs: set[str] = set()
+        inbox_jobs: list[str] = []
         for req in batch:
             by_loop.setdefault(req.call, []).append(req.event)
             if req.error is None and req.signal:
                 signals |= req.signal
                 if req.signal & DONE and req.job is not None:
                     done_jobs.add(req.job)
+                if req.signal & INBOX and req.job is not None:
+                    inbox_jobs.append(req.job)
+        if inbox_jobs:
+            self.ring(inbox_jobs)
         if signals:
             with self._lock:
                 fire = [
