@@ -40,11 +40,13 @@ from duron._errors import (
     UsageError,
 )
 from duron._host_streams import HostReader, HostWriter
+from duron._identity import Operation, current_operation
 from duron._job import Job
 from duron._job_query import FunctionActivity, JobList
 from duron._jobstore import Claim, Heartbeat, JobInfo, JobStatus, JobStore
 from duron._limits import LogLimits, LogSize
 from duron._options import CallOptions
+from duron._retry import Attempt, NonRetryableError, RetryPolicy, failed_attempts
 from duron._signal import Signal, SignalInterrupt, SignalWriter
 from duron._storage import LogStorage
 from duron._store_streams import StoreReader, StoreWriter
@@ -55,6 +57,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "UNANNOTATED",
+    "Attempt",
     "CallOptions",
     "Claim",
     "Codec",
@@ -87,7 +90,9 @@ __all__ = [
     "LogSize",
     "LogStorage",
     "NonDeterminismError",
+    "NonRetryableError",
     "NondeterministicCallError",
+    "Operation",
     "OperationCall",
     "PatchQuery",
     "PayloadDecodeError",
@@ -97,6 +102,7 @@ __all__ = [
     "Provided",
     "PydanticCodec",
     "Reducer",
+    "RetryPolicy",
     "SchemaError",
     "Signal",
     "SignalInterrupt",
@@ -113,6 +119,8 @@ __all__ = [
     "Waiting",
     "Worker",
     "__version__",
+    "current_operation",
     "durable",
     "effect",
+    "failed_attempts",
 ]

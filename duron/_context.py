@@ -27,6 +27,7 @@ from typing import (
 from duron._durable_calls import Recorded
 from duron._effect import effect_spec
 from duron._errors import UsageError
+from duron._options import EffectOptions
 from duron._signal import Signal, SignalWriter
 from duron._stream import Channel, Stream, StreamWriter, channel
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from duron._durable import DurableFn
     from duron._durable_calls import DurableCalls
     from duron._durable_logger import DurableLogger
+    from duron._retry import RetryPolicy
 
 __all__ = ["Context", "PatchQuery", "root_call"]
 
@@ -100,11 +102,12 @@ class Context:
     was passed to.
     """
 
-    __slots__ = ("_calls", "_logger")
+    __slots__ = ("_calls", "_logger", "_options")
 
     def __init__(self, driver: Driver) -> None:
         self._calls = driver.calls
         self._logger: DurableLogger | None = None
+        self._options: EffectOptions | None = None
 
     @property
     def logger(self) -> DurableLogger:
@@ -137,6 +140,60 @@ class Context:
         if isinstance(logger, str):
             logger = logging.getLogger(logger)
         return self._calls.logger(logger)
+
+    @property
+    def job_id(self) -> str:
+        """The job's id: its id in a job store, or its log's label (a file log's
+        path). The same on every run and replay of the job."""
+        return self._calls.label
+
+    def options(
+        self,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        total_timeout: float | None = None,
+    ) -> Context:
+        """This context, running effects with these options (over the ones each
+        effect declares with ``@duron.effect(...)``).
+
+        The options of a call are not the effect's arguments, so they travel on
+        the context: ``await ctx.options(timeout=5).run(charge, order)``. A
+        changed option is no change to the log: a job replays its recorded
+        attempts whatever the policy says today.
+
+        Example:
+            ```python
+            patient = ctx.options(retry=duron.RetryPolicy(max_attempts=10))
+            receipt = await patient.run(charge, order)
+            ```
+
+        Args:
+            retry: How a failed attempt is tried again (see
+                :class:`~duron.RetryPolicy`).
+            timeout: Seconds one attempt may run before it is cancelled and
+                counts as failed (a ``TimeoutError``).
+            total_timeout: Seconds the whole call may take, every attempt and
+                backoff included.
+
+        Returns:
+            A context that runs effects with these options; ``ctx`` itself is
+            unchanged.
+
+        Raises:
+            UsageError: A bad value, naming the option.
+        """
+        current = self._options or EffectOptions()
+        merged = current.merged(
+            "ctx.options", retry=retry, timeout=timeout, total_timeout=total_timeout
+        )
+        if merged is current:
+            return self
+        ctx = Context.__new__(Context)
+        ctx._calls = self._calls
+        ctx._logger = self._logger
+        ctx._options = merged
+        return ctx
 
     @overload
     async def run(
@@ -189,7 +246,10 @@ class Context:
             NonDeterminismError: The log recorded another call at this position.
             PayloadError: An argument cannot be encoded.
         """
-        out = self._calls.issue_effect(effect_spec(fn), args, kwargs)
+        spec = effect_spec(fn)
+        if self._options is not None:
+            spec = spec.with_options(self._options, "ctx.options")
+        out = self._calls.issue_effect(spec, args, kwargs)
         if type(out) is Recorded:  # replayed at once: no future needed
             if out.error is not None:
                 raise out.error
@@ -235,6 +295,8 @@ class Context:
                 f"ctx.stream needs a streaming effect (an async generator); "
                 f"{spec.name} is not one: use ctx.run"
             )
+        if self._options is not None:
+            spec = spec.with_options(self._options, "ctx.options")
         states: Channel[Any] = Channel(f"{spec.name} states")
         fut = self._calls.issue_effect(spec, (initial, *args), kwargs, sink=states)
         assert isinstance(fut, asyncio.Future)  # a sink never takes the shortcut
@@ -357,4 +419,5 @@ class Context:
         return random.Random(self._calls.next_random_seed())
 
     def __repr__(self) -> str:
-        return f"<duron.Context job={self._calls.label}>"
+        options = "" if self._options is None else f" {self._options!r}"
+        return f"<duron.Context job={self._calls.label}{options}>"

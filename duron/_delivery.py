@@ -17,6 +17,7 @@ from duron._codec import decode_recorded
 from duron._host_streams import OutputChannel
 from duron._operations import UNDECODED, Op
 from duron._recorded_errors import rebuild
+from duron._retry import ATTEMPTS_ATTR, attempts_view
 from duron._signal import Signal
 from duron._stream import Channel, Stream, StreamWriter
 
@@ -78,7 +79,10 @@ def deliver_done(
     if fut.done():
         return
     if error is not None:
-        fut.set_exception(rebuild(error, cause))
+        exc = rebuild(error, cause)
+        if op.attempts:  # the attempts retried before this last one
+            setattr(exc, ATTEMPTS_ATTR, attempts_view(op.attempts))
+        fut.set_exception(exc)
         return
     if decoded is UNDECODED:
         decoded = decode_recorded(

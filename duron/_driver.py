@@ -44,7 +44,9 @@ from duron._errors import (
 from duron._guard import loop_class
 from duron._host_backends import host_for
 from duron._host_input import HostInput
+from duron._identity import JobIdentity
 from duron._inbox_feed import InboxFeed, inbox_source
+from duron._job_deadline import DEADLINE_PASSED, JobDeadline
 from duron._job_end import JobOutcome, code_end, outcome_from
 from duron._log import decode_entry
 from duron._log_writer import LogWriter
@@ -53,6 +55,7 @@ from duron._observe import current as current_observer
 from duron._operations import (
     LOG_ENDED,
     NEED_ENTRIES,
+    Attempted,
     Cancelled,
     Done,
     Emitted,
@@ -124,6 +127,8 @@ class Driver:
             with; replay takes time from the log instead.
         context: What travels with the job (its job entry's ``context``), for an
             installed observer (:mod:`duron._observe`).
+        deadline: When the job is cancelled if it has not ended (host clock;
+            from its job entry).
     """
 
     shortcuts: bool = True
@@ -138,6 +143,7 @@ class Driver:
         replaying: bool,
         clock: Callable[[], float] = time.time,
         context: dict[str, JSONValue] | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.dfn = dfn
         self.storage = storage
@@ -147,6 +153,8 @@ class Driver:
         self.clock = clock
         self.started = started
         self.context = context
+        self.deadline: JobDeadline = JobDeadline(deadline)
+        self._cancelled_why = ""  # what cancelled the job, for its end's message
         # Told about the live work of an observed run (None: not observed).
         self.observe: RunObserver | None = None
         self._end_status = "stopped"  # how the run ended, for the observer
@@ -230,11 +238,14 @@ class Driver:
                 )
             )
         observe = self.observe
+        identity = JobIdentity(self.label, self.seed)
         if observe is None:
-            self._effects = Effects(host, self.codec, self.label, self.push)
+            self._effects = Effects(
+                host, self.codec, self.label, self.push, identity, self.clock
+            )
         else:
             self._effects = ObservedEffects(
-                host, self.codec, self.label, self.push, observe
+                host, self.codec, self.label, self.push, identity, self.clock, observe
             )
             self.writer.on_written = observe.written
         context = contextvars.copy_context()
@@ -259,7 +270,7 @@ class Driver:
             except NonDeterminismError as err:
                 raise await self._earlier_divergence(err) from None
             match event:
-                case Done() | Emitted() | Cancelled():
+                case Done() | Emitted() | Attempted() | Cancelled():
                     loop.advance(event.t)  # no timer is due by then (the engine said)
                     self._deliver(event)
                 case FireTimer(deadline=deadline):
@@ -313,7 +324,10 @@ class Driver:
         root = self.root
         assert root is not None
         engine.check_end(
-            ended, code_end(root, self.dfn, self.label) if root.done() else None
+            ended,
+            code_end(root, self.dfn, self.label, self._cancelled_why)
+            if root.done()
+            else None,
         )
         self._end_status = "replayed"
         if self.observe is not None:
@@ -334,6 +348,10 @@ class Driver:
         self.live.set()
         await self._advance(max(loop.time(), self.clock()))
         self._rounds = True
+        if not root.done() and self._deadline_passed():
+            # Cancelled before anything else runs: what the log left running is
+            # not started again.
+            await self._commit()
         source = inbox_source(self.storage)
         feed = None
         if source is not None:  # input sent through a job store, by job id
@@ -346,7 +364,7 @@ class Driver:
             if feed is not None:
                 feed.cancel()
         self.stop_effects()
-        result, error = code_end(root, self.dfn, self.label)
+        result, error = code_end(root, self.dfn, self.label, self._cancelled_why)
         t = loop.time()
         await self.writer.append(self.engine.end(result, error, t, t))
         self._end_status = (
@@ -488,19 +506,30 @@ class Driver:
                 flush_at = None
         else:
             flush_at = self._flush_at = None
-        deadline = self.loop.next_deadline()
-        delay = None if deadline is None else deadline - self.clock()
+        if self._deadline_passed():
+            return
+        delay = self.deadline.delay(self.clock, self.loop.next_deadline())
         if flush_at is not None:
             until_flush = max(0.0, flush_at - anyio.current_time())
             delay = until_flush if delay is None else min(delay, until_flush)
         if delay is None or delay > 0:
             await host.sleep(delay)
+        if self._deadline_passed():
+            return
         if (
             flush_at is not None
             and not self._events
             and anyio.current_time() >= flush_at
         ):
             await self._flush_starts()
+
+    def _deadline_passed(self) -> bool:
+        """Queue the job's cancellation if its deadline passed (once)."""
+        cancel = self.deadline.due(self.clock)
+        if cancel is None:
+            return False
+        self.push(cancel)
+        return True
 
     async def _flush_starts(self) -> None:
         self._flush_at = None
@@ -569,6 +598,8 @@ class Driver:
             case Emitted(op=op) if not op.abandoned:
                 deliver_emit(self, op, event.value, event.decoded)
             case Cancelled():
+                if self.deadline.caused(event):
+                    self._cancelled_why = DEADLINE_PASSED
                 root = self.root
                 if root is not None and not root.done():
                     root.cancel("the job was cancelled")

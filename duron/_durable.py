@@ -38,10 +38,12 @@ from duron._errors import (
 from duron._limits import DEFAULT_MAX_ENTRY_SIZE
 from duron._log import encode_entry
 from duron._observe import current as current_observer
-from duron._options import CallOptions
+from duron._options import CallOptions, deadline_at
 from duron._signature import Signature, qualified_name
 
 if TYPE_CHECKING:
+    from datetime import datetime, timedelta
+
     from duron._context import Context
     from duron._job import Job
     from duron._storage import LogStorage
@@ -180,7 +182,12 @@ class DurableFn(Generic[_P, _T]):
             )
         return self._injections
 
-    def options(self, *, job_id: str | None = None) -> DurableFn[_P, _T]:
+    def options(
+        self,
+        *,
+        job_id: str | None = None,
+        deadline: datetime | timedelta | float | None = None,
+    ) -> DurableFn[_P, _T]:
         """This function carrying options for its calls (the ones given are set;
         ``None`` leaves an option as it is, so ``fn.options(a=1).options(b=2)``
         carries both).
@@ -198,6 +205,11 @@ class DurableFn(Generic[_P, _T]):
             job_id: The id of the job ``store.submit()`` makes (default: a random
                 one); submitting the same call under the same id again is
                 idempotent.
+            deadline: When the job is cancelled if it has not ended: an aware
+                datetime, or a duration (a timedelta, or seconds) from the job's
+                start (``job.start()``, ``store.submit()``). Recorded with the
+                job; a job whose deadline passed while nothing ran it is
+                cancelled as soon as it runs again.
 
         Returns:
             A copy of this function with these options.
@@ -205,7 +217,9 @@ class DurableFn(Generic[_P, _T]):
         Raises:
             UsageError: A bad value, naming the option.
         """
-        options = self._options.merged(self.name, job_id=job_id)
+        options = self._options.merged(
+            f"{self.name}.options", job_id=job_id, deadline=deadline
+        )
         if options is self._options:
             return self
         fn = copy.copy(self)
@@ -272,9 +286,10 @@ class DurableFn(Generic[_P, _T]):
                 storage's ``limits.max_entry_size``).
 
         Returns:
-            The job entry (with a fresh random seed, and what an installed
-            observer carries with the job: ``duron.contrib.otel`` stores the
-            trace context here).
+            The job entry (with a fresh random seed, the deadline this
+            function's options give, from ``t``, and what an installed observer
+            carries with the job: ``duron.contrib.otel`` stores the trace context
+            here).
 
         Raises:
             UsageError: Bad arguments (see :meth:`encode_arguments`).
@@ -299,14 +314,17 @@ class DurableFn(Generic[_P, _T]):
                     detail=f"would not decode back from the log: {explain(exc)}",
                     job=job,
                 ) from exc
+        now = time.time() if t is None else t
+        deadline = self._options.deadline
         observer = current_observer()
         entry = JobStarted(
             self.name,
             encoded,
             secrets.token_hex(8),
-            time.time() if t is None else t,
+            now,
             self.module,
             context=observer.capture() if observer is not None else None,
+            deadline=None if deadline is None else deadline_at(deadline, now),
         )
         try:
             raw = encode_entry(entry)

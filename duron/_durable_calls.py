@@ -89,7 +89,7 @@ class DurableCalls:
                 recorded = self._replay_at_once(spec, inputs)
                 if recorded is not None:
                     return recorded
-            elif spec.kind == "async" and d.quiet_for_live():
+            elif spec.kind == "async" and spec.options is None and d.quiet_for_live():
                 return self._run_at_once(spec, args, kwargs, inputs)
         op = engine.issue(
             Op(

@@ -12,13 +12,17 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from types import MethodType
-from typing import Any, Literal, NamedTuple, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, overload
 
 from duron._codec import UNANNOTATED
 from duron._durable import DurableFn
 from duron._durable_loop import in_durable_code
 from duron._errors import UsageError
+from duron._options import EffectOptions
 from duron._signature import Signature, qualified_name
+
+if TYPE_CHECKING:
+    from duron._retry import RetryPolicy
 
 __all__ = ["EffectSpec", "Reducer", "effect", "effect_spec"]
 
@@ -55,11 +59,41 @@ class EffectSpec:
     _result_annotation: Any = None  # set to _UNSET in __post_init__; cached once read
     task_name: str = ""  # the name of the task a live run of it gets
     result_what: str = ""  # how errors name its result
+    # Retry policy and timeouts of its calls; None (most effects): none at all.
+    options: EffectOptions | None = None
 
     def __post_init__(self) -> None:
         self._result_annotation = _UNSET
         self.task_name = f"duron effect {self.name}"
         self.result_what = f"result of effect {self.name}"
+
+    def with_options(self, options: EffectOptions, owner: str) -> EffectSpec:
+        """This effect with ``options`` (set over its own) for one call.
+
+        Raises:
+            UsageError: Options on a streaming effect, whose partial state a new
+                attempt could not start from.
+        """
+        current = self.options or EffectOptions()
+        merged = current.merged(owner, **options.given())
+        if merged is current:
+            return self
+        if self.kind == "stream":
+            raise UsageError(
+                f"{owner}(): {self.name} is a streaming effect; retries and "
+                "timeouts apply to other effects only"
+            )
+        spec = EffectSpec(
+            self.fn,
+            self.name,
+            self.sig,
+            self.kind,
+            self.reducer,
+            self.action_annotation,
+            options=merged,
+        )
+        spec._result_annotation = self._result_annotation
+        return spec
 
     @property
     def result_annotation(self) -> Any:
@@ -135,9 +169,21 @@ def _configure_stream(spec: EffectSpec) -> None:
 @overload
 def effect(fn: _F, /) -> _F: ...
 @overload
-def effect(*, name: str | None = None) -> Callable[[_F], _F]: ...
 def effect(
-    fn: _F | None = None, /, *, name: str | None = None
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    total_timeout: float | None = None,
+) -> Callable[[_F], _F]: ...
+def effect(
+    fn: _F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    total_timeout: float | None = None,
 ) -> _F | Callable[[_F], _F]:
     """Mark a function as an effect: something that touches the world.
 
@@ -156,10 +202,22 @@ def effect(
     Type hints are read once; parameters and return value are encoded and validated
     through pydantic. Calling an effect directly inside durable code is an error.
 
+    An effect is not retried unless it says so: ``retry`` makes a failed attempt
+    run again after a backoff (each failed attempt is recorded, so a replay
+    waits for none and a restarted job waits only what is left). Durable code
+    can give other options for some calls with ``ctx.options(...).run(...)``.
+
     Args:
         fn: The function (when used without parentheses).
         name: The name recorded in logs (default: the function's ``__qualname__``).
             Set it to keep old logs replayable after renaming the function.
+        retry: How a failed attempt is tried again (default: it is not).
+        timeout: Seconds one attempt may run before it is cancelled and counts as
+            failed with a ``TimeoutError`` (a plain ``def`` effect's thread cannot
+            be stopped: it runs on, and its result is discarded).
+        total_timeout: Seconds the whole call may take, every attempt and backoff
+            included; past it the running attempt is cancelled and the call
+            fails with a ``TimeoutError``.
 
     Returns:
         The function, wrapped so that a direct call from durable code is reported.
@@ -177,6 +235,11 @@ def effect(
                 f"@duron.effect expects a function, got {type(f).__qualname__}"
             )
         spec = _build_spec(f, name, None)
+        options = EffectOptions().merged(
+            "@duron.effect", retry=retry, timeout=timeout, total_timeout=total_timeout
+        )
+        if options.given():
+            spec = spec.with_options(options, "@duron.effect")
 
         @functools.wraps(f)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -253,6 +316,7 @@ def _bound_spec(spec: EffectSpec, method: Any) -> EffectSpec:
         template.kind,
         template.reducer,
         template.action_annotation,
+        options=spec.options,
     )
 
 

@@ -7,15 +7,21 @@ other effect (a plain ``def`` in a worker thread, a streaming effect, a lambda
 returning an awaitable, any effect on a trio host) runs inside :func:`run_effect`,
 a coroutine the host spawns.
 
+An effect call with options (a retry policy, timeouts) runs inside
+:func:`~duron._attempts.run_attempts` instead, attempt after attempt; so does one
+resumed after failed attempts.
+
 Either way the outcome is a :class:`~duron._operations.Done` (or, for each value a
 streaming effect yields, an :class:`~duron._operations.Emitted`), made by
-:func:`result_outcome` or :func:`raised_outcome`, whose payload went
-through :func:`~duron._codec.roundtrip`: durable code gets exactly what a replay
-will rebuild, and a value that cannot be recorded fails the job with a
-:class:`~duron.PayloadEncodeError` (a :class:`Fatal` outcome) instead of reaching
-the log.
+:func:`~duron._effect_outcome.result_outcome` or
+:func:`~duron._effect_outcome.raised_outcome` (see :mod:`duron._effect_outcome`).
 
-Cancellation has one rule (:func:`cancelled_by_job`): the job marks an operation
+Every run sees its operation as :func:`duron.current_operation`: the
+:data:`~duron._identity.CURRENT_OPERATION` of its context when it runs inside a
+coroutine of Duron's, else (a bare task) the one :meth:`Effects.running` knows by
+its task, at no cost to an effect that never asks.
+
+Cancellation has one rule (:func:`~duron._effect_outcome.cancelled_by_job`): the job marks an operation
 ``stopped`` before it cancels its task (:meth:`Effects.stop`), and then records
 nothing for it. A run that ends cancelled without that mark was cancelled by the
 effect itself, or by code it handed its task to: that is its outcome, recorded
@@ -32,61 +38,63 @@ import asyncio
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
+from duron._attempts import run_attempts
 from duron._codec import roundtrip
+from duron._effect_outcome import Fatal, Report, raised_outcome, result_outcome
 from duron._errors import PayloadEncodeError
 from duron._host_backends import AsyncioHost
-from duron._operations import Done, Emitted, Op
-from duron._recorded_errors import error_info
+from duron._identity import CURRENT_JOB, CURRENT_OPERATION
+from duron._operations import Attempted, Done, Emitted, Op
 
 if TYPE_CHECKING:
     import contextvars
 
     from duron._codec import Codec
     from duron._host_backends import Host
+    from duron._identity import JobIdentity
     from duron._observe import RunObserver
 
-__all__ = [
-    "Effects",
-    "Fatal",
-    "ObservedEffects",
-    "cancelled_by_job",
-    "raised_outcome",
-    "run_effect",
-]
-
-
-@dataclass(slots=True, eq=False)
-class Fatal:
-    """The job cannot go on: the driver raises ``error`` (nothing more is written)."""
-
-    error: BaseException
-
-
-Report = Callable[[Done | Emitted | Fatal], None]
-
-
-def cancelled_by_job(op: Op) -> bool:
-    """Whether the cancellation ending ``op``'s live run came from the job.
-
-    The one rule: the job marks an operation ``stopped`` before it cancels its
-    task (durable code gave up waiting, or the job is stopping). A run that ends
-    cancelled without that mark was cancelled by the effect itself or by someone
-    else it gave its task to: that is its outcome, recorded like any other error.
-    """
-    return op.stopped
+__all__ = ["Effects", "Fatal", "ObservedEffects", "run_effect"]
 
 
 class Effects:
-    """Starts the live effects of one job on its host and reports their outcomes."""
+    """Starts the live effects of one job on its host and reports their outcomes.
 
-    __slots__ = ("_asyncio", "_codec", "_host", "_label", "_report", "direct")
+    Args:
+        host: The host backend effects run on.
+        codec: The job's codec.
+        label: The job's label, for errors.
+        report: Where outcomes go (the driver's queue).
+        identity: The job's id and seed (operation keys, retry jitter).
+        clock: The job's host clock (when retries are due).
+    """
 
-    def __init__(self, host: Host, codec: Codec, label: str, report: Report) -> None:
+    __slots__ = (
+        "_asyncio",
+        "_clock",
+        "_codec",
+        "_eager",
+        "_host",
+        "_label",
+        "_report",
+        "_waiting",
+        "direct",
+        "identity",
+    )
+
+    def __init__(
+        self,
+        host: Host,
+        codec: Codec,
+        label: str,
+        report: Report,
+        identity: JobIdentity,
+        clock: Callable[[], float],
+    ) -> None:
         self._host = host
         self._asyncio = host if isinstance(host, AsyncioHost) else None
         # Whether ``async def`` effects start as bare tasks (an asyncio host).
@@ -94,6 +102,23 @@ class Effects:
         self._codec = codec
         self._label = label
         self._report = report
+        self.identity: JobIdentity = identity
+        self._clock = clock
+        # Bare effect tasks: the one running its first step here, and those that
+        # went on waiting (for current_operation()).
+        self._eager: Op | None = None
+        self._waiting: dict[asyncio.Task[Any], Op] = {}
+        if self._asyncio is not None:
+            self._asyncio.provide(CURRENT_JOB, self)
+
+    def running(self) -> Op | None:
+        """The operation of the bare effect task asking, if it is one of this
+        job's."""
+        op = self._eager
+        if op is not None:  # its first step runs now: nothing else can
+            return op
+        task = asyncio.current_task()
+        return self._waiting.get(task) if task is not None else None
 
     def start(
         self,
@@ -110,7 +135,9 @@ class Effects:
         """
         spec = op.spec
         host = self._asyncio
-        if host is not None and spec.kind == "async":
+        plain = spec.options is None and op.attempts is None
+        if host is not None and spec.kind == "async" and plain:
+            self._eager = op
             try:
                 task = host.start_effect(
                     spec.fn,
@@ -122,10 +149,27 @@ class Effects:
                 )
             except Exception as exc:  # calling it failed: that is its outcome
                 return raised_outcome(op, exc)
+            finally:
+                self._eager = None
             if task.done():
                 return self._task_outcome(op, task)
             op.task = task
+            self._waiting[task] = op
             task.add_done_callback(functools.partial(self._task_ended, op))
+            return None
+        op.origin = self.identity
+        if not plain and spec.kind != "stream":
+            op.task = self._host.spawn(
+                run_attempts,
+                op,
+                self._codec,
+                self._label,
+                self._report,
+                self._clock,
+                self.identity.seed,
+                name=spec.task_name,
+                context=context,
+            )
             return None
         op.task = self._host.spawn(
             run_effect,
@@ -147,6 +191,7 @@ class Effects:
             task.cancel()
 
     def _task_ended(self, op: Op, task: asyncio.Task[Any]) -> None:
+        del self._waiting[task]
         outcome = self._task_outcome(op, task)
         if outcome is not None:
             self._report(outcome)
@@ -165,12 +210,15 @@ class Effects:
 
 
 class ObservedEffects(Effects):
-    """:class:`Effects` for an observed run: each live attempt is told to the
-    observer when it starts, inside the context it runs in, and when it ends
-    with an outcome. One that the job stops is not ended here: the observer hears
-    of it as abandoned (durable code stopped waiting) or with the run's end."""
+    """:class:`Effects` for an observed run: each live start of an operation is
+    told to the observer when it starts, inside the context it runs in, and when
+    it ends with an outcome. One that the job stops is not ended here: the
+    observer hears of it as abandoned (durable code stopped waiting) or with the
+    run's end. A call its retry policy runs again is one start: its attempt
+    number is the one it starts at (above 1 when resumed after recorded
+    attempts), and its failed attempts are in the log."""
 
-    __slots__ = ("_observe", "_unobserved_report")
+    __slots__ = ("_observe", "_started_at", "_unobserved_report")
 
     def __init__(
         self,
@@ -178,11 +226,14 @@ class ObservedEffects(Effects):
         codec: Codec,
         label: str,
         report: Report,
+        identity: JobIdentity,
+        clock: Callable[[], float],
         observe: RunObserver,
     ) -> None:
-        super().__init__(host, codec, label, self._observed_report)
+        super().__init__(host, codec, label, self._observed_report, identity, clock)
         self._unobserved_report = report
         self._observe = observe
+        self._started_at: dict[int, int] = {}  # attempt numbers other than 1
 
     def start(
         self,
@@ -193,47 +244,20 @@ class ObservedEffects(Effects):
     ) -> Done | Fatal | None:
         if context is None:
             context = self._host.effect_context()
-        # The attempt number: each start of an operation is its first attempt.
-        context.run(self._observe.effect_started, op.name, op.id, 1)
+        attempt = len(op.attempts) + 1 if op.attempts else 1
+        if attempt != 1:
+            self._started_at[op.id] = attempt
+        context.run(self._observe.effect_started, op.name, op.id, attempt)
         outcome = super().start(op, from_durable=from_durable, context=context)
         if type(outcome) is Done:
-            self._observe.effect_ended(op.id, 1, outcome.cause)
+            self._observe.effect_ended(op.id, attempt, outcome.cause)
         return outcome
 
-    def _observed_report(self, outcome: Done | Emitted | Fatal) -> None:
+    def _observed_report(self, outcome: Done | Emitted | Attempted | Fatal) -> None:
         if type(outcome) is Done:
-            self._observe.effect_ended(outcome.op.id, 1, outcome.cause)
+            attempt = self._started_at.pop(outcome.op.id, 1)
+            self._observe.effect_ended(outcome.op.id, attempt, outcome.cause)
         self._unobserved_report(outcome)
-
-
-def raised_outcome(op: Op, exc: BaseException) -> Done | None:
-    """The outcome of an effect that raised ``exc``: an error to record, or None
-    when there is nothing to record (the job stopped it; a ``KeyboardInterrupt``
-    and the like, which go on up)."""
-    if isinstance(exc, asyncio.CancelledError):
-        if cancelled_by_job(op):
-            return None
-    elif not isinstance(exc, Exception):
-        return None
-    return Done(op, None, error_info(exc), cause=exc)
-
-
-def result_outcome(op: Op, value: Any, codec: Codec, label: str) -> Done | Fatal:
-    """The outcome of an effect that returned ``value``: its encoded result, or the
-    job's failure when the value cannot be recorded as annotated."""
-    spec = op.spec
-    try:
-        data, decoded = roundtrip(
-            codec,
-            value,
-            spec.result_annotation,
-            what=spec.result_what,
-            job=label,
-            position=op.id,
-        )
-    except PayloadEncodeError as err:
-        return Fatal(err)
-    return Done(op, data, decoded=decoded)
 
 
 class _Refused(Exception):
@@ -250,6 +274,7 @@ async def run_effect(op: Op, codec: Codec, label: str, report: Report) -> None:
     spec = op.spec
     if op.stopped:
         return
+    CURRENT_OPERATION.set(op)  # this task's own context
     try:
         if spec.kind == "async":
             value = await spec.fn(*op.args, **op.kwargs)

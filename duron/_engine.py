@@ -13,7 +13,9 @@ order, and the news that there are no more (:meth:`Engine.receive_end`).
 Out, while replaying: :meth:`Engine.next_event` says what comes next, given the
 durable loop's next timer deadline: fire that timer first (:class:`FireTimer`,
 when it falls due no later than the next entry), deliver a recorded outcome
-(:class:`Done`, :class:`Emitted`), cancel the job (:class:`Cancelled`), the job's
+(:class:`Done`, :class:`Emitted`), note a failed attempt of an effect that is
+tried again (:class:`Attempted`: durable code is not told; the operation keeps it),
+cancel the job (:class:`Cancelled`), the job's
 recorded end (:class:`Ended`), read more entries (:data:`NEED_ENTRIES`) or go live
 (:data:`LOG_ENDED`). An entry that does not match what the code asked for at its
 position raises :class:`~duron.NonDeterminismError`; entries that contradict each
@@ -40,6 +42,7 @@ from duron._entries import (
     JobCancelled,
     JobFinished,
     JobStarted,
+    OpAttempted,
     OpCompleted,
     OpEmitted,
     OpStarted,
@@ -50,6 +53,7 @@ from duron._json import JSONValue, show_pair
 from duron._operations import (
     LOG_ENDED,
     NEED_ENTRIES,
+    Attempted,
     Cancelled,
     Done,
     Emitted,
@@ -180,7 +184,7 @@ class Engine:
 
     def next_event(
         self, deadline: float | None
-    ) -> Done | Emitted | Cancelled | Ended | FireTimer | Any:
+    ) -> Done | Emitted | Attempted | Cancelled | Ended | FireTimer | Any:
         """What the replay does next, given the durable loop's next timer deadline.
 
         Returns :class:`FireTimer` when that timer falls due no later than the
@@ -399,6 +403,18 @@ class Engine:
                     entries.append(self._done_entry(event, t))
                 case Emitted(op=op, value=value) if not op.abandoned:
                     entries.append(OpEmitted(op.id, t, value, seq=event.seq))
+                case Attempted(op=op) if not op.abandoned:
+                    event.t = t
+                    entries.append(
+                        OpAttempted(
+                            op.id,
+                            t,
+                            event.attempt,
+                            event.error,
+                            event.duration,
+                            event.retry_at,
+                        )
+                    )
                 case Cancelled():
                     entries.append(JobCancelled(t, seq=event.seq))
                 case Output():
@@ -427,11 +443,24 @@ class Engine:
         ]
 
     def committed(self, batch: list[Outcome]) -> None:
-        """The batch is in the log: its finished operations are no longer pending."""
+        """The batch is in the log: its finished operations are no longer pending,
+        and its failed attempts are the operations' own."""
         pending = self._pending
         for event in batch:
             if type(event) is Done:
                 pending.pop(event.op.id, None)
+            elif type(event) is Attempted and not event.op.abandoned:
+                _record_attempt(
+                    event.op,
+                    OpAttempted(
+                        event.op.id,
+                        event.t,
+                        event.attempt,
+                        event.error,
+                        event.duration,
+                        event.retry_at,
+                    ),
+                )
             if event.seq is not None:
                 self.inbox_recorded.add(event.seq)
 
@@ -483,7 +512,7 @@ class Engine:
 
     def _feed(
         self, entry: Entry, offset: int
-    ) -> Done | Emitted | Cancelled | Ended | None:
+    ) -> Done | Emitted | Attempted | Cancelled | Ended | None:
         if self.finished:
             raise CorruptLogError(
                 job=self.job,
@@ -543,6 +572,8 @@ class Engine:
                 op = self._match(entry.id, entry.kind, entry.name, entry.inputs, offset)
                 op.start_logged = True
                 return None
+            case OpAttempted():
+                return self._attempted(entry, offset)
             case JobCancelled():
                 if entry.seq is not None:
                     self.inbox_recorded.add(entry.seq)
@@ -563,6 +594,35 @@ class Engine:
                 )
         raise CorruptLogError(  # pragma: no cover - the match covers every entry
             job=self.job, offset=offset, reason=f"unknown entry {entry!r}"
+        )
+
+    def _attempted(self, entry: OpAttempted, offset: int) -> Attempted:
+        """A failed attempt of a pending effect: the operation keeps it; durable
+        code is not told (it sees the call's end only)."""
+        op = self._match(entry.id, None, None, None, offset)
+        problem = None
+        if not op.start_logged:
+            # A live run writes an operation's start entry no later than its
+            # first attempt entry: without it, nothing says whose attempt it is.
+            problem = "but the log holds no start entry naming it"
+        elif op.kind != "effect":
+            problem = f"but it is a {op.kind}, not an effect"
+        else:
+            expected = len(op.attempts) + 1 if op.attempts else 1
+            if entry.attempt != expected:
+                problem = f"where attempt {expected} was due"
+        if problem is not None:
+            raise CorruptLogError(
+                job=self.job,
+                offset=offset,
+                reason=(
+                    f"operation #{op.id} records a failed attempt "
+                    f"{entry.attempt} here {problem}"
+                ),
+            )
+        _record_attempt(op, entry)
+        return Attempted(
+            op, entry.attempt, entry.error, entry.duration, entry.retry_at, entry.t
         )
 
     def _match(
@@ -619,6 +679,13 @@ class Engine:
     def _same_inputs(self, op: Op, inputs: dict[str, JSONValue] | None) -> bool:
         check = self.same_inputs
         return check is not None and check(op, inputs)
+
+
+def _record_attempt(op: Op, entry: OpAttempted) -> None:
+    if op.attempts is None:
+        op.attempts = [entry]
+    else:
+        op.attempts.append(entry)
 
 
 def _finishing(batch: list[Outcome]) -> set[int] | None:

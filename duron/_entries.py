@@ -9,6 +9,8 @@ One entry is one JSON object (one line in a file log). Kinds, by their ``type`` 
 * ``done``: an operation finished, with its encoded result or error. When no
   ``start`` entry was written for it, it carries the operation's name and inputs.
 * ``emit``: a streaming effect produced a value (or a host input arrived).
+* ``attempt``: an attempt of an effect failed and its retry policy tries it again:
+  the attempt's number, error and duration, and when the next one is due.
 * ``cancel``: the host cancelled the job (delivered to the code at that point).
 
 A ``done``, ``emit`` or ``cancel`` entry that records an item of a job store's inbox
@@ -50,6 +52,7 @@ __all__ = [
     "JobCancelled",
     "JobFinished",
     "JobStarted",
+    "OpAttempted",
     "OpCompleted",
     "OpEmitted",
     "OpStarted",
@@ -167,6 +170,8 @@ class JobStarted:
     module: str = ""
     version: int = FORMAT_VERSION
     context: dict[str, JSONValue] | None = None
+    # When the job is cancelled if it has not ended (seconds since the epoch).
+    deadline: float | None = None
     type: Literal["job"] = "job"
 
     def to_json(self) -> dict[str, JSONValue]:
@@ -181,6 +186,8 @@ class JobStarted:
         }
         if self.context is not None:
             d["context"] = self.context
+        if self.deadline is not None:
+            d["deadline"] = self.deadline
         return d
 
 
@@ -256,6 +263,31 @@ class OpEmitted:
 
 
 @dataclass(slots=True)
+class OpAttempted:
+    """Attempt number ``attempt`` of an effect failed with ``error`` after
+    ``duration`` seconds; the next attempt is due at ``retry_at`` (job clock)."""
+
+    id: int
+    t: float
+    attempt: int
+    error: ErrorInfo
+    duration: float
+    retry_at: float
+    type: Literal["attempt"] = "attempt"
+
+    def to_json(self) -> dict[str, JSONValue]:
+        return {
+            "type": "attempt",
+            "id": self.id,
+            "t": self.t,
+            "attempt": self.attempt,
+            "error": self.error.to_json(),
+            "duration": self.duration,
+            "retry_at": self.retry_at,
+        }
+
+
+@dataclass(slots=True)
 class JobFinished:
     t: float
     result: JSONValue = None
@@ -314,6 +346,7 @@ Entry = Union[  # noqa: UP007
     OpStarted,
     OpCompleted,
     OpEmitted,
+    OpAttempted,
     JobCancelled,
     JobFinished,
     OutputSent,

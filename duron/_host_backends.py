@@ -145,6 +145,10 @@ class AsyncioHost:
     def effect_context(self) -> contextvars.Context:
         return self._context.copy()
 
+    def provide(self, var: contextvars.ContextVar[_T], value: _T) -> None:
+        """Set ``var`` for every task started here from now on."""
+        self._context.run(var.set, value)
+
     def start_effect(
         self,
         fn: Callable[..., Coroutine[Any, Any, _T]],

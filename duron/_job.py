@@ -207,6 +207,7 @@ class Job(Generic[_P, _T]):
             replaying=replay is not None,
             clock=self._clock,
             context=first.context,
+            deadline=first.deadline,
         )
         self._driver = driver
         self._state = "running"

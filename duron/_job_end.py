@@ -38,10 +38,13 @@ class JobOutcome:
 
 
 def code_end(
-    root: asyncio.Task[Any] | None, dfn: DurableFn[..., Any], label: str
+    root: asyncio.Task[Any] | None,
+    dfn: DurableFn[..., Any],
+    label: str,
+    why: str = "",
 ) -> tuple[JSONValue, ErrorInfo | None]:
     """How durable code ended (``root`` is done), as the end entry records it: its
-    encoded result, or its error.
+    encoded result, or its error (``why``: what cancelled it, for the message).
 
     Raises:
         DuronError: Durable code failed with one (a bug to fix, not the job's
@@ -51,7 +54,9 @@ def code_end(
     assert root is not None
     if root.cancelled():
         # Its message names the job; ends compare cancellations by type alone.
-        cancelled = JobCancelledError(f"job {label} was cancelled")
+        cancelled = JobCancelledError(
+            f"job {label} was cancelled" + (f" ({why})" if why else "")
+        )
         return None, error_info(cancelled)
     exc = root.exception()
     if exc is not None:

@@ -4,7 +4,11 @@ The records themselves live in :mod:`duron._entries` (re-exported here). Every e
 read is checked against what Duron writes before it becomes a record, field by field:
 
 * ids are integers >= 0, the format version an integer >= 1;
-* ``t`` is a number a :class:`~datetime.datetime` can hold (years 1 to 9999);
+* ``t`` is a number a :class:`~datetime.datetime` can hold (years 1 to 9999), and
+  so are an ``attempt`` entry's ``retry_at`` and a job entry's ``deadline`` (if
+  present);
+* an ``attempt`` entry's number is an integer >= 1, its ``duration`` a number >= 0,
+  its ``error`` present;
 * ``type``, ``kind``, ``name``, ``fn``, ``seed``, ``module`` are strings;
 * ``inputs``, job ``args`` and job ``context`` are objects (or, for ``inputs``
   and ``context``, absent);
@@ -36,6 +40,7 @@ from duron._entries import (
     JobCancelled,
     JobFinished,
     JobStarted,
+    OpAttempted,
     OpCompleted,
     OpEmitted,
     OpStarted,
@@ -54,6 +59,7 @@ __all__ = [
     "JobCancelled",
     "JobFinished",
     "JobStarted",
+    "OpAttempted",
     "OpCompleted",
     "OpEmitted",
     "OpStarted",
@@ -79,6 +85,7 @@ _WHAT = {
     "done": "a done entry",
     "start": "a start entry",
     "emit": "an emit entry",
+    "attempt": "an attempt entry",
     "job": "a job entry",
     "end": "an end entry",
     "cancel": "a cancel entry",
@@ -228,6 +235,34 @@ def _checked(d: Any) -> Entry:
                 "" if module is None else module,
                 version,
                 context,
+                _time(d, "deadline") if "deadline" in d else None,
+            )
+        case "attempt":
+            attempt = _field(d, "attempt")
+            if type(attempt) is not int or attempt < 1:
+                raise InvalidField(
+                    "attempt", f"must be an integer >= 1, not {_shown(attempt)}"
+                )
+            raw_error = _field(d, "error")
+            try:
+                error = ErrorInfo.from_json(raw_error)
+            except InvalidField as exc:
+                raise exc.within("error") from None
+            duration = _field(d, "duration")
+            if (
+                type(duration) is not float and type(duration) is not int
+            ) or not 0 <= duration <= T_MAX - T_MIN:
+                raise InvalidField(
+                    "duration",
+                    "must be a number of seconds >= 0, not "
+                    + (
+                        repr(duration)
+                        if type(duration) in (int, float)
+                        else json_type(duration)
+                    ),
+                )
+            return OpAttempted(
+                _id(d), _time(d), attempt, error, float(duration), _time(d, "retry_at")
             )
         case "end":
             result, error = _outcome(d, "an end entry")
@@ -288,13 +323,13 @@ def _seq(d: dict[str, Any]) -> int | None:
     return value
 
 
-def _time(d: dict[str, Any]) -> float:
-    value = _field(d, "t")
+def _time(d: dict[str, Any], name: str = "t") -> float:
+    value = _field(d, name)
     if type(value) is not float and type(value) is not int:
-        raise InvalidField("t", f"must be a number, not {json_type(value)}")
+        raise InvalidField(name, f"must be a number, not {json_type(value)}")
     if not T_MIN <= value <= T_MAX:
         raise InvalidField(
-            "t",
+            name,
             "must be a time within the years 1 to 9999 (seconds since 1970), "
             f"not {value!r}",
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from duron._entries import ErrorInfo
+from duron._entries import ErrorInfo, OpAttempted
 from duron._errors import OperationCall
 from duron._json import JSONValue, describe_operation
 
@@ -24,6 +24,7 @@ __all__ = [
     "LOG_ENDED",
     "NEED_ENTRIES",
     "UNDECODED",
+    "Attempted",
     "Cancelled",
     "Done",
     "Emitted",
@@ -46,10 +47,14 @@ class Op:
     looks at them.
     """
 
+    # Set when a live run starts (the job's identity, for current_operation()).
+    origin: Any
+
     __slots__ = (
         "abandoned",
         "annotation",
         "args",
+        "attempts",
         "closed",
         "fut",
         "id",
@@ -58,6 +63,7 @@ class Op:
         "kind",
         "kwargs",
         "name",
+        "origin",
         "sink",
         "spec",
         "start_logged",
@@ -87,6 +93,8 @@ class Op:
         self.streaming: bool = streaming  # it may record values before its end
         self.start_logged: bool = False
         self.abandoned: bool = False  # the code stopped waiting: record no more
+        # An effect's failed attempts its retry policy tried again, as recorded.
+        self.attempts: list[OpAttempted] | None = None
         # The driver's part.
         self.fut: Any = None
         self.spec: Any = spec  # an effect's EffectSpec
@@ -149,6 +157,23 @@ class Emitted:
 
 
 @dataclass(slots=True, eq=False)
+class Attempted:
+    """An attempt of an effect failed and its retry policy tries it again: what
+    the ``attempt`` entry records (live, the runner waits for ``ack``, set once
+    it is in the log, before it waits for the next attempt)."""
+
+    op: Op
+    attempt: int
+    error: ErrorInfo
+    duration: float
+    retry_at: float
+    t: float = 0.0
+    ack: Any = None
+    recorded: bool | None = False  # None: stopped mid-write, unknown
+    seq: None = None  # never an inbox item
+
+
+@dataclass(slots=True, eq=False)
 class Cancelled:
     """The host cancelled the job here (delivered to durable code as cancellation)."""
 
@@ -203,5 +228,5 @@ NEED_ENTRIES: Final[Any] = _Signal("NEED_ENTRIES")
 LOG_ENDED: Final[Any] = _Signal("LOG_ENDED")
 """Every recorded entry was delivered: the job goes live from here."""
 
-Outcome = Done | Emitted | Cancelled | Output
+Outcome = Done | Emitted | Attempted | Cancelled | Output
 """What a live write records, in the order it happened."""

@@ -1,4 +1,4 @@
-"""Options of a call of a durable function: how a job runs, never what it gets.
+"""Options of a call: how a job or an effect runs, never what it gets.
 
 A call's arguments are the durable function's, every one of them: a function may
 well take a ``job_id`` or a ``queue`` parameter of its own. So options of the call
@@ -8,20 +8,34 @@ keyword arguments (as trio's ``start_soon`` takes none for the same reason):
 ```python
 job_id = await store.submit(checkout.options(job_id="order-42"), order)
 ```
+
+Effects are the same: their call options (a retry policy, timeouts) are set on the
+decorator, ``@duron.effect(retry=...)``, or for some calls on the context,
+``ctx.options(timeout=5).run(charge, order)`` (:class:`EffectOptions`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, TypeGuard, TypeVar
 
 from duron._errors import UsageError
+from duron._retry import RetryPolicy
 
-__all__ = ["JOB_ID_RULE", "CallOptions", "is_job_id"]
+__all__ = [
+    "JOB_ID_RULE",
+    "CallOptions",
+    "EffectOptions",
+    "Options",
+    "deadline_at",
+    "is_job_id",
+]
 
-_O = TypeVar("_O", bound="CallOptions")
+_O = TypeVar("_O", bound="Options")
 
 JOB_ID_RULE = "a non-empty string of at most 255 characters"
 
@@ -37,21 +51,36 @@ def _option(check: Callable[[object], bool], rule: str) -> Any:
     return field(default=None, metadata={"check": check, "rule": rule})
 
 
+def _seconds(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def _deadline(value: object) -> bool:
+    if isinstance(value, datetime):
+        return value.tzinfo is not None and value.utcoffset() is not None
+    if isinstance(value, timedelta):
+        return value > timedelta(0)
+    return _seconds(value)
+
+
+def deadline_at(value: datetime | timedelta | float, now: float) -> float:
+    """A ``deadline`` option as a time (seconds since the epoch): a datetime as
+    it is, a duration (a timedelta or seconds) counted from ``now``."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, timedelta):
+        return now + value.total_seconds()
+    return now + float(value)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CallOptions:
-    """The options a durable function carries for its calls (``fn.options(...)``).
-
-    Unset options are ``None``: the store's default applies. Get them from a
-    function with ``fn.call_options``; set them with ``fn.options(...)``.
-
-    Attributes:
-        job_id: The id of the job a ``store.submit()`` of it makes (default: a
-            random one). Submitting again under the same id is idempotent.
-    """
-
-    # One line per option: its name, its type and what checks its value (then a
-    # keyword of the same name on DurableFn.options, for type checkers).
-    job_id: str | None = _option(is_job_id, JOB_ID_RULE)
+class Options:
+    """What every kind of call options shares: set, merge, show."""
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -62,7 +91,8 @@ class CallOptions:
         """These options with each ``given`` one that is not ``None`` set.
 
         Args:
-            owner: What the options are for, for the message (``"checkout"``).
+            owner: The call that sets them, for the message
+                (``"checkout.options"``, ``"ctx.options"``).
             **given: Option values; ``None`` leaves an option as it is.
 
         Raises:
@@ -76,12 +106,11 @@ class CallOptions:
             spec = known.get(name)
             if spec is None:
                 raise UsageError(
-                    f"{owner}.options() has no option {name!r} (options: "
-                    f"{', '.join(known)})"
+                    f"{owner}() has no option {name!r} (options: {', '.join(known)})"
                 )
             if not spec.metadata["check"](value):
                 raise UsageError(
-                    f"{owner}.options({name}=...): {name} must be "
+                    f"{owner}({name}=...): {name} must be "
                     f"{spec.metadata['rule']}, not {value!r}"
                 )
             changes[name] = value
@@ -98,3 +127,47 @@ class CallOptions:
     def __repr__(self) -> str:
         given = ", ".join(f"{k}={v!r}" for k, v in self.given().items())
         return f"{type(self).__name__}({given})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class CallOptions(Options):
+    """The options a durable function carries for its calls (``fn.options(...)``).
+
+    Unset options are ``None``: the store's default applies. Get them from a
+    function with ``fn.call_options``; set them with ``fn.options(...)``.
+
+    Attributes:
+        job_id: The id of the job a ``store.submit()`` of it makes (default: a
+            random one). Submitting again under the same id is idempotent.
+        deadline: When the job is cancelled if it has not ended: an aware
+            datetime, or a duration (a timedelta or seconds) from when the job
+            is started or submitted. Recorded in the job's first entry.
+    """
+
+    # One line per option: its name, its type and what checks its value (then a
+    # keyword of the same name on DurableFn.options, for type checkers).
+    job_id: str | None = _option(is_job_id, JOB_ID_RULE)
+    deadline: datetime | timedelta | float | None = _option(  # noqa: RUF009 - inert
+        _deadline,
+        "a timezone-aware datetime, or a duration > 0 (a timedelta or seconds)",
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class EffectOptions(Options):
+    """The options of an effect's calls: ``@duron.effect(...)``, ``ctx.options(...)``.
+
+    Attributes:
+        retry: How a failed attempt is tried again (default: it is not).
+        timeout: Seconds one attempt may run before it is cancelled and counts
+            as failed (a ``TimeoutError``).
+        total_timeout: Seconds the whole call may take, every attempt and wait
+            included, from its first attempt's start: past it, the running
+            attempt is cancelled and no other starts.
+    """
+
+    retry: RetryPolicy | None = _option(  # noqa: RUF009 - inert
+        lambda v: isinstance(v, RetryPolicy), "a duron.RetryPolicy"
+    )
+    timeout: float | None = _option(_seconds, "a number of seconds > 0")
+    total_timeout: float | None = _option(_seconds, "a number of seconds > 0")

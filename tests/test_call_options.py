@@ -55,7 +55,7 @@ def test_options_merge() -> None:
     assert tagged.options(job_id="b").call_options.job_id == "b"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class WithQueue(CallOptions):
     """How a later option is added: one field (and its keyword on fn.options)."""
 
@@ -63,19 +63,21 @@ class WithQueue(CallOptions):
 
 
 def test_adding_an_option_is_one_field_and_options_merge() -> None:
-    merged = WithQueue().merged("f", job_id="a").merged("f", queue="q")
+    merged = WithQueue().merged("f.options", job_id="a").merged("f.options", queue="q")
     assert merged == WithQueue(job_id="a", queue="q")
-    assert WithQueue.names() == ("job_id", "queue")
+    assert WithQueue.names() == ("job_id", "deadline", "queue")
     assert repr(merged) == "WithQueue(job_id='a', queue='q')"
     with pytest.raises(
         duron.UsageError, match=re.escape("f.options(queue=...): queue must be a name")
     ):
-        merged.merged("f", queue="")
+        merged.merged("f.options", queue="")
     with pytest.raises(
         duron.UsageError,
-        match=re.escape("f.options() has no option 'priority' (options: job_id)"),
+        match=re.escape(
+            "f.options() has no option 'priority' (options: job_id, deadline)"
+        ),
     ):
-        CallOptions().merged("f", priority=1)
+        CallOptions().merged("f.options", priority=1)
 
 
 @pytest.mark.parametrize("bad", ["", "x" * 256, 42, b"order-42"])

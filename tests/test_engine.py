@@ -24,6 +24,7 @@ from duron._entries import (
     JobCancelled,
     JobFinished,
     JobStarted,
+    OpAttempted,
     OpCompleted,
     OpEmitted,
     OpStarted,
@@ -31,6 +32,7 @@ from duron._entries import (
 from duron._operations import (
     LOG_ENDED,
     NEED_ENTRIES,
+    Attempted,
     Cancelled,
     Done,
     Emitted,
@@ -896,6 +898,133 @@ def test_an_abandoned_operation_gets_no_start_entry() -> None:
     e.committed(batch)
     assert e.abandon(done)
     assert list(e.pending) == [1]
+
+
+# -- failed attempts of an effect tried again ---------------------------------------
+
+DOWN = ErrorInfo("builtins.ConnectionError", "down", ["down"])
+
+
+def test_attempts_are_kept_by_the_operation_and_not_delivered() -> None:
+    e = replaying()
+    op = issue(e, "effect", "charge", {"n": 1})
+    feed(e, OpStarted(0, T, "effect", "charge", {"n": 1}), 0)
+    first = OpAttempted(0, T + 1, 1, DOWN, 0.5, T + 3)
+    event = feed(e, first, 50)
+    # An Attempted moves the clock like any entry; durable code gets nothing.
+    assert type(event) is Attempted
+    assert (event.op, event.attempt, event.error, event.t) == (op, 1, DOWN, T + 1)
+    assert (event.duration, event.retry_at) == (0.5, T + 3)
+    assert op.attempts == [first]
+    assert e.pending == {0: op}
+    second = OpAttempted(0, T + 4, 2, DOWN, 0.25, T + 8)
+    feed(e, second, 120)
+    assert op.attempts == [first, second]
+    done = feed(e, OpCompleted(0, T + 9, "paid"), 190)
+    assert seen(done) == ("done", 0, "paid", None, T + 9)
+    assert e.pending == {}
+
+
+def test_a_log_ending_after_attempts_resumes_the_operation_with_them() -> None:
+    e = replaying()
+    op = issue(e, "effect", "charge", {})
+    feed(e, OpStarted(0, T, "effect", "charge", {}), 0)
+    feed(e, OpAttempted(0, T + 1, 1, DOWN, 0.5, T + 600), 50)
+    e.receive_end()
+    assert e.next_event(None) is LOG_ENDED
+    assert e.go_live() == [op]
+    assert op.attempts is not None
+    assert [a.retry_at for a in op.attempts] == [T + 600]
+
+
+def test_a_timer_due_before_an_attempt_entry_fires_first() -> None:
+    e = replaying()
+    issue(e, "effect", "charge", {})
+    feed(e, OpStarted(0, T, "effect", "charge", {}), 0)
+    e.receive(50, OpAttempted(0, T + 5, 1, DOWN, 0.5, T + 6))
+    assert seen(e.next_event(T + 2)) == ("timer", T + 2)
+    assert type(e.next_event(T + 7)) is Attempted
+
+
+def test_an_attempt_without_the_start_entry_naming_its_operation_is_damage() -> None:
+    e = replaying()
+    issue(e, "effect", "charge", {})
+    with pytest.raises(
+        CorruptLogError,
+        match=corrupt(
+            30,
+            "operation #0 records a failed attempt 1 here but the log holds no start "
+            "entry naming it",
+        ),
+    ):
+        feed(e, OpAttempted(0, T, 1, DOWN, 0.1, T + 1), 30)
+
+
+def test_attempts_out_of_order_are_damage() -> None:
+    e = replaying()
+    issue(e, "effect", "charge", {})
+    feed(e, OpStarted(0, T, "effect", "charge", {}), 0)
+    with pytest.raises(
+        CorruptLogError,
+        match=corrupt(
+            50, "operation #0 records a failed attempt 2 here where attempt 1 was due"
+        ),
+    ):
+        feed(e, OpAttempted(0, T, 2, DOWN, 0.1, T + 1), 50)
+
+
+def test_an_attempt_of_something_that_is_not_an_effect_is_damage() -> None:
+    e = replaying()
+    issue(e, "future", "approval", None)
+    feed(e, OpStarted(0, T, "future", "approval", None), 0)
+    with pytest.raises(
+        CorruptLogError,
+        match=corrupt(
+            40,
+            "operation #0 records a failed attempt 1 here but it is a future, not "
+            "an effect",
+        ),
+    ):
+        feed(e, OpAttempted(0, T, 1, DOWN, 0.1, T + 1), 40)
+
+
+def test_an_attempt_for_a_position_the_code_never_reached() -> None:
+    e = replaying()
+    with pytest.raises(
+        NonDeterminismError,
+        match=nondeterminism(
+            "at position 0 (log offset 30) the log recorded operation #0 but the "
+            "code now asks for nothing; the code did not reach that operation"
+        ),
+    ):
+        feed(e, OpAttempted(0, T, 1, DOWN, 0.1, T + 1), 30)
+
+
+def test_a_failed_attempt_is_written_after_the_operation_s_start() -> None:
+    e = live()
+    op = issue(e, "effect", "charge", {"n": 1})
+    failed = Attempted(op, 1, DOWN, 0.5, T + 3)
+    batch: list[Any] = [failed]
+    assert e.commit(batch, T + 1, T) == [
+        OpStarted(0, T, "effect", "charge", {"n": 1}),
+        OpAttempted(0, T + 1, 1, DOWN, 0.5, T + 3),
+    ]
+    assert op.attempts is None  # not before it is in the log
+    e.committed(batch)
+    assert op.attempts == [OpAttempted(0, T + 1, 1, DOWN, 0.5, T + 3)]
+    assert e.pending == {0: op}  # still running: its next attempt is due
+    # The call's end refers to the start entry.
+    assert e.commit([Done(op, "paid")], T + 4, T + 1) == [OpCompleted(0, T + 4, "paid")]
+
+
+def test_an_abandoned_operation_s_attempt_is_not_recorded() -> None:
+    e = live()
+    op = issue(e, "effect", "charge", {})
+    e.abandon(op)
+    batch: list[Any] = [Attempted(op, 1, DOWN, 0.5, T + 3)]
+    assert e.commit(batch, T + 1, T) == []
+    e.committed(batch)
+    assert op.attempts is None
 
 
 # -- the engine imports nothing that does I/O ------------------------------------------

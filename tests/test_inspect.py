@@ -178,6 +178,7 @@ def test_json(story: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "version": 1,
         "t": T0,
         "started": "2023-11-14 22:13:20.000 UTC",
+        "deadline": None,
     }
     assert doc["cancels"] == [T0 + 65]
     assert doc["end"] == {
@@ -211,6 +212,7 @@ def test_json(story: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "result": 3,
         "error": None,
         "emits": [{"t": T0 + 0.5, "value": 1}, {"t": T0 + 0.75, "value": 2}],
+        "attempts": [],
     }
     assert ops[1]["started"] is None
     assert ops[1]["duration"] is None
@@ -219,6 +221,60 @@ def test_json(story: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "message": "card declined",
         "args": ["card declined"],
     }
+
+
+RETRIED = """\
+{"type":"job","version":1,"fn":"checkout","module":"","args":{},"seed":"ab","t":1700000000.0,"deadline":1700086400.0}
+{"type":"start","id":0,"t":1700000000.0,"kind":"effect","name":"charge","inputs":{}}
+{"type":"attempt","id":0,"t":1700000000.5,"attempt":1,"error":{"type":"shop.BankDown","message":"503"},"duration":0.5,"retry_at":1700000001.5}
+{"type":"attempt","id":0,"t":1700000002.0,"attempt":2,"error":{"type":"builtins.TimeoutError","message":"charge timed out after 0.5 s (attempt 2)"},"duration":0.5,"retry_at":1700000602.0}
+"""
+
+
+def test_attempts_and_the_deadline_are_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "retried.jsonl"
+    log.write_text(RETRIED)
+    code, out, err = inspect(capsys, log)
+    assert (code, err) == (0, "")
+    assert out == (
+        f"log       {log} (4 entries, {stored_size(RETRIED)} bytes)\n"
+        "job       checkout()\n"
+        "started   2023-11-14 22:13:20.000 UTC\n"
+        "deadline  2023-11-15 22:13:20.000 UTC (+24h00m00s)\n"
+        "status    unfinished: the log ends at +2.000s with 1 operation in flight\n"
+        "\n"
+        "pos  kind    operation  status   started  done  took\n"
+        "  0  effect  charge()   running  +0.000s\n"
+        "     attempt 1 failed after 500.0ms: BankDown: 503; attempt 2 due at "
+        "+1.500s\n"
+        "     attempt 2 failed after 500.0ms: TimeoutError: charge timed out after "
+        "0.5 s (attempt 2); attempt 3 due at +10m02.000s\n"
+    )
+    code, out, _ = inspect(capsys, log, "--json")
+    doc = json.loads(out)
+    assert doc["job"]["deadline"] == T0 + 86400
+    (op,) = doc["operations"]
+    assert op["attempts"] == [
+        {
+            "attempt": 1,
+            "t": T0 + 0.5,
+            "duration": 0.5,
+            "error": {"type": "shop.BankDown", "message": "503"},
+            "retry_at": T0 + 1.5,
+        },
+        {
+            "attempt": 2,
+            "t": T0 + 2.0,
+            "duration": 0.5,
+            "error": {
+                "type": "builtins.TimeoutError",
+                "message": "charge timed out after 0.5 s (attempt 2)",
+            },
+            "retry_at": T0 + 602.0,
+        },
+    ]
 
 
 def test_long_values_are_cut_unless_full(

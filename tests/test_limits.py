@@ -508,7 +508,12 @@ PROGRAM = re.compile(
 
 
 def test_the_long_lived_jobs_example_prints_what_the_page_says(tmp_path: Path) -> None:
-    [(code, output)] = PROGRAM.findall(CONCEPTS.read_text(encoding="utf-8"))
+    # The page shows other programs too (retries); this one sets warn_log_size.
+    [(code, output)] = [
+        found
+        for found in PROGRAM.findall(CONCEPTS.read_text(encoding="utf-8"))
+        if "warn_log_size" in found[0]
+    ]
     script = tmp_path / "program.py"
     script.write_text(code, encoding="utf-8")
     proc = subprocess.run(

@@ -29,6 +29,7 @@ from duron._log import (
     JobCancelled,
     JobFinished,
     JobStarted,
+    OpAttempted,
     OpCompleted,
     OpEmitted,
     OpStarted,
@@ -435,6 +436,73 @@ def test_a_newer_format_still_asks_for_an_upgrade_whatever_else_it_holds() -> No
     )
 
 
+_ATTEMPT = '"id":0,"t":1.5,"error":{"type":"E","message":"m"}'
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (
+            '{"type":"attempt",' + _ATTEMPT + ',"attempt":0,"duration":1,"retry_at":2}',
+            "field 'attempt' of an attempt entry must be an integer >= 1, not 0",
+        ),
+        (
+            '{"type":"attempt",' + _ATTEMPT + ',"duration":1,"retry_at":2}',
+            "field 'attempt' of an attempt entry is missing",
+        ),
+        (
+            '{"type":"attempt",'
+            + _ATTEMPT
+            + ',"attempt":"2","duration":1,"retry_at":2}',
+            "field 'attempt' of an attempt entry must be an integer >= 1, not a string",
+        ),
+        (
+            '{"type":"attempt","id":0,"t":1.5,"attempt":1,"duration":1,"retry_at":2}',
+            "field 'error' of an attempt entry is missing",
+        ),
+        (
+            '{"type":"attempt","id":0,"t":1.5,"attempt":1,"error":{"type":"E"},'
+            '"duration":1,"retry_at":2}',
+            "field 'error.message' of an attempt entry is missing",
+        ),
+        (
+            '{"type":"attempt",'
+            + _ATTEMPT
+            + ',"attempt":1,"duration":-1,"retry_at":2}',
+            "field 'duration' of an attempt entry must be a number of seconds >= 0, "
+            "not -1",
+        ),
+        (
+            '{"type":"attempt",'
+            + _ATTEMPT
+            + ',"attempt":1,"duration":null,"retry_at":2}',
+            "field 'duration' of an attempt entry must be a number of seconds >= 0, "
+            "not null",
+        ),
+        (
+            '{"type":"attempt",' + _ATTEMPT + ',"attempt":1,"duration":1}',
+            "field 'retry_at' of an attempt entry is missing",
+        ),
+        (
+            '{"type":"attempt",'
+            + _ATTEMPT
+            + ',"attempt":1,"duration":1,"retry_at":1e300}',
+            "field 'retry_at' of an attempt entry must be a time within the years 1 to "
+            "9999 (seconds since 1970), not 1e+300",
+        ),
+        (
+            '{"type":"job","version":1,"fn":"f","args":{},"seed":"s","t":1,'
+            '"deadline":"soon"}',
+            "field 'deadline' of a job entry must be a number, not a string",
+        ),
+    ],
+)
+def test_attempt_entries_and_deadlines_have_the_shape_duron_writes(
+    line: str, reason: str
+) -> None:
+    assert damage(line) == reason
+
+
 # -- what Duron writes still reads back, fast path or not ------------------------------
 
 WRITTEN = [
@@ -455,6 +523,11 @@ WRITTEN = [
     OpCompleted(4, T, None, ErrorInfo("builtins.ValueError", "no", ["no"])),
     OpCompleted(5, T, None, ErrorInfo("x.E", "m"), "effect", "w", {"a": 1}),
     OpEmitted(6, T, {"n": 1}),
+    OpAttempted(
+        7, T, 1, ErrorInfo("builtins.ConnectionError", "down", []), 0.25, T + 2
+    ),
+    OpAttempted(7, T, 2, ErrorInfo("builtins.TimeoutError", "slow"), 0, T),
+    JobStarted("checkout", {}, "ab12", T, "shop.flows", 1, deadline=T + 3600),
     JobCancelled(T),
     JobFinished(T, "done"),
     JobFinished(T, None, ErrorInfo("duron._errors.JobCancelledError", "stop", [])),

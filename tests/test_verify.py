@@ -39,6 +39,7 @@ class Logs:
     other: Path  # a log of another durable function
     empty: Path
     missing: Path
+    retried: Path  # recorded by ``retrying``: charge_card failed once, retried
 
 
 async def _record(dfn: duron.DurableFn[..., Any], path: Path, *args: Any) -> Any:
@@ -62,6 +63,9 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Logs:
     anyio.run(_record, corpus.original, finished, 42)
     anyio.run(_record, corpus.patched, patched, 42)
     anyio.run(_record, corpus.refund, other, 42)
+    retried = d / "retried.jsonl"
+    anyio.run(_record, corpus.retrying, retried, 42)
+    assert b'"type":"attempt"' in retried.read_bytes()
     lines = _lines(finished)
     kept = []
     for line in lines:
@@ -80,7 +84,14 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Logs:
     empty = d / "empty.jsonl"
     empty.write_bytes(b"")
     return Logs(
-        finished, unfinished, patched, damaged, other, empty, d / "missing.jsonl"
+        finished,
+        unfinished,
+        patched,
+        damaged,
+        other,
+        empty,
+        d / "missing.jsonl",
+        retried,
     )
 
 
@@ -115,6 +126,9 @@ def _diverged(position: int, recorded: str, now: str) -> tuple[str, str, str]:
 CASES: list[tuple[str, str, tuple[str, str | None, str]]] = [
     ("original", "finished", OK),
     ("original", "unfinished", OK),
+    ("retry_changed", "finished", OK),
+    ("retry_changed", "retried", OK),
+    ("original", "retried", OK),
     (
         "reordered",
         "finished",

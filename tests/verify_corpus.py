@@ -372,6 +372,48 @@ async def patch_removed(ctx: duron.Context, order_id: int) -> str:
 # -- another function --------------------------------------------------------------------
 
 
+@duron.effect(
+    name="charge_card",
+    retry=duron.RetryPolicy(max_attempts=3, initial_interval=0.01, jitter=0.0),
+)
+async def charge_card_flaky(order_id: int, amount: float) -> str:
+    """``charge_card`` with a retry policy, failing its first attempt."""
+    ran.append("charge_card")
+    if duron.current_operation().attempt == 1:
+        raise ConnectionError("bank down")
+    return f"r-{order_id}"
+
+
+@duron.effect(
+    name="charge_card",
+    retry=duron.RetryPolicy(max_attempts=10, initial_interval=5.0),
+    timeout=30.0,
+)
+async def charge_card_patient(order_id: int, amount: float) -> str:
+    """``charge_card`` with another retry policy and a timeout."""
+    ran.append("charge_card")
+    return f"r-{order_id}"
+
+
+@duron.durable(name="checkout")
+async def retrying(ctx: duron.Context, order_id: int) -> str:
+    """Records the ``retried`` log: ``charge_card`` fails once, then succeeds."""
+    user = await ctx.run(fetch_user, 7)
+    receipt = await ctx.run(charge_card_flaky, order_id, 10.0)
+    await ctx.run(ship, HOME)
+    await ctx.run(send_receipt, order_id)
+    return f"{user.name}:{receipt}"
+
+
+@duron.durable(name="checkout")
+async def retry_changed(ctx: duron.Context, order_id: int) -> str:
+    user = await ctx.run(fetch_user, 7)
+    receipt = await ctx.run(charge_card_patient, order_id, 10.0)
+    await ctx.run(ship, HOME)
+    await ctx.run(send_receipt, order_id)
+    return f"{user.name}:{receipt}"
+
+
 @duron.durable
 async def refund(ctx: duron.Context, order_id: int) -> str:
     return await ctx.run(send_receipt, order_id)

@@ -8,7 +8,8 @@ facts for tools.
 Per operation: position, kind, name and inputs, status, when it started (when its
 ``start`` entry was written: an operation that finished before the next write has
 only its ``done`` entry, so only its end is known), when it finished, how long it
-took, and its result, error or emitted values. Statuses:
+took, its result, error or emitted values, and the failed attempts a retry policy
+tried again (each one's error and duration, and when the next was due). Statuses:
 
 * ``done`` / ``failed``: the operation's outcome (a result / an error) is logged;
 * ``running``: no outcome yet and the job has not ended: a resumed job runs it again;
@@ -34,6 +35,7 @@ from duron._log import (
     JobCancelled,
     JobFinished,
     JobStarted,
+    OpAttempted,
     OpCompleted,
     OpEmitted,
     OpStarted,
@@ -96,6 +98,7 @@ class OpView:
     error: ErrorInfo | None = None
     done: bool = False
     emits: list[tuple[float, JSONValue]] = field(default_factory=list)
+    attempts: list[OpAttempted] = field(default_factory=list)
 
     def status(self, job_ended: bool) -> str:
         if self.kind == "patch":
@@ -166,6 +169,16 @@ class Timeline:
                     "result": op.result if op.done and op.error is None else None,
                     "error": op.error.to_json() if op.error is not None else None,
                     "emits": [{"t": t, "value": v} for t, v in op.emits],
+                    "attempts": [
+                        {
+                            "attempt": a.attempt,
+                            "t": a.t,
+                            "duration": a.duration,
+                            "error": a.error.to_json(),
+                            "retry_at": a.retry_at,
+                        }
+                        for a in op.attempts
+                    ],
                 }
             )
         end = self.end
@@ -184,6 +197,7 @@ class Timeline:
                 "version": job.version,
                 "t": job.t,
                 "started": _iso(job.t),
+                "deadline": job.deadline,
             },
             "operations": ops,
             "cancels": list(self.cancels),
@@ -247,6 +261,8 @@ async def read_timeline(storage: LogStorage) -> Timeline:
                     ops.setdefault(entry.id, OpView(entry.id)).emits.append(
                         (entry.t, entry.value)
                     )
+                case OpAttempted():
+                    ops.setdefault(entry.id, OpView(entry.id)).attempts.append(entry)
                 case JobCancelled():
                     tl.cancels.append(entry.t)
                 case JobFinished():
@@ -308,6 +324,10 @@ def _header(tl: Timeline, limit: int | None) -> list[str]:
         if job.module:
             rows.append(("module", job.module))
         rows.append(("started", _iso(job.t)))
+        if job.deadline is not None:
+            rows.append(
+                ("deadline", f"{_iso(job.deadline)} ({_rel(job.deadline, job.t)})")
+            )
         for t in tl.cancels:
             rows.append(("cancel", f"requested by the host at {_rel(t, job.t)}"))
         rows.append(("status", _job_status(tl, limit)))
@@ -349,6 +369,12 @@ def _details(op: OpView, t0: float, limit: int | None) -> list[str]:
         out.append(f"{verb} {_value(value, limit)} at {_rel(t, t0)}")
     if len(shown) < len(op.emits):
         out.append(f"... {len(op.emits) - len(shown)} more (--full shows all)")
+    for a in op.attempts:
+        out.append(
+            f"attempt {a.attempt} failed after {_dur(a.duration)}: "
+            f"{_error(a.error, limit)}; attempt {a.attempt + 1} due at "
+            f"{_rel(a.retry_at, t0)}"
+        )
     if op.done:
         if op.error is not None:
             out.append(f"raised {_error(op.error, limit)}")
