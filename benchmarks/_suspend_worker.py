@@ -65,12 +65,19 @@ async def main(url: str, mode: str, n: int) -> None:
                 await anyio.sleep(0.25)
                 if waiting_at is None and await count(store, "suspended") == n:
                     waiting_at = time.monotonic() - start
-                    print(json.dumps({"waiting": waiting_at, "rss": peak_rss_mib()}), flush=True)
+                    print(
+                        json.dumps({"waiting": waiting_at, "rss": peak_rss_mib()}),
+                        flush=True,
+                    )
                 if await count(store, "completed") == n:
                     break
         print(
             json.dumps(
-                {"waiting": waiting_at, "ended": time.monotonic() - start, "rss": peak_rss_mib()}
+                {
+                    "waiting": waiting_at,
+                    "ended": time.monotonic() - start,
+                    "rss": peak_rss_mib(),
+                }
             ),
             flush=True,
         )

@@ -42,6 +42,7 @@ from duron._errors import (
 from duron._host_streams import HostReader, HostWriter
 from duron._identity import Operation, current_operation
 from duron._job import Job
+from duron._job_query import FunctionActivity, JobList
 from duron._jobstore import Claim, Heartbeat, JobInfo, JobStatus, JobStore
 from duron._limits import LogLimits, LogSize
 from duron._options import CallOptions
@@ -68,6 +69,7 @@ __all__ = [
     "DurableLogger",
     "DuronError",
     "EffectError",
+    "FunctionActivity",
     "Heartbeat",
     "HostReader",
     "HostWriter",
@@ -76,6 +78,7 @@ __all__ = [
     "Job",
     "JobCancelledError",
     "JobInfo",
+    "JobList",
     "JobMismatchError",
     "JobNotFoundError",
     "JobNotStartedError",

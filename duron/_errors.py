@@ -399,20 +399,48 @@ class JobNotFoundError(DuronError, LookupError):
 class DuplicateJobError(DuronError):
     """``submit()`` reused a job id that names a different call.
 
+    Arguments are compared as the durable function reads them (decoded into their
+    annotated types), so ``Decimal("12.50")`` and ``Decimal("12.5")`` are the same
+    call; an argument left out is its parameter's default.
+
     Attributes:
         job: The job id.
         recorded: The call the store holds under that id.
         requested: The call ``submit()`` was given.
+        argument: The first argument (in the function's parameter order) that
+            differs, or ``None`` when the function differs (or the id names a log
+            that holds no job).
+        recorded_value: That argument as the store holds it (JSON, cut around the
+            first difference when long).
+        requested_value: That argument as ``submit()`` was given it (the same way).
     """
 
-    def __init__(self, *, job: str, recorded: str, requested: str) -> None:
+    def __init__(
+        self,
+        *,
+        job: str,
+        recorded: str,
+        requested: str,
+        argument: str | None = None,
+        recorded_value: str | None = None,
+        requested_value: str | None = None,
+    ) -> None:
         self.job = job
         self.recorded = recorded
         self.requested = requested
+        self.argument = argument
+        self.recorded_value = recorded_value
+        self.requested_value = requested_value
+        differs = ""
+        if argument is not None:
+            differs = (
+                f": argument {argument!r} differs (recorded {recorded_value}, "
+                f"requested {requested_value})"
+            )
         super().__init__(
-            f"job {job} was already submitted as {recorded}, not {requested}; a job "
-            "id names one call: submit the same arguments to get the same job, or "
-            "submit under another id (fn.options(job_id=...))"
+            f"job {job} was already submitted as {recorded}, not {requested}"
+            f"{differs}; a job id names one call: submit the same arguments to get "
+            "the same job, or submit under another id (fn.options(job_id=...))"
         )
 
 

@@ -34,7 +34,6 @@ import orjson
 from duron._codec import decode_recorded
 from duron._entries import InvalidField, json_type
 from duron._errors import (
-    DuplicateJobError,
     JobCancelledError,
     StorageError,
     UsageError,
@@ -56,6 +55,7 @@ from duron._recorded_errors import rebuild
 
 if TYPE_CHECKING:
     from duron._durable import DurableFn
+    from duron._job_query import FunctionActivity, JobList
     from duron._storage import LogStorage
     from duron._store_streams import StoreReader, StoreWriter
 
@@ -86,7 +86,7 @@ JobStatus = Literal[
 """Where a job is in its life:
 
 * ``pending``: submitted (or stopped at a safe point, or requeued) and waiting for a
-  worker;
+  worker that has its durable function;
 * ``running``: a worker or a ``store.log()`` writer holds its lease (after a crash
   the lease expires and another worker takes the job over);
 * ``suspended``: its durable code waits on durable things only (a timer, a future,
@@ -94,7 +94,7 @@ JobStatus = Literal[
   input or a cancel request arrives for it, or, at :attr:`JobInfo.wake_at`, its
   timer is due;
 * ``completed``, ``failed``, ``cancelled``: it ended; ``failed`` also covers a job a
-  worker could not run (unknown function, a log the code no longer replays), which
+  worker could not run (a log the code no longer replays), which
   ``store.requeue()`` makes runnable again.
 """
 
@@ -239,9 +239,44 @@ class JobStore(Protocol):
         self,
         status: JobStatus | Iterable[JobStatus] | None = None,
         *,
+        function: str
+        | DurableFn[..., Any]
+        | Iterable[str | DurableFn[..., Any]]
+        | None = None,
+        id_prefix: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+        newest_first: bool = False,
         limit: int | None = None,
-    ) -> list[JobInfo]:
-        """Jobs, oldest first, optionally of one status or of several."""
+        cursor: str | None = None,
+    ) -> JobList:
+        """One page of the jobs the filters keep, oldest (or newest) first; its
+        ``next_cursor`` continues it."""
+        ...
+
+    async def count_jobs(
+        self,
+        status: JobStatus | Iterable[JobStatus] | None = None,
+        *,
+        function: str
+        | DurableFn[..., Any]
+        | Iterable[str | DurableFn[..., Any]]
+        | None = None,
+        id_prefix: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+    ) -> dict[JobStatus, int]:
+        """How many jobs the filters keep, per status."""
+        ...
+
+    async def function_activity(
+        self, functions: Iterable[str | DurableFn[..., Any]]
+    ) -> dict[str, FunctionActivity]:
+        """What the job table says of the workers of each of these functions."""
         ...
 
     @overload
@@ -342,8 +377,12 @@ class JobStore(Protocol):
 
     # -- what a worker uses ----------------------------------------------------
 
-    async def claim(self, limit: int) -> list[Claim]:
-        """Take the leases of up to ``limit`` runnable jobs, oldest first."""
+    async def claim(
+        self, limit: int, *, functions: Iterable[str] | None = None
+    ) -> list[Claim]:
+        """Take the leases of up to ``limit`` runnable jobs, oldest first, of
+        ``functions`` only (the durable functions the caller runs; ``None``:
+        any). Jobs of other functions stay pending."""
         ...
 
     async def heartbeat(self, job_ids: Iterable[str]) -> Heartbeat:
@@ -428,24 +467,6 @@ def submission(
     )
     job_id = options.job_id if options.job_id is not None else new_job_id()
     return Submission(job_id, entry, options)
-
-
-def check_resubmit(job_id: str, wanted: JobStarted, first: bytes | str | None) -> None:
-    """Refuse a ``submit()`` whose call differs from the job stored under its id,
-    whose log starts with ``first`` (``None``: the log is empty)."""
-    recorded = parse_job_entry(first, job_id) if first is not None else None
-    if recorded is None:
-        raise DuplicateJobError(
-            job=job_id,
-            recorded="a log opened with store.log() that holds no job yet",
-            requested=f"{wanted.fn}(...)",
-        )
-    if recorded.fn != wanted.fn or recorded.args != wanted.args:
-        raise DuplicateJobError(
-            job=job_id,
-            recorded=format_call(recorded.fn, recorded.args),
-            requested=format_call(wanted.fn, wanted.args),
-        )
 
 
 def parse_job_entry(raw: bytes | str, job_id: str) -> JobStarted | None:

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-__all__ = ["JSONValue", "describe_operation", "format_call", "show_pair"]
+__all__ = [
+    "JSONValue",
+    "describe_operation",
+    "format_call",
+    "show_difference",
+    "show_pair",
+]
 
 JSONValue = Union[  # noqa: UP007 - a recursive alias needs Union
     None, bool, int, float, str, list["JSONValue"], dict[str, "JSONValue"]
@@ -51,15 +57,23 @@ def show_pair(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, str]:
     just before their first difference, so that the difference shows."""
     if "type" in a or "type" in b:
         return _show(a), _show(b)
-    ta, tb = repr(a["result"]), repr(b["result"])
-    if len(ta) <= 80 and len(tb) <= 80:
-        return f"result {ta}", f"result {tb}"
+    ta, tb = show_difference(repr(a["result"]), repr(b["result"]))
+    return f"result {ta}", f"result {tb}"
+
+
+def show_difference(ta: str, tb: str, width: int = 80) -> tuple[str, str]:
+    """Two differing texts for one message: each whole if both fit in ``width``,
+    else both cut at the same place, just before their first difference, so
+    that the difference shows (two long values that differ only near their end
+    would otherwise print alike)."""
+    if len(ta) <= width and len(tb) <= width:
+        return ta, tb
     same = next(
         (i for i, (x, y) in enumerate(zip(ta, tb, strict=False)) if x != y),
         min(len(ta), len(tb)),
     )
     start = max(0, same - 30)
-    return f"result {_window(ta, start)}", f"result {_window(tb, start)}"
+    return _window(ta, start, width - 6), _window(tb, start, width - 6)
 
 
 def _window(text: str, start: int, width: int = 74) -> str:

@@ -29,6 +29,7 @@ import anyio
 
 from duron._errors import (
     DuronError,
+    JobCancelledError,
     LeaseLostError,
     StorageError,
     StoreUnavailableError,
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Worker"]
 
-_log = logging.getLogger("duron")
+_log = logging.getLogger("duron.worker")
 
 BACKOFF_FIRST = 0.1
 """Seconds a worker waits after its first failed poll of a store."""
@@ -68,6 +69,7 @@ class _Slot:
     lost: bool = False
     finished: bool = False  # the job's outcome is known (job.wait() returned/raised)
     interrupted: bool = False  # stopped because the store was unavailable
+    told: bool = False  # its end (or why it stopped) was logged
     done: anyio.Event = field(default_factory=anyio.Event)
     previous: _Slot | None = None  # an older run of the same job, stopping
     suspended: bool = False  # stopped while it waited on durable things only
@@ -87,10 +89,12 @@ class Worker:
             await anyio.sleep_forever()  # or serve requests meanwhile
         ```
 
-    Every process that runs jobs of a store should give its worker every durable
-    function the store's jobs use: a job naming a function the worker does not
-    know is marked failed (:class:`~duron.UnknownFunctionError`) and waits for
-    ``store.requeue()``.
+    A worker claims only jobs of the durable functions it was given: workers
+    with different functions share one store, each running its own kinds of
+    job, and during a rolling deploy the workers that do not have a new
+    function yet leave its jobs pending for the ones that do. A job whose
+    function no running worker has waits, pending (``duron jobs list`` says
+    so), and is never failed for it.
 
     While the store cannot be reached, jobs that need it stop at a safe point
     without being marked failed and resume once it is back (see the module
@@ -154,6 +158,7 @@ class Worker:
             if heartbeat_interval is not None
             else min(1.0, store.lease / 3)
         )
+        self._names = tuple(sorted(fns))
         self._slots: dict[str, _Slot] = {}
         self._tg: TaskGroup | None = None
         self._state = "new"
@@ -337,9 +342,10 @@ class Worker:
             for job_id in beat.lost:
                 slot = slots.get(job_id)
                 if slot is not None and not slot.lost:
-                    _log.warning(
-                        "duron worker: lost the lease on job %s; stopping it here",
-                        job_id,
+                    _info(
+                        slot.claim,
+                        "duron worker: lost the lease on %s (another owner took it "
+                        "over); stopping it here without writing",
                     )
                     slot.lost = True
                     slot.stopping = True
@@ -362,8 +368,9 @@ class Worker:
         # Claimed jobs must get their slot (and so their release) even if the
         # worker is stopping meanwhile.
         with anyio.CancelScope(shield=True):
-            claims = await store.claim(free)
+            claims = await store.claim(free, functions=self._names)
         for claim in claims:
+            _info(claim, "duron worker: claimed %s")
             slot = _Slot(claim, cancel_wanted=claim.cancel_requested)
             older = slots.get(claim.job_id)
             if older is not None:
@@ -394,18 +401,28 @@ class Worker:
                 slot.previous = None
             fn = self.functions.get(claim.function)
             if fn is None:
+                # Only a store that ignores claim(functions=...) gets here: the
+                # job cannot run here nor be handed back, so it fails loudly
+                # (store.requeue() runs it again) rather than being claimed in
+                # a loop.
                 error = UnknownFunctionError(
                     job=job_id,
                     function=claim.function,
                     known=tuple(sorted(self.functions)),
                 )
-                _log.error("duron worker: %s", error)
+                _log.error("duron worker: %s", error, extra=_fields(claim))
                 await self._record_failure(claim, error)
                 return
             try:
                 await self._drive(slot, fn)
             except Exception as exc:  # opening or closing the job failed
                 await self._failed(slot, exc)
+            if slot.stopping and not (slot.told or slot.lost or slot.interrupted):
+                _info(
+                    claim,
+                    "duron worker: stopped %s at a safe point (the worker is "
+                    "stopping); it resumes from its log when a worker claims it",
+                )
         except Exception:
             _log.exception("duron worker: job %s: could not record its failure", job_id)
         finally:
@@ -422,6 +439,8 @@ class Worker:
         suspend_until = getattr(log, "suspend_until", None)
         async with fn.invoke(log) as job:
             slot.job = job
+            if slot.claim.epoch > 1:  # a worker took it before
+                _info(slot.claim, "duron worker: resuming %s from its log")
             try:
                 await job.resume()
                 watch = anyio.CancelScope()
@@ -468,6 +487,8 @@ class Worker:
                 slot.finished = True
                 self.ended += 1
                 self._interruptions = 0
+                slot.told = True
+                _info(slot.claim, "duron worker: %s completed")
                 return
             if slot.stopping:
                 return
@@ -511,9 +532,10 @@ class Worker:
             suspend_until(waiting.until)
             slot.suspended = slot.stopping = True
             self.suspended += 1
-            _log.info(
-                "duron worker: job %s suspended, waiting for %s",
-                job.id,
+            slot.told = True
+            _info(
+                slot.claim,
+                "duron worker: %s suspended, waiting for %s",
                 "input"
                 if waiting.until is None
                 else f"a timer due at {_utc(waiting.until)} or input",
@@ -524,7 +546,9 @@ class Worker:
     async def _failed(self, slot: _Slot, error: Exception) -> None:
         claim = slot.claim
         if isinstance(error, LeaseLostError):
-            _log.warning("duron worker: %s", error)
+            if not slot.lost:
+                slot.lost = True
+                _info(claim, "duron worker: lost the lease on %s: %s", error)
             return  # another owner runs the job now
         if isinstance(error, StoreUnavailableError):
             # Nothing is recorded: the job is not failed, it stopped at a safe
@@ -543,14 +567,18 @@ class Worker:
                 self._claim_after = anyio.current_time() + backoff(
                     self._interruptions, BACKOFF_FIRST, BACKOFF_CAP
                 )
-                _log.info(
-                    "duron worker: job %s stopped at a safe point (%s); it resumes "
+                _info(
+                    claim,
+                    "duron worker: stopped %s at a safe point (%s); it resumes "
                     "from its log once the store is back",
-                    claim.job_id,
                     error,
                 )
             return
-        _log.info("duron worker: job %s failed: %r", claim.job_id, error)
+        slot.told = True
+        if isinstance(error, JobCancelledError):
+            _info(claim, "duron worker: %s cancelled")
+        else:
+            _info(claim, "duron worker: %s failed: %s: %s", type(error).__name__, error)
         await self._record_failure(claim, error)
 
     async def _record_failure(self, claim: Claim, error: Exception) -> None:
@@ -576,6 +604,19 @@ class Worker:
             f"<Worker {self._state} running={len(self._slots)}/{self.concurrency} "
             f"store={getattr(self.store, 'label', self.store)!r}>"
         )
+
+
+def _fields(claim: Claim) -> dict[str, object]:
+    """A job's line's fields, for handlers that format records as data."""
+    return {"job_id": claim.job_id, "function": claim.function, "epoch": claim.epoch}
+
+
+def _info(claim: Claim, message: str, *args: object) -> None:
+    """One INFO line about a job: the first ``%s`` of ``message`` names it as
+    ``job ID (FUNCTION, epoch N)``, the others are ``args``."""
+    if _log.isEnabledFor(logging.INFO):
+        about = f"job {claim.job_id} ({claim.function}, epoch {claim.epoch})"
+        _log.info(message, about, *args, extra=_fields(claim))
 
 
 def _utc(t: float) -> str:

@@ -43,6 +43,10 @@ class Backend(Protocol):
         """Give the job to another owner under a newer epoch."""
         ...
 
+    def set_times(self, job_id: str, created: float, updated: float) -> None:
+        """Set the job's created and updated times (seconds since the epoch)."""
+        ...
+
     def logged_jobs(self) -> list[str]:
         """The ids of the jobs with entries in the database, sorted."""
         ...
@@ -77,6 +81,14 @@ class SQLiteBackend:
         self._sql(
             "UPDATE jobs SET lease_owner = ?, epoch = epoch + 1 WHERE id = ?",
             owner,
+            job_id,
+        )
+
+    def set_times(self, job_id: str, created: float, updated: float) -> None:
+        self._sql(
+            "UPDATE jobs SET created = ?, updated = ? WHERE id = ?",
+            created,
+            updated,
             job_id,
         )
 
@@ -119,6 +131,15 @@ class PostgresBackend:
             f'UPDATE "{self.schema}".jobs SET lease_owner = %s, '
             "epoch = epoch + 1 WHERE id = %s",
             owner,
+            job_id,
+        )
+
+    def set_times(self, job_id: str, created: float, updated: float) -> None:
+        sql(
+            f'UPDATE "{self.schema}".jobs SET created = to_timestamp(%s), '
+            "updated = to_timestamp(%s) WHERE id = %s",
+            created,
+            updated,
             job_id,
         )
 

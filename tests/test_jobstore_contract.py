@@ -130,7 +130,8 @@ async def test_submit_with_other_arguments_under_the_same_id_is_refused(
     await store.submit(checkout.options(job_id="order-42"), 42)
     message = (
         "job order-42 was already submitted as checkout(order=42), not "
-        "checkout(order=43); a job id names one call: submit the same arguments to "
+        "checkout(order=43): argument 'order' differs (recorded 42, requested 43); "
+        "a job id names one call: submit the same arguments to "
         "get the same job, or submit under another id (fn.options(job_id=...))"
     )
     with pytest.raises(duron.DuplicateJobError, match=f"^{re.escape(message)}$"):

@@ -36,7 +36,7 @@ from postgres_cluster import (  # noqa: E402
 from postgres_support import new_schema  # noqa: E402
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
 pytestmark = [requires_postgres_server, pytest.mark.both_hosts]
 
@@ -188,7 +188,10 @@ def test_two_workers_ride_out_restarts_and_a_stop_and_no_job_fails(
         assert "ERROR" not in text, text
     # The stop outlasted the workers' connect timeout (2 s): the jobs that had
     # to write meanwhile were stopped at a safe point, unfailed, and resumed.
-    stopped = sum(log.read_text().count(" stopped at a safe point (") for log in logs)
+    stopped = sum(
+        len(re.findall(r" stopped job \S+ \(.+?\) at a safe point \(", log.read_text()))
+        for log in logs
+    )
     assert stopped >= 1
     print(f"{elapsed:.1f} s, {stopped} runs stopped, {reruns} effects ran again")
     assert elapsed < 60
@@ -350,10 +353,12 @@ async def test_a_worker_started_while_the_server_is_down_waits_for_it_quietly(
     claims = 0
     claim = store.claim
 
-    async def counting(limit: int) -> list[duron.Claim]:
+    async def counting(
+        limit: int, *, functions: Iterable[str] | None = None
+    ) -> list[duron.Claim]:
         nonlocal claims
         claims += 1
-        return await claim(limit)
+        return await claim(limit, functions=functions)
 
     store.claim = counting  # type: ignore[method-assign]
     async with duron.Worker(store, [noop], poll_interval=0.02) as w:

@@ -24,7 +24,7 @@ import duron
 from duron.contrib.storage import SQLiteStore
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Iterable
 
     from store_backends import Backend, Store
 
@@ -212,9 +212,38 @@ async def test_a_job_error_is_recorded_and_re_raised(store: Store) -> None:
 
 
 @pytest.mark.anyio
-async def test_a_job_of_an_unknown_function_fails_with_a_clear_error(
+async def test_a_job_of_a_function_the_worker_lacks_waits_for_a_worker_with_it(
     store: Store,
 ) -> None:
+    await store.submit(unknown.options(job_id="u"))
+    await store.submit(steps.options(job_id="s"), 1)
+    async with worker(store, steps, broken) as w:
+        assert await store.result("s") == [0]
+        await anyio.sleep(0.3)  # six polls: none claims "u"
+        assert w.running == []
+    info = await store.get("u")
+    assert (info.status, info.epoch, info.error) == ("pending", 0, None)
+    # Deploy a worker that has the function: it runs the job.
+    async with worker(store, unknown):
+        assert await store.result("u") == 1
+
+
+class IgnoresFunctions(SQLiteStore):
+    """A store whose claims break the protocol: any function, whatever asked."""
+
+    async def claim(
+        self, limit: int, *, functions: Iterable[str] | None = None
+    ) -> list[duron.Claim]:
+        return await super().claim(limit)
+
+
+@pytest.mark.anyio
+async def test_a_job_a_store_hands_over_for_a_function_the_worker_lacks_fails(
+    tmp_path: Path,
+) -> None:
+    # Running it is impossible and the protocol has no way to hand it back:
+    # failing it, with a clear error, beats claiming it again in a loop.
+    store = IgnoresFunctions(tmp_path / "jobs.db", lease=5)
     await store.submit(unknown.options(job_id="u"))
     await store.submit(steps.options(job_id="s"), 1)
     message = (
@@ -237,6 +266,7 @@ async def test_a_job_of_an_unknown_function_fails_with_a_clear_error(
     await store.requeue("u")
     async with worker(store, unknown):
         assert await store.result("u") == 1
+    await store.close()
 
 
 @pytest.mark.anyio
@@ -395,7 +425,7 @@ class ClaimsItsOwnJobs(SQLiteStore):
     (as the SQLite store did): the worker still runs the job it gets back."""
 
     async def _claim_rows(
-        self, limit: int, mine: list[str]
+        self, limit: int, mine: list[str], functions: tuple[str, ...] | None
     ) -> list[tuple[str, str, int, Any, Any]]:
         def expired(conn: sqlite3.Connection) -> set[str]:
             rows = conn.execute(
@@ -404,7 +434,9 @@ class ClaimsItsOwnJobs(SQLiteStore):
             return {job_id for (job_id,) in rows}
 
         gone = await self._engine.call(expired, op="test", write=False)
-        return await super()._claim_rows(limit, [j for j in mine if j not in gone])
+        return await super()._claim_rows(
+            limit, [j for j in mine if j not in gone], functions
+        )
 
 
 @duron.effect

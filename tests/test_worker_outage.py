@@ -190,10 +190,12 @@ class Flaky(SQLiteStore):
             kind="store", store="flaky", operation=op, detail="down for the test"
         )
 
-    async def claim(self, limit: int) -> list[duron.Claim]:
+    async def claim(
+        self, limit: int, *, functions: Iterable[str] | None = None
+    ) -> list[duron.Claim]:
         if self.down:
             raise self._unavailable("claim")
-        return await super().claim(limit)
+        return await super().claim(limit, functions=functions)
 
     async def heartbeat(self, job_ids: Iterable[str]) -> duron.Heartbeat:
         if self.down:

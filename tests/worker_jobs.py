@@ -18,6 +18,8 @@ import anyio
 import duron
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from duron.contrib.storage import PostgresStore, SQLiteStore
 
 LEASE = 1.0
@@ -58,8 +60,10 @@ def track_epochs(store: SQLiteStore | PostgresStore) -> None:
     """Note in ``EPOCHS`` the epoch of every job the store claims."""
     claim = store.claim
 
-    async def claiming(limit: int) -> list[duron.Claim]:
-        claims = await claim(limit)
+    async def claiming(
+        limit: int, *, functions: Iterable[str] | None = None
+    ) -> list[duron.Claim]:
+        claims = await claim(limit, functions=functions)
         for c in claims:
             EPOCHS[c.job_id] = c.epoch
         return claims

@@ -1,5 +1,6 @@
-"""``duron jobs``: list, show, cancel, resume, fork and prune the jobs of a store
-(and send input to them, complete their futures, tail their output: ``jobs_io``).
+"""``duron jobs``: list, count, show, cancel, resume, fork and prune the jobs of a
+store (and send input to them, complete their futures, tail their output:
+``jobs_io``).
 
 The store is named by a URL:
 
@@ -13,25 +14,31 @@ The CLI never creates a store: a URL naming a missing file is an error.
 
 from __future__ import annotations
 
-import argparse
 import functools
-import re
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import orjson
 
+from duron._cli._job_list import (
+    add_filters,
+    duration,
+    filters,
+    show_time,
+    waiting_hints,
+)
 from duron._cli.jobs_io import register_io
 from duron._errors import DuronError, UsageError
-from duron._jobstore import STATUSES
 from duron._log import decode_entry
 from duron._redact import redact
 
 if TYPE_CHECKING:
-    from duron._jobstore import JobInfo, JobStore
+    import argparse
+
+    from duron._job_query import JobList
+    from duron._jobstore import JobInfo, JobStatus, JobStore
     from duron._limits import LogSize
 
 __all__ = ["open_store", "register"]
@@ -82,22 +89,27 @@ def open_store(url: str) -> JobStore:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "jobs",
-        help="list, show, cancel, resume, fork and prune the jobs of a store",
+        help="list, count, show, cancel, resume, fork and prune the jobs of a store",
         description="Manage the jobs of a job store. URL names the store: "
         "sqlite:///relative/path.db, sqlite:////absolute/path.db or "
         "postgresql://user:password@host:5432/dbname[?schema=NAME].",
     )
     sub = parser.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
 
-    p = sub.add_parser("list", help="list jobs, oldest first")
-    p.add_argument("url", help=_URL_HELP)
-    p.add_argument(
-        "--status",
-        action="append",
-        choices=STATUSES,
-        help="only jobs with this status (repeat for several)",
+    p = sub.add_parser(
+        "list",
+        help="list jobs, oldest first, and why the waiting ones wait",
+        description="List jobs, oldest first (--newest: newest first). The hints "
+        "(why a job waits, where the next page starts) go to stderr.",
     )
-    p.add_argument("--limit", type=int, help="at most this many jobs")
+    p.add_argument("url", help=_URL_HELP)
+    add_filters(p)
+    p.add_argument("--newest", action="store_true", help="newest first")
+    p.add_argument("--limit", type=int, help="at most this many jobs (a page)")
+    p.add_argument(
+        "--cursor",
+        help="the page after the one that printed this cursor (same filters and order)",
+    )
     p.add_argument(
         "--sizes",
         action="store_true",
@@ -106,6 +118,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=_list)
+
+    p = sub.add_parser("count", help="count jobs per status")
+    p.add_argument("url", help=_URL_HELP)
+    add_filters(p)
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.set_defaults(func=_count)
 
     p = sub.add_parser("show", help="show one job (and with --log, its log)")
     p.add_argument("url", help=_URL_HELP)
@@ -157,7 +175,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--older-than",
         required=True,
-        type=_duration,
+        type=duration,
         help="unchanged for this long: 30d, 12h, 15m, 45s",
     )
     p.add_argument(
@@ -203,12 +221,6 @@ def _command(
     return run
 
 
-def _when(moment: datetime | None) -> str:
-    if moment is None:
-        return "-"
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _as_json(info: JobInfo) -> dict[str, Any]:
     return {
         "id": info.id,
@@ -217,27 +229,14 @@ def _as_json(info: JobInfo) -> dict[str, Any]:
         "args": info.args,
         "result": info.result,
         "error": info.error.to_json() if info.error is not None else None,
-        "created": _when(info.created),
-        "updated": _when(info.updated),
+        "created": show_time(info.created),
+        "updated": show_time(info.updated),
         "lease_owner": info.lease_owner,
-        "lease_expires": _when(info.lease_expires) if info.lease_expires else None,
+        "lease_expires": show_time(info.lease_expires) if info.lease_expires else None,
         "epoch": info.epoch,
         "cancel_requested": info.cancel_requested,
         "forked_from": info.forked_from,
     }
-
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def _duration(text: str) -> timedelta:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
-    if match is None:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration: write 30d, 12h, 15m, 45s or seconds"
-        )
-    number, unit = match.groups()
-    return timedelta(seconds=float(number) * _UNITS[unit or "s"])
 
 
 # -- actions ----------------------------------------------------------------------------
@@ -245,28 +244,51 @@ def _duration(text: str) -> timedelta:
 
 @_command
 def _list(args: argparse.Namespace) -> int:
-    async def run(store: JobStore) -> tuple[list[JobInfo], dict[str, LogSize] | None]:
-        jobs = await store.list_jobs(args.status, limit=args.limit)
+    async def run(
+        store: JobStore,
+    ) -> tuple[JobList, dict[str, str], dict[str, LogSize] | None]:
+        jobs = await store.list_jobs(
+            **filters(args),
+            newest_first=args.newest,
+            limit=args.limit,
+            cursor=args.cursor,
+        )
+        hints = await waiting_hints(store, jobs)
         log_sizes = getattr(store, "log_sizes", None)
         if not args.sizes or log_sizes is None:
-            return jobs, None
+            return jobs, hints, None
         sizes: dict[str, LogSize] = await log_sizes([j.id for j in jobs])
-        return jobs, sizes
+        return jobs, hints, sizes
 
-    jobs, sizes = _run(args.url, run)
+    jobs, hints, sizes = _run(args.url, run)
     if args.json:
         for info in jobs:
             data = _as_json(info)
+            data["waiting"] = hints.get(info.id)
             if sizes is not None:
                 size = sizes.get(info.id)
                 data["entries"] = size.entries if size is not None else 0
                 data["bytes"] = size.bytes if size is not None else 0
             print(orjson.dumps(data).decode())
-        return 0
+    else:
+        _print_table(jobs, sizes)
+        # One line per reason (jobs of one function wait for the same one).
+        waiting: dict[str, list[str]] = {}
+        for job_id, hint in hints.items():
+            waiting.setdefault(hint, []).append(job_id)
+        for hint, ids in waiting.items():
+            more = f" and {len(ids) - 3} more" if len(ids) > 3 else ""
+            print(f"waiting: {', '.join(ids[:3])}{more}: {hint}", file=sys.stderr)
+    if jobs.next_cursor is not None:
+        print(f"next page: --cursor {jobs.next_cursor}", file=sys.stderr)
+    return 0
+
+
+def _print_table(jobs: list[JobInfo], sizes: dict[str, LogSize] | None) -> None:
     head: tuple[str, ...] = ("ID", "STATUS", "UPDATED")
     rows = [(*head, "ENTRIES", "BYTES") if sizes is not None else head]
     for j in jobs:
-        row: tuple[str, ...] = (j.id, j.status, _when(j.updated))
+        row: tuple[str, ...] = (j.id, j.status, show_time(j.updated))
         if sizes is not None:
             size = sizes.get(j.id)
             row += (str(size.entries), f"{size.bytes:,}") if size else ("0", "0")
@@ -279,19 +301,38 @@ def _list(args: argparse.Namespace) -> int:
             for i, (c, w) in enumerate(zip(r, widths, strict=True))
         ]
         print("  ".join([*cells, call]))
+
+
+@_command
+def _count(args: argparse.Namespace) -> int:
+    async def run(store: JobStore) -> dict[JobStatus, int]:
+        return await store.count_jobs(**filters(args))
+
+    per_status = _run(args.url, run)
+    rows: list[tuple[str, int]] = [*per_status.items()]
+    rows.append(("total", sum(per_status.values())))
+    if args.json:
+        print(orjson.dumps(dict(rows)).decode())
+        return 0
+    width = max(len(k) for k, _ in rows)
+    for status, n in rows:
+        print(f"{status:<{width}}  {n}")
     return 0
 
 
 @_command
 def _show(args: argparse.Namespace) -> int:
-    async def run(store: JobStore) -> tuple[JobInfo, list[tuple[int, bytes]]]:
+    async def run(
+        store: JobStore,
+    ) -> tuple[JobInfo, list[tuple[int, bytes]], str | None]:
         info = await store.get(args.job_id)
         entries = [e async for e in store.read_log(args.job_id)]
-        return info, entries
+        return info, entries, (await waiting_hints(store, [info])).get(info.id)
 
-    info, entries = _run(args.url, run)
+    info, entries, waiting = _run(args.url, run)
     if args.json:
         data = _as_json(info)
+        data["waiting"] = waiting
         data["entries"] = len(entries)
         data["bytes"] = sum(len(raw) for _, raw in entries)
         if args.log:
@@ -305,14 +346,16 @@ def _show(args: argparse.Namespace) -> int:
         ("job", info.id),
         ("call", info.describe_call()),
         ("status", info.status),
-        ("created", _when(info.created)),
-        ("updated", _when(info.updated)),
+        ("created", show_time(info.created)),
+        ("updated", show_time(info.updated)),
     ]
     if info.lease_owner is not None:
-        until = _when(info.lease_expires) if info.lease_expires else "?"
+        until = show_time(info.lease_expires) if info.lease_expires else "?"
         lines.append(
             ("lease", f"{info.lease_owner} until {until} (epoch {info.epoch})")
         )
+    if waiting is not None:
+        lines.append(("waiting", waiting))
     if info.cancel_requested:
         lines.append(("cancel", "requested"))
     if info.forked_from is not None:

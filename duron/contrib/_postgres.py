@@ -29,12 +29,12 @@ from duron._jobstore import (
     TERMINAL,
     check_job_id,
     check_requeue,
-    check_resubmit,
     is_entry_type,
 )
 from duron._limits import DEFAULT_LIMITS, LogLimits, checked_limits
 from duron._outage import Outage
 from duron._redact import redact
+from duron.contrib._job_search import PostgresDialect
 from duron.contrib._postgres_engine import Engine
 from duron.contrib._postgres_inbox import PostgresInbox
 from duron.contrib._postgres_log import PostgresLog
@@ -199,6 +199,7 @@ class PostgresStore(PostgresInbox, SQLStore):
                 outage=Outage(f"PostgreSQL store {self.label}"),
             )
         )
+        self._dialect = PostgresDialect(self._schema.q)
 
     async def migrate(self) -> list[int]:
         """Create Duron's schema and tables, or upgrade them to this Duron's version.
@@ -249,10 +250,12 @@ class PostgresStore(PostgresInbox, SQLStore):
 
     # -- the statements ---------------------------------------------------------------
 
-    async def _add(self, job_id: str, entry: JobStarted, raw: str, args: str) -> None:
+    async def _add(
+        self, job_id: str, entry: JobStarted, raw: str, args: str
+    ) -> tuple[bool, str | None]:
         q = self._q
 
-        async def run(conn: AsyncConnection[Any]) -> None:
+        async def run(conn: AsyncConnection[Any]) -> tuple[bool, str | None]:
             cur = await conn.execute(
                 f"WITH j AS (INSERT INTO {q}.jobs (id, function, args, status) "
                 "VALUES (%s, %s, %s, 'pending') ON CONFLICT (id) DO NOTHING "
@@ -262,15 +265,17 @@ class PostgresStore(PostgresInbox, SQLStore):
                 prepare=True,
             )
             if await cur.fetchone() is not None:
-                return
+                return True, None
             cur = await conn.execute(
                 f"SELECT entry FROM {q}.entries WHERE job_id = %s AND seq = 0",
                 (job_id,),
             )
             first = await cur.fetchone()
-            check_resubmit(job_id, entry, first[0] if first else None)
+            return False, first[0] if first else None
 
-        await self._engine.call(run, op="submit", signal=WORK, job=job_id, retry=True)
+        return await self._engine.call(
+            run, op="submit", signal=WORK, job=job_id, retry=True
+        )
 
     async def _job_row(self, job_id: str) -> _Row | None:
         q = self._q
@@ -285,24 +290,12 @@ class PostgresStore(PostgresInbox, SQLStore):
 
         return await self._engine.call(run, op="get", job=job_id, retry=True)
 
-    async def _job_rows(
-        self, wanted: list[str] | None, limit: int | None
-    ) -> list[_Row]:
-        where = ""
-        params: list[Any] = []
-        if wanted is not None:
-            where = "WHERE status = ANY(%s)"
-            params.append(wanted)
-        sql = f"SELECT {JOB_COLUMNS} FROM {self._q}.jobs {where} ORDER BY created, id"
-        if limit is not None:
-            sql += " LIMIT %s"
-            params.append(limit)
-
+    async def _query(self, sql: str, params: list[Any], op: str) -> list[_Row]:
         async def run(conn: AsyncConnection[Any]) -> list[_Row]:
             cur = await conn.execute(sql, params)
             return await cur.fetchall()
 
-        return await self._engine.call(run, op="list", retry=True)
+        return await self._engine.call(run, op=op, retry=True)
 
     async def _cancel(self, job_id: str) -> bool:
         q = self._q
@@ -469,13 +462,17 @@ class PostgresStore(PostgresInbox, SQLStore):
         return await self._engine.call(run, op="read", job=job_id, retry=True)
 
     async def _claim_rows(
-        self, limit: int, mine: list[str]
+        self, limit: int, mine: list[str], functions: tuple[str, ...] | None
     ) -> list[tuple[str, str, int, Any, Any]]:
         # Rows another worker is claiming, or another writer is appending to, are
         # skipped, not waited for. A lease of this store object that it no longer
         # holds (its release failed while the server was away) is taken back.
         q = self._q
         owner, lease = self.owner, self.lease
+        of_functions, params = "", [owner, mine]
+        if functions is not None:  # its own statement: the index by function
+            of_functions = "AND function = ANY(%s) "
+            params.append(list(functions))
 
         async def run(
             conn: AsyncConnection[Any],
@@ -486,13 +483,13 @@ class PostgresStore(PostgresInbox, SQLStore):
                 "AND wake_at <= now())) AND function IS NOT NULL "
                 "AND (lease_expires IS NULL OR lease_expires < now() "
                 "OR lease_owner = %s) AND NOT id = ANY(%s) "
-                "ORDER BY created, id LIMIT %s FOR UPDATE SKIP LOCKED) "
+                f"{of_functions}ORDER BY created, id LIMIT %s FOR UPDATE SKIP LOCKED) "
                 f"UPDATE {q}.jobs AS j SET status = 'running', lease_owner = %s, "
                 "lease_expires = now() + make_interval(secs => %s), "
                 "epoch = j.epoch + 1, updated = now(), wake_at = NULL "
                 "FROM c WHERE j.id = c.id "
                 "RETURNING j.id, j.function, j.epoch, j.cancel_requested, j.created",
-                (owner, mine, limit, owner, lease),
+                (*params, limit, owner, lease),
                 prepare=True,
             )
             return await cur.fetchall()

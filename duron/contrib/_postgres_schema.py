@@ -87,6 +87,20 @@ CREATE INDEX jobs_waking ON {s}.jobs (wake_at) WHERE status = 'suspended';
 }
 
 
+# Indexes change no table: a schema of this version works with or without them
+# (only slower), so they are not a migration of their own but made by every
+# migrate() that finds one missing (a schema migrated before they existed). For
+# the job list (by creation time, of a function or a status) and for claims of a
+# worker's own functions.
+_INDEXES = {
+    "jobs_created": "jobs (created, id)",
+    "jobs_function": "jobs (function, created, id)",
+    "jobs_status_created": "jobs (status, created, id)",
+    "jobs_runnable_function": "jobs (function, created, id) "
+    "WHERE status IN ('pending', 'running')",
+}
+
+
 @dataclass(frozen=True)
 class Schema:
     """Where a store's tables live: a PostgreSQL schema (namespace) of their own."""
@@ -174,4 +188,6 @@ async def migrate(conn: AsyncConnection[Any], label: str, schema: Schema) -> lis
                 f"INSERT INTO {schema.q}.schema_version (version) VALUES (%s)", (v,)
             )
             applied.append(v)
+        for name, on in _INDEXES.items():
+            await conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {schema.q}.{on}")
     return applied

@@ -30,12 +30,12 @@ from duron._jobstore import (
     TERMINAL,
     check_job_id,
     check_requeue,
-    check_resubmit,
     is_entry_type,
     timestamp,
 )
 from duron._limits import DEFAULT_LIMITS, LogLimits, checked_limits
 from duron._outage import Outage
+from duron.contrib._job_search import SQLiteDialect
 from duron.contrib._sqlite_engine import Engine
 from duron.contrib._sqlite_log import SQLiteLog
 from duron.contrib._sqlstore import (
@@ -132,6 +132,7 @@ class SQLiteStore(SQLStore):
                 outage=Outage(f"SQLite store {self.label}"),
             )
         )
+        self._dialect = SQLiteDialect()
 
     def log(self, job_id: str) -> SQLiteLog:
         """The log of one job, as a :class:`~duron.LogStorage`.
@@ -158,14 +159,15 @@ class SQLiteStore(SQLStore):
     def _when(value: Any) -> datetime | None:
         return timestamp(value)
 
-    async def _add(self, job_id: str, entry: JobStarted, raw: str, args: str) -> None:
-        def run(conn: sqlite3.Connection) -> None:
+    async def _add(
+        self, job_id: str, entry: JobStarted, raw: str, args: str
+    ) -> tuple[bool, str | None]:
+        def run(conn: sqlite3.Connection) -> tuple[bool, str | None]:
             if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone():
                 first = conn.execute(
                     "SELECT entry FROM entries WHERE job_id = ? AND seq = 0", (job_id,)
                 ).fetchone()
-                check_resubmit(job_id, entry, first[0] if first else None)
-                return
+                return False, first[0] if first else None
             now = time.time()
             conn.execute(
                 "INSERT INTO jobs (id, function, args, status, created, updated) "
@@ -176,8 +178,9 @@ class SQLiteStore(SQLStore):
                 "INSERT INTO entries (job_id, seq, entry) VALUES (?, 0, ?)",
                 (job_id, raw),
             )
+            return True, None
 
-        await self._engine.call(run, op="submit", signal=WORK, job=job_id)
+        return await self._engine.call(run, op="submit", signal=WORK, job=job_id)
 
     async def _job_row(self, job_id: str) -> _Row | None:
         def run(conn: sqlite3.Connection) -> _Row | None:
@@ -187,23 +190,11 @@ class SQLiteStore(SQLStore):
 
         return await self._engine.call(run, op="get", write=False, job=job_id)
 
-    async def _job_rows(
-        self, wanted: list[str] | None, limit: int | None
-    ) -> list[_Row]:
-        where = ""
-        params: list[Any] = []
-        if wanted is not None:
-            where = f"WHERE status IN ({', '.join('?' * len(wanted))})"
-            params.extend(wanted)
-        sql = f"SELECT {JOB_COLUMNS} FROM jobs {where} ORDER BY created, id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-
+    async def _query(self, sql: str, params: list[Any], op: str) -> list[_Row]:
         def run(conn: sqlite3.Connection) -> list[_Row]:
             return conn.execute(sql, params).fetchall()
 
-        return await self._engine.call(run, op="list", write=False)
+        return await self._engine.call(run, op=op, write=False)
 
     async def _cancel(self, job_id: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
@@ -338,7 +329,7 @@ class SQLiteStore(SQLStore):
         return await self._engine.call(run, op="read", write=False, job=job_id)
 
     async def _claim_rows(
-        self, limit: int, mine: list[str]
+        self, limit: int, mine: list[str], functions: tuple[str, ...] | None
     ) -> list[tuple[str, str, int, Any, Any]]:
         # A lease of this store object that it no longer holds (its release
         # failed while the database was unavailable) is taken back at once.
@@ -349,12 +340,18 @@ class SQLiteStore(SQLStore):
             "OR lease_owner = :owner) "
             "AND id NOT IN (SELECT value FROM json_each(:mine))"
         )
+        # One parameter per name: with a list (not json_each) the planner takes
+        # the index of runnable jobs by function, and jobs of other functions
+        # waiting for their workers cost a claim nothing.
+        fns = {f"f{i}": name for i, name in enumerate(functions or ())}
+        if functions is not None:
+            runnable += f" AND function IN ({', '.join(':' + k for k in fns)})"
         held = orjson.dumps(mine).decode()
 
         def any_runnable(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
                 f"SELECT 1 FROM jobs WHERE {runnable} LIMIT 1",
-                {"now": time.time(), "mine": held, "owner": self.owner},
+                {"now": time.time(), "mine": held, "owner": self.owner, **fns},
             ).fetchone()
             return row is not None
 
@@ -377,6 +374,7 @@ class SQLiteStore(SQLStore):
                     "now": now,
                     "limit": limit,
                     "mine": held,
+                    **fns,
                 },
             ).fetchall()
 

@@ -85,6 +85,19 @@ CREATE TABLE IF NOT EXISTS entries (
 ) STRICT, WITHOUT ROWID;
 """
 
+# Indexes change no table: a store of this schema version works with or without
+# them (only slower), so a store made before they existed gets them when an
+# application opens it (SQLiteStore(path), not the CLI), with no version change.
+# For the job list (by creation time, of a function or a status) and for claims
+# of a worker's own functions.
+_INDEXES = {
+    "jobs_created": "jobs (created, id)",
+    "jobs_function": "jobs (function, created, id)",
+    "jobs_status_created": "jobs (status, created, id)",
+    "jobs_runnable_function": "jobs (function, created) "
+    "WHERE status IN ('pending', 'running')",
+}
+
 # Each migration takes the schema from version N-1 to N (a new file gets them all).
 _MIGRATIONS: dict[int, str] = {
     2: """
@@ -125,6 +138,26 @@ _PASSING_MESSAGES = (
     "unable to open database file",
     "locking protocol",
 )
+
+
+def _ensure_indexes(conn: sqlite3.Connection) -> None:
+    """Create the indexes of :data:`_INDEXES` a store made before them lacks."""
+    marks = ", ".join("?" * len(_INDEXES))
+    (count,) = conn.execute(
+        f"SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN ({marks})",
+        list(_INDEXES),
+    ).fetchone()
+    if count == len(_INDEXES):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for name, on in _INDEXES.items():
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {on}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def is_passing(exc: sqlite3.Error) -> bool:
@@ -420,6 +453,8 @@ class Engine:
             elif version < SCHEMA_VERSION:
                 self._migrate(conn)
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            if self.create:
+                _ensure_indexes(conn)
         except sqlite3.Error as exc:
             raise self._error(exc, "open") from exc
 
@@ -459,6 +494,8 @@ class Engine:
                     if statement.strip():
                         conn.execute(statement)
                 _apply_migrations(conn, 1)
+                for name, on in _INDEXES.items():
+                    conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {on}")
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute("COMMIT")
         except BaseException:

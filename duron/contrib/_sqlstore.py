@@ -34,6 +34,7 @@ import orjson
 
 from duron._codec import decode_recorded
 from duron._errors import DuplicateJobError, JobCancelledError, JobNotFoundError
+from duron._job_query import function_names
 from duron._jobstore import (
     Claim,
     Heartbeat,
@@ -52,6 +53,8 @@ from duron._jobstore import (
 from duron._limits import LogLimits, LogSize
 from duron._log import JobFinished, OutputSent, decode_entry, encode_entry
 from duron._recorded_errors import error_info, rebuild
+from duron._resubmit import check_resubmit
+from duron.contrib._job_search import JOB_COLUMNS, JobSearch
 from duron.contrib._sqlinbox import StoreInbox
 from duron.contrib._wakeups import DONE, WORK, Watchers
 
@@ -87,10 +90,6 @@ READ_CHUNK = 1000
 OUTPUT_POLL = 0.01
 """Seconds between the first looks for more output of a job that runs elsewhere."""
 TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
-JOB_COLUMNS = (
-    "id, function, args, status, result, error, created, updated, lease_owner, "
-    "lease_expires, epoch, cancel_requested, forked_from, wake_at"
-)
 
 
 class StoreEngine(Protocol):
@@ -185,7 +184,7 @@ class LogAccess(Generic[_E]):
     q: str = ""  # the schema-qualified table prefix, where the store has one
 
 
-class SQLStore(StoreInbox, ABC):
+class SQLStore(JobSearch, StoreInbox, ABC):
     """The job store API over a SQL database (see the module docstring).
 
     Attributes:
@@ -254,9 +253,12 @@ class SQLStore(StoreInbox, ABC):
         """
         sub = submission(fn, args, kwargs, max_entry_size=self.limits.max_entry_size)
         raw = encode_entry(sub.entry).decode()
-        await self._add(
+        added, first = await self._add(
             sub.job_id, sub.entry, raw, orjson.dumps(sub.entry.args).decode()
         )
+        if not added:
+            # Decoding arguments runs user types: here, not on the store's thread.
+            check_resubmit(fn, sub.job_id, sub.entry, first)
         return sub.job_id
 
     async def get(self, job_id: str) -> JobInfo:
@@ -288,22 +290,6 @@ class SQLStore(StoreInbox, ABC):
             return {}
         rows = await self._log_sizes(wanted)
         return {str(job): LogSize(int(n), int(size)) for job, n, size in rows}
-
-    async def list_jobs(
-        self,
-        status: JobStatus | Iterable[JobStatus] | None = None,
-        *,
-        limit: int | None = None,
-    ) -> list[JobInfo]:
-        """Jobs, oldest first.
-
-        Args:
-            status: Only jobs with this status (or one of these).
-            limit: At most this many.
-        """
-        wanted = None if status is None else statuses(status, ended=False)
-        rows = await self._job_rows(wanted, None if limit is None else int(limit))
-        return [self._job_info(row) for row in rows]
 
     @overload
     async def result(
@@ -461,22 +447,35 @@ class SQLStore(StoreInbox, ABC):
 
     # -- what a worker uses ---------------------------------------------------------
 
-    async def claim(self, limit: int) -> list[Claim]:
+    async def claim(
+        self, limit: int, *, functions: Iterable[str] | None = None
+    ) -> list[Claim]:
         """Take the leases of up to ``limit`` runnable jobs, oldest first.
 
         Runnable: pending, or running under a lease that expired (its process
         died or stalled). Each claim bumps the job's epoch. The jobs this store
         object holds are skipped: a lease that ran out while this process stalled
         is renewed, or lost to another owner, never claimed twice.
+
+        Args:
+            limit: At most this many jobs.
+            functions: Only jobs of these durable functions (by name), the ones
+                the caller can run; jobs of any other function stay pending
+                for a caller that has it. ``None``: jobs of any function.
+
+        Raises:
+            UsageError: ``functions`` is a string, or holds something else than
+                names.
         """
-        if limit <= 0:
+        names = None if functions is None else function_names(functions)
+        if limit <= 0 or names == ():
             return []
         # Jobs whose log is open here are skipped too, even before their lease
         # is taken (held): a lease of this owner that nobody holds is claimable.
         engine = self._engine
         mine = set(engine.held) | self._attached
         since = time.monotonic()
-        rows = await self._claim_rows(limit, list(mine))
+        rows = await self._claim_rows(limit, list(mine), names)
         rows.sort(key=lambda r: (r[4], r[0]))
         claims = [Claim(r[0], r[1], r[2], bool(r[3])) for r in rows]
         engine.leases.renewed(since, [c.job_id for c in claims])
@@ -531,21 +530,16 @@ class SQLStore(StoreInbox, ABC):
         return value  # type: ignore[no-any-return]
 
     @abstractmethod
-    async def _add(self, job_id: str, entry: JobStarted, raw: str, args: str) -> None:
-        """Insert a pending job whose log is its job entry ``raw``, or check (with
-        :func:`~duron._jobstore.check_resubmit`) that the job under that id is
-        the same call."""
+    async def _add(
+        self, job_id: str, entry: JobStarted, raw: str, args: str
+    ) -> tuple[bool, str | None]:
+        """Insert a pending job whose log is its job entry ``raw``: ``(True,
+        None)``; or, when the id is taken, ``(False, its log's first entry)``
+        (``None`` for an empty log) for :func:`~duron._resubmit.check_resubmit`."""
 
     @abstractmethod
     async def _job_row(self, job_id: str) -> tuple[Any, ...] | None:
         """The job's :data:`JOB_COLUMNS`."""
-
-    @abstractmethod
-    async def _job_rows(
-        self, wanted: list[str] | None, limit: int | None
-    ) -> list[tuple[Any, ...]]:
-        """The :data:`JOB_COLUMNS` of the jobs of these statuses (all if ``None``),
-        ordered by ``created, id``."""
 
     @abstractmethod
     async def _cancel(self, job_id: str) -> bool:
@@ -579,10 +573,11 @@ class SQLStore(StoreInbox, ABC):
 
     @abstractmethod
     async def _claim_rows(
-        self, limit: int, mine: list[str]
+        self, limit: int, mine: list[str], functions: tuple[str, ...] | None
     ) -> list[tuple[str, str, int, Any, Any]]:
-        """Claim up to ``limit`` runnable jobs not in ``mine``, oldest first:
-        ``(id, function, epoch, cancel_requested, created)`` of each."""
+        """Claim up to ``limit`` runnable jobs not in ``mine``, of ``functions``
+        (any if ``None``), oldest first: ``(id, function, epoch,
+        cancel_requested, created)`` of each."""
 
     @abstractmethod
     async def _lease_rows(self, ids: list[str]) -> dict[str, tuple[str, int, Any]]:
