@@ -25,6 +25,7 @@ from __future__ import annotations
 import _thread
 import contextlib
 import datetime
+import gc
 import logging
 import os
 import random
@@ -121,6 +122,8 @@ def _refusal(arg: Any) -> tuple[str, str, str] | None:
 
 
 def _hook(frame: FrameType, event: str, arg: Any) -> None:
+    if _collecting:
+        return  # a garbage collection's callbacks (a test tool's timing) are not durable code
     if event == "c_call":
         found = _refusal(arg)
         at: FrameType | None = frame
@@ -194,6 +197,20 @@ class GuardedLoop(DurableLoop):
 
 
 _active = 0
+_collecting = False
+
+
+def _gc_began(phase: str, info: dict[str, int]) -> None:
+    """First of the collector's callbacks, in both its phases: the ones after
+    it run for the collection, not for durable code."""
+    global _collecting
+    _collecting = True
+
+
+def _gc_ended(phase: str, info: dict[str, int]) -> None:
+    """Last of them."""
+    global _collecting
+    _collecting = False
 
 
 def guard_active() -> bool:
@@ -210,8 +227,14 @@ def loop_class() -> type[DurableLoop]:
 def guarded() -> Iterator[None]:
     """Jobs whose run starts inside the block run under the guard (nestable)."""
     global _active
+    if not _active:
+        gc.callbacks.insert(0, _gc_began)
+        gc.callbacks.append(_gc_ended)
     _active += 1
     try:
         yield
     finally:
         _active -= 1
+        if not _active:
+            gc.callbacks.remove(_gc_began)
+            gc.callbacks.remove(_gc_ended)

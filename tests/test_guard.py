@@ -326,3 +326,35 @@ async def test_a_worker_runs_jobs_under_the_guard(tmp_path: Path) -> None:
         assert info.status == "failed"
         assert info.error is not None
         assert info.error.message == refused("time.time")
+
+
+timings: list[float] = []
+
+
+def timing_gc_callback(phase: str, info: dict[str, int]) -> None:
+    timings.append(time.perf_counter())  # what a test tool's gc hook does
+
+
+@duron.durable
+async def collects(ctx: duron.Context) -> str:
+    import gc
+
+    await asyncio.sleep(0.001)
+    gc.collect()  # a collection in the middle of durable code
+    return "ok"
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+async def test_a_garbage_collection_callback_is_not_durable_code() -> None:
+    import gc
+
+    timings.clear()
+    gc.callbacks.append(timing_gc_callback)
+    try:
+        with determinism_guard():
+            assert await run(collects) == "ok"
+    finally:
+        gc.callbacks.remove(timing_gc_callback)
+    # It ran in both phases of every collection, let through each time.
+    assert timings
+    assert len(timings) % 2 == 0
