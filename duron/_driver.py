@@ -198,6 +198,7 @@ class Driver:
         # outcome to write, no effect to launch, no durable code ready.
         self._quiet_since: float | None = None
         self._quiet: anyio.Event | None = None  # set when the driver goes quiet
+        self._taking_input = False  # its inbox feed is fetching or delivering
 
     # -- running ---------------------------------------------------------------------
 
@@ -537,6 +538,13 @@ class Driver:
             if self._quiet_since is not None:
                 self._tell_quiet()  # quiet, and now with nothing left to write
 
+    def taking_input(self, busy: bool) -> None:
+        """The inbox feed is fetching input (``True``), or has recorded all it
+        found (``False``): until then the job is not waiting on input."""
+        self._taking_input = busy
+        if not busy and self._quiet_since is not None:
+            self._tell_quiet()
+
     def _tell_quiet(self) -> None:
         """Wake :meth:`wait_quiet`: the driver may wait on durable things only."""
         quiet = self._quiet
@@ -724,6 +732,7 @@ class Driver:
             or self.loop.ready
             or self.engine.has_staged
             or self.engine.has_unflushed
+            or self._taking_input
         ):
             return None
         for op in self.engine.pending.values():

@@ -98,7 +98,9 @@ class InboxFeed:
         after = 0
         held: list[InboxItem] = []
         done: list[int] = []
+        driver = self._driver
         while True:
+            driver.taking_input(True)
             mark = source.inbox_mark()
             try:
                 items = await source.inbox_fetch(after, done)
@@ -135,6 +137,8 @@ class InboxFeed:
                 done.append(event.seq)
             if items:
                 continue  # there may be more already
+            # All it found is recorded (or held for a future not made yet).
+            driver.taking_input(False)
             await source.inbox_wait(mark, _HELD_POLL if held else IDLE_POLL)
 
     def _outcome(self, item: InboxItem) -> Done | Emitted | Any | None:

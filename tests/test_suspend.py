@@ -222,3 +222,23 @@ async def test_suspend_after_is_checked(backend: Backend) -> None:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_job_woken_by_input_takes_it_before_it_can_be_suspended_again(
+    backend: Backend,
+) -> None:
+    # With suspend_after=0 a resumed job is "quiet" at once; it must not be
+    # suspended again before its inbox feed took the input that woke it.
+    runs.clear()
+    store = await backend.store()
+    async with worker(store, approval, suspend_after=0):
+        ids = [await store.submit(approval, n) for n in range(10, 15)]
+
+        async def all_suspended() -> bool:
+            return [(await store.get(i)).status for i in ids] == ["suspended"] * 5
+
+        await until(all_suspended)
+        for n, job_id in zip(range(10, 15), ids):
+            await store.complete_future(job_id, future_of(n), result="ok")
+        for n, job_id in zip(range(10, 15), ids):
+            assert await store.result(job_id, approval, timeout=10) == f"{n} ok"
