@@ -378,8 +378,10 @@ class Worker:
                 # ran out meanwhile, or it is stopping and could not give its
                 # lease back): the claim moved the epoch on, so the older run
                 # can no longer write. It stops; the new claim runs the job
-                # once it has.
-                _log.warning(
+                # once it has. A job suspended here and woken at once (input
+                # arrived as it was released) is claimed again as a matter of
+                # course.
+                (_log.debug if older.suspended else _log.warning)(
                     "duron worker: claimed job %s again while an older run of it "
                     "was still here; stopping the older run",
                     claim.job_id,
