@@ -46,6 +46,7 @@ from duron._job_query import FunctionActivity, JobList
 from duron._jobstore import Claim, Heartbeat, JobInfo, JobStatus, JobStore
 from duron._limits import LogLimits, LogSize
 from duron._options import CallOptions
+from duron._queues import Queue, RateLimit
 from duron._retry import Attempt, NonRetryableError, RetryPolicy, failed_attempts
 from duron._signal import Signal, SignalInterrupt, SignalWriter
 from duron._storage import LogStorage
@@ -101,6 +102,8 @@ __all__ = [
     "PayloadTooLargeError",
     "Provided",
     "PydanticCodec",
+    "Queue",
+    "RateLimit",
     "Reducer",
     "RetryPolicy",
     "SchemaError",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import secrets
 import time
@@ -187,6 +188,10 @@ class DurableFn(Generic[_P, _T]):
         *,
         job_id: str | None = None,
         deadline: datetime | timedelta | float | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        start_at: datetime | None = None,
+        delay: timedelta | float | None = None,
     ) -> DurableFn[_P, _T]:
         """This function carrying options for its calls (the ones given are set;
         ``None`` leaves an option as it is, so ``fn.options(a=1).options(b=2)``
@@ -210,16 +215,44 @@ class DurableFn(Generic[_P, _T]):
                 start (``job.start()``, ``store.submit()``). Recorded with the
                 job; a job whose deadline passed while nothing ran it is
                 cancelled as soon as it runs again.
+            queue: The queue ``store.submit()`` puts the job in (default
+                ``"default"``): workers serve a set of queues
+                (``Worker(queues=...)``), and a queue may have a concurrency
+                and a rate limit (``store.set_queue(duron.Queue(...))``).
+            priority: Within its queue, jobs of a higher priority start first
+                (default 0; between equal priorities, the oldest first).
+            start_at: No worker starts the job submitted with it before this
+                time (an aware datetime). Replaces a ``delay`` set before.
+            delay: No worker starts the job before this long (a timedelta, or
+                seconds) after ``store.submit()``. Replaces a ``start_at`` set
+                before.
 
         Returns:
             A copy of this function with these options.
 
         Raises:
-            UsageError: A bad value, naming the option.
+            UsageError: A bad value, naming the option, or both ``start_at``
+                and ``delay``.
         """
+        owner = f"{self.name}.options"
+        if start_at is not None and delay is not None:
+            raise UsageError(
+                f"{owner}() takes start_at or delay, not both: start_at is a "
+                "time, delay a duration from the submission"
+            )
         options = self._options.merged(
-            f"{self.name}.options", job_id=job_id, deadline=deadline
+            owner,
+            job_id=job_id,
+            deadline=deadline,
+            queue=queue,
+            priority=priority,
+            start_at=start_at,
+            delay=delay,
         )
+        if start_at is not None and options.delay is not None:
+            options = dataclasses.replace(options, delay=None)
+        if delay is not None and options.start_at is not None:
+            options = dataclasses.replace(options, start_at=None)
         if options is self._options:
             return self
         fn = copy.copy(self)

@@ -50,12 +50,19 @@ from duron._log import (
     OutputSent,
     decode_entry,
 )
-from duron._options import JOB_ID_RULE, CallOptions, is_job_id
+from duron._options import (
+    DEFAULT_QUEUE,
+    JOB_ID_RULE,
+    CallOptions,
+    duration_seconds,
+    is_job_id,
+)
 from duron._recorded_errors import rebuild
 
 if TYPE_CHECKING:
     from duron._durable import DurableFn
     from duron._job_query import FunctionActivity, JobList
+    from duron._queues import Queue
     from duron._storage import LogStorage
     from duron._store_streams import StoreReader, StoreWriter
 
@@ -66,6 +73,7 @@ __all__ = [
     "JobInfo",
     "JobStatus",
     "JobStore",
+    "Placement",
     "Submission",
     "end_outcome",
     "fork_prefix",
@@ -136,7 +144,10 @@ class JobInfo:
         cancel_requested: ``store.cancel()`` asked for cancellation, not yet done.
         forked_from: The job this one was forked from, if any.
         wake_at: When a suspended job's timer is due (``None``: it waits for
-            input alone, or it is not suspended).
+            input alone, or it is not suspended), or when a pending job
+            submitted with ``start_at`` / ``delay`` may start.
+        queue: The queue the job was submitted to.
+        priority: Its priority within the queue (higher starts first).
     """
 
     id: str
@@ -153,6 +164,8 @@ class JobInfo:
     cancel_requested: bool
     forked_from: str | None = None
     wake_at: datetime | None = None
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
 
     @property
     def finished(self) -> bool:
@@ -167,6 +180,8 @@ class JobInfo:
 
     def __str__(self) -> str:
         text = f"{self.id} {self.status} {self.describe_call()}"
+        if self.status == "pending" and self.wake_at is not None:
+            text += f" (starts at {self.wake_at.isoformat(timespec='seconds')})"
         if self.status == "running" and self.lease_owner is not None:
             text += f" (owner {self.lease_owner})"
         elif self.status == "suspended":
@@ -378,11 +393,24 @@ class JobStore(Protocol):
     # -- what a worker uses ----------------------------------------------------
 
     async def claim(
-        self, limit: int, *, functions: Iterable[str] | None = None
+        self,
+        limit: int,
+        *,
+        functions: Iterable[str] | None = None,
+        queues: Iterable[str] | None = None,
     ) -> list[Claim]:
-        """Take the leases of up to ``limit`` runnable jobs, oldest first, of
-        ``functions`` only (the durable functions the caller runs; ``None``:
-        any). Jobs of other functions stay pending."""
+        """Take the leases of up to ``limit`` runnable jobs (highest priority,
+        then oldest first, within each queue's limits), of ``functions`` only
+        (the durable functions the caller runs; ``None``: any) and of
+        ``queues`` only (``None``: any). Other jobs stay pending."""
+        ...
+
+    async def set_queue(self, queue: Queue) -> None:
+        """Set a queue's limits, for every worker of the store."""
+        ...
+
+    async def queues(self) -> list[Queue]:
+        """The queues whose limits were set."""
         ...
 
     async def heartbeat(self, job_ids: Iterable[str]) -> Heartbeat:
@@ -430,6 +458,33 @@ class Submission:
     job_id: str
     entry: JobStarted
     options: CallOptions
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a submitted job waits, and from when it may start.
+
+    Attributes:
+        queue: Its queue.
+        priority: Its priority within the queue.
+        start_at: No start before this time (seconds since the epoch), or
+        delay: no start before this many seconds after the store's now.
+    """
+
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    start_at: float | None = None
+    delay: float | None = None
+
+    @classmethod
+    def of(cls, options: CallOptions) -> Placement:
+        """The placement ``fn.options(queue=, priority=, start_at=, delay=)`` asks."""
+        return cls(
+            DEFAULT_QUEUE if options.queue is None else options.queue,
+            0 if options.priority is None else options.priority,
+            None if options.start_at is None else options.start_at.timestamp(),
+            None if options.delay is None else duration_seconds(options.delay),
+        )
 
 
 def submission(
@@ -573,6 +628,8 @@ def job_info_from_row(
         cancel,
         forked_from,
         wake_at,
+        queue,
+        priority,
     ) = row
     column = "args"
     try:
@@ -624,6 +681,8 @@ def job_info_from_row(
         cancel_requested=bool(cancel),
         forked_from=forked_from,
         wake_at=wake_at_time,
+        queue=queue,
+        priority=priority,
     )
 
 

@@ -27,17 +27,30 @@ from duron._errors import UsageError
 from duron._retry import RetryPolicy
 
 __all__ = [
+    "DEFAULT_QUEUE",
     "JOB_ID_RULE",
+    "QUEUE_NAME_RULE",
     "CallOptions",
     "EffectOptions",
     "Options",
     "deadline_at",
+    "duration_seconds",
     "is_job_id",
+    "is_queue_name",
 ]
 
 _O = TypeVar("_O", bound="Options")
 
 JOB_ID_RULE = "a non-empty string of at most 255 characters"
+QUEUE_NAME_RULE = (
+    "a non-empty string of at most 255 printable characters, without leading "
+    "or trailing spaces"
+)
+DEFAULT_QUEUE = "default"
+"""The queue of a job submitted without ``fn.options(queue=...)``."""
+PRIORITY_MIN = -(2**31)
+PRIORITY_MAX = 2**31 - 1
+PRIORITY_RULE = f"a whole number from {PRIORITY_MIN} to {PRIORITY_MAX}"
 
 
 def is_job_id(value: object) -> TypeGuard[str]:
@@ -58,6 +71,40 @@ def _seconds(value: object) -> bool:
         and math.isfinite(value)
         and value > 0
     )
+
+
+def is_queue_name(value: object) -> TypeGuard[str]:
+    """Whether ``value`` can name a queue (see :data:`QUEUE_NAME_RULE`)."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= 255
+        and value.isprintable()
+        and value == value.strip()
+    )
+
+
+def _priority(value: object) -> bool:
+    return type(value) is int and PRIORITY_MIN <= value <= PRIORITY_MAX
+
+
+def _aware(value: object) -> bool:
+    return isinstance(value, datetime) and value.utcoffset() is not None
+
+
+def _duration(value: object) -> bool:
+    if isinstance(value, timedelta):
+        return value >= timedelta(0)
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
+def duration_seconds(value: timedelta | float) -> float:
+    """A checked duration option in seconds."""
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 def _deadline(value: object) -> bool:
@@ -142,6 +189,14 @@ class CallOptions(Options):
         deadline: When the job is cancelled if it has not ended: an aware
             datetime, or a duration (a timedelta or seconds) from when the job
             is started or submitted. Recorded in the job's first entry.
+        queue: The queue ``store.submit()`` puts the job in (default
+            ``"default"``).
+        priority: Within its queue, jobs of a higher priority start first
+            (default 0; ties: the oldest first).
+        start_at: ``store.submit()``: no worker starts the job before this
+            time (an aware datetime).
+        delay: ``store.submit()``: no worker starts the job before this long
+            after its submission (a timedelta or seconds).
     """
 
     # One line per option: its name, its type and what checks its value (then a
@@ -150,6 +205,12 @@ class CallOptions(Options):
     deadline: datetime | timedelta | float | None = _option(  # noqa: RUF009 - inert
         _deadline,
         "a timezone-aware datetime, or a duration > 0 (a timedelta or seconds)",
+    )
+    queue: str | None = _option(is_queue_name, QUEUE_NAME_RULE)
+    priority: int | None = _option(_priority, PRIORITY_RULE)
+    start_at: datetime | None = _option(_aware, "a timezone-aware datetime")
+    delay: timedelta | float | None = _option(  # noqa: RUF009 - inert
+        _duration, "a duration >= 0 (a timedelta or seconds)"
     )
 
 

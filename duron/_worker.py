@@ -39,6 +39,7 @@ from duron._errors import (
 from duron._job import Job
 from duron._jobstore import Claim
 from duron._outage import Outage, backoff
+from duron._queues import Queue, check_queue_names
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -113,6 +114,13 @@ class Worker:
             it: stops it there and gives its slot back; the store runs it again
             when its timer is due or input arrives. ``None``: never. A timer due
             sooner than this is waited for in place.
+        queues: The queues this worker serves, by name or as
+            :class:`~duron.Queue` (``None``, the default: every queue). The
+            limits of a ``Queue`` given here are set in the store when the
+            worker starts (``store.set_queue()``), for every worker of the store.
+        schedules: Whether this worker starts the jobs of the store's schedules
+            of its functions when they are due (any number of workers may: each
+            tick starts one job).
     """
 
     def __init__(
@@ -124,6 +132,8 @@ class Worker:
         poll_interval: float = 0.5,
         heartbeat_interval: float | None = None,
         suspend_after: float | None = 5.0,
+        queues: Iterable[str | Queue] | None = None,
+        schedules: bool = True,
     ) -> None:
         from duron._durable import DurableFn
 
@@ -159,6 +169,12 @@ class Worker:
             else min(1.0, store.lease / 3)
         )
         self._names = tuple(sorted(fns))
+        self.queues: tuple[str, ...] | None = (
+            None if queues is None else check_queue_names(queues, "Worker(queues=...)")
+        )
+        """The queues this worker serves (``None``: every queue)."""
+        self._limits = [q for q in queues or () if isinstance(q, Queue)]
+        self.schedules = schedules
         self._slots: dict[str, _Slot] = {}
         self._tg: TaskGroup | None = None
         self._state = "new"
@@ -193,6 +209,8 @@ class Worker:
     async def __aenter__(self) -> Worker:
         if self._state != "new":
             raise UsageError("a Worker is started once; create a new one")
+        for queue in self._limits:
+            await self.store.set_queue(queue)
         self._state = "running"
         self._wake = anyio.Event()
         self._loop_scope = anyio.CancelScope()
@@ -287,6 +305,7 @@ class Worker:
         jobs = await self.store.list_jobs(["pending", "running", "suspended"])
         return any(
             info.function in self.functions
+            and (self.queues is None or info.queue in self.queues)
             and (info.status != "suspended" or info.wake_at is not None)
             for info in jobs
         )
@@ -368,7 +387,9 @@ class Worker:
         # Claimed jobs must get their slot (and so their release) even if the
         # worker is stopping meanwhile.
         with anyio.CancelScope(shield=True):
-            claims = await store.claim(free, functions=self._names)
+            claims = await store.claim(
+                free, functions=self._names, queues=self.queues
+            )
         for claim in claims:
             _info(claim, "duron worker: claimed %s")
             slot = _Slot(claim, cancel_wanted=claim.cancel_requested)

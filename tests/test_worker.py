@@ -232,7 +232,11 @@ class IgnoresFunctions(SQLiteStore):
     """A store whose claims break the protocol: any function, whatever asked."""
 
     async def claim(
-        self, limit: int, *, functions: Iterable[str] | None = None
+        self,
+        limit: int,
+        *,
+        functions: Iterable[str] | None = None,
+        queues: Iterable[str] | None = None,
     ) -> list[duron.Claim]:
         return await super().claim(limit)
 

@@ -191,11 +191,15 @@ class Flaky(SQLiteStore):
         )
 
     async def claim(
-        self, limit: int, *, functions: Iterable[str] | None = None
+        self,
+        limit: int,
+        *,
+        functions: Iterable[str] | None = None,
+        queues: Iterable[str] | None = None,
     ) -> list[duron.Claim]:
         if self.down:
             raise self._unavailable("claim")
-        return await super().claim(limit, functions=functions)
+        return await super().claim(limit, functions=functions, queues=queues)
 
     async def heartbeat(self, job_ids: Iterable[str]) -> duron.Heartbeat:
         if self.down:

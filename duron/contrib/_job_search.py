@@ -49,7 +49,7 @@ __all__ = [
 
 JOB_COLUMNS = (
     "id, function, args, status, result, error, created, updated, lease_owner, "
-    "lease_expires, epoch, cancel_requested, forked_from, wake_at"
+    "lease_expires, epoch, cancel_requested, forked_from, wake_at, queue, priority"
 )
 """The columns of a job row, in the order every read of one selects them."""
 

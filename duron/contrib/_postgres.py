@@ -30,6 +30,7 @@ from duron._jobstore import (
     check_job_id,
     check_requeue,
     is_entry_type,
+    timestamp,
 )
 from duron._limits import DEFAULT_LIMITS, LogLimits, checked_limits
 from duron._outage import Outage
@@ -38,6 +39,7 @@ from duron.contrib._job_search import PostgresDialect
 from duron.contrib._postgres_engine import Engine
 from duron.contrib._postgres_inbox import PostgresInbox
 from duron.contrib._postgres_log import PostgresLog
+from duron.contrib._postgres_queues import PostgresQueues
 from duron.contrib._postgres_schema import SCHEMA_VERSION, Schema, migrate
 from duron.contrib._sqlstore import (
     DEFAULT_LEASE,
@@ -57,6 +59,7 @@ from duron.contrib._wakeups import DONE, WORK
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
+    from duron._jobstore import Placement
     from duron._log import JobStarted
 
 __all__ = ["PostgresStore", "store_from_url"]
@@ -118,7 +121,7 @@ def store_from_url(url: str, **options: Any) -> PostgresStore:
     return PostgresStore(dsn, schema=schema[-1] if schema else "duron", **options)
 
 
-class PostgresStore(PostgresInbox, SQLStore):
+class PostgresStore(PostgresQueues, PostgresInbox, SQLStore):
     """Many jobs and their logs in PostgreSQL, shared by workers on many machines.
 
     Create one store object per database per process and share it: its connection
@@ -251,17 +254,30 @@ class PostgresStore(PostgresInbox, SQLStore):
     # -- the statements ---------------------------------------------------------------
 
     async def _add(
-        self, job_id: str, entry: JobStarted, raw: str, args: str
+        self, job_id: str, entry: JobStarted, raw: str, args: str, where: Placement
     ) -> tuple[bool, str | None]:
         q = self._q
+        start_at = None if where.start_at is None else timestamp(where.start_at)
 
         async def run(conn: AsyncConnection[Any]) -> tuple[bool, str | None]:
+            # A delay counts from the server's clock, like every lease.
             cur = await conn.execute(
-                f"WITH j AS (INSERT INTO {q}.jobs (id, function, args, status) "
-                "VALUES (%s, %s, %s, 'pending') ON CONFLICT (id) DO NOTHING "
+                f"WITH j AS (INSERT INTO {q}.jobs (id, function, args, status, "
+                "queue, priority, wake_at) VALUES (%s, %s, %s, 'pending', %s, %s, "
+                "COALESCE(%s::timestamptz, now() + make_interval(secs => %s))) "
+                "ON CONFLICT (id) DO NOTHING "
                 f"RETURNING id) INSERT INTO {q}.entries (job_id, seq, epoch, entry) "
                 "SELECT id, 0, 0, %s FROM j RETURNING job_id",
-                (job_id, entry.fn, args, raw),
+                (
+                    job_id,
+                    entry.fn,
+                    args,
+                    where.queue,
+                    where.priority,
+                    start_at,
+                    where.delay,
+                    raw,
+                ),
                 prepare=True,
             )
             if await cur.fetchone() is not None:
@@ -385,10 +401,12 @@ class PostgresStore(PostgresInbox, SQLStore):
                 first, prefix = fork_copy(
                     ((seq, text.encode()) for seq, text in rows), job_id, at
                 )
+                # The fork waits in the original's queue, at its priority.
                 cur = await conn.execute(
-                    f"INSERT INTO {q}.jobs (id, function, args, status, forked_from) "
-                    "VALUES (%s, %s, %s, 'pending', %s) ON CONFLICT (id) DO NOTHING "
-                    "RETURNING id",
+                    f"INSERT INTO {q}.jobs (id, function, args, status, forked_from, "
+                    "queue, priority) SELECT %s, %s, %s, 'pending', id, queue, "
+                    f"priority FROM {q}.jobs WHERE id = %s "
+                    "ON CONFLICT (id) DO NOTHING RETURNING id",
                     (new_id, first.fn, orjson.dumps(first.args).decode(), job_id),
                 )
                 if await cur.fetchone() is None:
@@ -460,41 +478,6 @@ class PostgresStore(PostgresInbox, SQLStore):
             return [(seq, text.encode()) for seq, text in await cur.fetchall()]
 
         return await self._engine.call(run, op="read", job=job_id, retry=True)
-
-    async def _claim_rows(
-        self, limit: int, mine: list[str], functions: tuple[str, ...] | None
-    ) -> list[tuple[str, str, int, Any, Any]]:
-        # Rows another worker is claiming, or another writer is appending to, are
-        # skipped, not waited for. A lease of this store object that it no longer
-        # holds (its release failed while the server was away) is taken back.
-        q = self._q
-        owner, lease = self.owner, self.lease
-        of_functions, params = "", [owner, mine]
-        if functions is not None:  # its own statement: the index by function
-            of_functions = "AND function = ANY(%s) "
-            params.append(list(functions))
-
-        async def run(
-            conn: AsyncConnection[Any],
-        ) -> list[tuple[str, str, int, Any, Any]]:
-            cur = await conn.execute(
-                f"WITH c AS (SELECT id FROM {q}.jobs "
-                "WHERE (status IN ('pending', 'running') OR (status = 'suspended' "
-                "AND wake_at <= now())) AND function IS NOT NULL "
-                "AND (lease_expires IS NULL OR lease_expires < now() "
-                "OR lease_owner = %s) AND NOT id = ANY(%s) "
-                f"{of_functions}ORDER BY created, id LIMIT %s FOR UPDATE SKIP LOCKED) "
-                f"UPDATE {q}.jobs AS j SET status = 'running', lease_owner = %s, "
-                "lease_expires = now() + make_interval(secs => %s), "
-                "epoch = j.epoch + 1, updated = now(), wake_at = NULL "
-                "FROM c WHERE j.id = c.id "
-                "RETURNING j.id, j.function, j.epoch, j.cancel_requested, j.created",
-                (*params, limit, owner, lease),
-                prepare=True,
-            )
-            return await cur.fetchall()
-
-        return await self._engine.call(run, op="claim")
 
     async def _lease_rows(self, ids: list[str]) -> dict[str, tuple[str, int, Any]]:
         q = self._q

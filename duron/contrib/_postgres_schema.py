@@ -26,7 +26,7 @@ __all__ = [
     "missing_schema",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 """The schema version this Duron writes; ``migrate()`` brings a database up to it."""
 
 # Each migration takes the schema from version N-1 to N; ``{s}`` is the quoted schema.
@@ -83,6 +83,44 @@ ALTER TABLE {s}.jobs DROP CONSTRAINT IF EXISTS jobs_status_check;
 ALTER TABLE {s}.jobs ADD CONSTRAINT jobs_status_check CHECK (status IN
     ('pending', 'running', 'suspended', 'completed', 'failed', 'cancelled'));
 CREATE INDEX jobs_waking ON {s}.jobs (wake_at) WHERE status = 'suspended';
+""",
+    # Version 4 is the parent job columns (kept apart: another change adds it).
+    4: "",
+    # Queues (a job's queue and priority, when it first started, a queue's
+    # limits) and schedules. A pending job with a wake_at starts at that time.
+    5: """
+ALTER TABLE {s}.jobs ADD COLUMN queue text NOT NULL DEFAULT 'default';
+ALTER TABLE {s}.jobs ADD COLUMN priority integer NOT NULL DEFAULT 0;
+ALTER TABLE {s}.jobs ADD COLUMN started timestamptz;
+CREATE INDEX jobs_queue_runnable ON {s}.jobs (queue, priority DESC, created, id)
+    WHERE status IN ('pending', 'running', 'suspended');
+CREATE INDEX jobs_queue_running ON {s}.jobs (queue) WHERE status = 'running';
+CREATE INDEX jobs_queue_started ON {s}.jobs (queue, started)
+    WHERE started IS NOT NULL;
+CREATE TABLE {s}.queues (
+    name text PRIMARY KEY,
+    concurrency integer,
+    rate_starts integer,
+    rate_per double precision,
+    updated timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE {s}.schedules (
+    name text PRIMARY KEY,
+    function text NOT NULL,
+    args text NOT NULL,
+    cron text NOT NULL,
+    timezone text NOT NULL,
+    missed text NOT NULL,
+    grace double precision NOT NULL,
+    queue text NOT NULL,
+    priority integer NOT NULL,
+    paused boolean NOT NULL DEFAULT false,
+    next_at timestamptz NOT NULL,
+    last_tick timestamptz,
+    created timestamptz NOT NULL DEFAULT now(),
+    updated timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX schedules_due ON {s}.schedules (next_at) WHERE NOT paused;
 """,
 }
 

@@ -38,6 +38,7 @@ from duron._outage import Outage
 from duron.contrib._job_search import SQLiteDialect
 from duron.contrib._sqlite_engine import Engine
 from duron.contrib._sqlite_log import SQLiteLog
+from duron.contrib._sqlite_queues import SQLiteQueues
 from duron.contrib._sqlstore import (
     DEFAULT_LEASE,
     JOB_COLUMNS,
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     import sqlite3
     from datetime import datetime
 
+    from duron._jobstore import Placement
     from duron._log import JobStarted
     from duron.contrib._file import Durability
     from duron.contrib._sqlinbox import JobHead
@@ -66,7 +68,7 @@ __all__ = ["SQLiteStore"]
 _Row = tuple[Any, ...]
 
 
-class SQLiteStore(SQLStore):
+class SQLiteStore(SQLiteQueues, SQLStore):
     """Many jobs and their logs in one SQLite file, for one machine.
 
     Create one store object per file per process and share it: it owns one
@@ -160,7 +162,7 @@ class SQLiteStore(SQLStore):
         return timestamp(value)
 
     async def _add(
-        self, job_id: str, entry: JobStarted, raw: str, args: str
+        self, job_id: str, entry: JobStarted, raw: str, args: str, where: Placement
     ) -> tuple[bool, str | None]:
         def run(conn: sqlite3.Connection) -> tuple[bool, str | None]:
             if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone():
@@ -169,10 +171,13 @@ class SQLiteStore(SQLStore):
                 ).fetchone()
                 return False, first[0] if first else None
             now = time.time()
+            wake = where.start_at
+            if where.delay is not None:
+                wake = now + where.delay
             conn.execute(
-                "INSERT INTO jobs (id, function, args, status, created, updated) "
-                "VALUES (?, ?, ?, 'pending', ?, ?)",
-                (job_id, entry.fn, args, now, now),
+                "INSERT INTO jobs (id, function, args, status, created, updated, "
+                "queue, priority, wake_at) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+                (job_id, entry.fn, args, now, now, where.queue, where.priority, wake),
             )
             conn.execute(
                 "INSERT INTO entries (job_id, seq, entry) VALUES (?, 0, ?)",
@@ -266,9 +271,11 @@ class SQLiteStore(SQLStore):
             )
             first, prefix = fork_copy(cur, job_id, at)
             now = time.time()
+            # The fork waits in the original's queue, at its priority.
             conn.execute(
                 "INSERT INTO jobs (id, function, args, status, created, updated, "
-                "forked_from) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+                "forked_from, queue, priority) SELECT ?, ?, ?, 'pending', ?, ?, id, "
+                "queue, priority FROM jobs WHERE id = ?",
                 (new_id, first.fn, orjson.dumps(first.args).decode(), now, now, job_id),
             )
             conn.executemany(
@@ -327,58 +334,6 @@ class SQLiteStore(SQLStore):
             ).fetchall()
 
         return await self._engine.call(run, op="read", write=False, job=job_id)
-
-    async def _claim_rows(
-        self, limit: int, mine: list[str], functions: tuple[str, ...] | None
-    ) -> list[tuple[str, str, int, Any, Any]]:
-        # A lease of this store object that it no longer holds (its release
-        # failed while the database was unavailable) is taken back at once.
-        runnable = (
-            "(status IN ('pending', 'running') "
-            "OR (status = 'suspended' AND wake_at <= :now)) AND function IS NOT NULL "
-            "AND (lease_expires IS NULL OR lease_expires < :now "
-            "OR lease_owner = :owner) "
-            "AND id NOT IN (SELECT value FROM json_each(:mine))"
-        )
-        # One parameter per name: with a list (not json_each) the planner takes
-        # the index of runnable jobs by function, and jobs of other functions
-        # waiting for their workers cost a claim nothing.
-        fns = {f"f{i}": name for i, name in enumerate(functions or ())}
-        if functions is not None:
-            runnable += f" AND function IN ({', '.join(':' + k for k in fns)})"
-        held = orjson.dumps(mine).decode()
-
-        def any_runnable(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(
-                f"SELECT 1 FROM jobs WHERE {runnable} LIMIT 1",
-                {"now": time.time(), "mine": held, "owner": self.owner, **fns},
-            ).fetchone()
-            return row is not None
-
-        # Polling stays a cheap read while there is nothing to do.
-        if not await self._engine.call(any_runnable, op="claim", write=False):
-            return []
-
-        def run(conn: sqlite3.Connection) -> list[tuple[str, str, int, Any, Any]]:
-            now = time.time()
-            return conn.execute(
-                "UPDATE jobs SET status = 'running', lease_owner = :owner, "
-                "lease_expires = :expires, epoch = epoch + 1, updated = :now, "
-                "wake_at = NULL "
-                f"WHERE id IN (SELECT id FROM jobs WHERE {runnable} "
-                "ORDER BY created LIMIT :limit) "
-                "RETURNING id, function, epoch, cancel_requested, created",
-                {
-                    "owner": self.owner,
-                    "expires": now + self.lease,
-                    "now": now,
-                    "limit": limit,
-                    "mine": held,
-                    **fns,
-                },
-            ).fetchall()
-
-        return await self._engine.call(run, op="claim")
 
     async def _lease_rows(self, ids: list[str]) -> dict[str, tuple[str, int, Any]]:
         owner = self.owner

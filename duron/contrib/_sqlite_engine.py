@@ -51,7 +51,7 @@ _R = TypeVar("_R")
 _log = logging.getLogger("duron")
 
 APPLICATION_ID = 0x4475726E  # "Durn": marks the file as a Duron store
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 
 INBOX_POLL = 0.01
 """Seconds between two looks for other processes' commits while input is awaited."""
@@ -118,6 +118,44 @@ CREATE TABLE IF NOT EXISTS inbox (
     3: """
 ALTER TABLE jobs ADD COLUMN wake_at REAL;
 CREATE INDEX IF NOT EXISTS jobs_waking ON jobs (wake_at) WHERE status = 'suspended';
+""",
+    # Version 4 is the parent job columns (kept apart: another change adds it).
+    4: "",
+    # Queues (a job's queue and priority, when it first started, a queue's
+    # limits) and schedules. A pending job with a wake_at starts at that time.
+    5: """
+ALTER TABLE jobs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN started REAL;
+CREATE INDEX IF NOT EXISTS jobs_queue_runnable ON jobs (queue, priority DESC, created, id)
+    WHERE status IN ('pending', 'running', 'suspended');
+CREATE INDEX IF NOT EXISTS jobs_queue_running ON jobs (queue) WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS jobs_queue_started ON jobs (queue, started)
+    WHERE started IS NOT NULL;
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY NOT NULL,
+    concurrency INTEGER,
+    rate_starts INTEGER,
+    rate_per REAL,
+    updated REAL NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY NOT NULL,
+    function TEXT NOT NULL,
+    args TEXT NOT NULL,
+    cron TEXT NOT NULL,
+    timezone TEXT NOT NULL,
+    missed TEXT NOT NULL,
+    grace REAL NOT NULL,
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL,
+    last_tick REAL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS schedules_due ON schedules (next_at) WHERE paused = 0;
 """,
 }
 

@@ -33,13 +33,19 @@ import anyio
 import orjson
 
 from duron._codec import decode_recorded
-from duron._errors import DuplicateJobError, JobCancelledError, JobNotFoundError
+from duron._errors import (
+    DuplicateJobError,
+    JobCancelledError,
+    JobNotFoundError,
+    UsageError,
+)
 from duron._job_query import function_names
 from duron._jobstore import (
     Claim,
     Heartbeat,
     JobInfo,
     JobStatus,
+    Placement,
     check_job_id,
     fork_prefix,
     job_info_from_row,
@@ -52,9 +58,11 @@ from duron._jobstore import (
 )
 from duron._limits import LogLimits, LogSize
 from duron._log import JobFinished, OutputSent, decode_entry, encode_entry
+from duron._queues import Queue, check_queue_names
 from duron._recorded_errors import error_info, rebuild
 from duron._resubmit import check_resubmit
 from duron.contrib._job_search import JOB_COLUMNS, JobSearch
+from duron.contrib._queue_claims import queue_from_row
 from duron.contrib._sqlinbox import StoreInbox
 from duron.contrib._wakeups import DONE, WORK, Watchers
 
@@ -254,7 +262,11 @@ class SQLStore(JobSearch, StoreInbox, ABC):
         sub = submission(fn, args, kwargs, max_entry_size=self.limits.max_entry_size)
         raw = encode_entry(sub.entry).decode()
         added, first = await self._add(
-            sub.job_id, sub.entry, raw, orjson.dumps(sub.entry.args).decode()
+            sub.job_id,
+            sub.entry,
+            raw,
+            orjson.dumps(sub.entry.args).decode(),
+            Placement.of(sub.options),
         )
         if not added:
             # Decoding arguments runs user types: here, not on the store's thread.
@@ -448,40 +460,71 @@ class SQLStore(JobSearch, StoreInbox, ABC):
     # -- what a worker uses ---------------------------------------------------------
 
     async def claim(
-        self, limit: int, *, functions: Iterable[str] | None = None
+        self,
+        limit: int,
+        *,
+        functions: Iterable[str] | None = None,
+        queues: Iterable[str] | None = None,
     ) -> list[Claim]:
-        """Take the leases of up to ``limit`` runnable jobs, oldest first.
+        """Take the leases of up to ``limit`` runnable jobs.
 
-        Runnable: pending, or running under a lease that expired (its process
-        died or stalled). Each claim bumps the job's epoch. The jobs this store
-        object holds are skipped: a lease that ran out while this process stalled
-        is renewed, or lost to another owner, never claimed twice.
+        Runnable: pending (and due, if submitted with a start time), suspended
+        with its timer due, or running under a lease that expired (its process
+        died or stalled). Jobs of a higher priority go first, then the oldest;
+        a queue with limits (:meth:`set_queue`) gives no more than they allow,
+        counted across every worker of the store. Each claim bumps the job's
+        epoch. The jobs this store object holds are skipped: a lease that ran
+        out while this process stalled is renewed, or lost to another owner,
+        never claimed twice.
 
         Args:
             limit: At most this many jobs.
             functions: Only jobs of these durable functions (by name), the ones
                 the caller can run; jobs of any other function stay pending
                 for a caller that has it. ``None``: jobs of any function.
+            queues: Only jobs of these queues (``None``: of any queue).
 
         Raises:
-            UsageError: ``functions`` is a string, or holds something else than
-                names.
+            UsageError: ``functions`` or ``queues`` is a string, or holds
+                something else than names.
         """
         names = None if functions is None else function_names(functions)
-        if limit <= 0 or names == ():
+        served = None if queues is None else check_queue_names(queues)
+        if limit <= 0 or names == () or served == ():
             return []
         # Jobs whose log is open here are skipped too, even before their lease
         # is taken (held): a lease of this owner that nobody holds is claimable.
         engine = self._engine
         mine = set(engine.held) | self._attached
         since = time.monotonic()
-        rows = await self._claim_rows(limit, list(mine), names)
+        rows = await self._claim_rows(limit, list(mine), names, served)
         rows.sort(key=lambda r: (r[4], r[0]))
         claims = [Claim(r[0], r[1], r[2], bool(r[3])) for r in rows]
         engine.leases.renewed(since, [c.job_id for c in claims])
         for c in claims:
             engine.held[c.job_id] = c.epoch
         return claims
+
+    async def set_queue(self, queue: Queue) -> None:
+        """Set a queue's limits, for every worker of this store (replacing the
+        ones set before; ``Queue(name)`` without limits removes them).
+
+        Args:
+            queue: The queue and its limits.
+
+        Raises:
+            UsageError: ``queue`` is not a :class:`~duron.Queue`.
+        """
+        if not isinstance(queue, Queue):
+            raise UsageError(
+                f"set_queue() takes a duron.Queue(name, concurrency=..., "
+                f"rate_limit=...), not {queue!r}"
+            )
+        await self._set_queue(queue)
+
+    async def queues(self) -> list[Queue]:
+        """The queues whose limits were set (:meth:`set_queue`), by name."""
+        return [queue_from_row(row) for row in await self._queue_rows()]
 
     async def heartbeat(self, job_ids: Iterable[str]) -> Heartbeat:
         """Which of these jobs this store lost, and which were asked to cancel."""
@@ -531,9 +574,10 @@ class SQLStore(JobSearch, StoreInbox, ABC):
 
     @abstractmethod
     async def _add(
-        self, job_id: str, entry: JobStarted, raw: str, args: str
+        self, job_id: str, entry: JobStarted, raw: str, args: str, where: Placement
     ) -> tuple[bool, str | None]:
-        """Insert a pending job whose log is its job entry ``raw``: ``(True,
+        """Insert a pending job whose log is its job entry ``raw``, in the queue,
+        priority and start time ``where`` says: ``(True,
         None)``; or, when the id is taken, ``(False, its log's first entry)``
         (``None`` for an empty log) for :func:`~duron._resubmit.check_resubmit`."""
 
@@ -573,11 +617,24 @@ class SQLStore(JobSearch, StoreInbox, ABC):
 
     @abstractmethod
     async def _claim_rows(
-        self, limit: int, mine: list[str], functions: tuple[str, ...] | None
+        self,
+        limit: int,
+        mine: list[str],
+        functions: tuple[str, ...] | None,
+        queues: tuple[str, ...] | None,
     ) -> list[tuple[str, str, int, Any, Any]]:
         """Claim up to ``limit`` runnable jobs not in ``mine``, of ``functions``
-        (any if ``None``), oldest first: ``(id, function, epoch,
-        cancel_requested, created)`` of each."""
+        and ``queues`` (any if ``None``), within their queues' limits (see
+        :mod:`._queue_claims`): ``(id, function, epoch, cancel_requested,
+        created)`` of each."""
+
+    @abstractmethod
+    async def _set_queue(self, queue: Queue) -> None:
+        """Insert or replace the queue's row."""
+
+    @abstractmethod
+    async def _queue_rows(self) -> list[tuple[Any, ...]]:
+        """``(name, concurrency, rate_starts, rate_per)`` of every queue row."""
 
     @abstractmethod
     async def _lease_rows(self, ids: list[str]) -> dict[str, tuple[str, int, Any]]:

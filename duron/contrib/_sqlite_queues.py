@@ -1,0 +1,179 @@
+"""The SQLite store's claims and queue limits (see :mod:`._queue_claims`).
+
+A claim is a request on the store's DB thread, inside a write transaction
+(``BEGIN IMMEDIATE``): SQLite has one writer at a time, across every process
+using the file, so counting a queue's running jobs and taking its next ones
+cannot interleave with another claim.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from duron.contrib._queue_claims import (
+    RUNNABLE_SQLITE,
+    Candidate,
+    QueueLoad,
+    best,
+    queue_from_row,
+    take,
+)
+from duron.contrib._wakeups import WORK
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from duron._queues import Queue
+    from duron.contrib._sqlite_engine import Engine
+
+__all__ = ["SQLiteQueues"]
+
+_ClaimRow = tuple[str, str, int, Any, Any]
+
+
+def _marks(prefix: str, values: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """Named parameters for a list (``:p0, :p1``): the planner then uses the
+    indexes by function and by queue."""
+    params = {f"{prefix}{i}": v for i, v in enumerate(values)}
+    return ", ".join(":" + k for k in params), params
+
+
+class SQLiteQueues:
+    """The claim and the queue statements of :class:`~duron.contrib.storage.SQLiteStore`."""
+
+    _engine: Engine
+    owner: str
+    lease: float
+
+    async def _claim_rows(
+        self,
+        limit: int,
+        mine: list[str],
+        functions: tuple[str, ...] | None,
+        queues: tuple[str, ...] | None,
+    ) -> list[_ClaimRow]:
+        # A lease of this store object that it no longer holds (its release
+        # failed while the database was unavailable) is taken back at once.
+        runnable = RUNNABLE_SQLITE
+        params: dict[str, Any] = {
+            "owner": self.owner,
+            "mine": orjson.dumps(mine).decode(),
+        }
+        if functions is not None:
+            marks, fns = _marks("f", functions)
+            runnable += f" AND function IN ({marks})"
+            params.update(fns)
+        if queues is not None:
+            marks, qs = _marks("q", queues)
+            runnable += f" AND queue IN ({marks})"
+            params.update(qs)
+
+        def any_runnable(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                f"SELECT 1 FROM jobs WHERE {runnable} LIMIT 1",
+                {**params, "now": time.time()},
+            ).fetchone()
+            return row is not None
+
+        # Polling stays a cheap read while there is nothing to do.
+        if not await self._engine.call(any_runnable, op="claim", write=False):
+            return []
+
+        def run(conn: sqlite3.Connection) -> list[_ClaimRow]:
+            now = time.time()
+            p = {**params, "now": now, "limit": limit}
+            limited = [
+                q
+                for q in map(
+                    queue_from_row,
+                    conn.execute(
+                        "SELECT name, concurrency, rate_starts, rate_per FROM queues "
+                        "WHERE concurrency IS NOT NULL OR rate_starts IS NOT NULL "
+                        "ORDER BY name"
+                    ),
+                )
+                if queues is None or q.name in queues
+            ]
+            cols = (
+                "SELECT id, priority, created, status = 'running', started IS NOT NULL "
+                "FROM jobs WHERE "
+            )
+            order = " ORDER BY priority DESC, created, id LIMIT :limit"
+            marks, lim = _marks("l", tuple(q.name for q in limited))
+            free_queues = f" AND queue NOT IN ({marks})" if limited else ""
+            found = [
+                Candidate(*row)
+                for row in conn.execute(
+                    cols + runnable + free_queues + order, {**p, **lim}
+                )
+            ]
+            for q in limited:
+                running = conn.execute(
+                    "SELECT count(*) FROM jobs WHERE queue = ? AND status = 'running'",
+                    (q.name,),
+                ).fetchone()[0]
+                recent = 0
+                if q.rate_limit is not None:
+                    recent = conn.execute(
+                        "SELECT count(*) FROM jobs WHERE queue = ? AND started > ?",
+                        (q.name, now - q.rate_limit.per),
+                    ).fetchone()[0]
+                rows = conn.execute(
+                    cols + runnable + " AND queue = :queue" + order,
+                    {**p, "queue": q.name},
+                )
+                found += take(
+                    QueueLoad(q, running, recent), (Candidate(*r) for r in rows)
+                )
+            chosen = [c.id for c in best(found, limit)]
+            if not chosen:
+                return []
+            return conn.execute(
+                "UPDATE jobs SET status = 'running', lease_owner = :owner, "
+                "lease_expires = :expires, epoch = epoch + 1, updated = :now, "
+                "wake_at = NULL, started = coalesce(started, :now) "
+                "WHERE id IN (SELECT value FROM json_each(:chosen)) "
+                "RETURNING id, function, epoch, cancel_requested, created",
+                {
+                    "owner": self.owner,
+                    "expires": now + self.lease,
+                    "now": now,
+                    "chosen": orjson.dumps(chosen).decode(),
+                },
+            ).fetchall()
+
+        return await self._engine.call(run, op="claim")
+
+    async def _set_queue(self, queue: Queue) -> None:
+        rate = queue.rate_limit
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO queues (name, concurrency, rate_starts, rate_per, "
+                "updated) VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "concurrency = excluded.concurrency, rate_starts = "
+                "excluded.rate_starts, rate_per = excluded.rate_per, "
+                "updated = excluded.updated",
+                (
+                    queue.name,
+                    queue.concurrency,
+                    None if rate is None else rate.starts,
+                    None if rate is None else rate.per,
+                    time.time(),
+                ),
+            )
+
+        # Room under a raised limit: the workers look again at once.
+        await self._engine.call(run, op="set queue", signal=WORK)
+
+    async def _queue_rows(self) -> list[tuple[Any, ...]]:
+        def run(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return conn.execute(
+                "SELECT name, concurrency, rate_starts, rate_per FROM queues "
+                "ORDER BY name"
+            ).fetchall()
+
+        return await self._engine.call(run, op="list queues", write=False)
