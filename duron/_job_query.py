@@ -24,6 +24,7 @@ import orjson
 from duron._errors import UsageError
 from duron._jobstore import STATUSES, JobInfo, JobStatus, statuses
 from duron._options import is_job_id
+from duron._queues import check_queue_names
 
 if TYPE_CHECKING:
     from duron._durable import DurableFn
@@ -95,6 +96,7 @@ class JobFilter:
 
     statuses: tuple[JobStatus, ...] | None = None
     functions: tuple[str, ...] | None = None
+    queues: tuple[str, ...] | None = None
     id_prefix: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
@@ -152,6 +154,7 @@ def job_filter(
     | DurableFn[..., Any]
     | Iterable[str | DurableFn[..., Any]]
     | None = None,
+    queue: str | Iterable[str] | None = None,
     id_prefix: str | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
@@ -169,6 +172,11 @@ def job_filter(
         functions = function_names(function, "function")
         if not functions:
             raise UsageError("function must name at least one durable function")
+    queues = None
+    if queue is not None:
+        queues = check_queue_names([queue] if isinstance(queue, str) else queue, "queue")
+        if not queues:
+            raise UsageError("queue must name at least one queue")
     if id_prefix is not None and (type(id_prefix) is not str or not id_prefix):
         raise UsageError(
             f"id_prefix must be a non-empty string (the start of job ids), "
@@ -202,6 +210,7 @@ def job_filter(
     return JobFilter(
         wanted,  # type: ignore[arg-type]  # checked by statuses()
         functions,
+        queues,
         id_prefix,
         created_after,
         created_before,

@@ -258,6 +258,7 @@ class JobStore(Protocol):
         | DurableFn[..., Any]
         | Iterable[str | DurableFn[..., Any]]
         | None = None,
+        queue: str | Iterable[str] | None = None,
         id_prefix: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
@@ -279,6 +280,7 @@ class JobStore(Protocol):
         | DurableFn[..., Any]
         | Iterable[str | DurableFn[..., Any]]
         | None = None,
+        queue: str | Iterable[str] | None = None,
         id_prefix: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,

@@ -354,11 +354,14 @@ async def test_a_worker_started_while_the_server_is_down_waits_for_it_quietly(
     claim = store.claim
 
     async def counting(
-        limit: int, *, functions: Iterable[str] | None = None
+        limit: int,
+        *,
+        functions: Iterable[str] | None = None,
+        queues: Iterable[str] | None = None,
     ) -> list[duron.Claim]:
         nonlocal claims
         claims += 1
-        return await claim(limit, functions=functions)
+        return await claim(limit, functions=functions, queues=queues)
 
     store.claim = counting  # type: ignore[method-assign]
     async with duron.Worker(store, [noop], poll_interval=0.02) as w:

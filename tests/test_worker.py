@@ -429,7 +429,11 @@ class ClaimsItsOwnJobs(SQLiteStore):
     (as the SQLite store did): the worker still runs the job it gets back."""
 
     async def _claim_rows(
-        self, limit: int, mine: list[str], functions: tuple[str, ...] | None
+        self,
+        limit: int,
+        mine: list[str],
+        functions: tuple[str, ...] | None,
+        queues: tuple[str, ...] | None,
     ) -> list[tuple[str, str, int, Any, Any]]:
         def expired(conn: sqlite3.Connection) -> set[str]:
             rows = conn.execute(
@@ -439,7 +443,7 @@ class ClaimsItsOwnJobs(SQLiteStore):
 
         gone = await self._engine.call(expired, op="test", write=False)
         return await super()._claim_rows(
-            limit, [j for j in mine if j not in gone], functions
+            limit, [j for j in mine if j not in gone], functions, queues
         )
 
 

@@ -61,9 +61,12 @@ def track_epochs(store: SQLiteStore | PostgresStore) -> None:
     claim = store.claim
 
     async def claiming(
-        limit: int, *, functions: Iterable[str] | None = None
+        limit: int,
+        *,
+        functions: Iterable[str] | None = None,
+        queues: Iterable[str] | None = None,
     ) -> list[duron.Claim]:
-        claims = await claim(limit, functions=functions)
+        claims = await claim(limit, functions=functions, queues=queues)
         for c in claims:
             EPOCHS[c.job_id] = c.epoch
         return claims

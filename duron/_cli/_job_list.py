@@ -1,7 +1,7 @@
 """``duron jobs list`` and ``duron jobs count``: their filters, and why a job waits.
 
 The filters are ``store.list_jobs()``'s, as options: ``--status`` and
-``--function`` (repeatable), ``--id-prefix``, ``--created-after`` /
+``--function`` and ``--queue`` (repeatable), ``--id-prefix``, ``--created-after`` /
 ``--created-before`` / ``--updated-after`` / ``--updated-before`` (an ISO 8601
 time, UTC unless it says otherwise, or a duration meaning that long ago).
 
@@ -84,6 +84,12 @@ def add_filters(parser: argparse.ArgumentParser) -> None:
         help="only jobs of this durable function (repeat for several)",
     )
     parser.add_argument(
+        "--queue",
+        action="append",
+        metavar="NAME",
+        help="only jobs of this queue (repeat for several)",
+    )
+    parser.add_argument(
         "--id-prefix", metavar="PREFIX", help="only jobs whose id starts with this"
     )
     for name in _TIMES:
@@ -104,6 +110,7 @@ def filters(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "status": args.status,
         "function": args.function,
+        "queue": args.queue,
         "id_prefix": args.id_prefix,
     }
     for name in _TIMES:
@@ -128,7 +135,9 @@ def _lease_ran_out(info: JobInfo, now: datetime) -> bool:
 def _waits_for_a_worker(info: JobInfo, now: datetime) -> bool:
     if info.status == "suspended":  # until its timer, or input (which wakes it)
         return info.wake_at is not None and info.wake_at <= now
-    return info.status == "pending" or _lease_ran_out(info, now)
+    if info.status == "pending":  # a delayed start waits for its time first
+        return info.wake_at is None or info.wake_at <= now
+    return _lease_ran_out(info, now)
 
 
 def _hint(info: JobInfo, activity: FunctionActivity | None, now: datetime) -> str:

@@ -236,6 +236,9 @@ def _as_json(info: JobInfo) -> dict[str, Any]:
         "epoch": info.epoch,
         "cancel_requested": info.cancel_requested,
         "forked_from": info.forked_from,
+        "queue": info.queue,
+        "priority": info.priority,
+        "wake_at": show_time(info.wake_at) if info.wake_at else None,
     }
 
 

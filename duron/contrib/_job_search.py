@@ -146,6 +146,10 @@ def _where(f: JobFilter, d: Dialect) -> tuple[list[str], list[Any]]:
         sql, ps = d.one_of("function", f.functions)
         parts.append(sql)
         params += ps
+    if f.queues is not None:
+        sql, ps = d.one_of("queue", f.queues)
+        parts.append(sql)
+        params += ps
     if f.id_prefix is not None:
         # A character count both databases agree on, whatever the collation.
         parts.append(f"substr(id, 1, {d.mark}) = {d.mark}")
@@ -236,6 +240,7 @@ class JobSearch(ABC):
         | DurableFn[..., Any]
         | Iterable[str | DurableFn[..., Any]]
         | None = None,
+        queue: str | Iterable[str] | None = None,
         id_prefix: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
@@ -253,6 +258,7 @@ class JobSearch(ABC):
             status: Only jobs with this status (or one of these).
             function: Only jobs of this durable function (a name or the
                 ``@duron.durable`` function), or of one of these.
+            queue: Only jobs of this queue, or of one of these.
             id_prefix: Only jobs whose id starts with this.
             created_after: Only jobs created after this time (aware datetime).
             created_before: Only jobs created before this time.
@@ -276,6 +282,7 @@ class JobSearch(ABC):
         which = job_filter(
             status,
             function=function,
+            queue=queue,
             id_prefix=id_prefix,
             created_after=created_after,
             created_before=created_before,
@@ -305,6 +312,7 @@ class JobSearch(ABC):
         | DurableFn[..., Any]
         | Iterable[str | DurableFn[..., Any]]
         | None = None,
+        queue: str | Iterable[str] | None = None,
         id_prefix: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
@@ -326,6 +334,7 @@ class JobSearch(ABC):
         which = job_filter(
             status,
             function=function,
+            queue=queue,
             id_prefix=id_prefix,
             created_after=created_after,
             created_before=created_before,
