@@ -48,6 +48,7 @@ from duron._limits import LogLimits, LogSize
 from duron._options import CallOptions
 from duron._queues import Queue, RateLimit
 from duron._retry import Attempt, NonRetryableError, RetryPolicy, failed_attempts
+from duron._schedules import Schedule, ScheduleInfo
 from duron._signal import Signal, SignalInterrupt, SignalWriter
 from duron._storage import LogStorage
 from duron._store_streams import StoreReader, StoreWriter
@@ -106,6 +107,8 @@ __all__ = [
     "RateLimit",
     "Reducer",
     "RetryPolicy",
+    "Schedule",
+    "ScheduleInfo",
     "SchemaError",
     "Signal",
     "SignalInterrupt",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import (
@@ -413,6 +413,13 @@ class JobStore(Protocol):
 
     async def queues(self) -> list[Queue]:
         """The queues whose limits were set."""
+        ...
+
+    async def run_due_schedules(
+        self, functions: Mapping[str, DurableFn[..., Any]]
+    ) -> list[str]:
+        """Start the job of each due tick of the schedules of these functions
+        (one job per tick, however many workers call it); their ids."""
         ...
 
     async def heartbeat(self, job_ids: Iterable[str]) -> Heartbeat:

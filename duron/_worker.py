@@ -56,6 +56,9 @@ _log = logging.getLogger("duron.worker")
 BACKOFF_FIRST = 0.1
 """Seconds a worker waits after its first failed poll of a store."""
 BACKOFF_CAP = 5.0
+SCHEDULE_POLL = 0.25
+"""Seconds between a worker's looks for due schedules (a tick starts this late
+at most, plus a poll)."""
 """The longest a worker waits between two polls of a store that fails."""
 
 
@@ -175,6 +178,7 @@ class Worker:
         """The queues this worker serves (``None``: every queue)."""
         self._limits = [q for q in queues or () if isinstance(q, Queue)]
         self.schedules = schedules
+        self._schedules_after = 0.0  # no look for due schedules before then
         self._slots: dict[str, _Slot] = {}
         self._tg: TaskGroup | None = None
         self._state = "new"
@@ -374,6 +378,10 @@ class Worker:
                 if slot is not None and not slot.cancel_wanted:
                     slot.cancel_wanted = True
                     slot.interrupt()
+        if self.schedules and anyio.current_time() >= self._schedules_after:
+            self._schedules_after = anyio.current_time() + SCHEDULE_POLL
+            for job_id in await store.run_due_schedules(self.functions):
+                _log.info("duron worker: started job %s on its schedule", job_id)
         free = self.concurrency - len(slots)
         if free <= 0 or self._state != "running":
             return

@@ -1,4 +1,5 @@
-"""The PostgreSQL store's claims and queue limits (see :mod:`._queue_claims`).
+"""The PostgreSQL store's claims, queue limits (see :mod:`._queue_claims`) and
+schedules (see :mod:`duron._schedules`).
 
 Claimers never queue behind each other for jobs of queues without limits: their
 rows are taken with ``FOR UPDATE SKIP LOCKED``. A limited queue is counted and
@@ -14,15 +15,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from duron._jobstore import timestamp
 from duron.contrib._queue_claims import Candidate, QueueLoad, best, queue_from_row, take
+from duron.contrib._sqlqueues import SCHEDULE_COLUMNS
 from duron.contrib._wakeups import WORK
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
     from duron._queues import Queue
+    from duron._schedules import Schedule
     from duron.contrib._postgres_engine import Engine
     from duron.contrib._postgres_schema import Schema
+    from duron.contrib._sqlqueues import ScheduleRow, TickJob
 
 __all__ = ["PostgresQueues"]
 
@@ -38,7 +43,7 @@ _ORDER = "ORDER BY priority DESC, created, id LIMIT %s FOR UPDATE SKIP LOCKED"
 
 
 class PostgresQueues:
-    """The claim and the queue statements of :class:`~duron.contrib.storage.PostgresStore`."""
+    """The claim, queue and schedule statements of :class:`~duron.contrib.storage.PostgresStore`."""
 
     _engine: Engine
     _schema: Schema
@@ -167,3 +172,137 @@ class PostgresQueues:
             return await cur.fetchall()
 
         return await self._engine.call(run, op="list queues", retry=True)
+
+    # -- schedules ---------------------------------------------------------------------
+
+    async def _put_schedule(
+        self,
+        schedule: Schedule,
+        function: str,
+        args: str,
+        queue: str,
+        priority: int,
+        next_at: float,
+    ) -> None:
+        q, s = self._schema.q, schedule
+
+        async def run(conn: AsyncConnection[Any]) -> None:
+            # Every SET expression reads the row as it was.
+            await conn.execute(
+                f"INSERT INTO {q}.schedules ({SCHEDULE_COLUMNS}) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, false, %s, NULL) "
+                "ON CONFLICT (name) DO UPDATE SET function = excluded.function, "
+                "args = excluded.args, missed = excluded.missed, "
+                "grace = excluded.grace, queue = excluded.queue, "
+                "priority = excluded.priority, updated = now(), "
+                "next_at = CASE WHEN schedules.cron = excluded.cron AND "
+                "schedules.timezone = excluded.timezone THEN schedules.next_at "
+                "ELSE excluded.next_at END, cron = excluded.cron, "
+                "timezone = excluded.timezone",
+                (
+                    s.name,
+                    function,
+                    args,
+                    s.cron,
+                    s.timezone,
+                    s.missed,
+                    s.grace,
+                    queue,
+                    priority,
+                    timestamp(next_at),
+                ),
+            )
+
+        await self._engine.call(run, op="add schedule", retry=True)
+
+    async def _schedule_rows(self, name: str | None) -> list[ScheduleRow]:
+        q = self._schema.q
+
+        async def run(conn: AsyncConnection[Any]) -> list[ScheduleRow]:
+            if name is None:
+                cur = await conn.execute(
+                    f"SELECT {SCHEDULE_COLUMNS} FROM {q}.schedules ORDER BY name"
+                )
+            else:
+                cur = await conn.execute(
+                    f"SELECT {SCHEDULE_COLUMNS} FROM {q}.schedules WHERE name = %s",
+                    (name,),
+                )
+            return await cur.fetchall()
+
+        return await self._engine.call(run, op="list schedules", retry=True)
+
+    async def _pause(self, name: str, paused: bool, next_at: float | None) -> bool:
+        q = self._schema.q
+        at = None if next_at is None else timestamp(next_at)
+
+        async def run(conn: AsyncConnection[Any]) -> bool:
+            cur = await conn.execute(
+                f"UPDATE {q}.schedules SET paused = %s, next_at = "
+                "coalesce(%s::timestamptz, next_at), updated = now() WHERE name = %s",
+                (paused, at, name),
+            )
+            return cur.rowcount > 0
+
+        return await self._engine.call(run, op="pause schedule", retry=True)
+
+    async def _remove_schedule(self, name: str) -> bool:
+        q = self._schema.q
+
+        async def run(conn: AsyncConnection[Any]) -> bool:
+            cur = await conn.execute(
+                f"DELETE FROM {q}.schedules WHERE name = %s", (name,)
+            )
+            return cur.rowcount > 0
+
+        return await self._engine.call(run, op="remove schedule", retry=True)
+
+    async def _due_rows(self, functions: tuple[str, ...]) -> list[ScheduleRow]:
+        q = self._schema.q
+
+        async def run(conn: AsyncConnection[Any]) -> list[ScheduleRow]:
+            cur = await conn.execute(
+                f"SELECT {SCHEDULE_COLUMNS} FROM {q}.schedules WHERE NOT paused "
+                "AND next_at <= now() AND function = ANY(%s)",
+                (list(functions),),
+                prepare=True,
+            )
+            return await cur.fetchall()
+
+        if not functions:
+            return []
+        return await self._engine.call(run, op="schedules", retry=True)
+
+    async def _fire(
+        self,
+        name: str,
+        expected: Any,
+        next_at: float,
+        tick: float | None,
+        job: TickJob | None,
+    ) -> bool:
+        q = self._schema.q
+        last = None if tick is None else timestamp(tick)
+
+        async def run(conn: AsyncConnection[Any]) -> bool:
+            async with conn.transaction():
+                cur = await conn.execute(
+                    f"UPDATE {q}.schedules SET next_at = %s, last_tick = "
+                    "coalesce(%s::timestamptz, last_tick) WHERE name = %s "
+                    "AND next_at = %s AND NOT paused",
+                    (timestamp(next_at), last, name, expected),
+                )
+                if not cur.rowcount or job is None:
+                    return cur.rowcount > 0
+                job_id, function, raw, args, where = job
+                await conn.execute(
+                    f"WITH j AS (INSERT INTO {q}.jobs (id, function, args, status, "
+                    "queue, priority) VALUES (%s, %s, %s, 'pending', %s, %s) "
+                    "ON CONFLICT (id) DO NOTHING RETURNING id) "
+                    f"INSERT INTO {q}.entries (job_id, seq, epoch, entry) "
+                    "SELECT id, 0, 0, %s FROM j",
+                    (job_id, function, args, where.queue, where.priority, raw),
+                )
+                return True
+
+        return await self._engine.call(run, op="schedule tick", signal=WORK)

@@ -1,4 +1,5 @@
-"""The SQLite store's claims and queue limits (see :mod:`._queue_claims`).
+"""The SQLite store's claims, queue limits (see :mod:`._queue_claims`) and
+schedules (see :mod:`duron._schedules`).
 
 A claim is a request on the store's DB thread, inside a write transaction
 (``BEGIN IMMEDIATE``): SQLite has one writer at a time, across every process
@@ -21,13 +22,16 @@ from duron.contrib._queue_claims import (
     queue_from_row,
     take,
 )
+from duron.contrib._sqlqueues import SCHEDULE_COLUMNS
 from duron.contrib._wakeups import WORK
 
 if TYPE_CHECKING:
     import sqlite3
 
     from duron._queues import Queue
+    from duron._schedules import Schedule
     from duron.contrib._sqlite_engine import Engine
+    from duron.contrib._sqlqueues import ScheduleRow, TickJob
 
 __all__ = ["SQLiteQueues"]
 
@@ -42,7 +46,7 @@ def _marks(prefix: str, values: tuple[str, ...]) -> tuple[str, dict[str, str]]:
 
 
 class SQLiteQueues:
-    """The claim and the queue statements of :class:`~duron.contrib.storage.SQLiteStore`."""
+    """The claim, queue and schedule statements of :class:`~duron.contrib.storage.SQLiteStore`."""
 
     _engine: Engine
     owner: str
@@ -177,3 +181,123 @@ class SQLiteQueues:
             ).fetchall()
 
         return await self._engine.call(run, op="list queues", write=False)
+
+    # -- schedules ---------------------------------------------------------------------
+
+    async def _put_schedule(
+        self,
+        schedule: Schedule,
+        function: str,
+        args: str,
+        queue: str,
+        priority: int,
+        next_at: float,
+    ) -> None:
+        s = schedule
+
+        def run(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            # Every SET expression reads the row as it was.
+            conn.execute(
+                f"INSERT INTO schedules ({SCHEDULE_COLUMNS}, created, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, NULL, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET function = excluded.function, "
+                "args = excluded.args, missed = excluded.missed, "
+                "grace = excluded.grace, queue = excluded.queue, "
+                "priority = excluded.priority, updated = excluded.updated, "
+                "next_at = CASE WHEN schedules.cron = excluded.cron AND "
+                "schedules.timezone = excluded.timezone THEN schedules.next_at "
+                "ELSE excluded.next_at END, cron = excluded.cron, "
+                "timezone = excluded.timezone",
+                (
+                    s.name,
+                    function,
+                    args,
+                    s.cron,
+                    s.timezone,
+                    s.missed,
+                    s.grace,
+                    queue,
+                    priority,
+                    next_at,
+                    now,
+                    now,
+                ),
+            )
+
+        await self._engine.call(run, op="add schedule")
+
+    async def _schedule_rows(self, name: str | None) -> list[ScheduleRow]:
+        def run(conn: sqlite3.Connection) -> list[ScheduleRow]:
+            if name is None:
+                sql = f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name"
+                return conn.execute(sql).fetchall()
+            sql = f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = ?"
+            return conn.execute(sql, (name,)).fetchall()
+
+        return await self._engine.call(run, op="list schedules", write=False)
+
+    async def _pause(self, name: str, paused: bool, next_at: float | None) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE schedules SET paused = ?, next_at = coalesce(?, next_at), "
+                "updated = ? WHERE name = ?",
+                (int(paused), next_at, time.time(), name),
+            )
+            return cur.rowcount > 0
+
+        return await self._engine.call(run, op="pause schedule")
+
+    async def _remove_schedule(self, name: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute("DELETE FROM schedules WHERE name = ?", (name,))
+            return cur.rowcount > 0
+
+        return await self._engine.call(run, op="remove schedule")
+
+    async def _due_rows(self, functions: tuple[str, ...]) -> list[ScheduleRow]:
+        marks, fns = _marks("f", functions)
+
+        def run(conn: sqlite3.Connection) -> list[ScheduleRow]:
+            return conn.execute(
+                f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE paused = 0 "
+                f"AND next_at <= :now AND function IN ({marks})",
+                {"now": time.time(), **fns},
+            ).fetchall()
+
+        if not functions:
+            return []
+        return await self._engine.call(run, op="schedules", write=False)
+
+    async def _fire(
+        self,
+        name: str,
+        expected: Any,
+        next_at: float,
+        tick: float | None,
+        job: TickJob | None,
+    ) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            moved = conn.execute(
+                "UPDATE schedules SET next_at = ?, last_tick = coalesce(?, last_tick) "
+                "WHERE name = ? AND next_at = ? AND paused = 0",
+                (next_at, tick, name, expected),
+            ).rowcount
+            if not moved or job is None:
+                return bool(moved)
+            job_id, function, raw, args, where = job
+            now = time.time()
+            added = conn.execute(
+                "INSERT INTO jobs (id, function, args, status, created, updated, "
+                "queue, priority) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO NOTHING",
+                (job_id, function, args, now, now, where.queue, where.priority),
+            ).rowcount
+            if added:
+                conn.execute(
+                    "INSERT INTO entries (job_id, seq, entry) VALUES (?, 0, ?)",
+                    (job_id, raw),
+                )
+            return True
+
+        return await self._engine.call(run, op="schedule tick", signal=WORK)

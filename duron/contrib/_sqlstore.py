@@ -37,7 +37,6 @@ from duron._errors import (
     DuplicateJobError,
     JobCancelledError,
     JobNotFoundError,
-    UsageError,
 )
 from duron._job_query import function_names
 from duron._jobstore import (
@@ -58,12 +57,12 @@ from duron._jobstore import (
 )
 from duron._limits import LogLimits, LogSize
 from duron._log import JobFinished, OutputSent, decode_entry, encode_entry
-from duron._queues import Queue, check_queue_names
+from duron._queues import check_queue_names
 from duron._recorded_errors import error_info, rebuild
 from duron._resubmit import check_resubmit
 from duron.contrib._job_search import JOB_COLUMNS, JobSearch
-from duron.contrib._queue_claims import queue_from_row
 from duron.contrib._sqlinbox import StoreInbox
+from duron.contrib._sqlqueues import QueueAPI
 from duron.contrib._wakeups import DONE, WORK, Watchers
 
 if TYPE_CHECKING:
@@ -192,7 +191,7 @@ class LogAccess(Generic[_E]):
     q: str = ""  # the schema-qualified table prefix, where the store has one
 
 
-class SQLStore(JobSearch, StoreInbox, ABC):
+class SQLStore(QueueAPI, JobSearch, StoreInbox, ABC):
     """The job store API over a SQL database (see the module docstring).
 
     Attributes:
@@ -505,27 +504,6 @@ class SQLStore(JobSearch, StoreInbox, ABC):
             engine.held[c.job_id] = c.epoch
         return claims
 
-    async def set_queue(self, queue: Queue) -> None:
-        """Set a queue's limits, for every worker of this store (replacing the
-        ones set before; ``Queue(name)`` without limits removes them).
-
-        Args:
-            queue: The queue and its limits.
-
-        Raises:
-            UsageError: ``queue`` is not a :class:`~duron.Queue`.
-        """
-        if not isinstance(queue, Queue):
-            raise UsageError(
-                f"set_queue() takes a duron.Queue(name, concurrency=..., "
-                f"rate_limit=...), not {queue!r}"
-            )
-        await self._set_queue(queue)
-
-    async def queues(self) -> list[Queue]:
-        """The queues whose limits were set (:meth:`set_queue`), by name."""
-        return [queue_from_row(row) for row in await self._queue_rows()]
-
     async def heartbeat(self, job_ids: Iterable[str]) -> Heartbeat:
         """Which of these jobs this store lost, and which were asked to cancel."""
         ids = list(job_ids)
@@ -627,14 +605,6 @@ class SQLStore(JobSearch, StoreInbox, ABC):
         and ``queues`` (any if ``None``), within their queues' limits (see
         :mod:`._queue_claims`): ``(id, function, epoch, cancel_requested,
         created)`` of each."""
-
-    @abstractmethod
-    async def _set_queue(self, queue: Queue) -> None:
-        """Insert or replace the queue's row."""
-
-    @abstractmethod
-    async def _queue_rows(self) -> list[tuple[Any, ...]]:
-        """``(name, concurrency, rate_starts, rate_per)`` of every queue row."""
 
     @abstractmethod
     async def _lease_rows(self, ids: list[str]) -> dict[str, tuple[str, int, Any]]:
