@@ -16,7 +16,7 @@ __all__ = ["main"]
 
 # Subcommand modules, imported lazily so that ``duron --help`` stays fast and an
 # optional driver is only imported by the command that needs it.
-_COMMANDS = ("inspect", "verify", "jobs", "db")
+_COMMANDS = ("inspect", "verify", "jobs", "schedules", "db")
 
 
 def build_parser() -> argparse.ArgumentParser:
