@@ -208,7 +208,9 @@ class CallOptions(Options):
     )
     queue: str | None = _option(is_queue_name, QUEUE_NAME_RULE)
     priority: int | None = _option(_priority, PRIORITY_RULE)
-    start_at: datetime | None = _option(_aware, "a timezone-aware datetime")
+    start_at: datetime | None = _option(  # noqa: RUF009 - inert
+        _aware, "a timezone-aware datetime"
+    )
     delay: timedelta | float | None = _option(  # noqa: RUF009 - inert
         _duration, "a duration >= 0 (a timedelta or seconds)"
     )

@@ -27,13 +27,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from duron._errors import UsageError
+from duron._json import JSONValue
 from duron._options import is_job_id
-
-if TYPE_CHECKING:
-    from duron._json import JSONValue
 
 __all__ = [
     "Missed",

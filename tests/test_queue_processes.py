@@ -9,6 +9,7 @@ number more than the limit in any window of its period."""
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import subprocess
 import sys
@@ -95,7 +96,8 @@ def most_at_once(side: Path, prefix: str) -> int:
         if kind in ("start", "end") and rest.startswith(prefix):
             t = float(rest.split()[1])
             events.append((t, 1 if kind == "start" else -1))
-    assert len(events) % 2 == 0 and events
+    assert events
+    assert len(events) % 2 == 0
     events.sort()  # at the same time, an end (-1) before a start (+1)
     now = peak = 0
     for _, step in events:
@@ -206,4 +208,4 @@ def test_a_schedule_starts_one_job_per_tick_under_workers_killed_and_restarted(
     # Each tick's job once (ids are unique by construction), and no tick left out
     # between the first and the last while a worker ran.
     assert len(seconds) >= 6, ids
-    assert [b - a for a, b in zip(seconds, seconds[1:])] == [1.0] * (len(seconds) - 1)
+    assert [b - a for a, b in itertools.pairwise(seconds)] == [1.0] * (len(seconds) - 1)

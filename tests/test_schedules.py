@@ -91,7 +91,8 @@ async def test_a_schedule_is_added_listed_paused_resumed_and_removed(
         False,
         None,
     )
-    assert info.next_at.minute == 0 and info.next_at > datetime.now(timezone.utc)
+    assert info.next_at.minute == 0
+    assert info.next_at > datetime.now(timezone.utc)
     # Added again at the next start of the application: nothing moves.
     await store.pause_schedule("hourly")
     again = await store.add_schedule(hourly, report.options(queue="reports"), "emea")

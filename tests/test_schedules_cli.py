@@ -3,7 +3,7 @@ prints, and one line (exit code 2) for bad input."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import orjson
@@ -11,6 +11,9 @@ import pytest
 
 from duron._cli import main
 from duron.contrib.storage import SQLiteStore
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @pytest.fixture

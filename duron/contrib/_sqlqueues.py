@@ -247,9 +247,9 @@ class QueueAPI(ABC):
                     orjson.dumps(info.args).decode(),
                     Placement(info.queue, info.priority),
                 )
-            if await self._fire(info.schedule.name, expected, new_next, tick, job):
-                if job is not None:
-                    started.append(job[0])
+            fired = await self._fire(info.schedule.name, expected, new_next, tick, job)
+            if fired and job is not None:
+                started.append(job[0])
         return started
 
     def _no_schedule(self, name: str) -> UsageError:
