@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 import duron
-from duron.contrib.storage import MemoryLogStorage
+from duron.contrib.storage import MemoryLogStorage, SQLiteStore
 
 if TYPE_CHECKING:
     from store_backends import Backend, Store
@@ -198,7 +198,7 @@ async def starts_an_effect(ctx: duron.Context) -> None:
 async def test_start_job_takes_a_durable_function() -> None:
     async with starts_an_effect.invoke(MemoryLogStorage()) as job:
         await job.start()
-        with pytest.raises(duron.UsageError, match="^ctx.start_job takes a @duron"):
+        with pytest.raises(duron.UsageError, match=r"^ctx\.start_job takes a @duron"):
             await job.wait()
 
 
@@ -219,7 +219,7 @@ def test_a_parent_and_its_children_across_two_workers_one_killed(
     items = [f"i{n}" for n in range(6)]
 
     async def submit() -> None:
-        async with duron.contrib.storage.SQLiteStore(db) as store:
+        async with SQLiteStore(db) as store:
             await store.submit(jobs.order.options(job_id="big"), items)
 
     anyio.run(submit)
@@ -242,11 +242,11 @@ def test_a_parent_and_its_children_across_two_workers_one_killed(
         time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    out, err = survivor.communicate(timeout=60)
+    _, err = survivor.communicate(timeout=60)
     assert survivor.returncode == 0, err
 
     async def check() -> None:
-        async with duron.contrib.storage.SQLiteStore(db) as store:
+        async with SQLiteStore(db) as store:
             assert await store.result("big", jobs.order) == [
                 f"shipped {i}" for i in items
             ]
