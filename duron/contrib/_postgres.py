@@ -38,7 +38,7 @@ from duron.contrib._job_search import PostgresDialect
 from duron.contrib._postgres_engine import Engine
 from duron.contrib._postgres_inbox import PostgresInbox
 from duron.contrib._postgres_log import PostgresLog
-from duron.contrib._postgres_schema import SCHEMA_VERSION, Schema, migrate
+from duron.contrib._postgres_schema import SCHEMA_VERSION, Schema, channel, migrate
 from duron.contrib._sqlstore import (
     DEFAULT_LEASE,
     DESCENDANTS,
@@ -315,13 +315,14 @@ class PostgresStore(PostgresInbox, SQLStore):
                 if status in TERMINAL:
                     return False
                 if children:
-                    await conn.execute(
+                    cur = await conn.execute(
                         DESCENDANTS.format(t=f"{q}.jobs", m="%s")
-                        + f"UPDATE {q}.jobs SET cancel_requested = true, "
-                        + f"updated = now(), {WAKE} WHERE id IN (SELECT id FROM tree) "
+                        + f"SELECT id FROM {q}.jobs WHERE id IN (SELECT id FROM tree) "
                         + f"AND status NOT IN {TERMINAL_SQL}",
                         (job_id,),
                     )
+                    for (child,) in await cur.fetchall():
+                        await self._request_cancel(conn, child)
                 cur = await conn.execute(
                     f"SELECT 1 FROM {q}.entries WHERE job_id = %s AND seq > 0 LIMIT 1",
                     (job_id,),
@@ -334,14 +335,25 @@ class PostgresStore(PostgresInbox, SQLStore):
                         (error, job_id),
                     )
                 else:
-                    await conn.execute(
-                        f"UPDATE {q}.jobs SET cancel_requested = true, "
-                        f"updated = now(), {WAKE} WHERE id = %s",
-                        (job_id,),
-                    )
+                    await self._request_cancel(conn, job_id)
                 return True
 
         return await self._engine.call(run, op="cancel", signal=WORK | DONE, job=job_id)
+
+    async def _request_cancel(self, conn: AsyncConnection[Any], job_id: str) -> None:
+        """Mark the job asked to cancel, and put the request in its inbox: its
+        run, on a worker or the seed way, records it once and delivers it."""
+        q = self._q
+        await conn.execute(
+            f"WITH n AS (UPDATE {q}.jobs SET inbox_seq = inbox_seq + 1, "
+            f"cancel_requested = true, updated = now(), {WAKE} WHERE id = %s "
+            f"RETURNING inbox_seq) INSERT INTO {q}.inbox (job_id, seq, kind, "
+            "target) SELECT %s, inbox_seq, 'cancel', '' FROM n",
+            (job_id, job_id),
+        )
+        await conn.execute(
+            "SELECT pg_notify(%s, %s)", (channel(self._engine.schema.name), job_id)
+        )
 
     async def _lease_state(
         self, conn: AsyncConnection[Any], job_id: str

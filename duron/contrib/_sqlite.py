@@ -211,13 +211,14 @@ class SQLiteStore(SQLStore):
             if status in TERMINAL:
                 return False
             if children:
-                conn.execute(
+                tree = conn.execute(
                     DESCENDANTS.format(t="jobs", m="?")
-                    + "UPDATE jobs SET cancel_requested = 1, updated = ?, "
-                    + WAKE
-                    + f" WHERE id IN (SELECT id FROM tree) AND status NOT IN {TERMINAL_SQL}",
-                    (job_id, now),
-                )
+                    + "SELECT id FROM jobs WHERE id IN (SELECT id FROM tree) "
+                    + f"AND status NOT IN {TERMINAL_SQL}",
+                    (job_id,),
+                ).fetchall()
+                for (child,) in tree:
+                    _request_cancel(conn, child, now)
             ran = conn.execute(
                 "SELECT 1 FROM entries WHERE job_id = ? AND seq > 0 LIMIT 1", (job_id,)
             ).fetchone()
@@ -229,14 +230,12 @@ class SQLiteStore(SQLStore):
                     (cancelled_before_start(job_id), now, job_id),
                 )
             else:
-                conn.execute(
-                    "UPDATE jobs SET cancel_requested = 1, updated = ?, " + WAKE + " "
-                    "WHERE id = ?",
-                    (now, job_id),
-                )
+                _request_cancel(conn, job_id, now)
             return True
 
-        return await self._engine.call(run, op="cancel", signal=WORK | DONE, job=job_id)
+        return await self._engine.call(
+            run, op="cancel", signal=WORK | DONE | INBOX, job=job_id
+        )
 
     def _lease_state(
         self, conn: sqlite3.Connection, job_id: str, now: float
@@ -503,3 +502,18 @@ class SQLiteStore(SQLStore):
             return seq
 
         return await self._engine.call(run, op="send", signal=INBOX | WORK, job=job_id)
+
+
+def _request_cancel(conn: sqlite3.Connection, job_id: str, now: float) -> None:
+    """Mark the job asked to cancel, and put the request in its inbox: its run,
+    on a worker or the seed way, records it once and delivers it."""
+    (seq,) = conn.execute(
+        "UPDATE jobs SET inbox_seq = inbox_seq + 1, cancel_requested = 1, "
+        "updated = ?, " + WAKE + " WHERE id = ? RETURNING inbox_seq",
+        (now, job_id),
+    ).fetchone()
+    conn.execute(
+        "INSERT INTO inbox (job_id, seq, kind, target, data, error, created) "
+        "VALUES (?, ?, 'cancel', '', NULL, NULL, ?)",
+        (job_id, seq, now),
+    )
