@@ -9,6 +9,7 @@ where the log ends.
 # No `from __future__ import annotations` here: it would export a name `annotations`.
 from duron._codec import UNANNOTATED, Codec, JSONValue, PydanticCodec
 from duron._context import Context, PatchQuery
+from duron._continue import ContinueAsNew
 from duron._driver import Waiting
 from duron._durable import DurableFn, Provided, durable
 from duron._durable_logger import DurableLogger
@@ -62,6 +63,7 @@ __all__ = [
     "Claim",
     "Codec",
     "Context",
+    "ContinueAsNew",
     "CorruptLogError",
     "DivergenceKind",
     "DuplicateJobError",
