@@ -8,6 +8,7 @@ nothing doubled; a resumed job replays its current run only.
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -428,3 +429,32 @@ def test_postgres_store_sigkill_around_the_switch(tmp_path: Path, crash: str) ->
             f'SELECT status, result FROM "{schema}".jobs WHERE id = %s', "ticker"
         )
         assert (status, json.loads(str(result))) == ("completed", TOTAL)
+
+
+# -- the example of docs/concepts.md ---------------------------------------------------
+
+CONCEPTS = Path(__file__).parent.parent / "docs" / "concepts.md"
+PROGRAM = re.compile(
+    r"```python\n((?:(?!```).)*?)```\n\nOutput:\n\n```text\n(.*?)```", re.DOTALL
+)
+
+
+def test_the_continue_as_new_example_prints_what_the_page_says(tmp_path: Path) -> None:
+    [(code, output)] = [
+        found
+        for found in PROGRAM.findall(CONCEPTS.read_text(encoding="utf-8"))
+        if "continue_as_new" in found[0]
+    ]
+    script = tmp_path / "program.py"
+    script.write_text(code, encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == output
