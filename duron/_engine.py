@@ -478,7 +478,7 @@ class Engine:
         error: ErrorInfo | None,
         t: float,
         started: float,
-        next: JobStarted | None = None,  # noqa: A002 - the entry's field
+        next: JobStarted | None = None,
     ) -> list[Entry]:
         """The job's last write: what still runs, staged markers, then its end
         (with ``next``: the job continues as new, as that run)."""
@@ -718,7 +718,7 @@ _CANCELLED = "duron._errors.JobCancelledError"
 
 
 def _end_json(
-    result: JSONValue, error: ErrorInfo | None, next: JobStarted | None = None  # noqa: A002
+    result: JSONValue, error: ErrorInfo | None, next: JobStarted | None = None
 ) -> dict[str, Any]:
     """An end as its entry holds it: ``{"result": ...}``, the error's fields, or
     the next run (its function and arguments: its seed and time are derived)."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from duron._codec import decode_recorded, roundtrip
 from duron._continue import ContinueAsNew
-from duron._entries import ErrorInfo
+from duron._entries import ErrorInfo, JobStarted
 from duron._errors import DuronError, EffectError, JobCancelledError, StorageError
 from duron._recorded_errors import error_info, rebuild
 
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     import asyncio
 
     from duron._durable import DurableFn
-    from duron._entries import JobStarted
     from duron._json import JSONValue
 
 __all__ = [

@@ -8,12 +8,12 @@ nothing doubled; a resumed job replays its current run only.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
@@ -30,9 +30,11 @@ from duron.contrib.storage import FileLogStorage, MemoryLogStorage, SQLiteStore
 sys.path.insert(0, str(Path(__file__).parent))
 from chain_worker import LAST, counter
 from postgres_support import dsn, requires_postgres, schema_name, sql
-from store_backends import Backend
 
 pytestmark = pytest.mark.anyio
+
+if TYPE_CHECKING:
+    from store_backends import Backend
 
 WORKER = Path(__file__).parent / "chain_worker.py"
 TOTAL = sum(range(LAST))
