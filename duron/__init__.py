@@ -7,6 +7,7 @@ where the log ends.
 """
 
 # No `from __future__ import annotations` here: it would export a name `annotations`.
+from duron._child_jobs import ChildJob
 from duron._codec import UNANNOTATED, Codec, JSONValue, PydanticCodec
 from duron._context import Context, PatchQuery
 from duron._continue import ContinueAsNew
@@ -60,6 +61,7 @@ __all__ = [
     "UNANNOTATED",
     "Attempt",
     "CallOptions",
+    "ChildJob",
     "Claim",
     "Codec",
     "Context",

@@ -24,6 +24,7 @@ from typing import (
     overload,
 )
 
+from duron._child_jobs import ChildJob, start_job
 from duron._durable_calls import Recorded
 from duron._effect import effect_spec
 from duron._errors import UsageError
@@ -255,6 +256,49 @@ class Context:
                 raise out.error
             return out.value
         return await out  # type: ignore[misc]
+
+    async def start_job(
+        self, fn: DurableFn[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> ChildJob[_T]:
+        """Start ``fn(*args, **kwargs)`` as a child job; await the handle for its
+        result.
+
+        On a job store the child is a job of its own: its own log and id (the
+        parent's id and this position, or ``fn.options(job_id=...)``), listed
+        with its parent (``store.list_jobs(parent=...)``), run by any worker.
+        The parent waits on it like on a future: a waiting parent is suspended
+        and holds no worker. Its error reaches the parent as its own type; a
+        cancelled child as :class:`~duron.JobCancelledError`. Cancelling the
+        parent through the store cancels its children too (unless
+        ``store.cancel(id, children=False)``).
+
+        On a log of its own (a file, memory) the child runs inline, as a task of
+        the parent, its effects recorded in the parent's log.
+
+        Example:
+            ```python
+            children = [await ctx.start_job(ship, item) for item in order.items]
+            receipts = await asyncio.gather(*children)
+            ```
+
+        Returns:
+            The child's handle (:class:`~duron.ChildJob`): ``await`` it.
+
+        Raises:
+            UsageError: ``fn`` is not a durable function, or bad arguments.
+            PayloadError: An argument cannot be encoded.
+            DuplicateJobError: ``fn.options(job_id=...)`` names a job with
+                another call.
+        """
+        return await start_job(self, self._calls, fn, args, kwargs)
+
+    async def run_job(
+        self, fn: DurableFn[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        """Run ``fn(*args, **kwargs)`` as a child job and return its result:
+        ``await (await ctx.start_job(fn, ...))``."""
+        child = await start_job(self, self._calls, fn, args, kwargs)
+        return await child
 
     @asynccontextmanager
     async def stream(

@@ -258,6 +258,23 @@ class DurableFn(Generic[_P, _T]):
                 )
         return self.sig.encode_inputs(self.codec, bound)
 
+    def entry_from(
+        self, encoded: dict[str, JSONValue], *, t: float | None = None
+    ) -> JobStarted:
+        """The job entry of a call whose arguments are already encoded (by
+        :meth:`encode_arguments`): a fresh seed, the job clock ``t`` (default:
+        now), the deadline this function's options give."""
+        now = time.time() if t is None else t
+        deadline = self._options.deadline
+        return JobStarted(
+            self.name,
+            encoded,
+            secrets.token_hex(8),
+            now,
+            self.module,
+            deadline=None if deadline is None else deadline_at(deadline, now),
+        )
+
     def job_entry(
         self,
         args: tuple[Any, ...],

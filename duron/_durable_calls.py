@@ -208,6 +208,13 @@ class DurableCalls:
         """The job's label."""
         return self._driver.label
 
+    @property
+    def job_store(self) -> Any:
+        """The job store the job's log belongs to (its ``start_child`` starts
+        child jobs), or ``None`` for a log of its own (a file, memory)."""
+        store = getattr(self._driver.storage, "store", None)
+        return store if callable(getattr(store, "start_child", None)) else None
+
     def logger(self, logger: logging.Logger) -> DurableLogger:
         """``logger`` for durable code: silent while the run replays."""
         d = self._driver

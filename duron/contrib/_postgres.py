@@ -41,6 +41,7 @@ from duron.contrib._postgres_log import PostgresLog
 from duron.contrib._postgres_schema import SCHEMA_VERSION, Schema, migrate
 from duron.contrib._sqlstore import (
     DEFAULT_LEASE,
+    DESCENDANTS,
     JOB_COLUMNS,
     TERMINAL_SQL,
     WAKE,
@@ -251,17 +252,24 @@ class PostgresStore(PostgresInbox, SQLStore):
     # -- the statements ---------------------------------------------------------------
 
     async def _add(
-        self, job_id: str, entry: JobStarted, raw: str, args: str
+        self,
+        job_id: str,
+        entry: JobStarted,
+        raw: str,
+        args: str,
+        parent: tuple[str, str] | None = None,
     ) -> tuple[bool, str | None]:
         q = self._q
+        parent_id, future = parent if parent is not None else (None, None)
 
         async def run(conn: AsyncConnection[Any]) -> tuple[bool, str | None]:
             cur = await conn.execute(
-                f"WITH j AS (INSERT INTO {q}.jobs (id, function, args, status) "
-                "VALUES (%s, %s, %s, 'pending') ON CONFLICT (id) DO NOTHING "
+                f"WITH j AS (INSERT INTO {q}.jobs (id, function, args, status, "
+                "parent_id, parent_future) "
+                "VALUES (%s, %s, %s, 'pending', %s, %s) ON CONFLICT (id) DO NOTHING "
                 f"RETURNING id) INSERT INTO {q}.entries (job_id, seq, epoch, entry) "
                 "SELECT id, 0, 0, %s FROM j RETURNING job_id",
-                (job_id, entry.fn, args, raw),
+                (job_id, entry.fn, args, parent_id, future, raw),
                 prepare=True,
             )
             if await cur.fetchone() is not None:
@@ -297,7 +305,7 @@ class PostgresStore(PostgresInbox, SQLStore):
 
         return await self._engine.call(run, op=op, retry=True)
 
-    async def _cancel(self, job_id: str) -> bool:
+    async def _cancel(self, job_id: str, children: bool) -> bool:
         q = self._q
         error = cancelled_before_start(job_id)
 
@@ -306,6 +314,14 @@ class PostgresStore(PostgresInbox, SQLStore):
                 status, owner, live = await self._lease_state(conn, job_id)
                 if status in TERMINAL:
                     return False
+                if children:
+                    await conn.execute(
+                        DESCENDANTS.format(t=f"{q}.jobs", m="%s")
+                        + f"UPDATE {q}.jobs SET cancel_requested = true, "
+                        + f"updated = now(), {WAKE} WHERE id IN (SELECT id FROM tree) "
+                        + f"AND status NOT IN {TERMINAL_SQL}",
+                        (job_id,),
+                    )
                 cur = await conn.execute(
                     f"SELECT 1 FROM {q}.entries WHERE job_id = %s AND seq > 0 LIMIT 1",
                     (job_id,),

@@ -40,6 +40,7 @@ from duron.contrib._sqlite_engine import Engine
 from duron.contrib._sqlite_log import SQLiteLog
 from duron.contrib._sqlstore import (
     DEFAULT_LEASE,
+    DESCENDANTS,
     JOB_COLUMNS,
     TERMINAL_SQL,
     WAKE,
@@ -160,8 +161,15 @@ class SQLiteStore(SQLStore):
         return timestamp(value)
 
     async def _add(
-        self, job_id: str, entry: JobStarted, raw: str, args: str
+        self,
+        job_id: str,
+        entry: JobStarted,
+        raw: str,
+        args: str,
+        parent: tuple[str, str] | None = None,
     ) -> tuple[bool, str | None]:
+        parent_id, future = parent if parent is not None else (None, None)
+
         def run(conn: sqlite3.Connection) -> tuple[bool, str | None]:
             if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone():
                 first = conn.execute(
@@ -170,9 +178,9 @@ class SQLiteStore(SQLStore):
                 return False, first[0] if first else None
             now = time.time()
             conn.execute(
-                "INSERT INTO jobs (id, function, args, status, created, updated) "
-                "VALUES (?, ?, ?, 'pending', ?, ?)",
-                (job_id, entry.fn, args, now, now),
+                "INSERT INTO jobs (id, function, args, status, created, updated, "
+                "parent_id, parent_future) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)",
+                (job_id, entry.fn, args, now, now, parent_id, future),
             )
             conn.execute(
                 "INSERT INTO entries (job_id, seq, entry) VALUES (?, 0, ?)",
@@ -196,12 +204,20 @@ class SQLiteStore(SQLStore):
 
         return await self._engine.call(run, op=op, write=False)
 
-    async def _cancel(self, job_id: str) -> bool:
+    async def _cancel(self, job_id: str, children: bool) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
             now = time.time()
             status, owner, live = self._lease_state(conn, job_id, now)
             if status in TERMINAL:
                 return False
+            if children:
+                conn.execute(
+                    DESCENDANTS.format(t="jobs", m="?")
+                    + "UPDATE jobs SET cancel_requested = 1, updated = ?, "
+                    + WAKE
+                    + f" WHERE id IN (SELECT id FROM tree) AND status NOT IN {TERMINAL_SQL}",
+                    (job_id, now),
+                )
             ran = conn.execute(
                 "SELECT 1 FROM entries WHERE job_id = ? AND seq > 0 LIMIT 1", (job_id,)
             ).fetchone()
