@@ -273,9 +273,7 @@ class Job(Generic[_P, _T]):
                 following = outcome.continued
                 if following is None:
                     self._outcome = outcome
-                    self._state = (
-                        "failed" if outcome.error is not None else "finished"
-                    )
+                    self._state = "failed" if outcome.error is not None else "finished"
         except Exception as exc:
             self._failure = exc
             unavailable = isinstance(exc, StoreUnavailableError)

@@ -343,8 +343,9 @@ def _next_run(d: dict[str, Any]) -> JobStarted:
     for name in ("result", "error"):
         if name in d:
             raise InvalidField(
-                name, "comes with field 'next' (a job that continued as new ends "
-                "without a result)"
+                name,
+                "comes with field 'next' (a job that continued as new ends "
+                "without a result)",
             )
     value = d["next"]
     if type(value) is not dict:

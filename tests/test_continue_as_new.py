@@ -294,9 +294,7 @@ async def test_verify_replays_the_current_run(tmp_path: Path) -> None:
     report = await verify_log(looping, FileLogStorage(path))
     assert (report.status, report.entries) == ("ok", 5)
     # An earlier run, whose end names the next run, verifies too.
-    (tmp_path / "run1.jsonl").write_bytes(
-        (tmp_path / "log.1.jsonl").read_bytes()
-    )
+    (tmp_path / "run1.jsonl").write_bytes((tmp_path / "log.1.jsonl").read_bytes())
     report = await verify_log(looping, FileLogStorage(tmp_path / "run1.jsonl"))
     assert report.status == "ok"
 
@@ -333,7 +331,10 @@ def test_cli_verify_and_inspect_a_chained_job(
     code = main(["inspect", str(path), "--plain"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "run      3 of runs 0 to 3 (the job continued as new; --run N shows another)" in out
+    assert (
+        "run      3 of runs 0 to 3 (the job continued as new; --run N shows another)"
+        in out
+    )
     code = main(["inspect", str(path), "--plain", "--run", "1"])
     out = capsys.readouterr().out
     assert code == 0
@@ -349,7 +350,9 @@ def test_cli_verify_and_inspect_a_chained_job(
 # -- a real SIGKILL around the switch ------------------------------------------------
 
 
-def _worker(kind: str, target: str, crash: str, side_dir: Path) -> subprocess.CompletedProcess[bytes]:
+def _worker(
+    kind: str, target: str, crash: str, side_dir: Path
+) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "CHAIN_SIDE_DIR": str(side_dir)}
     return subprocess.run(
         [sys.executable, str(WORKER), kind, target, crash],

@@ -82,7 +82,9 @@ class StoreLog:
 
     def read_run(self, run: int) -> AsyncIterator[tuple[int, bytes]]:
         """The entries of run ``run`` of the job's chain."""
-        reader: AsyncIterator[tuple[int, bytes]] = self._store.read_run(self.job_id, run)
+        reader: AsyncIterator[tuple[int, bytes]] = self._store.read_run(
+            self.job_id, run
+        )
         return reader
 
 

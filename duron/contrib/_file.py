@@ -207,7 +207,12 @@ class FileLogStorage:
             os.close(lock_fd)  # closing the descriptor drops the flock
 
     async def continue_log(
-        self, entries: Sequence[bytes], first: bytes, /, *, inbox_done: Sequence[int] = ()
+        self,
+        entries: Sequence[bytes],
+        first: bytes,
+        /,
+        *,
+        inbox_done: Sequence[int] = (),
     ) -> None:
         """End the current run with ``entries`` (the last one names the next
         run), then begin the next run's file with its job entry ``first``."""

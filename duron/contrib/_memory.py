@@ -68,7 +68,12 @@ class MemoryLogStorage:
         return True
 
     async def continue_log(
-        self, entries: Sequence[bytes], first: bytes, /, *, inbox_done: Sequence[int] = ()
+        self,
+        entries: Sequence[bytes],
+        first: bytes,
+        /,
+        *,
+        inbox_done: Sequence[int] = (),
     ) -> None:
         """End the current run with ``entries`` and begin the next one with its
         job entry ``first`` (one step: nothing else runs in between)."""

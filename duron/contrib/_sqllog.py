@@ -79,6 +79,7 @@ def archived_runs(top: int | None) -> int:
     """How many archived runs a job has, given its highest negative ``seq``."""
     return 0 if top is None else (int(top) - ARCHIVE_BASE) // RUN_SPAN + 1
 
+
 INBOX_BATCH = 256
 """Inbox items a run takes at a time."""
 
@@ -282,7 +283,12 @@ class SQLLog(ABC, Generic[_S]):
     # -- a chain of runs --------------------------------------------------------------
 
     async def continue_log(
-        self, entries: Sequence[bytes], first: bytes, /, *, inbox_done: Sequence[int] = ()
+        self,
+        entries: Sequence[bytes],
+        first: bytes,
+        /,
+        *,
+        inbox_done: Sequence[int] = (),
     ) -> None:
         """End the current run with ``entries`` (the last one names the next
         run), keep it as the chain's latest archived run, and begin the next run
