@@ -25,7 +25,12 @@ from duron._entries import JobFinished, JobStarted
 from duron._log import decode_entry, encode_entry
 from duron._operations import Ended
 from duron._verify import verify_log
-from duron.contrib.storage import FileLogStorage, MemoryLogStorage, SQLiteStore
+from duron.contrib.storage import (
+    FileLogStorage,
+    MemoryLogStorage,
+    PostgresStore,
+    SQLiteStore,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from chain_worker import LAST, counter
@@ -419,7 +424,7 @@ def test_postgres_store_sigkill_around_the_switch(tmp_path: Path, crash: str) ->
     with schema_name() as schema:
 
         async def migrate() -> None:
-            store = duron.contrib.storage.PostgresStore(dsn(), schema=schema)
+            store = PostgresStore(dsn(), schema=schema)
             await store.migrate()
             await store.close()
 
