@@ -10,6 +10,7 @@ where the log ends.
 from duron._child_jobs import ChildJob
 from duron._codec import UNANNOTATED, Codec, JSONValue, PydanticCodec
 from duron._context import Context, PatchQuery
+from duron._continue import ContinueAsNew
 from duron._driver import Waiting
 from duron._durable import DurableFn, Provided, durable
 from duron._durable_logger import DurableLogger
@@ -64,6 +65,7 @@ __all__ = [
     "Claim",
     "Codec",
     "Context",
+    "ContinueAsNew",
     "CorruptLogError",
     "DivergenceKind",
     "DuplicateJobError",

@@ -454,6 +454,36 @@ class Context:
         """:meth:`time` in integer nanoseconds."""
         return int(self._calls.time() * 1e9)
 
+    def continue_as_new(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """End this run of the job and continue the same job as new: the durable
+        function starts again with these arguments, in a fresh log.
+
+        A job that runs for months (a polling loop, a chat agent) calls it now
+        and then so that its log stays small: a resumed job replays only its
+        current run's log. The switch is atomic: after a crash the job either
+        goes on in the old log or has started the new one, never both. The job
+        keeps its id (a job store lists its runs; a file log's runs are named
+        ``log.1.jsonl``, ``log.2.jsonl``...), its deadline and its context;
+        ``job.wait()`` and ``store.result()`` give the last run's result.
+
+        Effects still running are cancelled, as when the function returns. It
+        raises :class:`~duron.ContinueAsNew`: let it propagate out of the
+        durable function (an ``except Exception`` does not catch it).
+
+        Args:
+            *args: The durable function's arguments for the next run, after the
+                context.
+            **kwargs: Its keyword arguments (not the ``= duron.Provided`` ones).
+
+        Raises:
+            ContinueAsNew: Always: this run ends here.
+            UsageError: Bad arguments for the durable function.
+            PayloadError: An argument cannot be encoded, would not decode back,
+                or makes a job entry over the storage's size limit.
+        """
+        self._calls.check_loop("ctx.continue_as_new()")
+        raise self._calls.continue_as_new(args, kwargs)
+
     def random(self) -> random.Random:
         """A ``random.Random`` seeded deterministically for this point of the job.
 

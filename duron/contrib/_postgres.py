@@ -406,7 +406,7 @@ class PostgresStore(PostgresInbox, SQLStore):
                     raise JobNotFoundError(job=job_id, store=self.label)
                 cur = await conn.execute(
                     f"SELECT seq, entry FROM {q}.entries WHERE job_id = %s "
-                    "ORDER BY seq",
+                    "AND seq >= 0 ORDER BY seq",
                     (job_id,),
                 )
                 rows = await cur.fetchall()
@@ -455,7 +455,8 @@ class PostgresStore(PostgresInbox, SQLStore):
     async def _log_sizes(self, job_ids: list[str]) -> list[_Row]:
         sql = (
             "SELECT job_id, count(*), sum(octet_length(entry)) "
-            f"FROM {self._q}.entries WHERE job_id = ANY(%s) GROUP BY job_id"
+            f"FROM {self._q}.entries WHERE job_id = ANY(%s) AND seq >= 0 "
+            "GROUP BY job_id"
         )
 
         async def run(conn: AsyncConnection[Any]) -> list[_Row]:
@@ -463,6 +464,38 @@ class PostgresStore(PostgresInbox, SQLStore):
             return await cur.fetchall()
 
         return await self._engine.call(run, op="list", retry=True)
+
+    async def _archive_tops(self, job_ids: list[str]) -> list[tuple[str, int]]:
+        q = self._q
+
+        async def run(conn: AsyncConnection[Any]) -> list[tuple[str, int]]:
+            out = []
+            for job_id in job_ids:  # each one a step down the primary key
+                cur = await conn.execute(
+                    f"SELECT max(seq) FROM {q}.entries WHERE job_id = %s AND seq < 0",
+                    (job_id,),
+                )
+                row = await cur.fetchone()
+                if row is not None and row[0] is not None:
+                    out.append((job_id, int(row[0])))
+            return out
+
+        return await self._engine.call(run, op="read", retry=True)
+
+    async def _read_span(
+        self, job_id: str, start: int, stop: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        q = self._q
+
+        async def run(conn: AsyncConnection[Any]) -> list[tuple[int, bytes]]:
+            cur = await conn.execute(
+                f"SELECT seq, entry FROM {q}.entries WHERE job_id = %s "
+                "AND seq >= %s AND seq < %s ORDER BY seq LIMIT %s",
+                (job_id, start, stop, limit),
+            )
+            return [(seq, text.encode()) for seq, text in await cur.fetchall()]
+
+        return await self._engine.call(run, op="read", job=job_id, retry=True)
 
     async def _exists(self, job_id: str) -> bool:
         q = self._q

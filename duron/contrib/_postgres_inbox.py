@@ -84,7 +84,7 @@ class PostgresInbox:
             raise JobNotFoundError(job=job_id, store=self.label)
         started, done = entry_patterns(op_id)
         cur = await conn.execute(
-            f"SELECT seq, entry FROM {q}.entries WHERE job_id = %s "
+            f"SELECT seq, entry FROM {q}.entries WHERE job_id = %s AND seq >= 0 "
             "AND (entry LIKE %s OR entry LIKE %s) ORDER BY seq",
             (job_id, started, done),
         )

@@ -276,7 +276,7 @@ class SQLiteStore(SQLStore):
                 raise fork_taken(new_id, job_id, at)
             cur = conn.execute(
                 "SELECT seq, CAST(entry AS BLOB) FROM entries WHERE job_id = ? "
-                "ORDER BY seq",
+                "AND seq >= 0 ORDER BY seq",
                 (job_id,),
             )
             first, prefix = fork_copy(cur, job_id, at)
@@ -316,13 +316,39 @@ class SQLiteStore(SQLStore):
         marks = ", ".join("?" * len(job_ids))
         sql = (
             "SELECT job_id, count(*), sum(length(CAST(entry AS BLOB))) FROM entries "
-            f"WHERE job_id IN ({marks}) GROUP BY job_id"
+            f"WHERE job_id IN ({marks}) AND seq >= 0 GROUP BY job_id"
         )
 
         def run(conn: sqlite3.Connection) -> list[_Row]:
             return conn.execute(sql, job_ids).fetchall()
 
         return await self._engine.call(run, op="list", write=False)
+
+    async def _archive_tops(self, job_ids: list[str]) -> list[tuple[str, int]]:
+        def run(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+            out = []
+            for job_id in job_ids:  # each one a step down the primary key
+                (top,) = conn.execute(
+                    "SELECT max(seq) FROM entries WHERE job_id = ? AND seq < 0",
+                    (job_id,),
+                ).fetchone()
+                if top is not None:
+                    out.append((job_id, int(top)))
+            return out
+
+        return await self._engine.call(run, op="read", write=False)
+
+    async def _read_span(
+        self, job_id: str, start: int, stop: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        def run(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            return conn.execute(
+                "SELECT seq, CAST(entry AS BLOB) FROM entries "
+                "WHERE job_id = ? AND seq >= ? AND seq < ? ORDER BY seq LIMIT ?",
+                (job_id, start, stop, limit),
+            ).fetchall()
+
+        return await self._engine.call(run, op="read", write=False, job=job_id)
 
     async def _exists(self, job_id: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
@@ -441,7 +467,7 @@ class SQLiteStore(SQLStore):
             raise JobNotFoundError(job=job_id, store=self.label)
         started, done = entry_patterns(op_id)
         entries = conn.execute(
-            "SELECT seq, entry FROM entries WHERE job_id = ? "
+            "SELECT seq, entry FROM entries WHERE job_id = ? AND seq >= 0 "
             "AND (entry LIKE ? OR entry LIKE ?) ORDER BY seq",
             (job_id, started, done),
         ).fetchall()

@@ -56,6 +56,7 @@ from duron._recorded_errors import error_info, rebuild
 from duron._resubmit import check_resubmit
 from duron.contrib._job_search import JOB_COLUMNS, JobSearch
 from duron.contrib._sqlinbox import StoreInbox
+from duron.contrib._sqllog import archived_runs, archived_seq
 from duron.contrib._wakeups import DONE, WORK, Watchers
 
 if TYPE_CHECKING:
@@ -320,7 +321,38 @@ class SQLStore(JobSearch, StoreInbox, ABC):
         if not wanted:
             return {}
         rows = await self._log_sizes(wanted)
-        return {str(job): LogSize(int(n), int(size)) for job, n, size in rows}
+        tops = dict(await self._archive_tops(wanted))
+        return {
+            str(job): LogSize(int(n), int(size), archived_runs(tops.get(job)) + 1)
+            for job, n, size in rows
+        }
+
+    async def run_count(self, job_id: str) -> int:
+        """How many runs the job's chain holds: 1 unless it continued as new (0:
+        no entries yet)."""
+        top = dict(await self._archive_tops([job_id])).get(job_id)
+        if top is not None:
+            return archived_runs(top) + 1
+        return 1 if await self._read_span(job_id, 0, 1, 1) else 0
+
+    async def read_run(self, job_id: str, run: int) -> AsyncIterator[tuple[int, bytes]]:
+        """The entries of run ``run`` of the job's chain (0: the first), as
+        ``(seq, entry)``: the current run's numbered from 0, an archived one's
+        as archived (nothing for a run the chain does not hold)."""
+        runs = await self.run_count(job_id)
+        if not 0 <= run < runs:
+            return
+        if run == runs - 1:
+            start, stop = 0, 2**63 - 1
+        else:
+            start, stop = archived_seq(run), archived_seq(run + 1)
+        while True:
+            rows = await self._read_span(job_id, start, stop, READ_CHUNK)
+            for row in rows:
+                yield row
+            if len(rows) < READ_CHUNK:
+                return
+            start = rows[-1][0] + 1
 
     @overload
     async def result(
@@ -603,6 +635,17 @@ class SQLStore(JobSearch, StoreInbox, ABC):
 
     @abstractmethod
     async def _exists(self, job_id: str) -> bool: ...
+
+    @abstractmethod
+    async def _archive_tops(self, job_ids: list[str]) -> list[tuple[str, int]]:
+        """``(job_id, highest seq below 0)`` of each of these jobs that
+        continued as new."""
+
+    @abstractmethod
+    async def _read_span(
+        self, job_id: str, start: int, stop: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` entries numbered ``start <= seq < stop``, by seq."""
 
     @abstractmethod
     async def _log_sizes(self, job_ids: list[str]) -> list[tuple[Any, ...]]:
