@@ -102,8 +102,7 @@ class JobFilter:
     created_before: datetime | None = None
     updated_after: datetime | None = None
     updated_before: datetime | None = None
-    # A filter on a job's parent job belongs here (and in the SQL built from it,
-    # contrib/_job_search.py) once the jobs table records a parent.
+    parent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +159,7 @@ def job_filter(
     created_before: datetime | None = None,
     updated_after: datetime | None = None,
     updated_before: datetime | None = None,
+    parent: str | None = None,
 ) -> JobFilter:
     """The filters of ``list_jobs`` / ``count_jobs``, checked.
 
@@ -172,9 +172,13 @@ def job_filter(
         functions = function_names(function, "function")
         if not functions:
             raise UsageError("function must name at least one durable function")
+    if parent is not None and (type(parent) is not str or not parent):
+        raise UsageError(f"parent must be a job id, not {parent!r}")
     queues = None
     if queue is not None:
-        queues = check_queue_names([queue] if isinstance(queue, str) else queue, "queue")
+        queues = check_queue_names(
+            [queue] if isinstance(queue, str) else queue, "queue"
+        )
         if not queues:
             raise UsageError("queue must name at least one queue")
     if id_prefix is not None and (type(id_prefix) is not str or not id_prefix):
@@ -216,6 +220,7 @@ def job_filter(
         created_before,
         updated_after,
         updated_before,
+        parent,
     )
 
 

@@ -146,6 +146,8 @@ class JobInfo:
         wake_at: When a suspended job's timer is due (``None``: it waits for
             input alone, or it is not suspended), or when a pending job
             submitted with ``start_at`` / ``delay`` may start.
+        parent: The job whose durable code started this one
+            (``ctx.start_job``), if any.
         queue: The queue the job was submitted to.
         priority: Its priority within the queue (higher starts first).
     """
@@ -164,6 +166,7 @@ class JobInfo:
     cancel_requested: bool
     forked_from: str | None = None
     wake_at: datetime | None = None
+    parent: str | None = None
     queue: str = DEFAULT_QUEUE
     priority: int = 0
 
@@ -264,6 +267,7 @@ class JobStore(Protocol):
         created_before: datetime | None = None,
         updated_after: datetime | None = None,
         updated_before: datetime | None = None,
+        parent: str | None = None,
         newest_first: bool = False,
         limit: int | None = None,
         cursor: str | None = None,
@@ -286,6 +290,7 @@ class JobStore(Protocol):
         created_before: datetime | None = None,
         updated_after: datetime | None = None,
         updated_before: datetime | None = None,
+        parent: str | None = None,
     ) -> dict[JobStatus, int]:
         """How many jobs the filters keep, per status."""
         ...
@@ -314,8 +319,9 @@ class JobStore(Protocol):
         """Wait for the job to end; its result (decoded by ``fn``), or raise its error."""
         ...
 
-    async def cancel(self, job_id: str) -> bool:
-        """Ask for the job to be cancelled; ``False`` if it had already ended."""
+    async def cancel(self, job_id: str, *, children: bool = True) -> bool:
+        """Ask for the job to be cancelled (and its unfinished child jobs, unless
+        ``children=False``); ``False`` if it had already ended."""
         ...
 
     async def requeue(self, job_id: str) -> None:
@@ -637,6 +643,7 @@ def job_info_from_row(
         cancel,
         forked_from,
         wake_at,
+        parent,
         queue,
         priority,
     ) = row
@@ -690,6 +697,7 @@ def job_info_from_row(
         cancel_requested=bool(cancel),
         forked_from=forked_from,
         wake_at=wake_at_time,
+        parent=parent,
         queue=queue,
         priority=priority,
     )

@@ -135,15 +135,12 @@ def check_queue_names(queues: object, what: str = "queues") -> tuple[str, ...]:
         items = list(queues)  # type: ignore[call-overload]
     except TypeError:
         raise UsageError(
-            f"{what} takes a list of queue names or duron.Queue objects, "
-            f"not {queues!r}"
+            f"{what} takes a list of queue names or duron.Queue objects, not {queues!r}"
         ) from None
     names: list[str] = []
     for item in items:
         name = item.name if isinstance(item, Queue) else item
         if not is_queue_name(name):
-            raise UsageError(
-                f"{what}: a queue name is {QUEUE_NAME_RULE}, not {item!r}"
-            )
+            raise UsageError(f"{what}: a queue name is {QUEUE_NAME_RULE}, not {item!r}")
         names.append(name)
     return tuple(dict.fromkeys(names))

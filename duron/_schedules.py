@@ -178,7 +178,9 @@ def next_tick(schedule: Schedule, after: float) -> float:
     raise AssertionError("unreachable: cron iteration never ends")  # pragma: no cover
 
 
-def due_tick(schedule: Schedule, next_at: float, now: float) -> tuple[float | None, float]:
+def due_tick(
+    schedule: Schedule, next_at: float, now: float
+) -> tuple[float | None, float]:
     """Which tick to start now, if any, and the schedule's next tick after it.
 
     Args:
@@ -196,7 +198,9 @@ def due_tick(schedule: Schedule, next_at: float, now: float) -> tuple[float | No
     # The latest tick at or before now (a reverse walk from just after now).
     end = datetime.fromtimestamp(now, _zone(schedule.timezone)).replace(microsecond=0)
     latest = next_at
-    for tick in _cronsim().CronSim(schedule.cron, end.replace(microsecond=1), reverse=True):
+    for tick in _cronsim().CronSim(
+        schedule.cron, end.replace(microsecond=1), reverse=True
+    ):
         latest = max(tick.timestamp(), next_at)
         break
     if schedule.missed == "skip" and now - latest > schedule.grace:

@@ -62,7 +62,9 @@ async def test_higher_priority_starts_first_then_the_oldest(store: Store) -> Non
 
 async def test_a_delayed_job_starts_at_its_time_not_before(store: Store) -> None:
     await store.submit(job.options(job_id="later", delay=0.6), 0)
-    await store.submit(job.options(job_id="past", start_at=datetime.now(timezone.utc)), 0)
+    await store.submit(
+        job.options(job_id="past", start_at=datetime.now(timezone.utc)), 0
+    )
     assert await claimed(store) == ["past"]
     await anyio.sleep(0.7)
     assert await claimed(store) == ["later"]
@@ -166,17 +168,28 @@ def test_bad_queue_options_are_named() -> None:
 
 def test_bad_queues_and_limits_are_named() -> None:
     cases: list[tuple[object, str]] = [
-        (lambda: duron.Queue(" q"), "a queue name is a non-empty string of at "
-         "most 255 printable characters, without leading or trailing spaces, "
-         "not ' q'"),
-        (lambda: duron.Queue("q", concurrency=0),
-         "Queue(concurrency=...) takes a whole number >= 1 or None, not 0"),
-        (lambda: duron.Queue("q", rate_limit=5),  # type: ignore[arg-type]
-         "Queue(rate_limit=...) takes a duron.RateLimit(starts, per) or None, not 5"),
-        (lambda: duron.RateLimit(0, per=1),
-         "RateLimit(starts=...) takes a whole number >= 1, not 0"),
-        (lambda: duron.RateLimit(1, per=0),
-         "RateLimit(per=...) takes seconds > 0 or a timedelta, not 0"),
+        (
+            lambda: duron.Queue(" q"),
+            "a queue name is a non-empty string of at "
+            "most 255 printable characters, without leading or trailing spaces, "
+            "not ' q'",
+        ),
+        (
+            lambda: duron.Queue("q", concurrency=0),
+            "Queue(concurrency=...) takes a whole number >= 1 or None, not 0",
+        ),
+        (
+            lambda: duron.Queue("q", rate_limit=5),  # type: ignore[arg-type]
+            "Queue(rate_limit=...) takes a duron.RateLimit(starts, per) or None, not 5",
+        ),
+        (
+            lambda: duron.RateLimit(0, per=1),
+            "RateLimit(starts=...) takes a whole number >= 1, not 0",
+        ),
+        (
+            lambda: duron.RateLimit(1, per=0),
+            "RateLimit(per=...) takes seconds > 0 or a timedelta, not 0",
+        ),
     ]
     for make, message in cases:
         with pytest.raises(duron.UsageError, match=f"^{re.escape(message)}$"):

@@ -58,12 +58,20 @@ def test_missed_ticks_run_the_latest_once_or_are_skipped() -> None:
 
 def test_bad_schedules_are_named() -> None:
     cases: list[tuple[dict[str, object], str]] = [
-        ({"name": "a@b"}, "a schedule name is a non-empty string of at most 200 "
-         "characters without '@', not 'a@b'"),
-        ({"cron": "* *"}, "schedule 'x': '* *' is not a cron expression (Wrong "
-         "number of fields)"),
-        ({"timezone": "Mars/Base"}, "Schedule(timezone=...) takes an IANA time zone "
-         "name such as 'Europe/Paris' or 'UTC', not 'Mars/Base'"),
+        (
+            {"name": "a@b"},
+            "a schedule name is a non-empty string of at most 200 "
+            "characters without '@', not 'a@b'",
+        ),
+        (
+            {"cron": "* *"},
+            "schedule 'x': '* *' is not a cron expression (Wrong number of fields)",
+        ),
+        (
+            {"timezone": "Mars/Base"},
+            "Schedule(timezone=...) takes an IANA time zone "
+            "name such as 'Europe/Paris' or 'UTC', not 'Mars/Base'",
+        ),
         ({"missed": "all"}, "Schedule(missed=...) takes 'latest' or 'skip', not 'all'"),
         ({"grace": -1}, "Schedule(grace=...) takes seconds >= 0, not -1"),
     ]
@@ -84,7 +92,11 @@ async def test_a_schedule_is_added_listed_paused_resumed_and_removed(
 ) -> None:
     hourly = duron.Schedule("hourly", "0 * * * *", timezone="Europe/Paris")
     info = await store.add_schedule(hourly, report.options(queue="reports"), "emea")
-    assert (info.schedule, info.function, info.args) == (hourly, "report", {"region": "emea"})
+    assert (info.schedule, info.function, info.args) == (
+        hourly,
+        "report",
+        {"region": "emea"},
+    )
     assert (info.queue, info.priority, info.paused, info.last_tick) == (
         "reports",
         0,

@@ -63,8 +63,7 @@ def test_schedules_are_added_listed_paused_and_removed(
     )
     code, out, _ = run(capsys, "schedules", "list", url)
     assert out == (
-        "nightly '0 3 * * *' Europe/Paris report queue=reports missed=latest "
-        "(paused)\n"
+        "nightly '0 3 * * *' Europe/Paris report queue=reports missed=latest (paused)\n"
     )
     assert run(capsys, "schedules", "remove", url, "nightly")[:2] == (
         0,
@@ -104,7 +103,9 @@ def test_bad_schedule_input_is_one_line(
 def test_queue_limits_are_set_and_listed(
     url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run(capsys, "queues", "set", url, "mail", "--concurrency", "3", "--rate", "10/60") == (
+    assert run(
+        capsys, "queues", "set", url, "mail", "--concurrency", "3", "--rate", "10/60"
+    ) == (
         0,
         "mail (concurrency 3, rate 10/60s)\n",
         "",

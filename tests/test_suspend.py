@@ -238,7 +238,24 @@ async def test_a_job_woken_by_input_takes_it_before_it_can_be_suspended_again(
             return [(await store.get(i)).status for i in ids] == ["suspended"] * 5
 
         await until(all_suspended)
-        for n, job_id in zip(range(10, 15), ids):
+        for n, job_id in zip(range(10, 15), ids, strict=True):
             await store.complete_future(job_id, future_of(n), result="ok")
-        for n, job_id in zip(range(10, 15), ids):
+        for n, job_id in zip(range(10, 15), ids, strict=True):
             assert await store.result(job_id, approval, timeout=10) == f"{n} ok"
+
+
+async def test_a_cancel_through_the_store_reaches_a_job_run_the_seed_way(
+    backend: Backend,
+) -> None:
+    runs.clear()
+    store = await backend.store()
+    async with approval.invoke(store.log("seed")) as job:
+        await job.start(21)
+        await until(lambda: _true(any(r.startswith("asked 21") for r in runs)))
+        assert await store.cancel("seed")
+        with pytest.raises(duron.JobCancelledError):
+            await job.wait()
+    info = await store.get("seed")
+    assert (info.status, info.cancel_requested) == ("cancelled", False)
+    entries = [e async for _, e in store.read_log("seed")]
+    assert sum(e.startswith(b'{"type":"cancel"') for e in entries) == 1

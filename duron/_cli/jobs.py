@@ -272,6 +272,7 @@ def _list(args: argparse.Namespace) -> int:
                 size = sizes.get(info.id)
                 data["entries"] = size.entries if size is not None else 0
                 data["bytes"] = size.bytes if size is not None else 0
+                data["runs"] = size.runs if size is not None else 0
             print(orjson.dumps(data).decode())
     else:
         _print_table(jobs, sizes)
@@ -289,12 +290,16 @@ def _list(args: argparse.Namespace) -> int:
 
 def _print_table(jobs: list[JobInfo], sizes: dict[str, LogSize] | None) -> None:
     head: tuple[str, ...] = ("ID", "STATUS", "UPDATED")
-    rows = [(*head, "ENTRIES", "BYTES") if sizes is not None else head]
+    rows = [(*head, "RUNS", "ENTRIES", "BYTES") if sizes is not None else head]
     for j in jobs:
         row: tuple[str, ...] = (j.id, j.status, show_time(j.updated))
         if sizes is not None:
             size = sizes.get(j.id)
-            row += (str(size.entries), f"{size.bytes:,}") if size else ("0", "0")
+            row += (
+                (str(size.runs), str(size.entries), f"{size.bytes:,}")
+                if size
+                else ("0", "0", "0")
+            )
         rows.append(row)
     calls = ["CALL", *(j.describe_call() for j in jobs)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

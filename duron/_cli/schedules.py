@@ -51,10 +51,14 @@ def _run(url: str, action: Callable[[SQLStore], Awaitable[_T]]) -> _T:
 
 def _command(
     what: str,
-) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+) -> Callable[
+    [Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]
+]:
     """Report a Duron error as one line, exit code 2."""
 
-    def wrap(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def wrap(
+        fn: Callable[[argparse.Namespace], int],
+    ) -> Callable[[argparse.Namespace], int]:
         @functools.wraps(fn)
         def run(args: argparse.Namespace) -> int:
             try:
@@ -75,7 +79,9 @@ def register(subparsers: Any) -> None:
         description="Manage the cron schedules of a job store (workers start "
         "their ticks' jobs). URL names the store as for `duron jobs`.",
     )
-    sub = parser.add_subparsers(dest="schedules_command", metavar="ACTION", required=True)
+    sub = parser.add_subparsers(
+        dest="schedules_command", metavar="ACTION", required=True
+    )
     p = sub.add_parser("add", help="add a schedule, or update the one of that name")
     p.add_argument("url", help=_URL_HELP)
     p.add_argument("name", help="the schedule's name")
@@ -95,7 +101,10 @@ def register(subparsers: Any) -> None:
         help="ticks missed while no worker ran: run the latest once, or skip them",
     )
     p.add_argument(
-        "--grace", type=float, default=60.0, help="--missed skip: seconds late a tick still runs"
+        "--grace",
+        type=float,
+        default=60.0,
+        help="--missed skip: seconds late a tick still runs",
     )
     p.add_argument("--queue", default="default", help="the queue of its jobs")
     p.add_argument("--priority", type=int, default=0, help="their priority")
@@ -127,7 +136,9 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("set", help="set a queue's limits (none given: no limits)")
     p.add_argument("url", help=_URL_HELP)
     p.add_argument("name", help="the queue's name")
-    p.add_argument("--concurrency", type=int, help="at most this many of its jobs at once")
+    p.add_argument(
+        "--concurrency", type=int, help="at most this many of its jobs at once"
+    )
     p.add_argument(
         "--rate",
         metavar="N/SECONDS",

@@ -40,9 +40,10 @@ from duron.contrib._postgres_engine import Engine
 from duron.contrib._postgres_inbox import PostgresInbox
 from duron.contrib._postgres_log import PostgresLog
 from duron.contrib._postgres_queues import PostgresQueues
-from duron.contrib._postgres_schema import SCHEMA_VERSION, Schema, migrate
+from duron.contrib._postgres_schema import SCHEMA_VERSION, Schema, channel, migrate
 from duron.contrib._sqlstore import (
     DEFAULT_LEASE,
+    DESCENDANTS,
     JOB_COLUMNS,
     TERMINAL_SQL,
     WAKE,
@@ -254,16 +255,24 @@ class PostgresStore(PostgresQueues, PostgresInbox, SQLStore):
     # -- the statements ---------------------------------------------------------------
 
     async def _add(
-        self, job_id: str, entry: JobStarted, raw: str, args: str, where: Placement
+        self,
+        job_id: str,
+        entry: JobStarted,
+        raw: str,
+        args: str,
+        where: Placement,
+        parent: tuple[str, str] | None = None,
     ) -> tuple[bool, str | None]:
         q = self._q
+        parent_id, future = parent if parent is not None else (None, None)
         start_at = None if where.start_at is None else timestamp(where.start_at)
 
         async def run(conn: AsyncConnection[Any]) -> tuple[bool, str | None]:
             # A delay counts from the server's clock, like every lease.
             cur = await conn.execute(
                 f"WITH j AS (INSERT INTO {q}.jobs (id, function, args, status, "
-                "queue, priority, wake_at) VALUES (%s, %s, %s, 'pending', %s, %s, "
+                "parent_id, parent_future, queue, priority, wake_at) "
+                "VALUES (%s, %s, %s, 'pending', %s, %s, %s, %s, "
                 "COALESCE(%s::timestamptz, now() + make_interval(secs => %s))) "
                 "ON CONFLICT (id) DO NOTHING "
                 f"RETURNING id) INSERT INTO {q}.entries (job_id, seq, epoch, entry) "
@@ -272,6 +281,8 @@ class PostgresStore(PostgresQueues, PostgresInbox, SQLStore):
                     job_id,
                     entry.fn,
                     args,
+                    parent_id,
+                    future,
                     where.queue,
                     where.priority,
                     start_at,
@@ -313,7 +324,7 @@ class PostgresStore(PostgresQueues, PostgresInbox, SQLStore):
 
         return await self._engine.call(run, op=op, retry=True)
 
-    async def _cancel(self, job_id: str) -> bool:
+    async def _cancel(self, job_id: str, children: bool) -> bool:
         q = self._q
         error = cancelled_before_start(job_id)
 
@@ -322,6 +333,15 @@ class PostgresStore(PostgresQueues, PostgresInbox, SQLStore):
                 status, owner, live = await self._lease_state(conn, job_id)
                 if status in TERMINAL:
                     return False
+                if children:
+                    cur = await conn.execute(
+                        DESCENDANTS.format(t=f"{q}.jobs", m="%s")
+                        + f"SELECT id FROM {q}.jobs WHERE id IN (SELECT id FROM tree) "
+                        + f"AND status NOT IN {TERMINAL_SQL}",
+                        (job_id,),
+                    )
+                    for (child,) in await cur.fetchall():
+                        await self._request_cancel(conn, child)
                 cur = await conn.execute(
                     f"SELECT 1 FROM {q}.entries WHERE job_id = %s AND seq > 0 LIMIT 1",
                     (job_id,),
@@ -334,14 +354,25 @@ class PostgresStore(PostgresQueues, PostgresInbox, SQLStore):
                         (error, job_id),
                     )
                 else:
-                    await conn.execute(
-                        f"UPDATE {q}.jobs SET cancel_requested = true, "
-                        f"updated = now(), {WAKE} WHERE id = %s",
-                        (job_id,),
-                    )
+                    await self._request_cancel(conn, job_id)
                 return True
 
         return await self._engine.call(run, op="cancel", signal=WORK | DONE, job=job_id)
+
+    async def _request_cancel(self, conn: AsyncConnection[Any], job_id: str) -> None:
+        """Mark the job asked to cancel, and put the request in its inbox: its
+        run, on a worker or the seed way, records it once and delivers it."""
+        q = self._q
+        await conn.execute(
+            f"WITH n AS (UPDATE {q}.jobs SET inbox_seq = inbox_seq + 1, "
+            f"cancel_requested = true, updated = now(), {WAKE} WHERE id = %s "
+            f"RETURNING inbox_seq) INSERT INTO {q}.inbox (job_id, seq, kind, "
+            "target) SELECT %s, inbox_seq, 'cancel', '' FROM n",
+            (job_id, job_id),
+        )
+        await conn.execute(
+            "SELECT pg_notify(%s, %s)", (channel(self._engine.schema.name), job_id)
+        )
 
     async def _lease_state(
         self, conn: AsyncConnection[Any], job_id: str
@@ -394,7 +425,7 @@ class PostgresStore(PostgresQueues, PostgresInbox, SQLStore):
                     raise JobNotFoundError(job=job_id, store=self.label)
                 cur = await conn.execute(
                     f"SELECT seq, entry FROM {q}.entries WHERE job_id = %s "
-                    "ORDER BY seq",
+                    "AND seq >= 0 ORDER BY seq",
                     (job_id,),
                 )
                 rows = await cur.fetchall()
@@ -445,7 +476,8 @@ class PostgresStore(PostgresQueues, PostgresInbox, SQLStore):
     async def _log_sizes(self, job_ids: list[str]) -> list[_Row]:
         sql = (
             "SELECT job_id, count(*), sum(octet_length(entry)) "
-            f"FROM {self._q}.entries WHERE job_id = ANY(%s) GROUP BY job_id"
+            f"FROM {self._q}.entries WHERE job_id = ANY(%s) AND seq >= 0 "
+            "GROUP BY job_id"
         )
 
         async def run(conn: AsyncConnection[Any]) -> list[_Row]:
@@ -453,6 +485,38 @@ class PostgresStore(PostgresQueues, PostgresInbox, SQLStore):
             return await cur.fetchall()
 
         return await self._engine.call(run, op="list", retry=True)
+
+    async def _archive_tops(self, job_ids: list[str]) -> list[tuple[str, int]]:
+        q = self._q
+
+        async def run(conn: AsyncConnection[Any]) -> list[tuple[str, int]]:
+            out = []
+            for job_id in job_ids:  # each one a step down the primary key
+                cur = await conn.execute(
+                    f"SELECT max(seq) FROM {q}.entries WHERE job_id = %s AND seq < 0",
+                    (job_id,),
+                )
+                row = await cur.fetchone()
+                if row is not None and row[0] is not None:
+                    out.append((job_id, int(row[0])))
+            return out
+
+        return await self._engine.call(run, op="read", retry=True)
+
+    async def _read_span(
+        self, job_id: str, start: int, stop: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        q = self._q
+
+        async def run(conn: AsyncConnection[Any]) -> list[tuple[int, bytes]]:
+            cur = await conn.execute(
+                f"SELECT seq, entry FROM {q}.entries WHERE job_id = %s "
+                "AND seq >= %s AND seq < %s ORDER BY seq LIMIT %s",
+                (job_id, start, stop, limit),
+            )
+            return [(seq, text.encode()) for seq, text in await cur.fetchall()]
+
+        return await self._engine.call(run, op="read", job=job_id, retry=True)
 
     async def _exists(self, job_id: str) -> bool:
         q = self._q

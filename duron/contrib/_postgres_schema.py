@@ -20,10 +20,12 @@ if TYPE_CHECKING:
 __all__ = [
     "SCHEMA_VERSION",
     "Schema",
+    "channel",
     "check_schema",
     "current_version",
     "migrate",
     "missing_schema",
+    "statements",
 ]
 
 SCHEMA_VERSION = 5
@@ -84,8 +86,42 @@ ALTER TABLE {s}.jobs ADD CONSTRAINT jobs_status_check CHECK (status IN
     ('pending', 'running', 'suspended', 'completed', 'failed', 'cancelled'));
 CREATE INDEX jobs_waking ON {s}.jobs (wake_at) WHERE status = 'suspended';
 """,
-    # Version 4 is the parent job columns (kept apart: another change adds it).
-    4: "",
+    # Child jobs: the job that started one, and the future there that its end
+    # completes, through the parent's inbox, in the transaction that ends it.
+    4: """
+ALTER TABLE {s}.jobs ADD COLUMN parent_id text;
+ALTER TABLE {s}.jobs ADD COLUMN parent_future text;
+CREATE INDEX jobs_parent ON {s}.jobs (parent_id) WHERE parent_id IS NOT NULL;
+CREATE FUNCTION {s}.child_ended() RETURNS trigger LANGUAGE plpgsql AS $f$
+DECLARE
+    n bigint;
+    message text := 'child job ' || NEW.id || ' was cancelled';
+BEGIN
+    UPDATE {s}.jobs SET inbox_seq = inbox_seq + 1,
+        status = CASE status WHEN 'suspended' THEN 'pending' ELSE status END,
+        wake_at = CASE status WHEN 'suspended' THEN NULL ELSE wake_at END
+        WHERE id = NEW.parent_id RETURNING inbox_seq INTO n;
+    IF n IS NOT NULL THEN
+        INSERT INTO {s}.inbox (job_id, seq, kind, target, data, error)
+        VALUES (NEW.parent_id, n, 'future', NEW.parent_future,
+            CASE NEW.status WHEN 'completed' THEN NEW.result END,
+            CASE NEW.status
+                WHEN 'completed' THEN NULL
+                WHEN 'cancelled' THEN json_build_object(
+                    'type', 'duron._errors.JobCancelledError',
+                    'message', message, 'args', json_build_array(message))::text
+                ELSE NEW.error END);
+        PERFORM pg_notify(TG_ARGV[0], NEW.parent_id);
+    END IF;
+    RETURN NULL;
+END
+$f$;
+CREATE TRIGGER jobs_child_ended AFTER UPDATE OF status ON {s}.jobs
+    FOR EACH ROW WHEN (NEW.parent_id IS NOT NULL
+        AND NEW.status IN ('completed', 'failed', 'cancelled')
+        AND OLD.status NOT IN ('completed', 'failed', 'cancelled'))
+    EXECUTE FUNCTION {s}.child_ended('{notify}');
+""",
     # Queues (a job's queue and priority, when it first started, a queue's
     # limits) and schedules. A pending job with a wake_at starts at that time.
     5: """
@@ -137,6 +173,27 @@ _INDEXES = {
     "jobs_runnable_function": "jobs (function, created, id) "
     "WHERE status IN ('pending', 'running')",
 }
+
+
+def channel(schema: str) -> str:
+    """The notification channel of a store's schema (a quoted identifier's text,
+    at most 63 bytes as PostgreSQL keeps them): input stored for a job."""
+    return f"duron_inbox:{schema}"[:63]
+
+
+def statements(script: str) -> list[str]:
+    """The statements of a migration script: split at ``;``, except inside a
+    ``$f$``-quoted function body."""
+    out: list[str] = []
+    current: list[str] = []
+    for part in script.split(";"):
+        current.append(part)
+        if "".join(current).count("$f$") % 2 == 0:  # not inside a body
+            statement = ";".join(current).strip()
+            if statement:
+                out.append(statement)
+            current = []
+    return out
 
 
 @dataclass(frozen=True)
@@ -219,9 +276,9 @@ async def migrate(conn: AsyncConnection[Any], label: str, schema: Schema) -> lis
                 f"this Duron knows up to {SCHEMA_VERSION}): upgrade duron",
             )
         for v in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in _MIGRATIONS[v].format(s=schema.q).split(";"):
-                if statement.strip():
-                    await conn.execute(statement)
+            script = _MIGRATIONS[v].format(s=schema.q, notify=channel(schema.name))
+            for statement in statements(script):
+                await conn.execute(statement)
             await conn.execute(
                 f"INSERT INTO {schema.q}.schema_version (version) VALUES (%s)", (v,)
             )

@@ -232,7 +232,9 @@ class QueueAPI(ABC):
             if fn is None:
                 continue
             expected = row[10]
-            tick, new_next = due_tick(info.schedule, self._seconds(expected), time.time())
+            tick, new_next = due_tick(
+                info.schedule, self._seconds(expected), time.time()
+            )
             job: TickJob | None = None
             if tick is not None:
                 job_id = tick_job_id(info.schedule.name, tick)
