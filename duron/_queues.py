@@ -48,7 +48,7 @@ class RateLimit:
             raise UsageError(
                 f"RateLimit(starts=...) takes a whole number >= 1, not {starts!r}"
             )
-        seconds = per.total_seconds() if isinstance(per, timedelta) else per
+        seconds: object = per.total_seconds() if isinstance(per, timedelta) else per
         if (
             not isinstance(seconds, (int, float))
             or isinstance(seconds, bool)

@@ -108,7 +108,7 @@ class Schedule:
             raise UsageError(
                 f"Schedule(missed=...) takes 'latest' or 'skip', not {self.missed!r}"
             )
-        g = self.grace
+        g: object = self.grace
         if not isinstance(g, (int, float)) or isinstance(g, bool) or not g >= 0:
             raise UsageError(
                 f"Schedule(grace=...) takes seconds >= 0, not {self.grace!r}"

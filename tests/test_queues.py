@@ -202,7 +202,7 @@ async def test_a_worker_s_queues_must_be_a_list(store: Store) -> None:
         "not 'mail'; write ['mail']"
     )
     with pytest.raises(duron.UsageError, match=f"^{re.escape(message)}$"):
-        duron.Worker(store, [job], queues="mail")  # type: ignore[arg-type]
+        duron.Worker(store, [job], queues="mail")
     message = "set_queue() takes a duron.Queue(name, concurrency=..., rate_limit=...), not 'q'"
     with pytest.raises(duron.UsageError, match=f"^{re.escape(message)}$"):
         await store.set_queue("q")  # type: ignore[arg-type]

@@ -25,8 +25,10 @@ async def report(ctx: duron.Context, region: str) -> str:
     return f"report {region}"
 
 
-def at(*parts: int, tz: str = "UTC") -> float:
-    return datetime(*parts, tzinfo=ZoneInfo(tz)).timestamp()  # type: ignore[misc]
+def at(
+    year: int, month: int, day: int, hour: int, minute: int = 0, tz: str = "UTC"
+) -> float:
+    return datetime(year, month, day, hour, minute, tzinfo=ZoneInfo(tz)).timestamp()
 
 
 def test_ticks_follow_the_time_zone_across_daylight_saving() -> None:

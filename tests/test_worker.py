@@ -118,7 +118,7 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     await s.close()
 
 
-def worker(store: Store, *fns: duron.DurableFn[..., Any], **kw: int) -> duron.Worker:
+def worker(store: Store, *fns: duron.DurableFn[..., Any], **kw: Any) -> duron.Worker:
     return duron.Worker(store, fns, poll_interval=0.05, heartbeat_interval=0.05, **kw)
 
 

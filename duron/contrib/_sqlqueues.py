@@ -148,7 +148,8 @@ class QueueAPI(ABC):
                 f"add_schedule() takes a duron.Schedule(name, cron, ...), "
                 f"not {schedule!r}"
             )
-        if not isinstance(function, str) or not function:
+        name: object = function
+        if not isinstance(name, str) or not name:
             raise UsageError(
                 f"a schedule's function is a durable function's name, not {function!r}"
             )
