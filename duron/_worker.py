@@ -330,6 +330,7 @@ class Worker:
                     self._wake = anyio.Event()
                     try:
                         await self._tick()
+                        await self._start_due_schedules()
                     except DuronError as exc:
                         await self._back_off(exc)
                         continue
@@ -358,6 +359,19 @@ class Worker:
             )
         await anyio.sleep(backoff(self._failed_polls, BACKOFF_FIRST, BACKOFF_CAP))
 
+    async def _start_due_schedules(self) -> None:
+        """Start the jobs of the due ticks of the store's schedules of this
+        worker's functions (after the claims: a store that is down fails
+        those first)."""
+        if not self.schedules or self._state != "running":
+            return
+        if anyio.current_time() < self._schedules_after:
+            return
+        self._schedules_after = anyio.current_time() + SCHEDULE_POLL
+        for job_id in await self.store.run_due_schedules(self.functions):
+            _log.info("duron worker: started job %s on its schedule", job_id)
+            self._wake.set()  # claim it at once
+
     async def _tick(self) -> None:
         store = self.store
         slots = self._slots
@@ -379,10 +393,6 @@ class Worker:
                 if slot is not None and not slot.cancel_wanted:
                     slot.cancel_wanted = True
                     slot.interrupt()
-        if self.schedules and anyio.current_time() >= self._schedules_after:
-            self._schedules_after = anyio.current_time() + SCHEDULE_POLL
-            for job_id in await store.run_due_schedules(self.functions):
-                _log.info("duron worker: started job %s on its schedule", job_id)
         free = self.concurrency - len(slots)
         if free <= 0 or self._state != "running":
             return

@@ -56,28 +56,40 @@ def test_options_merge() -> None:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
-class WithQueue(CallOptions):
+class WithTenant(CallOptions):
     """How a later option is added: one field (and its keyword on fn.options)."""
 
-    queue: str | None = _option(lambda v: isinstance(v, str) and v != "", "a name")
+    tenant: str | None = _option(lambda v: isinstance(v, str) and v != "", "a name")
 
 
 def test_adding_an_option_is_one_field_and_options_merge() -> None:
-    merged = WithQueue().merged("f.options", job_id="a").merged("f.options", queue="q")
-    assert merged == WithQueue(job_id="a", queue="q")
-    assert WithQueue.names() == ("job_id", "deadline", "queue")
-    assert repr(merged) == "WithQueue(job_id='a', queue='q')"
+    merged = (
+        WithTenant().merged("f.options", job_id="a").merged("f.options", tenant="t")
+    )
+    assert merged == WithTenant(job_id="a", tenant="t")
+    assert WithTenant.names() == (
+        "job_id",
+        "deadline",
+        "queue",
+        "priority",
+        "start_at",
+        "delay",
+        "tenant",
+    )
+    assert repr(merged) == "WithTenant(job_id='a', tenant='t')"
     with pytest.raises(
-        duron.UsageError, match=re.escape("f.options(queue=...): queue must be a name")
+        duron.UsageError,
+        match=re.escape("f.options(tenant=...): tenant must be a name"),
     ):
-        merged.merged("f.options", queue="")
+        merged.merged("f.options", tenant="")
     with pytest.raises(
         duron.UsageError,
         match=re.escape(
-            "f.options() has no option 'priority' (options: job_id, deadline)"
+            "f.options() has no option 'tenant' (options: job_id, deadline, queue, "
+            "priority, start_at, delay)"
         ),
     ):
-        CallOptions().merged("f.options", priority=1)
+        CallOptions().merged("f.options", tenant="t")
 
 
 @pytest.mark.parametrize("bad", ["", "x" * 256, 42, b"order-42"])
