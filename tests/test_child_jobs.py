@@ -260,3 +260,29 @@ def test_a_parent_and_its_children_across_two_workers_one_killed(
     # Each item shipped; one cut off by the kill may have shipped twice.
     assert sorted(set(shipped)) == sorted(items)
     assert len(shipped) <= len(items) + 2
+
+
+def test_the_cli_lists_a_jobs_children_and_shows_their_parent(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import orjson
+
+    from duron._cli import main
+
+    db = tmp_path / "jobs.db"
+
+    async def run_order() -> None:
+        async with SQLiteStore(db) as store, worker(store, order, ship):
+            await store.submit(order.options(job_id="o9"), ["p", "q"])
+            await store.result("o9", order, timeout=20)
+
+    anyio.run(run_order)
+    capsys.readouterr()
+    assert main(["jobs", "list", f"sqlite:///{db}", "--parent", "o9", "--json"]) == 0
+    lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(j["id"], j["parent"], j["status"]) for j in lines] == [
+        ("o9.0", "o9", "completed"),
+        ("o9.2", "o9", "completed"),
+    ]
+    assert main(["jobs", "show", f"sqlite:///{db}", "o9.2"]) == 0
+    assert "\nparent:  o9\n" in capsys.readouterr().out
