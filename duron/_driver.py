@@ -753,7 +753,11 @@ class Driver:
         for op in self.engine.pending.values():
             if op.kind == "effect" and not op.abandoned:
                 return None
-        return Waiting(self.loop.next_deadline(), since)
+        until = self.loop.next_deadline()
+        deadline = self.job_deadline  # the job is cancelled then: it must run
+        if deadline is not None and (until is None or deadline < until):
+            until = deadline
+        return Waiting(until, since)
 
     async def wait_quiet(self) -> None:
         """Return when the live rounds next find nothing to do (or the run ends)."""
