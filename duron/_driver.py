@@ -252,6 +252,7 @@ class Driver:
                 host, self.codec, self.label, self.push, identity, self.clock, observe
             )
             self.writer.on_written = observe.written
+        self._effects.lease = self._lease
         context = contextvars.copy_context()
         if observe is not None:
             context.run(observe.enter_durable)
