@@ -117,14 +117,22 @@ async def start_job(
         return ChildJob(label, fn.name, task)
     encoded = fn.encode_arguments(args, kwargs, via=via)
     future_id, result = calls.issue_future(fn.sig.return_annotation, f"job {fn.name}")
+    # Positions start again at 0 in each run of a job that continues as new:
+    # the run is part of the child's id and of the future its end completes.
+    run = calls.run_number
     given = fn.call_options.job_id
-    child_id = given if given is not None else f"{calls.label}.{future_id}"
+    if given is not None:
+        child_id = given
+    elif run:
+        child_id = f"{calls.label}.{run}.{future_id}"
+    else:
+        child_id = f"{calls.label}.{future_id}"
     await ctx.run(
         _Starter(store, fn).start_job,
         child_id,
         fn.name,
         encoded,
         calls.label,
-        future_id,
+        f"{run}:{future_id}",
     )
     return ChildJob(child_id, fn.name, result)

@@ -252,6 +252,7 @@ class Driver:
                 host, self.codec, self.label, self.push, identity, self.clock, observe
             )
             self.writer.on_written = observe.written
+        self._effects.lease = self._lease
         context = contextvars.copy_context()
         if observe is not None:
             context.run(observe.enter_durable)
@@ -753,7 +754,11 @@ class Driver:
         for op in self.engine.pending.values():
             if op.kind == "effect" and not op.abandoned:
                 return None
-        return Waiting(self.loop.next_deadline(), since)
+        until = self.loop.next_deadline()
+        deadline = self.job_deadline  # the job is cancelled then: it must run
+        if deadline is not None and (until is None or deadline < until):
+            until = deadline
+        return Waiting(until, since)
 
     async def wait_quiet(self) -> None:
         """Return when the live rounds next find nothing to do (or the run ends)."""

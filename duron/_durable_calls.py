@@ -209,6 +209,11 @@ class DurableCalls:
         return self._driver.label
 
     @property
+    def run_number(self) -> int:
+        """Which run of a job that continues as new this is (0: the first)."""
+        return self._driver.run_number
+
+    @property
     def job_store(self) -> Any:
         """The job store the job's log belongs to (its ``start_child`` starts
         child jobs), or ``None`` for a log of its own (a file, memory)."""

@@ -148,9 +148,15 @@ class InboxFeed:
         if item.kind == "cancel":
             return Cancelled(ack=anyio.Event(), seq=item.seq)
         if item.kind == "future":
-            op = driver.host_input.find_future(item.target)
+            target = item.target
+            run, colon, fid = target.partition(":")
+            if colon:  # a child job's end: "RUN:FUTURE"
+                if int(run) != driver.run_number:
+                    return self._drop(item, "it is for a future of another run")
+                target = fid
+            op = driver.host_input.find_future(target)
             if op is None:
-                if int(item.target) >= driver.engine.next_id:
+                if int(target) >= driver.engine.next_id:
                     return _HOLD  # the code has not created it yet
                 return self._drop(item, "the future was completed or abandoned")
             op.closed = True

@@ -260,3 +260,91 @@ def test_a_parent_and_its_children_across_two_workers_one_killed(
     # Each item shipped; one cut off by the kill may have shipped twice.
     assert sorted(set(shipped)) == sorted(items)
     assert len(shipped) <= len(items) + 2
+
+
+def test_the_cli_lists_a_jobs_children_and_shows_their_parent(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import orjson
+
+    from duron._cli import main
+
+    db = tmp_path / "jobs.db"
+
+    async def run_order() -> None:
+        async with SQLiteStore(db) as store, worker(store, order, ship):
+            await store.submit(order.options(job_id="o9"), ["p", "q"])
+            await store.result("o9", order, timeout=20)
+
+    anyio.run(run_order)
+    capsys.readouterr()
+    assert main(["jobs", "list", f"sqlite:///{db}", "--parent", "o9", "--json"]) == 0
+    lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(j["id"], j["parent"], j["status"]) for j in lines] == [
+        ("o9.0", "o9", "completed"),
+        ("o9.2", "o9", "completed"),
+    ]
+    assert main(["jobs", "show", f"sqlite:///{db}", "o9.2"]) == 0
+    assert "\nparent:  o9\n" in capsys.readouterr().out
+
+
+# -- children of a job that continues as new --------------------------------------------
+
+
+@duron.durable
+async def poller(ctx: duron.Context, n: int, same: bool) -> int:
+    await ctx.run_job(ship, "same" if same else f"item{n}")
+    if n < 2:
+        ctx.continue_as_new(n + 1, same)
+    return n
+
+
+@pytest.mark.parametrize("same", [False, True])
+async def test_each_run_of_a_job_that_continues_as_new_starts_its_own_children(
+    backend: Backend, same: bool
+) -> None:
+    # Positions start again at 0 in each run: the run is part of a child's id.
+    store = await backend.store()
+    async with worker(store, poller, ship):
+        job_id = await store.submit(poller.options(job_id="p"), 0, same)
+        assert await store.result(job_id, poller, timeout=20) == 2
+    children = await store.list_jobs(parent="p")
+    assert [c.id for c in children] == ["p.0", "p.1.0", "p.2.0"]
+
+
+@duron.effect
+async def slow_value() -> str:
+    await anyio.sleep(0.5)
+    return "child's result"
+
+
+@duron.durable
+async def slow_child(ctx: duron.Context) -> str:
+    return await ctx.run(slow_value)
+
+
+@duron.durable
+async def chained(ctx: duron.Context, n: int) -> str:
+    if n == 0:
+        await ctx.start_job(slow_child)  # not awaited: run 0 moves on
+        ctx.continue_as_new(1)
+    future_id, value = await ctx.create_future(str, name="approval")
+    return f"{future_id}: {await value}"
+
+
+async def test_a_child_of_an_earlier_run_never_completes_a_later_runs_future(
+    backend: Backend,
+) -> None:
+    store = await backend.store()
+    async with worker(store, chained, slow_child):
+        job_id = await store.submit(chained.options(job_id="c1"), 0)
+
+        async def started() -> bool:
+            return bool(await store.list_jobs(parent="c1"))
+
+        await until(started)
+        await store.result("c1.0", slow_child, timeout=20)  # the child ended
+        await anyio.sleep(0.3)
+        assert (await store.get(job_id)).status != "completed"
+        await store.complete_future(job_id, "0", result="approved")
+        assert await store.result(job_id, chained, timeout=20) == "0: approved"

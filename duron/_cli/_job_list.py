@@ -92,6 +92,9 @@ def add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--id-prefix", metavar="PREFIX", help="only jobs whose id starts with this"
     )
+    parser.add_argument(
+        "--parent", metavar="JOB", help="only the child jobs this job started"
+    )
     for name in _TIMES:
         field, _, side = name.partition("_")
         parser.add_argument(
@@ -112,6 +115,7 @@ def filters(args: argparse.Namespace) -> dict[str, Any]:
         "function": args.function,
         "queue": args.queue,
         "id_prefix": args.id_prefix,
+        "parent": args.parent,
     }
     for name in _TIMES:
         out[name] = getattr(args, name)

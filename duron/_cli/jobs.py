@@ -236,6 +236,7 @@ def _as_json(info: JobInfo) -> dict[str, Any]:
         "epoch": info.epoch,
         "cancel_requested": info.cancel_requested,
         "forked_from": info.forked_from,
+        "parent": info.parent,
         "queue": info.queue,
         "priority": info.priority,
         "wake_at": show_time(info.wake_at) if info.wake_at else None,
@@ -368,6 +369,17 @@ def _show(args: argparse.Namespace) -> int:
         lines.append(("cancel", "requested"))
     if info.forked_from is not None:
         lines.append(("forked from", info.forked_from))
+    if info.parent is not None:
+        lines.append(("parent", info.parent))
+    if info.status == "suspended":
+        lines.append(
+            (
+                "suspended",
+                "until input arrives"
+                if info.wake_at is None
+                else f"until {show_time(info.wake_at)} or input arrives",
+            )
+        )
     if info.status == "completed":
         lines.append(("result", orjson.dumps(info.result).decode()))
     if info.error is not None:

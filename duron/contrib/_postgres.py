@@ -330,6 +330,18 @@ class PostgresStore(PostgresQueues, PostgresInbox, SQLStore):
 
         async def run(conn: AsyncConnection[Any]) -> bool:
             async with conn.transaction():
+                if children:
+                    # Rows locked as a child's end locks them (the child, then
+                    # its parent, by the trigger): deepest first, the job last.
+                    await conn.execute(
+                        f"WITH RECURSIVE tree(id, depth) AS (SELECT id, 1 FROM "
+                        f"{q}.jobs WHERE parent_id = %s UNION SELECT j.id, "
+                        f"tree.depth + 1 FROM {q}.jobs AS j JOIN tree ON "
+                        "j.parent_id = tree.id) "
+                        f"SELECT j.id FROM {q}.jobs AS j JOIN tree USING (id) "
+                        "ORDER BY tree.depth DESC, j.id FOR UPDATE OF j",
+                        (job_id,),
+                    )
                 status, owner, live = await self._lease_state(conn, job_id)
                 if status in TERMINAL:
                     return False

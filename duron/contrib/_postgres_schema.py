@@ -88,7 +88,13 @@ CREATE INDEX jobs_waking ON {s}.jobs (wake_at) WHERE status = 'suspended';
 """,
     # Child jobs: the job that started one, and the future there that its end
     # completes, through the parent's inbox, in the transaction that ends it.
+    # Cancel requests now travel through the inbox: pending ones move there.
     4: """
+UPDATE {s}.jobs SET inbox_seq = inbox_seq + 1
+    WHERE cancel_requested AND status NOT IN ('completed', 'failed', 'cancelled');
+INSERT INTO {s}.inbox (job_id, seq, kind, target)
+    SELECT id, inbox_seq, 'cancel', '' FROM {s}.jobs
+    WHERE cancel_requested AND status NOT IN ('completed', 'failed', 'cancelled');
 ALTER TABLE {s}.jobs ADD COLUMN parent_id text;
 ALTER TABLE {s}.jobs ADD COLUMN parent_future text;
 CREATE INDEX jobs_parent ON {s}.jobs (parent_id) WHERE parent_id IS NOT NULL;

@@ -121,7 +121,13 @@ CREATE INDEX IF NOT EXISTS jobs_waking ON jobs (wake_at) WHERE status = 'suspend
 """,
     # Child jobs: the job that started one, and the future there that its end
     # completes, through the parent's inbox, in the transaction that ends it.
+    # Cancel requests now travel through the inbox: pending ones move there.
     4: """
+UPDATE jobs SET inbox_seq = inbox_seq + 1
+    WHERE cancel_requested = 1 AND status NOT IN ('completed', 'failed', 'cancelled');
+INSERT INTO inbox (job_id, seq, kind, target, data, error, created)
+    SELECT id, inbox_seq, 'cancel', '', NULL, NULL, updated FROM jobs
+    WHERE cancel_requested = 1 AND status NOT IN ('completed', 'failed', 'cancelled');
 ALTER TABLE jobs ADD COLUMN parent_id TEXT;
 ALTER TABLE jobs ADD COLUMN parent_future TEXT;
 CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent_id) WHERE parent_id IS NOT NULL;

@@ -154,8 +154,9 @@ class SQLLog(ABC, Generic[_S]):
         self._epoch: int | None = None
         self._next_seq = 0
         self._inbox_seen = 0  # the last inbox item a fetch returned
-        # (wake time, entries written) when the run chose to suspend the job
-        self._suspend: tuple[float | None, int] | None = None
+        # (wake time, entries written, last inbox item taken) when the run
+        # chose to suspend the job
+        self._suspend: tuple[float | None, int, int] | None = None
 
     async def acquire(self) -> None:
         access = self._access
@@ -198,7 +199,9 @@ class SQLLog(ABC, Generic[_S]):
         suspension = None
         if suspend is not None and suspend[1] == self._next_seq:
             # Nothing was written since the job was found waiting: it still is.
-            suspension = Suspension(suspend[0], self._inbox_seen)
+            # Input fetched after the decision may not be recorded yet: only
+            # what the run had taken then counts as seen.
+            suspension = Suspension(suspend[0], suspend[2])
         try:
             await self._unlease(epoch, wrote=self._next_seq > 0, suspension=suspension)
         except StoreUnavailableError as exc:
@@ -219,7 +222,7 @@ class SQLLog(ABC, Generic[_S]):
         ``until`` (seconds since the epoch; ``None``: no timer), input for it, or
         a cancel request. If anything is written before the release, the job
         was not waiting after all, and is released as usual (pending)."""
-        self._suspend = (until, self._next_seq)
+        self._suspend = (until, self._next_seq, self._inbox_seen)
 
     def lease_fresh(self) -> bool:
         """Whether this writer surely still holds the job's lease for a while
