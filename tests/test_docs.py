@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,10 @@ def test_reference_documents_every_public_name() -> None:
     something public."""
     reference = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^::: ([\w.]+)$", reference, flags=re.MULTILINE))
+    if sys.version_info < (3, 11):  # pydantic-ai, and so its extra, needs 3.11
+        documented = {
+            d for d in documented if not d.startswith("duron.contrib.pydantic_ai")
+        }
     modules = {"duron", "duron.contrib.storage"}
     unknown = []
     for target in sorted(documented):
