@@ -218,18 +218,25 @@ class Timeline:
         return [self.ops[k] for k in sorted(self.ops)]
 
 
-async def read_timeline(storage: LogStorage) -> Timeline:
+async def read_timeline(storage: LogStorage, into: Timeline | None = None) -> Timeline:
     """Read a whole log into a :class:`Timeline`; damage stops the reading and is kept.
+
+    With ``into`` (a timeline this log was read into before, undamaged), only the
+    entries appended since are decoded and added to it: a log only grows.
 
     Raises:
         StorageError: The log cannot be read at all.
     """
-    tl = Timeline(storage.label)
+    tl = into if into is not None and into.damage is None else Timeline(storage.label)
+    skip = tl.entries
     label = storage.label
     ops = tl.ops
     records = storage.read()
     try:
         async for offset, raw in records:
+            if skip:
+                skip -= 1
+                continue
             try:
                 entry = decode_entry(raw, job=label, offset=offset)
             except CorruptLogError as err:
