@@ -238,7 +238,7 @@ async def test_a_job_woken_by_input_takes_it_before_it_can_be_suspended_again(
             return [(await store.get(i)).status for i in ids] == ["suspended"] * 5
 
         await until(all_suspended)
-        for n, job_id in zip(range(10, 15), ids):
+        for n, job_id in zip(range(10, 15), ids, strict=True):
             await store.complete_future(job_id, future_of(n), result="ok")
-        for n, job_id in zip(range(10, 15), ids):
+        for n, job_id in zip(range(10, 15), ids, strict=True):
             assert await store.result(job_id, approval, timeout=10) == f"{n} ok"

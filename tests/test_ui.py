@@ -58,7 +58,9 @@ def _cancelled_log() -> list[Entry]:
     return [
         JobStarted("shop.order", {"order": 7}, "seed", T0, module="shop"),
         OpStarted(0, T0 + 0.1, "effect", "charge", {"item": 1}),
-        OpAttempted(0, T0 + 0.2, 1, ErrorInfo("builtins.OSError", "down"), 0.1, T0 + 0.3),
+        OpAttempted(
+            0, T0 + 0.2, 1, ErrorInfo("builtins.OSError", "down"), 0.1, T0 + 0.3
+        ),
         OpCompleted(0, T0 + 0.5, {"ok": True}),
         OpStarted(1, T0 + 0.6, "input", "events", None),
         OpEmitted(1, T0 + 0.7, "hi"),
@@ -193,7 +195,9 @@ def test_file_list_filters(logs: Path) -> None:
     with _client(FileSource(logs)) as client:
         rows = re.findall(r'data-job="([^"]+)"', client.get("/?status=cancelled").text)
         assert rows == ["eu/a.jsonl"]
-        rows = re.findall(r'data-job="([^"]+)"', client.get("/?function=shop.refund").text)
+        rows = re.findall(
+            r'data-job="([^"]+)"', client.get("/?function=shop.refund").text
+        )
         assert rows == ["b.jsonl"]
         rows = re.findall(r'data-job="([^"]+)"', client.get("/?id=eu/").text)
         assert rows == ["eu/a.jsonl"]
@@ -306,7 +310,9 @@ def store_client(store_url: str) -> Iterator[TestClient]:
 def test_store_list_counts_and_filters(store_client: TestClient) -> None:
     text = store_client.get("/").text
     assert re.findall(r'data-job="([^"]+)"', text) == ["broken-1", "order-2", "order-1"]
-    counts = dict(re.findall(r'data-status="(\w+)" href="[^"]*">\w+ <b>(\d+)</b>', text))
+    counts = dict(
+        re.findall(r'data-status="(\w+)" href="[^"]*">\w+ <b>(\d+)</b>', text)
+    )
     assert counts == {
         "pending": "0",
         "running": "0",
@@ -366,7 +372,7 @@ def test_an_action_is_confirmed_then_done(store_url: str) -> None:
         ask = client.post("/action", data=form)
         assert ask.status_code == 200
         assert (
-            '<p id=confirm-what>Complete future 3 of job order-2 with result &quot;ok&quot;?</p>'
+            "<p id=confirm-what>Complete future 3 of job order-2 with result &quot;ok&quot;?</p>"
         ) in ask.text
         assert _status(store_url, "order-2") == "suspended"  # not yet
         done = client.post(
@@ -377,8 +383,16 @@ def test_an_action_is_confirmed_then_done(store_url: str) -> None:
             "/job?id=order-2&done=future+3+completed%3B+the+job+records+it"
         )
         notice = client.get(done.headers["location"]).text
-        assert "<p class=notice id=notice>future 3 completed; the job records it</p>" in notice
-        cancel = {"id": "broken-1", "action": "cancel", "token": "tok", "confirm": "yes"}
+        assert (
+            "<p class=notice id=notice>future 3 completed; the job records it</p>"
+            in notice
+        )
+        cancel = {
+            "id": "broken-1",
+            "action": "cancel",
+            "token": "tok",
+            "confirm": "yes",
+        }
         done = client.post("/action", data=cancel, follow_redirects=False)
         assert done.headers["location"] == (
             "/job?id=broken-1&done=the+job+had+already+ended"
@@ -399,7 +413,10 @@ def test_actions_refuse_forged_forms(store_url: str) -> None:
             headers={"origin": "http://evil.example"},
         )
         assert got.status_code == 403
-        assert "a form posted from another site (http://evil.example) is refused" in got.text
+        assert (
+            "a form posted from another site (http://evil.example) is refused"
+            in got.text
+        )
         got = client.post(
             "/action", data={**form, "action": "complete", "future": "3", "token": "tok",
                              "result": "{nope"},
@@ -469,7 +486,8 @@ def test_command_serves_and_warns_off_localhost(logs: Path) -> None:
         text=True,
     )  # fmt: skip
     try:
-        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
         line = proc.stdout.readline()
         match = re.fullmatch(
             rf"duron ui: {re.escape(str(logs))} at http://0\.0\.0\.0:(\d+)/ \(read-only\)\n",

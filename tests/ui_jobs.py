@@ -24,7 +24,9 @@ async def charge(item: int) -> dict[str, Any]:
     return {"item": item, "ok": True}
 
 
-@duron.effect(retry=duron.RetryPolicy(max_attempts=3, initial_interval=0.01, jitter=0.0))
+@duron.effect(
+    retry=duron.RetryPolicy(max_attempts=3, initial_interval=0.01, jitter=0.0)
+)
 async def flaky(key: str) -> str:
     if FLAKY_FAILURES.get(key, 0) < 1:
         FLAKY_FAILURES[key] = FLAKY_FAILURES.get(key, 0) + 1
@@ -58,7 +60,7 @@ async def stepper(ctx: duron.Context, steps: int) -> int:
     return total
 
 
-FUNCTIONS = [order, broken, stepper]
+FUNCTIONS: list[duron.DurableFn[..., Any]] = [order, broken, stepper]
 
 
 async def serve(db: str) -> None:

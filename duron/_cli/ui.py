@@ -35,9 +35,14 @@ def register(sub: Any) -> None:
             "the page is read-only unless --allow-actions."
         ),
     )
-    p.add_argument("target", metavar="TARGET", help="a store URL, a log file or a directory")
     p.add_argument(
-        "--port", type=int, default=8765, help="the port (default 8765; 0: any free one)"
+        "target", metavar="TARGET", help="a store URL, a log file or a directory"
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=8765,
+        help="the port (default 8765; 0: any free one)",
     )
     p.add_argument(
         "--host",

@@ -97,7 +97,9 @@ def make_app(
         else:
             status, message = 500, f"{type(exc).__name__}: {exc}"
         dsn = source.url if isinstance(source, StoreSource) else None
-        return html(pages.error_page(status, redact(message, dsn=dsn), source=label), status)
+        return html(
+            pages.error_page(status, redact(message, dsn=dsn), source=label), status
+        )
 
     async def jobs(request: Request) -> Response:
         try:
@@ -152,19 +154,24 @@ def make_app(
                     "input)",
                 )
             if not secrets.compare_digest(fields.get("token", ""), form_token):
-                raise _BadRequest(403, "this form is not from this server: reload the job's page")
+                raise _BadRequest(
+                    403, "this form is not from this server: reload the job's page"
+                )
             origin = request.headers.get("origin")
-            if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
-                raise _BadRequest(403, f"a form posted from another site ({origin}) is refused")
+            if (
+                origin is not None
+                and origin != f"{request.url.scheme}://{request.url.netloc}"
+            ):
+                raise _BadRequest(
+                    403, f"a form posted from another site ({origin}) is refused"
+                )
             if not isinstance(source, StoreSource):
                 raise _BadRequest(400, "log files take no actions: serve a job store")
             job_id = fields.get("id", "")
             what, run = _plan(source, job_id, fields)
             if fields.get("confirm") != "yes":
                 kept = {k: v for k, v in fields.items() if k != "confirm"}
-                return html(
-                    pages.confirm_page(what, kept, job_id=job_id, source=label)
-                )
+                return html(pages.confirm_page(what, kept, job_id=job_id, source=label))
             done = await run()
         except (DuronError, _BadRequest) as exc:
             return failure(exc)
@@ -190,7 +197,9 @@ def make_app(
             Route("/action", action, methods=["POST"]),
             Route("/static/{name}", static_file),
         ],
-        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))],
+        middleware=[
+            Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+        ],
         lifespan=lifespan,
     )
 
@@ -208,9 +217,7 @@ def _list_query(
     wanted = tuple(s for s in params.getlist("status") if s)
     for s in wanted:
         if s not in statuses:
-            raise _BadRequest(
-                400, f"status {s!r} is not one of {', '.join(statuses)}"
-            )
+            raise _BadRequest(400, f"status {s!r} is not one of {', '.join(statuses)}")
     form = {k: params.get(k, "").strip() for k in ("function", "id", "after", "before")}
     times: dict[str, Any] = {}
     for key in ("after", "before"):
@@ -242,7 +249,10 @@ def _plan(source: StoreSource, job_id: str, fields: dict[str, str]) -> tuple[str
             ok = await store.cancel(job_id)
             return "cancellation asked" if ok else "the job had already ended"
 
-        return f"Cancel job {job_id}? A running job is cancelled where it waits.", cancel
+        return (
+            f"Cancel job {job_id}? A running job is cancelled where it waits.",
+            cancel,
+        )
     if kind == "requeue":
 
         async def requeue() -> str:
@@ -257,7 +267,9 @@ def _plan(source: StoreSource, job_id: str, fields: dict[str, str]) -> tuple[str
         error = fields.get("error", "").strip()
         raw = fields.get("result", "").strip()
         if error and raw:
-            raise _BadRequest(400, "complete a future with a result or an error, not both")
+            raise _BadRequest(
+                400, "complete a future with a result or an error, not both"
+            )
         result = _json(raw, "result") if raw else None
         shown = f"error RuntimeError({error!r})" if error else f"result {raw or 'null'}"
 

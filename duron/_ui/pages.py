@@ -48,7 +48,7 @@ def page(title: str, body: str, *, source: str) -> str:
 
 
 def error_page(status: int, message: str, *, source: str) -> str:
-    body = f'<h1>Error {status}</h1><p class=error id=message>{escape(message)}</p>'
+    body = f"<h1>Error {status}</h1><p class=error id=message>{escape(message)}</p>"
     body += '<p><a href="/">All jobs</a></p>'
     return page(f"error {status}", body, source=source)
 
@@ -125,7 +125,12 @@ def list_query_params(q: ListQuery, **change: Any) -> dict[str, Any]:
 
 
 def list_page(
-    lp: ListPage, q: ListQuery, statuses: tuple[str, ...], *, source: str, form: dict[str, str]
+    lp: ListPage,
+    q: ListQuery,
+    statuses: tuple[str, ...],
+    *,
+    source: str,
+    form: dict[str, str],
 ) -> str:
     """The jobs list: counts per status, the filter form, a page of jobs."""
     body = "<h1>Jobs</h1>" + _filters(q, statuses, form)
@@ -158,7 +163,7 @@ def list_live(lp: ListPage, q: ListQuery, statuses: tuple[str, ...]) -> str:
             f'<a class="tab{on}" data-status="{s}" href="{escape(href)}">'
             f"{s} <b>{lp.counts.get(s, 0)}</b></a>"
         )
-    out = f'<nav class=counts id=counts>{"".join(tabs)}</nav>'
+    out = f"<nav class=counts id=counts>{''.join(tabs)}</nav>"
     if not lp.rows:
         out += "<p class=empty id=no-jobs>No job matches.</p>"
     else:
@@ -174,12 +179,10 @@ def list_live(lp: ListPage, q: ListQuery, statuses: tuple[str, ...]) -> str:
         first = "/?" + urlencode(list_query_params(q), doseq=True)
         links.append(f'<a id=first-page href="{escape(first)}">newest</a>')
     if lp.next_cursor:
-        more = "/?" + urlencode(
-            list_query_params(q, cursor=lp.next_cursor), doseq=True
-        )
+        more = "/?" + urlencode(list_query_params(q, cursor=lp.next_cursor), doseq=True)
         links.append(f'<a id=next-page href="{escape(more)}">older →</a>')
     if links:
-        out += f'<nav class=paging>{" ".join(links)}</nav>'
+        out += f"<nav class=paging>{' '.join(links)}</nav>"
     return out
 
 
@@ -247,7 +250,7 @@ def job_live(jp: JobPage, lay: Layout) -> str:
     """The part of a job's page that refreshes while it runs."""
     row, info, tl = jp.row, jp.info, jp.timeline
     out = (
-        f'<h1>job <span id=job-id>{escape(row.id)}</span> '
+        f"<h1>job <span id=job-id>{escape(row.id)}</span> "
         f"<span id=job-status>{_status(row.status)}</span></h1>"
     )
     facts: list[tuple[str, str]] = [("function", escape(row.function or "?"))]
@@ -277,10 +280,14 @@ def job_live(jp: JobPage, lay: Layout) -> str:
             f'<a href="{escape(job_href(c))}">{escape(c)}</a>' for c in jp.children
         )
         facts.append(("children", links))
-    facts.append(("log", f"{escape(tl.log)} ({tl.entries:,} entries, {tl.size:,} bytes)"))
-    out += "<dl class=facts id=facts>" + "".join(
-        f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts
-    ) + "</dl>"
+    facts.append(
+        ("log", f"{escape(tl.log)} ({tl.entries:,} entries, {tl.size:,} bytes)")
+    )
+    out += (
+        "<dl class=facts id=facts>"
+        + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
+        + "</dl>"
+    )
     args = row.args if row.args is not None else (job.args if job else None)
     out += "<section id=arguments><h2>arguments</h2>"
     out += payload(args, "args", open_=True) if args is not None else "<p>none</p>"
@@ -301,12 +308,22 @@ def _outcome(jp: JobPage) -> str:
     info = jp.info
     if end is not None:
         if end.error is None:
-            return "<section id=outcome><h2>result</h2>" + payload(
-                end.result, "result", open_=True
-            ) + "</section>"
-        return "<section id=outcome><h2>error</h2>" + _error(end.error, "error") + "</section>"
+            return (
+                "<section id=outcome><h2>result</h2>"
+                + payload(end.result, "result", open_=True)
+                + "</section>"
+            )
+        return (
+            "<section id=outcome><h2>error</h2>"
+            + _error(end.error, "error")
+            + "</section>"
+        )
     if info is not None and info.error is not None:  # failed by a worker, no end entry
-        return "<section id=outcome><h2>error</h2>" + _error(info.error, "error") + "</section>"
+        return (
+            "<section id=outcome><h2>error</h2>"
+            + _error(info.error, "error")
+            + "</section>"
+        )
     return ""
 
 
@@ -353,7 +370,7 @@ def _timeline(jp: JobPage, lay: Layout) -> str:
     )
     out += (
         '<div class="row job-marks" id=job-marks><div class=label>job</div>'
-        f'<div class=track>{"".join(_mark(m) for m in lay.job_marks)}</div></div>'
+        f"<div class=track>{''.join(_mark(m) for m in lay.job_marks)}</div></div>"
     )
     out += "<ol class=ops id=ops>" + "".join(_op_row(r, ax.t0) for r in lay.rows)
     out += "</ol>" + _window_links(jp, lay) + "</section>"
@@ -363,7 +380,9 @@ def _timeline(jp: JobPage, lay: Layout) -> str:
 def _window_links(jp: JobPage, lay: Layout) -> str:
     if lay.total <= len(lay.rows):
         return ""
-    shown = f"operations {lay.start + 1:,}–{lay.start + len(lay.rows):,} of {lay.total:,}"
+    shown = (
+        f"operations {lay.start + 1:,}-{lay.start + len(lay.rows):,} of {lay.total:,}"
+    )
     links = []
     size = max(len(lay.rows), 1)
     if lay.start > 0:
@@ -372,7 +391,7 @@ def _window_links(jp: JobPage, lay: Layout) -> str:
     if lay.start + len(lay.rows) < lay.total:
         nxt = job_href(jp.row.id, **{"from": lay.start + size})
         links.append(f'<a id=ops-next href="{escape(nxt)}">later →</a>')
-    return f'<nav class=paging id=ops-window>{shown} {" ".join(links)}</nav>'
+    return f"<nav class=paging id=ops-window>{shown} {' '.join(links)}</nav>"
 
 
 def _mark(m: Mark) -> str:
@@ -408,10 +427,16 @@ def _op_row(r: OpRow, t0: float) -> str:
     if op.emits:
         what = "received" if op.kind == "input" else "emitted"
         details.append(
-            payload([v for _, v in op.emits[:1000]], f"{key}-emits", label=f"{what} {len(op.emits)}")
+            payload(
+                [v for _, v in op.emits[:1000]],
+                f"{key}-emits",
+                label=f"{what} {len(op.emits)}",
+            )
         )
     took = op.duration()
-    timing = f"{rel(op.started, t0) or '?'} → {rel(op.finished, t0) if op.done else '…'}"
+    timing = (
+        f"{rel(op.started, t0) or '?'} → {rel(op.finished, t0) if op.done else '…'}"
+    )
     if took is not None:
         timing += f" ({took:.3f}s)"
     return (
@@ -440,7 +465,7 @@ def _actions(jp: JobPage, actions: Actions) -> str:
     def form(action: str, fields: str, button: str) -> str:
         return (
             f'<form method=post action="/action" class=action id=action-{action}>'
-            f'{hidden}<input type=hidden name=action value={action}>{fields}'
+            f"{hidden}<input type=hidden name=action value={action}>{fields}"
             f"<button type=submit>{button}</button></form>"
         )
 
@@ -463,9 +488,7 @@ def _actions(jp: JobPage, actions: Actions) -> str:
     return out + "</section>"
 
 
-def confirm_page(
-    what: str, fields: dict[str, str], *, job_id: str, source: str
-) -> str:
+def confirm_page(what: str, fields: dict[str, str], *, job_id: str, source: str) -> str:
     """Ask before an action: the same form again, with ``confirm=yes``."""
     hidden = "".join(
         f'<input type=hidden name="{escape(k)}" value="{escape(v)}">'
@@ -475,7 +498,7 @@ def confirm_page(
         f"<h1>Confirm</h1><p id=confirm-what>{escape(what)}</p>"
         f'<form method=post action="/action" id=confirm>{hidden}'
         "<input type=hidden name=confirm value=yes>"
-        f'<button type=submit id=confirm-yes>yes, do it</button> '
+        f"<button type=submit id=confirm-yes>yes, do it</button> "
         f'<a id=confirm-no href="{escape(job_href(job_id))}">no, back to the job</a>'
         "</form>"
     )

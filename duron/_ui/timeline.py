@@ -131,7 +131,9 @@ def layout(
             Mark(pct(job.deadline), "deadline", f"deadline {rel(job.deadline, t0)}")
         )
     if wake_at is not None:
-        marks.append(Mark(100.0, "wake", f"waits for its timer, due {rel(wake_at, t0)}"))
+        marks.append(
+            Mark(100.0, "wake", f"waits for its timer, due {rel(wake_at, t0)}")
+        )
     if tl.end is not None:
         marks.append(Mark(100.0, "end", f"ended at {rel(tl.end.t, t0)}"))
     profile = _profile(ops, t0, span, t_end)
