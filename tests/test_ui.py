@@ -19,8 +19,8 @@ import anyio
 import orjson
 import pytest
 import ui_jobs
+from asgi_client import ASGIClient
 from postgres_support import dsn, requires_postgres
-from starlette.testclient import TestClient
 
 import duron
 from duron._cli.inspect import read_timeline
@@ -40,7 +40,7 @@ from duron._ui.timeline import Bar, Mark, layout
 from duron.contrib.storage import FileLogStorage, SQLiteStore
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator
 
     from duron._entries import Entry
 
@@ -89,8 +89,8 @@ def logs(tmp_path: Path) -> Path:
     return root
 
 
-def _client(source: Any, **options: Any) -> TestClient:
-    return TestClient(make_app(source, token="tok", **options))
+def _client(source: Any, **options: Any) -> ASGIClient:
+    return ASGIClient(make_app(source, token="tok", **options))
 
 
 # -- the view models -------------------------------------------------------------------
@@ -158,9 +158,10 @@ async def test_timeline_read_again_decodes_only_what_was_appended(
 # -- a directory of logs ---------------------------------------------------------------
 
 
-def test_file_list_page_fragment(logs: Path) -> None:
-    with _client(FileSource(logs)) as client:
-        got = client.get("/?partial=1")
+@pytest.mark.anyio
+async def test_file_list_page_fragment(logs: Path) -> None:
+    async with _client(FileSource(logs)) as client:
+        got = await client.get("/?partial=1")
     assert got.status_code == 200
     assert got.text == (
         '<nav class=counts id=counts><a class="tab on" href="/?">all <b>2</b></a>'
@@ -191,27 +192,28 @@ def test_file_list_page_fragment(logs: Path) -> None:
     )
 
 
-def test_file_list_filters(logs: Path) -> None:
-    with _client(FileSource(logs)) as client:
-        rows = re.findall(r'data-job="([^"]+)"', client.get("/?status=cancelled").text)
+@pytest.mark.anyio
+async def test_file_list_filters(logs: Path) -> None:
+    async with _client(FileSource(logs)) as client:
+        rows = re.findall(r'data-job="([^"]+)"', (await client.get("/?status=cancelled")).text)
         assert rows == ["eu/a.jsonl"]
         rows = re.findall(
-            r'data-job="([^"]+)"', client.get("/?function=shop.refund").text
+            r'data-job="([^"]+)"', (await client.get("/?function=shop.refund")).text
         )
         assert rows == ["b.jsonl"]
-        rows = re.findall(r'data-job="([^"]+)"', client.get("/?id=eu/").text)
+        rows = re.findall(r'data-job="([^"]+)"', (await client.get("/?id=eu/")).text)
         assert rows == ["eu/a.jsonl"]
         after = "2026-05-28T20:26:45Z"
-        rows = re.findall(r'data-job="([^"]+)"', client.get(f"/?after={after}").text)
+        rows = re.findall(r'data-job="([^"]+)"', (await client.get(f"/?after={after}")).text)
         assert rows == ["b.jsonl"]
-        bad = client.get("/?after=yesterday")
+        bad = await client.get("/?after=yesterday")
         assert bad.status_code == 400
         assert (
             "<p class=error id=message>created after: &#x27;yesterday&#x27; is not a "
             "time: write 2026-05-01, 2026-05-01T12:00:00Z, 2026-05-01T14:00:00+02:00, "
             "or a duration meaning that long ago (30m, 12h, 7d)</p>"
         ) in bad.text
-        bad = client.get("/?status=running")
+        bad = await client.get("/?status=running")
         assert bad.status_code == 400
         assert (
             "status &#x27;running&#x27; is not one of unfinished, completed, failed, "
@@ -219,27 +221,29 @@ def test_file_list_filters(logs: Path) -> None:
         ) in bad.text
 
 
-def test_file_list_pages(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_file_list_pages(tmp_path: Path) -> None:
     for i in range(120):
         _write(
             tmp_path / f"j{i:03}.jsonl",
             [JobStarted("f", {"i": i}, "s", T0 + i)],
             T0 + i,
         )
-    with _client(FileSource(tmp_path)) as client:
-        first = client.get("/").text
+    async with _client(FileSource(tmp_path)) as client:
+        first = (await client.get("/")).text
         ids = re.findall(r'data-job="([^"]+)"', first)
         assert ids == [f"j{i:03}.jsonl" for i in range(119, 69, -1)]  # newest first
         more = re.search(r'id=next-page href="([^"]+)"', first)
         assert more is not None
-        second = client.get(more[1].replace("&amp;", "&")).text
+        second = (await client.get(more[1].replace("&amp;", "&"))).text
         ids = re.findall(r'data-job="([^"]+)"', second)
         assert ids == [f"j{i:03}.jsonl" for i in range(69, 19, -1)]
 
 
-def test_file_job_page(logs: Path) -> None:
-    with _client(FileSource(logs)) as client:
-        page = client.get("/job", params={"id": "eu/a.jsonl"})
+@pytest.mark.anyio
+async def test_file_job_page(logs: Path) -> None:
+    async with _client(FileSource(logs)) as client:
+        page = await client.get("/job", params={"id": "eu/a.jsonl"})
         assert page.status_code == 200
         text = page.text
         assert "<div id=live>" in text  # ended: no data-live, the script stays idle
@@ -250,27 +254,28 @@ def test_file_job_page(logs: Path) -> None:
         assert 'title="attempt 1 failed after 0.100s: OSError: down"' in text
         assert 'class="mark m-cancel" style="left:50.0%"' in text
         assert "id=actions" not in text
-        waiting = client.get("/job", params={"id": "b.jsonl"}).text
+        waiting = (await client.get("/job", params={"id": "b.jsonl"})).text
         assert 'data-live="/job?id=b.jsonl&amp;from=0&amp;partial=1"' in waiting
         assert (
             '<section id=waiting><h2>waiting now at</h2><ul><li><a href="#op-0">#0</a> '
             "future <code>approval</code> since +500.0ms</li></ul></section>"
         ) in waiting
-        missing = client.get("/job", params={"id": "../../etc/passwd"})
+        missing = await client.get("/job", params={"id": "../../etc/passwd"})
         assert missing.status_code == 404
         assert (
             "<p class=error id=message>no job &#x27;../../etc/passwd&#x27; in "
             f"{logs}; list the store&#x27;s jobs with store.list_jobs() or `duron "
             "jobs list`</p>"
         ) in missing.text
-        bad = client.get("/job", params={"id": "b.jsonl", "from": "-1"})
+        bad = await client.get("/job", params={"id": "b.jsonl", "from": "-1"})
         assert bad.status_code == 400
         assert "from must be a whole number &gt;= 0, not &#x27;-1&#x27;" in bad.text
 
 
-def test_requests_naming_another_host_are_refused(logs: Path) -> None:
-    with _client(FileSource(logs)) as client:
-        got = client.get("/", headers={"host": "evil.example"})
+@pytest.mark.anyio
+async def test_requests_naming_another_host_are_refused(logs: Path) -> None:
+    async with _client(FileSource(logs)) as client:
+        got = await client.get("/", headers={"host": "evil.example"})
     assert (got.status_code, got.text) == (400, "Invalid host header")
 
 
@@ -302,13 +307,14 @@ def store_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def store_client(store_url: str) -> Iterator[TestClient]:
-    with _client(open_source(store_url)) as client:
+async def store_client(store_url: str) -> AsyncIterator[ASGIClient]:
+    async with _client(open_source(store_url)) as client:
         yield client
 
 
-def test_store_list_counts_and_filters(store_client: TestClient) -> None:
-    text = store_client.get("/").text
+@pytest.mark.anyio
+async def test_store_list_counts_and_filters(store_client: ASGIClient) -> None:
+    text = (await store_client.get("/")).text
     assert re.findall(r'data-job="([^"]+)"', text) == ["broken-1", "order-2", "order-1"]
     counts = dict(
         re.findall(r'data-status="(\w+)" href="[^"]*">\w+ <b>(\d+)</b>', text)
@@ -321,11 +327,11 @@ def test_store_list_counts_and_filters(store_client: TestClient) -> None:
         "failed": "1",
         "cancelled": "0",
     }
-    text = store_client.get("/?status=failed").text
+    text = (await store_client.get("/?status=failed")).text
     assert re.findall(r'data-job="([^"]+)"', text) == ["broken-1"]
-    text = store_client.get("/?function=order&id=order-2").text
+    text = (await store_client.get("/?function=order&id=order-2")).text
     assert re.findall(r'data-job="([^"]+)"', text) == ["order-2"]
-    bad = store_client.get("/?cursor=nonsense")
+    bad = await store_client.get("/?cursor=nonsense")
     assert bad.status_code == 400
     assert (
         "cursor &#x27;nonsense&#x27; is not one list_jobs() returned: pass a page&#x27;s "
@@ -333,25 +339,27 @@ def test_store_list_counts_and_filters(store_client: TestClient) -> None:
     ) in bad.text
 
 
-def test_store_job_pages(store_client: TestClient) -> None:
-    done = store_client.get("/job?id=order-1").text
+@pytest.mark.anyio
+async def test_store_job_pages(store_client: ASGIClient) -> None:
+    done = (await store_client.get("/job?id=order-1")).text
     assert '<h2>result</h2><details class=payload data-key="result" open>' in done
     assert "&quot;approved&quot;: &quot;yes&quot;" in done
     assert 'title="attempt 1 failed after' in done  # flaky's failed attempt
-    failed = store_client.get("/job?id=broken-1").text
+    failed = (await store_client.get("/job?id=broken-1")).text
     assert "<code>ValueError: bad input</code>" in failed
-    waiting = store_client.get("/job?id=order-2").text
+    waiting = (await store_client.get("/job?id=order-2")).text
     assert 'data-live="/job?id=order-2&amp;from=0&amp;partial=1"' in waiting
     assert '<a href="#op-3">#3</a> future <code>approval</code>' in waiting
-    partial = store_client.get("/job?id=order-2&partial=1").text
+    partial = (await store_client.get("/job?id=order-2&partial=1")).text
     assert partial.startswith("<h1>job <span id=job-id>order-2</span>")
     assert "<html" not in partial
 
 
-def test_actions_are_off_by_default(store_client: TestClient, store_url: str) -> None:
-    page = store_client.get("/job?id=order-2").text
+@pytest.mark.anyio
+async def test_actions_are_off_by_default(store_client: ASGIClient, store_url: str) -> None:
+    page = (await store_client.get("/job?id=order-2")).text
     assert "id=actions" not in page
-    got = store_client.post(
+    got = await store_client.post(
         "/action", data={"id": "order-2", "action": "cancel", "token": "tok"}
     )
     assert got.status_code == 403
@@ -360,29 +368,30 @@ def test_actions_are_off_by_default(store_client: TestClient, store_url: str) ->
         "duron ui with --allow-actions to cancel, requeue, complete futures or send "
         "input)</p>"
     ) in got.text
-    assert _status(store_url, "order-2") == "suspended"
+    assert await _status(store_url, "order-2") == "suspended"
 
 
-def test_an_action_is_confirmed_then_done(store_url: str) -> None:
-    with _client(open_source(store_url), allow_actions=True) as client:
-        page = client.get("/job?id=order-2").text
+@pytest.mark.anyio
+async def test_an_action_is_confirmed_then_done(store_url: str) -> None:
+    async with _client(open_source(store_url), allow_actions=True) as client:
+        page = (await client.get("/job?id=order-2")).text
         assert "<section id=actions>" in page
         form = {"id": "order-2", "action": "complete", "future": "3", "token": "tok"}
         form["result"] = '"ok"'
-        ask = client.post("/action", data=form)
+        ask = await client.post("/action", data=form)
         assert ask.status_code == 200
         assert (
             "<p id=confirm-what>Complete future 3 of job order-2 with result &quot;ok&quot;?</p>"
         ) in ask.text
-        assert _status(store_url, "order-2") == "suspended"  # not yet
-        done = client.post(
-            "/action", data={**form, "confirm": "yes"}, follow_redirects=False
+        assert await _status(store_url, "order-2") == "suspended"  # not yet
+        done = await client.post(
+            "/action", data={**form, "confirm": "yes"}
         )
         assert done.status_code == 303
         assert done.headers["location"] == (
             "/job?id=order-2&done=future+3+completed%3B+the+job+records+it"
         )
-        notice = client.get(done.headers["location"]).text
+        notice = (await client.get(done.headers["location"])).text
         assert (
             "<p class=notice id=notice>future 3 completed; the job records it</p>"
             in notice
@@ -393,21 +402,22 @@ def test_an_action_is_confirmed_then_done(store_url: str) -> None:
             "token": "tok",
             "confirm": "yes",
         }
-        done = client.post("/action", data=cancel, follow_redirects=False)
+        done = await client.post("/action", data=cancel)
         assert done.headers["location"] == (
             "/job?id=broken-1&done=the+job+had+already+ended"
         )
 
 
-def test_actions_refuse_forged_forms(store_url: str) -> None:
+@pytest.mark.anyio
+async def test_actions_refuse_forged_forms(store_url: str) -> None:
     form = {"id": "order-2", "action": "cancel", "confirm": "yes"}
-    with _client(open_source(store_url), allow_actions=True) as client:
-        got = client.post("/action", data={**form, "token": "guess"})
+    async with _client(open_source(store_url), allow_actions=True) as client:
+        got = await client.post("/action", data={**form, "token": "guess"})
         assert got.status_code == 403
         assert (
             "this form is not from this server: reload the job&#x27;s page" in got.text
         )
-        got = client.post(
+        got = await client.post(
             "/action",
             data={**form, "token": "tok"},
             headers={"origin": "http://evil.example"},
@@ -417,7 +427,7 @@ def test_actions_refuse_forged_forms(store_url: str) -> None:
             "a form posted from another site (http://evil.example) is refused"
             in got.text
         )
-        got = client.post(
+        got = await client.post(
             "/action", data={**form, "action": "complete", "future": "3", "token": "tok",
                              "result": "{nope"},
         )  # fmt: skip
@@ -426,25 +436,23 @@ def test_actions_refuse_forged_forms(store_url: str) -> None:
             "result must be JSON (&quot;text&quot;, 3, true, {&quot;k&quot;: 1}): "
             "&#x27;{nope&#x27; is not</p>"
         ) in got.text
-    assert _status(store_url, "order-2") == "suspended"
+    assert await _status(store_url, "order-2") == "suspended"
 
 
-def _status(url: str, job_id: str) -> str:
-    async def get() -> str:
-        store = SQLiteStore(url.removeprefix("sqlite:///"), create=False)
-        try:
-            return (await store.get(job_id)).status
-        finally:
-            await store.close()
-
-    return anyio.run(get)
+async def _status(url: str, job_id: str) -> str:
+    store = SQLiteStore(url.removeprefix("sqlite:///"), create=False)
+    try:
+        return (await store.get(job_id)).status
+    finally:
+        await store.close()
 
 
 @requires_postgres
-def test_no_page_shows_a_dsn_password() -> None:
+@pytest.mark.anyio
+async def test_no_page_shows_a_dsn_password() -> None:
     url = re.sub(r"(postgresql://[^:@/]+):[^@]*@", r"\1:Pa55-w0rd-unseen@", dsn())
-    with _client(open_source(url)) as client:
-        pages = [client.get("/"), client.get("/job?id=order-1")]
+    async with _client(open_source(url)) as client:
+        pages = [await client.get("/"), await client.get("/job?id=order-1")]
     for page in pages:
         assert page.status_code == 500  # the server refuses the password
         assert "Pa55-w0rd-unseen" not in page.text
@@ -507,3 +515,14 @@ def test_command_serves_and_warns_off_localhost(logs: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_benchmark_runs() -> None:
+    """benchmarks/bench_ui.py is not a test, but it must not rot: a tiny run."""
+    got = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_ui.py"), "--jobs", "20",
+         "--entries", "50", "--repeat", "1"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    assert "target: every page under 1000 ms; worst" in got.stdout
