@@ -195,7 +195,9 @@ async def test_file_list_page_fragment(logs: Path) -> None:
 @pytest.mark.anyio
 async def test_file_list_filters(logs: Path) -> None:
     async with _client(FileSource(logs)) as client:
-        rows = re.findall(r'data-job="([^"]+)"', (await client.get("/?status=cancelled")).text)
+        rows = re.findall(
+            r'data-job="([^"]+)"', (await client.get("/?status=cancelled")).text
+        )
         assert rows == ["eu/a.jsonl"]
         rows = re.findall(
             r'data-job="([^"]+)"', (await client.get("/?function=shop.refund")).text
@@ -204,7 +206,9 @@ async def test_file_list_filters(logs: Path) -> None:
         rows = re.findall(r'data-job="([^"]+)"', (await client.get("/?id=eu/")).text)
         assert rows == ["eu/a.jsonl"]
         after = "2026-05-28T20:26:45Z"
-        rows = re.findall(r'data-job="([^"]+)"', (await client.get(f"/?after={after}")).text)
+        rows = re.findall(
+            r'data-job="([^"]+)"', (await client.get(f"/?after={after}")).text
+        )
         assert rows == ["b.jsonl"]
         bad = await client.get("/?after=yesterday")
         assert bad.status_code == 400
@@ -356,7 +360,9 @@ async def test_store_job_pages(store_client: ASGIClient) -> None:
 
 
 @pytest.mark.anyio
-async def test_actions_are_off_by_default(store_client: ASGIClient, store_url: str) -> None:
+async def test_actions_are_off_by_default(
+    store_client: ASGIClient, store_url: str
+) -> None:
     page = (await store_client.get("/job?id=order-2")).text
     assert "id=actions" not in page
     got = await store_client.post(
@@ -384,9 +390,7 @@ async def test_an_action_is_confirmed_then_done(store_url: str) -> None:
             "<p id=confirm-what>Complete future 3 of job order-2 with result &quot;ok&quot;?</p>"
         ) in ask.text
         assert await _status(store_url, "order-2") == "suspended"  # not yet
-        done = await client.post(
-            "/action", data={**form, "confirm": "yes"}
-        )
+        done = await client.post("/action", data={**form, "confirm": "yes"})
         assert done.status_code == 303
         assert done.headers["location"] == (
             "/job?id=order-2&done=future+3+completed%3B+the+job+records+it"
