@@ -63,13 +63,13 @@ async def main(url: str, mode: str, n: int) -> None:
             print("ready", flush=True)
             while True:
                 await anyio.sleep(0.25)
-                if waiting_at is None and await count(store, "suspended") == n:
+                if waiting_at is None and await count(store, "suspended") >= n:
                     waiting_at = time.monotonic() - start
                     print(
                         json.dumps({"waiting": waiting_at, "rss": peak_rss_mib()}),
                         flush=True,
                     )
-                if await count(store, "completed") == n:
+                if await count(store, "completed") >= n:
                     break
         print(
             json.dumps(

@@ -87,16 +87,15 @@ def main() -> None:
         tmp = Path(d)
         for name, url in stores:
             say(f"{name}: floor (a worker with no job)")
-            floor = measure(reset(url, tmp, "floor"), 0) if False else None
+            floor = measure(reset(url, tmp, "floor"), 0)["rss"]
             say(f"{name}: {n} jobs")
             r = measure(reset(url, tmp, "jobs"), n)
             print(
                 f"{name:<11} {n / r['waiting']:>15.0f} {r['rss_waiting']:>9.0f} MiB "
                 f"{n / r['ended']:>18.0f} {r['rss']:>5.0f} MiB "
-                f"{'':>7} {TARGET_RSS:>4.0f} MiB"
+                f"{floor:>3.0f} MiB {TARGET_RSS:>4.0f} MiB"
                 f"{'' if r['rss'] < TARGET_RSS else '  OVER TARGET'}"
             )
-            del floor
 
 
 if __name__ == "__main__":

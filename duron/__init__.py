@@ -7,8 +7,10 @@ where the log ends.
 """
 
 # No `from __future__ import annotations` here: it would export a name `annotations`.
+from duron._child_jobs import ChildJob
 from duron._codec import UNANNOTATED, Codec, JSONValue, PydanticCodec
 from duron._context import Context, PatchQuery
+from duron._continue import ContinueAsNew
 from duron._driver import Waiting
 from duron._durable import DurableFn, Provided, durable
 from duron._durable_logger import DurableLogger
@@ -59,9 +61,11 @@ __all__ = [
     "UNANNOTATED",
     "Attempt",
     "CallOptions",
+    "ChildJob",
     "Claim",
     "Codec",
     "Context",
+    "ContinueAsNew",
     "CorruptLogError",
     "DivergenceKind",
     "DuplicateJobError",

@@ -34,6 +34,7 @@ from duron._retry import NO_RETRY, retryable
 
 if TYPE_CHECKING:
     from duron._codec import Codec
+    from duron._storage import Lease
 
 __all__ = ["run_attempts"]
 
@@ -47,16 +48,18 @@ async def run_attempts(
     report: Report,
     clock: Callable[[], float],
     seed: str,
+    lease: Lease | None = None,
 ) -> None:
     """Run ``op``'s effect until an attempt succeeds or its options allow no
     other, and report the call's outcome (and each failed attempt before it).
+    After a backoff, an attempt starts only on a lease still this writer's.
 
     Whatever goes wrong here that is not the effect's (a clock that raises)
     fails the job rather than leaving durable code waiting for ever."""
     if op.stopped:
         return
     try:
-        await _run(op, codec, label, report, clock, seed)
+        await _run(op, codec, label, report, clock, seed, lease)
     except Exception as exc:
         report(Fatal(exc))
 
@@ -68,6 +71,7 @@ async def _run(
     report: Report,
     clock: Callable[[], float],
     seed: str,
+    lease: Lease | None,
 ) -> None:
     CURRENT_OPERATION.set(op)
     spec = op.spec
@@ -88,6 +92,7 @@ async def _run(
             report(Done(op, None, last.error))
             return
         await _sleep_until(last.retry_at, clock)
+        await _check(lease)
     jitter_seed = f"{seed}:{op.id}"
     while True:
         started = clock()
@@ -119,12 +124,20 @@ async def _run(
                     if not failed.recorded:
                         return  # the job stopped before it was written
                     await _sleep_until(due, clock)
+                    await _check(lease)
                     number += 1
                     continue
             report(outcome)
             return
         report(result_outcome(op, value, codec, label))
         return
+
+
+async def _check(lease: Lease | None) -> None:
+    """A backoff may have outlasted the lease (a stalled process): confirm it,
+    or raise :class:`~duron.LeaseLostError` (the job stops, nothing started)."""
+    if lease is not None and not lease.lease_fresh():
+        await lease.confirm_lease()
 
 
 def _limit(

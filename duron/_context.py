@@ -24,6 +24,7 @@ from typing import (
     overload,
 )
 
+from duron._child_jobs import ChildJob, start_job
 from duron._durable_calls import Recorded
 from duron._effect import effect_spec
 from duron._errors import UsageError
@@ -256,6 +257,49 @@ class Context:
             return out.value
         return await out  # type: ignore[misc]
 
+    async def start_job(
+        self, fn: DurableFn[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> ChildJob[_T]:
+        """Start ``fn(*args, **kwargs)`` as a child job; await the handle for its
+        result.
+
+        On a job store the child is a job of its own: its own log and id (the
+        parent's id and this position, or ``fn.options(job_id=...)``), listed
+        with its parent (``store.list_jobs(parent=...)``), run by any worker.
+        The parent waits on it like on a future: a waiting parent is suspended
+        and holds no worker. Its error reaches the parent as its own type; a
+        cancelled child as :class:`~duron.JobCancelledError`. Cancelling the
+        parent through the store cancels its children too (unless
+        ``store.cancel(id, children=False)``).
+
+        On a log of its own (a file, memory) the child runs inline, as a task of
+        the parent, its effects recorded in the parent's log.
+
+        Example:
+            ```python
+            children = [await ctx.start_job(ship, item) for item in order.items]
+            receipts = await asyncio.gather(*children)
+            ```
+
+        Returns:
+            The child's handle (:class:`~duron.ChildJob`): ``await`` it.
+
+        Raises:
+            UsageError: ``fn`` is not a durable function, or bad arguments.
+            PayloadError: An argument cannot be encoded.
+            DuplicateJobError: ``fn.options(job_id=...)`` names a job with
+                another call.
+        """
+        return await start_job(self, self._calls, fn, args, kwargs)
+
+    async def run_job(
+        self, fn: DurableFn[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        """Run ``fn(*args, **kwargs)`` as a child job and return its result:
+        ``await (await ctx.start_job(fn, ...))``."""
+        child = await start_job(self, self._calls, fn, args, kwargs)
+        return await child
+
     @asynccontextmanager
     async def stream(
         self,
@@ -409,6 +453,36 @@ class Context:
     async def time_ns(self) -> int:
         """:meth:`time` in integer nanoseconds."""
         return int(self._calls.time() * 1e9)
+
+    def continue_as_new(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """End this run of the job and continue the same job as new: the durable
+        function starts again with these arguments, in a fresh log.
+
+        A job that runs for months (a polling loop, a chat agent) calls it now
+        and then so that its log stays small: a resumed job replays only its
+        current run's log. The switch is atomic: after a crash the job either
+        goes on in the old log or has started the new one, never both. The job
+        keeps its id (a job store lists its runs; a file log's runs are named
+        ``log.1.jsonl``, ``log.2.jsonl``...), its deadline and its context;
+        ``job.wait()`` and ``store.result()`` give the last run's result.
+
+        Effects still running are cancelled, as when the function returns. It
+        raises :class:`~duron.ContinueAsNew`: let it propagate out of the
+        durable function (an ``except Exception`` does not catch it).
+
+        Args:
+            *args: The durable function's arguments for the next run, after the
+                context.
+            **kwargs: Its keyword arguments (not the ``= duron.Provided`` ones).
+
+        Raises:
+            ContinueAsNew: Always: this run ends here.
+            UsageError: Bad arguments for the durable function.
+            PayloadError: An argument cannot be encoded, would not decode back,
+                or makes a job entry over the storage's size limit.
+        """
+        self._calls.check_loop("ctx.continue_as_new()")
+        raise self._calls.continue_as_new(args, kwargs)
 
     def random(self) -> random.Random:
         """A ``random.Random`` seeded deterministically for this point of the job.

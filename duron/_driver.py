@@ -47,7 +47,7 @@ from duron._host_input import HostInput
 from duron._identity import JobIdentity
 from duron._inbox_feed import InboxFeed, inbox_source
 from duron._job_deadline import DEADLINE_PASSED, JobDeadline
-from duron._job_end import JobOutcome, code_end, outcome_from
+from duron._job_end import JobOutcome, code_continued, code_end, outcome_from
 from duron._log import decode_entry
 from duron._log_writer import LogWriter
 from duron._observe import RunStart
@@ -144,8 +144,11 @@ class Driver:
         clock: Callable[[], float] = time.time,
         context: dict[str, JSONValue] | None = None,
         deadline: float | None = None,
+        run: int = 0,
     ) -> None:
         self.dfn = dfn
+        self.run_number = run  # which run of a job that continues as new (0: the first)
+        self.job_deadline = deadline  # the job's, carried to its next run
         self.storage = storage
         self.codec: Codec = dfn.codec
         self.label: str = storage.label
@@ -249,6 +252,7 @@ class Driver:
                 host, self.codec, self.label, self.push, identity, self.clock, observe
             )
             self.writer.on_written = observe.written
+        self._effects.lease = self._lease
         context = contextvars.copy_context()
         if observe is not None:
             context.run(observe.enter_durable)
@@ -329,10 +333,13 @@ class Driver:
             code_end(root, self.dfn, self.label, self._cancelled_why)
             if root.done()
             else None,
+            code_continued(root),
         )
         self._end_status = "replayed"
         if self.observe is not None:
             self.observe.replay_done(self.calls.replayed)
+        if ended.next is not None:
+            return JobOutcome(position=engine.next_id, continued=ended.next)
         return self._outcome(ended.result, ended.error, None)
 
     async def _live(self) -> JobOutcome:
@@ -367,6 +374,15 @@ class Driver:
         self.stop_effects()
         result, error = code_end(root, self.dfn, self.label, self._cancelled_why)
         t = loop.time()
+        following = code_continued(root)
+        if following is not None:
+            await self.writer.continue_log(
+                self.engine.end(None, None, t, t, following),
+                following,
+                sorted(self.engine.inbox_recorded),
+            )
+            self._end_status = "continued"
+            return JobOutcome(position=self.engine.next_id, continued=following)
         await self.writer.append(self.engine.end(result, error, t, t))
         self._end_status = (
             "completed"
@@ -738,7 +754,11 @@ class Driver:
         for op in self.engine.pending.values():
             if op.kind == "effect" and not op.abandoned:
                 return None
-        return Waiting(self.loop.next_deadline(), since)
+        until = self.loop.next_deadline()
+        deadline = self.job_deadline  # the job is cancelled then: it must run
+        if deadline is not None and (until is None or deadline < until):
+            until = deadline
+        return Waiting(until, since)
 
     async def wait_quiet(self) -> None:
         """Return when the live rounds next find nothing to do (or the run ends)."""

@@ -258,6 +258,23 @@ class DurableFn(Generic[_P, _T]):
                 )
         return self.sig.encode_inputs(self.codec, bound)
 
+    def entry_from(
+        self, encoded: dict[str, JSONValue], *, t: float | None = None
+    ) -> JobStarted:
+        """The job entry of a call whose arguments are already encoded (by
+        :meth:`encode_arguments`): a fresh seed, the job clock ``t`` (default:
+        now), the deadline this function's options give."""
+        now = time.time() if t is None else t
+        deadline = self._options.deadline
+        return JobStarted(
+            self.name,
+            encoded,
+            secrets.token_hex(8),
+            now,
+            self.module,
+            deadline=None if deadline is None else deadline_at(deadline, now),
+        )
+
     def job_entry(
         self,
         args: tuple[Any, ...],
@@ -298,6 +315,32 @@ class DurableFn(Generic[_P, _T]):
                 (:class:`~duron.PayloadTooLargeError`: it is larger than
                 ``max_entry_size``).
         """
+        encoded = self.checked_arguments(args, kwargs, via=via, job=job)
+        now = time.time() if t is None else t
+        deadline = self._options.deadline
+        observer = current_observer()
+        entry = JobStarted(
+            self.name,
+            encoded,
+            secrets.token_hex(8),
+            now,
+            self.module,
+            context=observer.capture() if observer is not None else None,
+            deadline=None if deadline is None else deadline_at(deadline, now),
+        )
+        self.check_writable(entry, job=job, max_entry_size=max_entry_size)
+        return entry
+
+    def checked_arguments(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        via: str,
+        job: str | None,
+    ) -> dict[str, JSONValue]:
+        """:meth:`encode_arguments`, each one checked to decode back as replay
+        will read it (see :meth:`job_entry`)."""
         try:
             encoded = self.encode_arguments(args, kwargs, via=via)
         except PayloadError as err:
@@ -314,18 +357,13 @@ class DurableFn(Generic[_P, _T]):
                     detail=f"would not decode back from the log: {explain(exc)}",
                     job=job,
                 ) from exc
-        now = time.time() if t is None else t
-        deadline = self._options.deadline
-        observer = current_observer()
-        entry = JobStarted(
-            self.name,
-            encoded,
-            secrets.token_hex(8),
-            now,
-            self.module,
-            context=observer.capture() if observer is not None else None,
-            deadline=None if deadline is None else deadline_at(deadline, now),
-        )
+        return encoded
+
+    def check_writable(
+        self, entry: JobStarted, *, job: str | None, max_entry_size: int
+    ) -> None:
+        """Raise the :class:`~duron.PayloadError` that keeps a job entry out of
+        the log: a value orjson refuses, or an entry over ``max_entry_size``."""
         try:
             raw = encode_entry(entry)
         except TypeError as exc:  # orjson: e.g. an int past 64 bits
@@ -343,7 +381,6 @@ class DurableFn(Generic[_P, _T]):
                 type_name="job entry",
                 job=job,
             )
-        return entry
 
     def _refuse_options_as_arguments(self, kwargs: dict[str, Any]) -> None:
         """A call option given among the arguments, where the function has no

@@ -15,10 +15,13 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from duron._continue import ContinueAsNew, next_run_entry
 from duron._delivery import OpFuture
 from duron._durable_logger import DurableLogger
 from duron._effect_runner import Effects
+from duron._entries import JobStarted
 from duron._errors import PayloadError, UsageError
+from duron._limits import limits_of
 from duron._operations import Done, Op
 from duron._recorded_errors import rebuild
 
@@ -205,6 +208,18 @@ class DurableCalls:
         """The job's label."""
         return self._driver.label
 
+    @property
+    def run_number(self) -> int:
+        """Which run of a job that continues as new this is (0: the first)."""
+        return self._driver.run_number
+
+    @property
+    def job_store(self) -> Any:
+        """The job store the job's log belongs to (its ``start_child`` starts
+        child jobs), or ``None`` for a log of its own (a file, memory)."""
+        store = getattr(self._driver.storage, "store", None)
+        return store if callable(getattr(store, "start_child", None)) else None
+
     def logger(self, logger: logging.Logger) -> DurableLogger:
         """``logger`` for durable code: silent while the run replays."""
         d = self._driver
@@ -219,6 +234,32 @@ class DurableCalls:
     def time(self) -> float:
         """The job clock (the durable loop's)."""
         return self._driver.loop.time()
+
+    def continue_as_new(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> ContinueAsNew:
+        """The :class:`~duron.ContinueAsNew` that ends this run and starts the
+        next one with these arguments (checked here, in durable code)."""
+        d = self._driver
+        current = JobStarted(
+            d.dfn.name,
+            {},
+            d.seed,
+            d.started,
+            context=d.context,
+            deadline=d.job_deadline,
+            run=d.run_number,
+        )
+        entry = next_run_entry(
+            d.dfn,
+            current,
+            args,
+            kwargs,
+            t=d.loop.time(),
+            job=d.label,
+            max_entry_size=limits_of(d.storage).max_entry_size,
+        )
+        return ContinueAsNew(d.label, entry)
 
     def next_random_seed(self) -> str:
         d = self._driver

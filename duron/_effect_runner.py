@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from duron._host_backends import Host
     from duron._identity import JobIdentity
     from duron._observe import RunObserver
+    from duron._storage import Lease
 
 __all__ = ["Effects", "Fatal", "ObservedEffects", "run_effect"]
 
@@ -84,6 +85,7 @@ class Effects:
         "_waiting",
         "direct",
         "identity",
+        "lease",
     )
 
     def __init__(
@@ -108,6 +110,9 @@ class Effects:
         # went on waiting (for current_operation()).
         self._eager: Op | None = None
         self._waiting: dict[asyncio.Task[Any], Op] = {}
+        # The lease the job writes under, checked before an attempt after a
+        # backoff (the driver checks it before an effect starts).
+        self.lease: Lease | None = None
         if self._asyncio is not None:
             self._asyncio.provide(CURRENT_JOB, self)
 
@@ -167,6 +172,7 @@ class Effects:
                 self._report,
                 self._clock,
                 self.identity.seed,
+                self.lease,
                 name=spec.task_name,
                 context=context,
             )

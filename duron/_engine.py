@@ -342,10 +342,14 @@ class Engine:
         return ops
 
     def check_end(
-        self, ended: Ended, code_end: tuple[JSONValue, ErrorInfo | None] | None
+        self,
+        ended: Ended,
+        code_end: tuple[JSONValue, ErrorInfo | None] | None,
+        code_next: JobStarted | None = None,
     ) -> None:
         """Compare the log's recorded end with how the code ended: its encoded
-        result or its error (``None``: it still waits).
+        result or its error (``None``: it still waits), or the next run it
+        continued as new with (``code_next``: compared by function and arguments).
 
         Raises:
             NonDeterminismError: They differ.
@@ -362,8 +366,8 @@ class Engine:
                 else "to wait for something",
                 requested_calls=[op.call() for op in waiting],
             )
-        recorded = _end_json(ended.result, ended.error)
-        now_ended = _end_json(*code_end)
+        recorded = _end_json(ended.result, ended.error, ended.next)
+        now_ended = _end_json(*code_end, code_next)
         if _comparable(now_ended) != _comparable(recorded):
             was, now = show_pair(recorded, now_ended)
             raise NonDeterminismError(
@@ -469,11 +473,17 @@ class Engine:
         return self._starts(started, None)
 
     def end(
-        self, result: JSONValue, error: ErrorInfo | None, t: float, started: float
+        self,
+        result: JSONValue,
+        error: ErrorInfo | None,
+        t: float,
+        started: float,
+        next: JobStarted | None = None,
     ) -> list[Entry]:
-        """The job's last write: what still runs, staged markers, then its end."""
+        """The job's last write: what still runs, staged markers, then its end
+        (with ``next``: the job continues as new, as that run)."""
         entries: list[Entry] = self.commit([], t, started)
-        entries.append(JobFinished(t, result, error))
+        entries.append(JobFinished(t, result, error, next))
         self.finished = True
         return entries
 
@@ -580,7 +590,7 @@ class Engine:
                 return Cancelled(entry.t)
             case JobFinished():
                 self.finished = True
-                return Ended(entry.result, entry.error, entry.t)
+                return Ended(entry.result, entry.error, entry.t, entry.next)
             case OutputSent():
                 # Replay sends the values again; counted, so none is written twice.
                 recorded = self.outputs_recorded
@@ -707,8 +717,13 @@ def _finishing(batch: list[Outcome]) -> set[int] | None:
 _CANCELLED = "duron._errors.JobCancelledError"
 
 
-def _end_json(result: JSONValue, error: ErrorInfo | None) -> dict[str, Any]:
-    """An end as its entry holds it: ``{"result": ...}`` or the error's fields."""
+def _end_json(
+    result: JSONValue, error: ErrorInfo | None, next: JobStarted | None = None
+) -> dict[str, Any]:
+    """An end as its entry holds it: ``{"result": ...}``, the error's fields, or
+    the next run (its function and arguments: its seed and time are derived)."""
+    if next is not None:
+        return {"continue as new": {"function": next.fn, "args": next.args}}
     return error.to_json() if error is not None else {"result": result}
 
 
@@ -719,4 +734,6 @@ def _comparable(d: dict[str, Any]) -> Any:
             # under another path is the same job, cancelled the same way.
             return ("cancelled",)
         return ("error", d["type"], d["message"])
+    if "continue as new" in d:
+        return ("continue", d["continue as new"])
     return ("result", d["result"])

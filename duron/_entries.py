@@ -4,7 +4,9 @@ One entry is one JSON object (one line in a file log). Kinds, by their ``type`` 
 
 * ``job``: first entry: format version, durable function, encoded arguments, seed,
   and (optional) ``context``: what travels with the job from where it was created
-  (a trace context...), an object written only when there is something to carry.
+  (a trace context...), an object written only when there is something to carry;
+  ``run`` (optional, >= 1): which run of a job that continued as new this log
+  holds (absent: the first).
 * ``start``: an operation began (written when it is still running at a flush).
 * ``done``: an operation finished, with its encoded result or error. When no
   ``start`` entry was written for it, it carries the operation's name and inputs.
@@ -18,7 +20,11 @@ A ``done``, ``emit`` or ``cancel`` entry that records an item of a job store's i
 number in the job's inbox: a resumed run knows from it which items its log already
 holds, so that none is recorded twice. Entries of input sent through ``Job`` have
 no ``seq``; logs written before it existed read the same.
-* ``end``: the job returned or raised.
+* ``end``: the job returned or raised; or, with ``next`` (and no ``result``), it
+  continued as new: ``next`` is the job entry of the job's next run, whose log
+  replaces this one (see :mod:`duron._chain`). A reader that predates it refuses
+  the entry (an end holds a result or an error) rather than reporting the job as
+  completed.
 * ``out``: durable code sent a value on a ``StreamWriter`` parameter (or closed
   it), recorded so that other processes can read the job's output from its log
   (written by storages that keep output: a job store's logs). Replay produces the
@@ -172,6 +178,8 @@ class JobStarted:
     context: dict[str, JSONValue] | None = None
     # When the job is cancelled if it has not ended (seconds since the epoch).
     deadline: float | None = None
+    # Which run of a job that continued as new (0: the first; written when > 0).
+    run: int = 0
     type: Literal["job"] = "job"
 
     def to_json(self) -> dict[str, JSONValue]:
@@ -188,6 +196,8 @@ class JobStarted:
             d["context"] = self.context
         if self.deadline is not None:
             d["deadline"] = self.deadline
+        if self.run:
+            d["run"] = self.run
         return d
 
 
@@ -292,11 +302,15 @@ class JobFinished:
     t: float
     result: JSONValue = None
     error: ErrorInfo | None = None
+    # The job continued as new: the job entry of its next run (no result, no error).
+    next: JobStarted | None = None
     type: Literal["end"] = "end"
 
     def to_json(self) -> dict[str, JSONValue]:
         d: dict[str, JSONValue] = {"type": "end", "t": self.t}
-        if self.error is not None:
+        if self.next is not None:
+            d["next"] = self.next.to_json()
+        elif self.error is not None:
             d["error"] = self.error.to_json()
         else:
             d["result"] = self.result

@@ -45,7 +45,7 @@ __all__ = [
     "stream_sending",
 ]
 
-ItemKind = Literal["value", "close", "future"]
+ItemKind = Literal["value", "close", "future", "cancel"]
 
 _PLAIN = PydanticCodec()  # a future's result when its function is not known here
 
@@ -57,7 +57,8 @@ class InboxItem:
     Attributes:
         seq: Its number in the job's inbox (1, 2, 3...).
         kind: ``value`` (for a stream or signal), ``close`` (of a stream or signal),
-            ``future`` (a future's result or error).
+            ``future`` (a future's result or error: also a child job's end),
+            ``cancel`` (``store.cancel``: delivered as cancellation).
         target: The parameter's name, or the future's id.
         data: The encoded value or result.
         error: The error a stream was closed with, or a future fails with.

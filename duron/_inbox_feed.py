@@ -32,7 +32,7 @@ import anyio
 from duron._codec import describe_type, explain
 from duron._effect_runner import Fatal
 from duron._errors import PayloadEncodeError, StoreUnavailableError
-from duron._operations import Done, Emitted
+from duron._operations import Cancelled, Done, Emitted
 from duron._recorded_errors import error_info
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class InboxFeed:
                 after = items[-1].seq
             waiting = held + items
             held = []
-            pushed: list[Done | Emitted] = []
+            pushed: list[Done | Emitted | Cancelled] = []
             for item in waiting:
                 if item.seq in recorded:
                     done.append(item.seq)
@@ -141,14 +141,22 @@ class InboxFeed:
             driver.taking_input(False)
             await source.inbox_wait(mark, _HELD_POLL if held else IDLE_POLL)
 
-    def _outcome(self, item: InboxItem) -> Done | Emitted | Any | None:
+    def _outcome(self, item: InboxItem) -> Done | Emitted | Cancelled | Any | None:
         """The outcome recording ``item``; ``None`` to drop it, :data:`_HOLD` to
         keep it for later."""
         driver = self._driver
+        if item.kind == "cancel":
+            return Cancelled(ack=anyio.Event(), seq=item.seq)
         if item.kind == "future":
-            op = driver.host_input.find_future(item.target)
+            target = item.target
+            run, colon, fid = target.partition(":")
+            if colon:  # a child job's end: "RUN:FUTURE"
+                if int(run) != driver.run_number:
+                    return self._drop(item, "it is for a future of another run")
+                target = fid
+            op = driver.host_input.find_future(target)
             if op is None:
-                if int(item.target) >= driver.engine.next_id:
+                if int(target) >= driver.engine.next_id:
                     return _HOLD  # the code has not created it yet
                 return self._drop(item, "the future was completed or abandoned")
             op.closed = True

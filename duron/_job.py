@@ -22,6 +22,7 @@ from duron._host_streams import HostReader, HostWriter
 from duron._limits import limits_of
 from duron._log import JobStarted, decode_entry, encode_entry
 from duron._signature import format_call
+from duron._storage import chain_of
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -121,7 +122,9 @@ class Job(Generic[_P, _T]):
 
         On a new log the job entry is written first. On a log that already holds
         this job, the logged run is replayed and continued: the arguments must be
-        the logged ones. Returns once the job is running; :meth:`wait` for its end.
+        the logged ones (for a job that continued as new, the ones its first run
+        was started with; its current run is the one replayed). Returns once the
+        job is running; :meth:`wait` for its end.
 
         Args:
             *args: The durable function's arguments, after the context.
@@ -187,34 +190,39 @@ class Job(Generic[_P, _T]):
                 raise JobMismatchError(
                     job=label, field="function", recorded=first.fn, requested=dfn.name
                 )
+            started = first if first.run == 0 else await self._first_run(first)
             if wanted is not None and not dfn.sig.same_call(
-                dfn.codec, first.args, wanted.args
+                dfn.codec, started.args, wanted.args
             ):
                 await _aclose(records)
                 raise JobMismatchError(
                     job=label,
                     field="arguments",
-                    recorded=format_call(dfn.name, first.args),
+                    recorded=format_call(dfn.name, started.args),
                     requested=format_call(dfn.name, wanted.args),
                 )
             replay = records
         args = self._decode_args(first.args)
-        driver = Driver(
-            dfn,
-            self._storage,
-            seed=first.seed,
-            started=first.t,
-            replaying=replay is not None,
-            clock=self._clock,
-            context=first.context,
-            deadline=first.deadline,
-        )
+        driver = self._new_driver(first, replaying=replay is not None)
         self._driver = driver
         self._state = "running"
         assert self._tg is not None
         self._tg.start_soon(
             self._drive, self._tg, driver, args, replay, name=f"duron job {label}"
         )
+
+    async def _first_run(self, current: JobStarted) -> JobStarted:
+        """The job entry of the job's first run (what ``start()`` was given),
+        or ``current`` when the storage no longer keeps it."""
+        chained = chain_of(self._storage)
+        if chained is None:
+            return current
+        records = chained.read_run(0).__aiter__()
+        try:
+            first = await read_job_entry(records, self._storage.label)
+        finally:
+            await _aclose(records)
+        return current if first is None else first
 
     def _decode_args(self, encoded: dict[str, Any]) -> dict[str, Any]:
         return decode_job_args(self._dfn, encoded, self.id)
@@ -226,18 +234,46 @@ class Job(Generic[_P, _T]):
         args: dict[str, Any],
         records: AsyncIterator[tuple[int, bytes]] | None,
     ) -> None:
-        main = root_call(self._dfn, driver, args)
+        try:
+            while True:
+                following = await self._run_one(tg, driver, args, records)
+                if following is None or self._stopping:
+                    return
+                # The job continued as new: its next run starts live, in the
+                # fresh log the storage began with the run's job entry.
+                records = None
+                try:
+                    args = self._decode_args(following.args)
+                except Exception as exc:  # pragma: no cover - checked when made
+                    self._failure = exc
+                    self._state = "failed"
+                    return
+                driver = self._new_driver(following, replaying=False)
+                self._driver = driver
+        finally:
+            self._done.set()
 
+    async def _run_one(
+        self,
+        tg: TaskGroup,
+        driver: Driver,
+        args: dict[str, Any],
+        records: AsyncIterator[tuple[int, bytes]] | None,
+    ) -> JobStarted | None:
+        """Run one run of the job; the next run's job entry if it continued as new."""
+        main = root_call(self._dfn, driver, args)
+        following = None
         try:
             with anyio.CancelScope() as scope:
                 self._run_scope = scope
                 if self._stopping:  # close() came first: start nothing
                     driver.stop_effects()
                     scope.cancel()
-                self._outcome = await driver.run(tg, main, records)
-                self._state = (
-                    "failed" if self._outcome.error is not None else "finished"
-                )
+                outcome = await driver.run(tg, main, records)
+                following = outcome.continued
+                if following is None:
+                    self._outcome = outcome
+                    self._state = "failed" if outcome.error is not None else "finished"
         except Exception as exc:
             self._failure = exc
             unavailable = isinstance(exc, StoreUnavailableError)
@@ -248,7 +284,20 @@ class Job(Generic[_P, _T]):
                 await driver.aclose()  # effects still running stop here
                 if records is not None:
                     await _aclose(records)
-            self._done.set()
+        return following
+
+    def _new_driver(self, first: JobStarted, *, replaying: bool) -> Driver:
+        return Driver(
+            self._dfn,
+            self._storage,
+            seed=first.seed,
+            started=first.t,
+            replaying=replaying,
+            clock=self._clock,
+            context=first.context,
+            deadline=first.deadline,
+            run=first.run,
+        )
 
     # -- live input and output --------------------------------------------------------
 

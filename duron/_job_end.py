@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from duron._codec import decode_recorded, roundtrip
-from duron._entries import ErrorInfo
+from duron._continue import ContinueAsNew
+from duron._entries import ErrorInfo, JobStarted
 from duron._errors import DuronError, EffectError, JobCancelledError, StorageError
 from duron._recorded_errors import error_info, rebuild
 
@@ -23,7 +24,14 @@ if TYPE_CHECKING:
     from duron._durable import DurableFn
     from duron._json import JSONValue
 
-__all__ = ["JobOutcome", "code_end", "code_ending", "code_failure", "outcome_from"]
+__all__ = [
+    "JobOutcome",
+    "code_continued",
+    "code_end",
+    "code_ending",
+    "code_failure",
+    "outcome_from",
+]
 
 
 @dataclass(slots=True)
@@ -35,6 +43,8 @@ class JobOutcome:
     recorded_error: ErrorInfo | None = None
     position: int = 0
     finished: bool = True  # False: a replay-only run stopped where the log ends
+    # The run ended by continuing as new: the next run's job entry.
+    continued: JobStarted | None = None
 
 
 def code_end(
@@ -59,6 +69,8 @@ def code_end(
         )
         return None, error_info(cancelled)
     exc = root.exception()
+    if type(exc) is ContinueAsNew:
+        return None, None  # the end entry carries the next run instead
     if exc is not None:
         if code_failure(root) is not None:
             raise exc
@@ -101,6 +113,14 @@ def outcome_from(
     return JobOutcome(result=value, position=position)
 
 
+def code_continued(root: asyncio.Task[Any] | None) -> JobStarted | None:
+    """The next run's job entry, if durable code ended by continuing as new."""
+    if root is None or not root.done() or root.cancelled():
+        return None
+    exc = root.exception()
+    return exc.entry if type(exc) is ContinueAsNew else None
+
+
 def code_ending(root: asyncio.Task[Any] | None) -> str | None:
     """How durable code ended, in words (``None`` while it still runs)."""
     if root is None or not root.done():
@@ -110,6 +130,8 @@ def code_ending(root: asyncio.Task[Any] | None) -> str | None:
     exc = root.exception()
     if exc is None:
         return "returns"
+    if type(exc) is ContinueAsNew:
+        return f"continues as new with {exc.arguments!r}"
     return f"raises {type(exc).__qualname__}({str(exc)!r})"
 
 

@@ -100,8 +100,7 @@ class JobFilter:
     created_before: datetime | None = None
     updated_after: datetime | None = None
     updated_before: datetime | None = None
-    # A filter on a job's parent job belongs here (and in the SQL built from it,
-    # contrib/_job_search.py) once the jobs table records a parent.
+    parent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +156,7 @@ def job_filter(
     created_before: datetime | None = None,
     updated_after: datetime | None = None,
     updated_before: datetime | None = None,
+    parent: str | None = None,
 ) -> JobFilter:
     """The filters of ``list_jobs`` / ``count_jobs``, checked.
 
@@ -169,6 +169,8 @@ def job_filter(
         functions = function_names(function, "function")
         if not functions:
             raise UsageError("function must name at least one durable function")
+    if parent is not None and (type(parent) is not str or not parent):
+        raise UsageError(f"parent must be a job id, not {parent!r}")
     if id_prefix is not None and (type(id_prefix) is not str or not id_prefix):
         raise UsageError(
             f"id_prefix must be a non-empty string (the start of job ids), "
@@ -207,6 +209,7 @@ def job_filter(
         created_before,
         updated_after,
         updated_before,
+        parent,
     )
 
 

@@ -137,6 +137,8 @@ class JobInfo:
         forked_from: The job this one was forked from, if any.
         wake_at: When a suspended job's timer is due (``None``: it waits for
             input alone, or it is not suspended).
+        parent: The job whose durable code started this one
+            (``ctx.start_job``), if any.
     """
 
     id: str
@@ -153,6 +155,7 @@ class JobInfo:
     cancel_requested: bool
     forked_from: str | None = None
     wake_at: datetime | None = None
+    parent: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -248,6 +251,7 @@ class JobStore(Protocol):
         created_before: datetime | None = None,
         updated_after: datetime | None = None,
         updated_before: datetime | None = None,
+        parent: str | None = None,
         newest_first: bool = False,
         limit: int | None = None,
         cursor: str | None = None,
@@ -269,6 +273,7 @@ class JobStore(Protocol):
         created_before: datetime | None = None,
         updated_after: datetime | None = None,
         updated_before: datetime | None = None,
+        parent: str | None = None,
     ) -> dict[JobStatus, int]:
         """How many jobs the filters keep, per status."""
         ...
@@ -297,8 +302,9 @@ class JobStore(Protocol):
         """Wait for the job to end; its result (decoded by ``fn``), or raise its error."""
         ...
 
-    async def cancel(self, job_id: str) -> bool:
-        """Ask for the job to be cancelled; ``False`` if it had already ended."""
+    async def cancel(self, job_id: str, *, children: bool = True) -> bool:
+        """Ask for the job to be cancelled (and its unfinished child jobs, unless
+        ``children=False``); ``False`` if it had already ended."""
         ...
 
     async def requeue(self, job_id: str) -> None:
@@ -573,6 +579,7 @@ def job_info_from_row(
         cancel,
         forked_from,
         wake_at,
+        parent,
     ) = row
     column = "args"
     try:
@@ -624,6 +631,7 @@ def job_info_from_row(
         cancel_requested=bool(cancel),
         forked_from=forked_from,
         wake_at=wake_at_time,
+        parent=parent,
     )
 
 

@@ -47,6 +47,9 @@ def describe_operation(kind: str, name: str, inputs: dict[str, Any] | None) -> s
 def _show(d: dict[str, Any]) -> str:
     if "type" in d:
         return f"error {d['type']}({d['message']!r})"
+    if "continue as new" in d:
+        following = d["continue as new"]
+        return f"a continue as new with {format_call(following['function'], following['args'])}"
     text = repr(d["result"])
     return f"result {text if len(text) <= 80 else text[:77] + '...'}"
 
@@ -55,7 +58,7 @@ def show_pair(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, str]:
     """Two differing job ends (a result or an error, as entries hold them) for one
     message: long results are cut at the same place,
     just before their first difference, so that the difference shows."""
-    if "type" in a or "type" in b:
+    if "result" not in a or "result" not in b:
         return _show(a), _show(b)
     ta, tb = show_difference(repr(a["result"]), repr(b["result"]))
     return f"result {ta}", f"result {tb}"

@@ -83,12 +83,15 @@ class LogSize:
     """How much a job's log holds (``store.log_sizes()``, ``duron jobs list --sizes``).
 
     Attributes:
-        entries: How many entries, the job entry included.
+        entries: How many entries, the job entry included (of the current run,
+            for a job that continued as new).
         bytes: Their total size as stored (encoded JSON, without line ends).
+        runs: How many runs the job's chain holds: 1 unless it continued as new.
     """
 
     entries: int
     bytes: int
+    runs: int = 1
 
 
 def limits_of(storage: object) -> LogLimits:

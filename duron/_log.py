@@ -14,6 +14,9 @@ read is checked against what Duron writes before it becomes a record, field by f
   and ``context``, absent);
 * an ``out`` entry names its stream (a string) and holds a ``value``, or
   ``closed: true`` and maybe an ``error``;
+* a job entry's ``run`` (if present) is an integer >= 1; an end entry's ``next``
+  (a job that continued as new) is a job entry, checked as one, and comes without
+  ``result`` or ``error``;
 * ``seq`` (an inbox item's number, on ``done``, ``emit`` and ``cancel`` entries) is
   an integer >= 1, or absent;
 * an ``error`` is an object with string ``type`` and ``message`` and, if present,
@@ -236,6 +239,7 @@ def _checked(d: Any) -> Entry:
                 version,
                 context,
                 _time(d, "deadline") if "deadline" in d else None,
+                _run(d),
             )
         case "attempt":
             attempt = _field(d, "attempt")
@@ -265,6 +269,8 @@ def _checked(d: Any) -> Entry:
                 _id(d), _time(d), attempt, error, float(duration), _time(d, "retry_at")
             )
         case "end":
+            if "next" in d:
+                return JobFinished(_time(d), next=_next_run(d))
             result, error = _outcome(d, "an end entry")
             return JobFinished(_time(d), result, error)
         case "cancel":
@@ -321,6 +327,37 @@ def _seq(d: dict[str, Any]) -> int | None:
     if type(value) is not int or value < 1:
         raise InvalidField("seq", f"must be an integer >= 1, not {_shown(value)}")
     return value
+
+
+def _run(d: dict[str, Any]) -> int:
+    if "run" not in d:
+        return 0
+    value = d["run"]
+    if type(value) is not int or value < 1:
+        raise InvalidField("run", f"must be an integer >= 1, not {_shown(value)}")
+    return value
+
+
+def _next_run(d: dict[str, Any]) -> JobStarted:
+    """The job entry an end entry's ``next`` holds (a job that continued as new)."""
+    for name in ("result", "error"):
+        if name in d:
+            raise InvalidField(
+                name,
+                "comes with field 'next' (a job that continued as new ends "
+                "without a result)",
+            )
+    value = d["next"]
+    if type(value) is not dict:
+        raise InvalidField("next", f"must be a job entry, not {json_type(value)}")
+    if value.get("type") != "job":
+        raise InvalidField("next", "must be a job entry (its 'type' is \"job\")")
+    try:
+        entry = _checked(value)
+    except InvalidField as exc:
+        raise exc.within("next") from None
+    assert isinstance(entry, JobStarted)
+    return entry
 
 
 def _time(d: dict[str, Any], name: str = "t") -> float:

@@ -19,13 +19,14 @@ from duron._errors import (
     InternalError,
     PayloadEncodeError,
     PayloadTooLargeError,
+    UsageError,
 )
 from duron._limits import LogSizeWatch, limits_of
 from duron._log import encode_entry
-from duron._storage import nowait_appender
+from duron._storage import chain_of, nowait_appender
 
 if TYPE_CHECKING:
-    from duron._entries import Entry
+    from duron._entries import Entry, JobStarted
     from duron._operations import Op
     from duron._storage import LogStorage
 
@@ -85,6 +86,28 @@ class LogWriter:
     async def append(self, entries: list[Entry]) -> None:
         """Append ``entries`` as one batch; returns once the storage committed it."""
         await self.storage.append(self.encode(entries))
+        if self.on_written is not None:
+            self.on_written(_ended_positions(entries))
+
+    async def continue_log(
+        self, entries: list[Entry], first: JobStarted, inbox_done: list[int]
+    ) -> None:
+        """Append ``entries`` (the last one the end entry naming the next run) and
+        start the job's next run with ``first``: the storage's ``continue_log``.
+
+        Raises:
+            UsageError: The storage keeps no chain of logs.
+        """
+        chained = chain_of(self.storage)
+        if chained is None:
+            raise UsageError(
+                f"job {self.storage.label}: continue_as_new() needs a storage that "
+                f"keeps a chain of logs (a continue_log method); "
+                f"{type(self.storage).__name__} has none"
+            )
+        await chained.continue_log(
+            self.encode(entries), encode_entry(first), inbox_done=inbox_done
+        )
         if self.on_written is not None:
             self.on_written(_ended_positions(entries))
 
@@ -157,6 +180,8 @@ class LogWriter:
     def _what(self, entry: Entry) -> str:
         """Which payload ``entry`` records, as errors name it."""
         if entry.type == "end":
+            if getattr(entry, "next", None) is not None:
+                return f"arguments of durable function {self._function}'s next run"
             return f"result of durable function {self._function}"
         op_id: int | None = getattr(entry, "id", None)
         op = self._op_at(op_id) if op_id is not None else None

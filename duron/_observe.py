@@ -115,7 +115,9 @@ class RunObserver(Protocol):
         """The run is over.
 
         ``status``: ``completed``, ``failed`` or ``cancelled`` when this run
-        recorded the job's end; ``replayed`` when the log already held it;
+        recorded the job's end; ``continued`` when it recorded the end of the
+        run that continues as new (the next run is observed as a new run);
+        ``replayed`` when the log already held it;
         ``stopped`` when the run stopped before the end (closed, or failed with
         ``error``: it resumes from its log).
         """

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from duron._entries import ErrorInfo, OpAttempted
+from duron._entries import ErrorInfo, JobStarted, OpAttempted
 from duron._errors import OperationCall
 from duron._json import JSONValue, describe_operation
 
@@ -204,6 +204,7 @@ class Ended:
     result: JSONValue
     error: ErrorInfo | None
     t: float
+    next: JobStarted | None = None  # the job continued as new
 
 
 @dataclass(slots=True, eq=False)

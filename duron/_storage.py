@@ -22,6 +22,11 @@ driver starts no effect on a lease that may have expired without confirming it
 first, so a process that stalled past its lease never acts after another worker
 took its job over.
 
+A backend that keeps a **chain of logs** (every store Duron ships) also offers
+``continue_log``, ``run_count`` and ``read_run`` (see :class:`ChainedLog` and
+:func:`chain_of`): a job that continues as new ends its current log and goes on
+in a fresh one, and ``read()`` gives the current run's entries only.
+
 A backend may carry ``limits``, a :class:`~duron.LogLimits`: the largest entry
 it takes and when to warn about a log's size (without it, the defaults: 4 MiB per
 entry). The driver checks the limit before it appends: a backend never sees an
@@ -35,7 +40,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-__all__ = ["LogStorage", "nowait_appender"]
+__all__ = ["ChainedLog", "LogStorage", "chain_of", "nowait_appender"]
 
 
 @runtime_checkable
@@ -81,6 +86,51 @@ class LogStorage(Protocol):
             LeaseLostError: This writer no longer owns the log.
         """
         ...
+
+
+class ChainedLog(Protocol):
+    """A log storage that keeps a job's runs as a chain of logs (optional).
+
+    ``read()`` yields the current run's entries; a job that calls
+    ``ctx.continue_as_new(...)`` ends its run with :meth:`continue_log`.
+    """
+
+    async def continue_log(
+        self, entries: Sequence[bytes], first: bytes, /, *, inbox_done: Sequence[int]
+    ) -> None:
+        """Append ``entries``, whose last one is the end entry naming the next
+        run, and begin the next run's log with its job entry ``first``.
+
+        Atomic in effect: once the end entry is committed the switch is decided,
+        and a storage that cannot create the next log in the same commit finishes
+        it the next time the log is acquired (``first`` is what the end entry's
+        ``next`` holds). From then on ``read()`` yields the new run's entries.
+
+        Args:
+            entries: The last entries of the current run.
+            first: The next run's job entry.
+            inbox_done: Inbox items the current run recorded (a storage with an
+                inbox deletes them with the switch: the next log does not list
+                them, so they must not be delivered again).
+        """
+        ...
+
+    async def run_count(self) -> int:
+        """How many runs the chain holds (1 for a job that never continued, or
+        0 for an empty log)."""
+        ...
+
+    def read_run(self, run: int) -> AsyncIterator[tuple[int, bytes]]:
+        """The entries of run ``run`` (0: the first), like :meth:`LogStorage.read`
+        (nothing for a run the chain does not hold, or no longer keeps)."""
+        ...
+
+
+def chain_of(storage: LogStorage) -> ChainedLog | None:
+    """``storage`` as a :class:`ChainedLog`, if it keeps a chain of logs."""
+    if callable(getattr(storage, "continue_log", None)):
+        return storage  # type: ignore[return-value]
+    return None
 
 
 def nowait_appender(storage: LogStorage) -> Callable[[Sequence[bytes]], bool] | None:

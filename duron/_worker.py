@@ -36,6 +36,7 @@ from duron._errors import (
     UnknownFunctionError,
     UsageError,
 )
+from duron._inbox_feed import inbox_source
 from duron._job import Job
 from duron._jobstore import Claim
 from duron._outage import Outage, backoff
@@ -439,6 +440,10 @@ class Worker:
         """Run the job until it ends or the worker stops it."""
         log = self.store.log(slot.claim.job_id)
         suspend_until = getattr(log, "suspend_until", None)
+        if inbox_source(log) is not None:
+            # store.cancel() put the request in the job's inbox: the run takes
+            # it from there (as a run the seed way does), exactly once.
+            slot.cancel_sent = True
         async with fn.invoke(log) as job:
             slot.job = job
             if slot.claim.epoch > 1:  # a worker took it before

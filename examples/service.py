@@ -8,6 +8,14 @@ Run it with ``python examples/service.py`` (or ``uvicorn examples.service:app``)
     curl 'localhost:8000/orders/42?wait=10'    # wait up to 10 s for the receipt
     curl -X POST localhost:8000/orders/42/cancel
 
+An order over 100 waits for a person to approve it (or not), for days if need be,
+holding no worker slot meanwhile (the worker suspends it). Any process can answer:
+this one, another worker process of the service, or a shell:
+
+    curl -X POST localhost:8000/orders/7 -d '{"item": "piano", "amount": 4200}'
+    curl -X POST localhost:8000/orders/7/approve -d 'true'
+    duron jobs send --import service sqlite:///orders.db order-7 approval true
+
 Stop it (Ctrl-C) in the middle of a checkout and start it again: the worker resumes
 the unfinished checkout from its log; the card is not charged twice. The same jobs
 can be listed from a shell: ``duron jobs list sqlite:///orders.db``.
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -63,8 +72,18 @@ async def ship(order_id: int, item: str) -> bool:
     return True
 
 
+APPROVAL_OVER = 100.0
+
+
 @duron.durable
-async def checkout(ctx: duron.Context, order_id: int, order: Order) -> Receipt:
+async def checkout(
+    ctx: duron.Context,
+    order_id: int,
+    order: Order,
+    approval: duron.Stream[bool] = duron.Provided,
+) -> Receipt:
+    if order.amount > APPROVAL_OVER and not await approval.next():
+        raise PermissionError(f"order {order_id} was not approved")
     if not await ctx.run(reserve_stock, order.item):
         raise ValueError(f"{order.item} is out of stock")
     charge_id = await ctx.run(charge_card, order_id, order.amount)
@@ -73,14 +92,14 @@ async def checkout(ctx: duron.Context, order_id: int, order: Order) -> Receipt:
     return Receipt(order_id=order_id, charge_id=charge_id, shipped=shipped)
 
 
-store = SQLiteStore("orders.db")
+store = SQLiteStore(os.environ.get("ORDERS_DB", "orders.db"))
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     # The worker runs jobs submitted by the handlers below, and on start-up every
     # job a previous run of the service left unfinished.
-    async with duron.Worker(store, [checkout], concurrency=32):
+    async with duron.Worker(store, [checkout], concurrency=32, suspend_after=1.0):
         yield
     # Leaving the block stopped the running checkouts at a safe point.
     await store.close()
@@ -127,6 +146,23 @@ async def show(request: Request) -> JSONResponse:
     return JSONResponse(body)
 
 
+async def approve(request: Request) -> JSONResponse:
+    """Approve (``true``) or refuse (``false``) an order waiting for it. Stored in
+    the job's inbox, whichever process runs it, or none: the job records it when
+    it next runs."""
+    try:
+        decision = pydantic.TypeAdapter(bool).validate_json(await request.body())
+        writer = await store.open_stream(job_id(request), "approval", "w")
+        await writer.send(decision)
+    except pydantic.ValidationError:
+        return JSONResponse({"error": "send true or false"}, status_code=422)
+    except duron.JobNotFoundError:
+        return JSONResponse({"error": "no such order"}, status_code=404)
+    except duron.UsageError as exc:  # it ended, or was decided already
+        return JSONResponse({"error": str(exc)}, status_code=409)
+    return JSONResponse({"approval": decision}, status_code=202)
+
+
 async def cancel(request: Request) -> JSONResponse:
     try:
         requested = await store.cancel(job_id(request))
@@ -139,6 +175,7 @@ app = Starlette(
     routes=[
         Route("/orders/{order_id:int}", create, methods=["POST"]),
         Route("/orders/{order_id:int}", show, methods=["GET"]),
+        Route("/orders/{order_id:int}/approve", approve, methods=["POST"]),
         Route("/orders/{order_id:int}/cancel", cancel, methods=["POST"]),
     ],
     lifespan=lifespan,
@@ -148,4 +185,4 @@ app = Starlette(
 if __name__ == "__main__":
     import uvicorn
 
-    uvicorn.run(app, port=8000)
+    uvicorn.run(app, port=int(os.environ.get("PORT", "8000")))

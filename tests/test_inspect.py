@@ -179,7 +179,9 @@ def test_json(story: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "t": T0,
         "started": "2023-11-14 22:13:20.000 UTC",
         "deadline": None,
+        "run": 0,
     }
+    assert doc["runs"] == 1
     assert doc["cancels"] == [T0 + 65]
     assert doc["end"] == {
         "t": T0 + 65,
@@ -188,6 +190,7 @@ def test_json(story: Path, capsys: pytest.CaptureFixture[str]) -> None:
             "type": "duron._errors.JobCancelledError",
             "message": "job x was cancelled",
         },
+        "next": None,
     }
     assert doc["damage"] is None
     ops = {op["position"]: op for op in doc["operations"]}

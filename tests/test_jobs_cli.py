@@ -135,14 +135,22 @@ def test_list_with_sizes(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     assert err.startswith("waiting: waiting: ")  # the pending job's hint
     lines = out.splitlines()
-    assert lines[0].split() == ["ID", "STATUS", "UPDATED", "ENTRIES", "BYTES", "CALL"]
-    got = {r[0]: (r[3], r[4]) for r in (line.split() for line in lines[1:])}
+    assert lines[0].split() == [
+        "ID",
+        "STATUS",
+        "UPDATED",
+        "RUNS",
+        "ENTRIES",
+        "BYTES",
+        "CALL",
+    ]
+    got = {r[0]: (r[3], r[4], r[5]) for r in (line.split() for line in lines[1:])}
     want = {}
     for job_id in ("done", "todo", "lost", "waiting"):
         raws = stored(db, job_id)
-        want[job_id] = (str(len(raws)), f"{sum(map(len, raws)):,}")
+        want[job_id] = ("1", str(len(raws)), f"{sum(map(len, raws)):,}")
     assert got == want
-    assert want["done"][0] == "5"
+    assert want["done"][1] == "5"
 
     code, out, _ = run(capsys, "list", url(db), "--sizes", "--json", "--limit", "1")
     [job] = [orjson.loads(line) for line in out.splitlines()]

@@ -239,7 +239,7 @@ def test_jobs(schema: str, shown: Shown) -> None:
     assert (code, out, err) == (0, "deleted 1 job\n", "")
     code, out, err = shown.run("db", "migrate", url)
     assert (code, err) == (0, "")
-    assert out == f"{label(schema)}: schema {schema} is up to date (version 3)\n"
+    assert out == f"{label(schema)}: schema {schema} is up to date (version 4)\n"
 
 
 def unavailable(store: str, reason: str) -> str:

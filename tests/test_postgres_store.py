@@ -59,7 +59,7 @@ def schema() -> Iterator[str]:
 @pytest.fixture
 async def store(schema: str) -> AsyncIterator[PostgresStore]:
     s = PostgresStore(dsn(), schema=schema)
-    assert await s.migrate() == [1, 2, 3]
+    assert await s.migrate() == [1, 2, 3, 4]
     yield s
     await s.close()
 
@@ -272,7 +272,7 @@ async def test_a_missing_schema_says_to_migrate(schema: str) -> None:
         await store.list_jobs()
     with pytest.raises(duron.SchemaError, match=f"^{re.escape(message)}$"):
         await store.submit(checkout, 1)  # and again: nothing was opened
-    assert await store.migrate() == [1, 2, 3]
+    assert await store.migrate() == [1, 2, 3, 4]
     assert await store.list_jobs() == []
     assert await store.migrate() == []  # up to date
     await store.close()
@@ -283,11 +283,11 @@ async def test_a_schema_from_a_newer_duron_is_refused(schema: str) -> None:
     store = PostgresStore(dsn(), schema=schema)
     await store.migrate()
     await store.close()
-    sql(f'INSERT INTO "{schema}".schema_version (version) VALUES (4), (7)')
+    sql(f'INSERT INTO "{schema}".schema_version (version) VALUES (5), (7)')
     store = PostgresStore(dsn(), schema=schema)
     message = (
         f"{store.label}: written by a newer Duron (store schema version 7, this "
-        "Duron knows up to 3): upgrade duron"
+        "Duron knows up to 4): upgrade duron"
     )
     with pytest.raises(duron.SchemaError, match=f"^{re.escape(message)}$"):
         await store.get("x")
@@ -403,11 +403,11 @@ def test_db_migrate_and_jobs_list_from_the_command_line(
     )
     assert main(["db", "migrate", url]) == 0
     assert capsys.readouterr().out == (
-        f"{shown}: schema {schema} migrated to version 3 (applied 1, 2, 3)\n"
+        f"{shown}: schema {schema} migrated to version 4 (applied 1, 2, 3, 4)\n"
     )
     assert main(["db", "migrate", url]) == 0
     assert capsys.readouterr().out == (
-        f"{shown}: schema {schema} is up to date (version 3)\n"
+        f"{shown}: schema {schema} is up to date (version 4)\n"
     )
 
     async def submit() -> None:

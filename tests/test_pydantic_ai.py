@@ -284,3 +284,51 @@ def test_a_missing_extra_says_how_to_install_it() -> None:
         "(import of pydantic_ai halted; None in sys.modules): "
         "pip install 'duron[pydantic-ai]'"
     )
+
+
+# -- retries: a flaky model is tried again by policy, each attempt recorded -----------
+
+FLAKY: list[int] = []
+
+
+def flaky(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    FLAKY.append(1)
+    if len(FLAKY) < 3:
+        raise ConnectionError(f"model unreachable ({len(FLAKY)})")
+    return ModelResponse(parts=[TextPart("hello at last")])
+
+
+patient = Agent(
+    FunctionModel(flaky),
+    name="patient",
+    capabilities=[
+        DuronDurability(
+            model_retry=duron.RetryPolicy(
+                max_attempts=3, initial_interval=0.01, jitter=0
+            ),
+            model_timeout=5,
+        )
+    ],
+)
+
+
+@duron.durable
+async def greet(ctx: duron.Context) -> str:
+    result = await DurableAgent(patient).run(ctx, "hi")
+    return result.output
+
+
+async def test_model_requests_retry_by_the_capabilitys_policy(tmp_path: Path) -> None:
+    FLAKY.clear()
+    log = tmp_path / "log.jsonl"
+    for _ in range(2):  # the second time, replayed: the model is not called
+        async with greet.invoke(FileLogStorage(log)) as job:
+            await job.start()
+            assert await job.wait() == "hello at last"
+    assert len(FLAKY) == 3
+    entries = [orjson.loads(line) for line in log.read_bytes().splitlines()]
+    attempts = [e for e in entries if e["type"] == "attempt"]
+    assert [(a["attempt"], a["error"]["message"]) for a in attempts] == [
+        (1, "model unreachable (1)"),
+        (2, "model unreachable (2)"),
+    ]

@@ -130,7 +130,7 @@ async def test_a_file_that_is_not_a_store(tmp_path: Path) -> None:
         (
             newer,
             "written by a newer Duron (store schema version 99, this Duron "
-            "knows up to 3): upgrade duron",
+            "knows up to 4): upgrade duron",
         ),
         (
             tmp_path / "missing.db",

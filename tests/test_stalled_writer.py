@@ -15,7 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import pytest
+
+import duron
+from duron.contrib.storage import MemoryLogStorage
 
 HERE = Path(__file__).parent
 
@@ -61,3 +65,45 @@ def test_a_writer_woken_past_its_lease_starts_no_effect(tmp_path: Path) -> None:
         "expired, and the job has since ended (completed)\n"
     )
     assert lines(side) == [f"before {stalled.pid}", f"after {other.pid}"]
+
+
+# -- a backoff that outlasts the lease -----------------------------------------------------
+
+attempts: list[int] = []
+
+
+@duron.effect(retry=duron.RetryPolicy(max_attempts=3, initial_interval=0.01, jitter=0))
+async def flaky_charge() -> str:
+    attempts.append(1)
+    raise ConnectionError("bank unreachable")
+
+
+@duron.durable
+async def pay(ctx: duron.Context) -> str:
+    return await ctx.run(flaky_charge)
+
+
+class LeasedLog(MemoryLogStorage):
+    """A log whose lease is lost once the first attempt failed."""
+
+    def lease_fresh(self) -> bool:
+        return not attempts
+
+    async def confirm_lease(self) -> None:
+        raise duron.LeaseLostError(job="j", detail="another writer took the job")
+
+
+def test_no_attempt_starts_after_a_backoff_on_a_lost_lease() -> None:
+    async def main() -> None:
+        attempts.clear()
+        async with pay.invoke(LeasedLog()) as job:
+            await job.start()
+            with pytest.raises(
+                duron.LeaseLostError,
+                match=r"^job j: lease lost, nothing was written: another writer "
+                r"took the job$",
+            ):
+                await job.wait()
+
+    anyio.run(main)
+    assert attempts == [1]  # the second attempt never started

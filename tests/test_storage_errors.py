@@ -171,6 +171,7 @@ def test_postgres_errors_that_pass_and_errors_that_do_not() -> None:
         e.TooManyConnections("sorry, too many clients already"),
         e.DiskFull("could not extend file: No space left on device"),
         e.ReadOnlySqlTransaction("cannot execute INSERT in a read-only transaction"),
+        e.DeadlockDetected("deadlock detected"),
         # psycopg's own, without a SQLSTATE: refused, reset, closed, timed out.
         psycopg.OperationalError("connection failed: Connection refused"),
         psycopg.OperationalError("the connection is closed"),

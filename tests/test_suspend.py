@@ -242,3 +242,76 @@ async def test_a_job_woken_by_input_takes_it_before_it_can_be_suspended_again(
             await store.complete_future(job_id, future_of(n), result="ok")
         for n, job_id in zip(range(10, 15), ids, strict=True):
             assert await store.result(job_id, approval, timeout=10) == f"{n} ok"
+
+
+async def test_a_cancel_through_the_store_reaches_a_job_run_the_seed_way(
+    backend: Backend,
+) -> None:
+    runs.clear()
+    store = await backend.store()
+    async with approval.invoke(store.log("seed")) as job:
+        await job.start(21)
+        await until(lambda: _true(any(r.startswith("asked 21") for r in runs)))
+        assert await store.cancel("seed")
+        with pytest.raises(duron.JobCancelledError):
+            await job.wait()
+    info = await store.get("seed")
+    assert (info.status, info.cancel_requested) == ("cancelled", False)
+    entries = [e async for _, e in store.read_log("seed")]
+    assert sum(e.startswith(b'{"type":"cancel"') for e in entries) == 1
+
+
+@duron.durable
+async def waits_for_a_future(ctx: duron.Context) -> str:
+    _, value = await ctx.create_future(str, name="f")
+    return await value
+
+
+async def test_a_suspended_job_wakes_for_its_deadline(backend: Backend) -> None:
+    store = await backend.store()
+    async with worker(store, waits_for_a_future):
+        job_id = await store.submit(
+            waits_for_a_future.options(job_id="d1", deadline=1.0)
+        )
+
+        async def suspended() -> bool:
+            return (await store.get(job_id)).status == "suspended"
+
+        await until(suspended)
+        assert (await store.get(job_id)).wake_at is not None
+        with pytest.raises(duron.JobCancelledError):
+            await store.result(job_id, waits_for_a_future, timeout=10)
+
+
+async def test_input_taken_after_the_decision_to_suspend_wakes_the_job(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The feed fetches an item after job.suspend(), and the run is stopped
+    # before it is recorded: the release must not call that item seen.
+    store = await backend.store()
+    job_id = await store.submit(waits_for_a_future.options(job_id="w1"))
+    log = store.log(job_id)
+    cls = type(log)
+    fetch = cls._inbox_rows
+    state: dict[str, Any] = {}
+
+    async def rows(self: Any, after: int, done: list[int], limit: int) -> Any:
+        got = await fetch(self, after, done, limit)
+        if got and "job" in state:
+            state["fetched"] = got
+            state["job"]._run_scope.cancel()  # the worker's stop lands now
+        return got
+
+    monkeypatch.setattr(cls, "_inbox_rows", rows)
+    async with waits_for_a_future.invoke(log) as job:
+        await job.resume()
+        waiting = await job.wait_idle()
+        assert waiting is not None
+        assert job.suspend() is not None
+        log.suspend_until(waiting.until)
+        state["job"] = job
+        await store.complete_future(job_id, "0", result="yes")
+        with anyio.fail_after(5):
+            while "fetched" not in state:
+                await anyio.sleep(0.01)
+    assert (await store.get(job_id)).status == "pending"

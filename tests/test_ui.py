@@ -148,7 +148,7 @@ async def test_timeline_read_again_decodes_only_what_was_appended(
     with open(path, "ab") as f:
         for e in _cancelled_log()[4:]:
             f.write(orjson.dumps(e.to_json()) + b"\n")
-    again = await read_timeline(FileLogStorage(path), tl)
+    again = await read_timeline(FileLogStorage(path), into=tl)
     assert again is tl
     whole = await read_timeline(FileLogStorage(path))
     assert again.to_json() == whole.to_json()

@@ -86,6 +86,9 @@ def add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--id-prefix", metavar="PREFIX", help="only jobs whose id starts with this"
     )
+    parser.add_argument(
+        "--parent", metavar="JOB", help="only the child jobs this job started"
+    )
     for name in _TIMES:
         field, _, side = name.partition("_")
         parser.add_argument(
@@ -105,6 +108,7 @@ def filters(args: argparse.Namespace) -> dict[str, Any]:
         "status": args.status,
         "function": args.function,
         "id_prefix": args.id_prefix,
+        "parent": args.parent,
     }
     for name in _TIMES:
         out[name] = getattr(args, name)

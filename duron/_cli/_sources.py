@@ -75,6 +75,18 @@ class StoreLog:
     async def append(self, entries: Sequence[bytes], /) -> None:
         raise UsageError(f"{self.label} is opened read-only by the command line")
 
+    async def run_count(self) -> int:
+        """How many runs the job's chain holds (it continued as new)."""
+        count: int = await self._store.run_count(self.job_id)
+        return count
+
+    def read_run(self, run: int) -> AsyncIterator[tuple[int, bytes]]:
+        """The entries of run ``run`` of the job's chain."""
+        reader: AsyncIterator[tuple[int, bytes]] = self._store.read_run(
+            self.job_id, run
+        )
+        return reader
+
 
 class Stores:
     """Opens the logs a command names, one store object per database, closed at the end."""

@@ -78,6 +78,12 @@ def register(sub: Any) -> None:
         "--full", action="store_true", help="show values and emissions untruncated"
     )
     p.add_argument("--plain", action="store_true", help="plain text even on a terminal")
+    p.add_argument(
+        "--run",
+        metavar="N",
+        type=int,
+        help="show run N of a job that continued as new (default: its current run)",
+    )
     p.set_defaults(func=run)
 
 
@@ -138,6 +144,7 @@ class Timeline:
     size: int = 0  # bytes of the entries read, as stored (without line ends)
     last_t: float | None = None
     damage: CorruptLogError | None = None
+    runs: int = 1  # how many runs the job's chain holds (it continued as new)
 
     @property
     def status(self) -> str:
@@ -147,6 +154,8 @@ class Timeline:
         end = self.end
         if end is None:
             return "unfinished"
+        if end.next is not None:
+            return "continued"
         if end.error is None:
             return "finished"
         return "cancelled" if end.error.type in _CANCELLED_TYPES else "failed"
@@ -187,6 +196,7 @@ class Timeline:
             "entries": self.entries,
             "bytes": self.size,
             "status": self.status,
+            "runs": self.runs,
             "job": None
             if job is None
             else {
@@ -198,6 +208,7 @@ class Timeline:
                 "t": job.t,
                 "started": _iso(job.t),
                 "deadline": job.deadline,
+                "run": job.run,
             },
             "operations": ops,
             "cancels": list(self.cancels),
@@ -207,6 +218,7 @@ class Timeline:
                 "t": end.t,
                 "result": end.result if end.error is None else None,
                 "error": end.error.to_json() if end.error is not None else None,
+                "next": end.next.to_json() if end.next is not None else None,
             },
             "last_t": self.last_t,
             "damage": None
@@ -218,20 +230,44 @@ class Timeline:
         return [self.ops[k] for k in sorted(self.ops)]
 
 
-async def read_timeline(storage: LogStorage, into: Timeline | None = None) -> Timeline:
+async def read_timeline(
+    storage: LogStorage, run: int | None = None, *, into: Timeline | None = None
+) -> Timeline:
     """Read a whole log into a :class:`Timeline`; damage stops the reading and is kept.
 
-    With ``into`` (a timeline this log was read into before, undamaged), only the
-    entries appended since are decoded and added to it: a log only grows.
+    Args:
+        storage: The log.
+        run: For a job that continued as new, the run to read (default: its
+            current run, the one ``storage.read()`` yields).
+        into: A timeline of the same run of this log read before (undamaged):
+            only the entries appended since are decoded and added to it, a log
+            only grows.
 
     Raises:
         StorageError: The log cannot be read at all.
+        UsageError: ``run`` is given for a storage that keeps no chain of runs.
     """
-    tl = into if into is not None and into.damage is None else Timeline(storage.label)
+    run_count = getattr(storage, "run_count", None)
+    runs = max(1, await run_count()) if run_count is not None else 1
+    # A job that continued as new since is read again from its new run's start.
+    same = into is not None and into.damage is None and into.runs == runs
+    tl = into if same and into is not None else Timeline(storage.label)
+    tl.runs = runs
     skip = tl.entries
     label = storage.label
     ops = tl.ops
-    records = storage.read()
+    if run is None:
+        records = storage.read()
+    elif run_count is None:
+        raise UsageError(f"{label} keeps no chain of runs: --run needs one")
+    elif not 0 <= run < tl.runs:
+        raise UsageError(
+            f"{label} holds runs 0 to {tl.runs - 1}, not run {run}"
+            if tl.runs > 1
+            else f"{label} holds one run (0), not run {run}"
+        )
+    else:
+        records = storage.read_run(run)  # type: ignore[attr-defined]
     try:
         async for offset, raw in records:
             if skip:
@@ -331,6 +367,14 @@ def _header(tl: Timeline, limit: int | None) -> list[str]:
         if job.module:
             rows.append(("module", job.module))
         rows.append(("started", _iso(job.t)))
+        if tl.runs > 1:
+            rows.append(
+                (
+                    "run",
+                    f"{job.run} of runs 0 to {tl.runs - 1} (the job continued as "
+                    "new; --run N shows another)",
+                )
+            )
         if job.deadline is not None:
             rows.append(
                 ("deadline", f"{_iso(job.deadline)} ({_rel(job.deadline, job.t)})")
@@ -360,6 +404,11 @@ def _job_status(tl: Timeline, limit: int | None) -> str:
         flight = "no operation" if running == 0 else _plural(running, "operation")
         return f"unfinished: the log ends{where} with {flight} in flight"
     at = _rel(end.t, job.t)
+    if end.next is not None:
+        return (
+            f"continued as new at {at}, as run {end.next.run}: "
+            f"{_call(end.next.fn, end.next.args, limit)}"
+        )
     if end.error is None:
         return f"finished at {at}, returned {_value(end.result, limit)}"
     verb = "cancelled" if tl.status == "cancelled" else "failed"
@@ -488,7 +537,7 @@ async def _read(args: argparse.Namespace) -> Timeline:
         ref = stores.job(args.store, args.job) if args.store else stores.log(args.log)
         if ref.size is None and not _is_store(ref):
             raise UsageError(f"no such log file: {ref.label}")
-        tl = await read_timeline(ref.storage)
+        tl = await read_timeline(ref.storage, args.run)
         tl.log = ref.label
         return tl
     finally:

@@ -236,6 +236,8 @@ def _as_json(info: JobInfo) -> dict[str, Any]:
         "epoch": info.epoch,
         "cancel_requested": info.cancel_requested,
         "forked_from": info.forked_from,
+        "parent": info.parent,
+        "wake_at": show_time(info.wake_at) if info.wake_at else None,
     }
 
 
@@ -269,6 +271,7 @@ def _list(args: argparse.Namespace) -> int:
                 size = sizes.get(info.id)
                 data["entries"] = size.entries if size is not None else 0
                 data["bytes"] = size.bytes if size is not None else 0
+                data["runs"] = size.runs if size is not None else 0
             print(orjson.dumps(data).decode())
     else:
         _print_table(jobs, sizes)
@@ -286,12 +289,16 @@ def _list(args: argparse.Namespace) -> int:
 
 def _print_table(jobs: list[JobInfo], sizes: dict[str, LogSize] | None) -> None:
     head: tuple[str, ...] = ("ID", "STATUS", "UPDATED")
-    rows = [(*head, "ENTRIES", "BYTES") if sizes is not None else head]
+    rows = [(*head, "RUNS", "ENTRIES", "BYTES") if sizes is not None else head]
     for j in jobs:
         row: tuple[str, ...] = (j.id, j.status, show_time(j.updated))
         if sizes is not None:
             size = sizes.get(j.id)
-            row += (str(size.entries), f"{size.bytes:,}") if size else ("0", "0")
+            row += (
+                (str(size.runs), str(size.entries), f"{size.bytes:,}")
+                if size
+                else ("0", "0", "0")
+            )
         rows.append(row)
     calls = ["CALL", *(j.describe_call() for j in jobs)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -360,6 +367,17 @@ def _show(args: argparse.Namespace) -> int:
         lines.append(("cancel", "requested"))
     if info.forked_from is not None:
         lines.append(("forked from", info.forked_from))
+    if info.parent is not None:
+        lines.append(("parent", info.parent))
+    if info.status == "suspended":
+        lines.append(
+            (
+                "suspended",
+                "until input arrives"
+                if info.wake_at is None
+                else f"until {show_time(info.wake_at)} or input arrives",
+            )
+        )
     if info.status == "completed":
         lines.append(("result", orjson.dumps(info.result).decode()))
     if info.error is not None:

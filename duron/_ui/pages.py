@@ -271,15 +271,16 @@ def job_live(jp: JobPage, lay: Layout) -> str:
             facts.append(
                 ("forked from", f'<a href="{href}">{escape(info.forked_from)}</a>')
             )
-        parent = getattr(info, "parent", None)  # once the store records it
-        if isinstance(parent, str) and parent:
-            href = escape(job_href(parent))
-            facts.append(("parent", f'<a id=parent href="{href}">{escape(parent)}</a>'))
+        if info.parent:
+            href = escape(job_href(info.parent))
+            facts.append(
+                ("parent", f'<a id=parent href="{href}">{escape(info.parent)}</a>')
+            )
     if jp.children:
         links = ", ".join(
             f'<a href="{escape(job_href(c))}">{escape(c)}</a>' for c in jp.children
         )
-        facts.append(("children", links))
+        facts.append(("children", f"<span id=children>{links}</span>"))
     facts.append(
         ("log", f"{escape(tl.log)} ({tl.entries:,} entries, {tl.size:,} bytes)")
     )

@@ -46,6 +46,7 @@ __all__ = [
 
 PAGE_SIZE = 50
 _CACHED_TIMELINES = 32
+_CHILDREN_SHOWN = 100
 FILE_STATUSES = ("unfinished", "completed", "failed", "cancelled", "empty", "damaged")
 _CANCELLED = ("asyncio.exceptions.CancelledError", "duron._errors.JobCancelledError")
 _TAIL_CHUNK = 1 << 16
@@ -120,7 +121,7 @@ class _Timelines:
     async def read(self, job_id: str, storage: Any, label: str) -> Timeline:
         lock = self._locks.setdefault(job_id, anyio.Lock())
         async with lock:
-            tl = await read_timeline(storage, self._cache.get(job_id))
+            tl = await read_timeline(storage, into=self._cache.get(job_id))
             tl.log = label
             self._cache[job_id] = tl
             self._cache.move_to_end(job_id)
@@ -165,7 +166,8 @@ class StoreSource:
         tl = await self._timelines.read(
             job_id, StoreLog(self.store, job_id, label), label
         )
-        return JobPage(_row(info), info, tl)
+        children = await self.store.list_jobs(parent=job_id, limit=_CHILDREN_SHOWN)
+        return JobPage(_row(info), info, tl, [c.id for c in children])
 
     async def aclose(self) -> None:
         await self.store.close()

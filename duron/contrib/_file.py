@@ -5,6 +5,16 @@ for appending, so a crash leaves a prefix of the batch and at most one torn line
 the very end; :meth:`FileLogStorage.acquire` cuts that torn line off before the next
 append. The writer holds an OS lock (``flock``) on the file, so a second process (or a
 second job in this process) gets :class:`~duron.LogLockedError`.
+
+A job that continues as new keeps its runs as a chain of files next to the one it
+was opened with: ``log.jsonl`` holds run 0, ``log.1.jsonl`` run 1, ``log.2.jsonl``
+run 2, and so on (:func:`run_path`); the highest number is the current run, the
+one ``read()`` yields and appends go to. The lock stays on ``log.jsonl`` for the
+whole chain. The switch writes the old run's end entry, which names the next run
+(its job entry), then creates the next file holding that job entry; a crash in
+between leaves the end entry, and :meth:`FileLogStorage.acquire` finishes the
+switch from it, so the job has continued exactly once. A next file left empty by a
+crash while it was created gets its job entry the same way.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Literal
@@ -20,13 +31,14 @@ import anyio.to_thread
 
 from duron._errors import LogLockedError, StorageError, StoreUnavailableError
 from duron._limits import DEFAULT_LIMITS, LogLimits, checked_limits
+from duron._log import JobFinished, decode_entry, encode_entry
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Durability", "FileLogStorage"]
+__all__ = ["Durability", "FileLogStorage", "current_run", "run_path"]
 
 Durability = Literal["flush", "fsync"]
 _CHUNK = 1 << 18  # 256 KiB: reading a log of any length holds about this much
@@ -79,11 +91,13 @@ class FileLogStorage:
         self.durability: Durability = durability
         self.limits: LogLimits = checked_limits(limits)
         self.label: str = str(self.path)
-        self._fd: int | None = None
+        self._fd: int | None = None  # the current run's file, while we hold it
+        self._lock_fd: int | None = None  # the first run's file: holds the lock
+        self._run = 0  # the current run's number, while we hold the log
         self._end = 0  # size of the committed log while we hold it
 
     async def acquire(self) -> None:
-        if self._fd is not None:
+        if self._lock_fd is not None:
             raise LogLockedError(job=self.label, holder="this storage object")
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
@@ -100,17 +114,130 @@ class FileLogStorage:
         except BaseException:
             os.close(fd)
             raise
-        self._fd = fd
+        self._lock_fd = self._fd = fd
         self._end = end
+        self._run = 0
+        try:
+            self._open_current()
+        except BaseException:
+            await self.release()
+            raise
+
+    def _open_current(self) -> None:
+        """Move to the chain's current run, finishing a switch a crash cut short."""
+        run = current_run(self.path)
+        if run > 0:
+            self._switch(run, None)
+        while True:
+            fd = self._fd
+            assert fd is not None
+            following = self._continued_as(fd)
+            if following is None:
+                return
+            _log.info(
+                "log %s: finishing the switch to run %d, cut short by a crash",
+                self.label,
+                self._run + 1,
+            )
+            self._switch(self._run + 1, following)
+
+    def _continued_as(self, fd: int) -> bytes | None:
+        """The next run's job entry, if this run's last entry is the end of a
+        run that continued as new."""
+        last = _last_line(fd, self._end)
+        if last is None or not last.startswith(b'{"type":"end"'):
+            return None
+        entry = decode_entry(last, job=self.label, offset=self._end - len(last) - 1)
+        if not isinstance(entry, JobFinished) or entry.next is None:
+            return None
+        return encode_entry(entry.next)
+
+    def _switch(self, run: int, first: bytes | None) -> None:
+        """Make run ``run`` the current one, creating its file with ``first``
+        (its job entry) if it has none yet; ``None``: it exists."""
+        path = run_path(self.path, run)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as exc:
+            raise self._error("open", exc) from exc
+        try:
+            end = _repair_tail(fd, str(path))
+            if end == 0:
+                if first is None:  # created, then the crash came before its entry
+                    first = self._job_entry_of(run)
+                data = first + b"\n"
+                _write_all(fd, data, self.durability == "fsync")
+                end = len(data)
+                if self.durability == "fsync":
+                    _sync_dir(path.parent)
+        except OSError as exc:
+            os.close(fd)
+            raise self._error("open", exc) from exc
+        except BaseException:
+            os.close(fd)
+            raise
+        old, self._fd = self._fd, fd
+        if old is not None and old != self._lock_fd:
+            os.close(old)
+        self._run, self._end = run, end
+
+    def _job_entry_of(self, run: int) -> bytes:
+        """Run ``run``'s job entry, as the previous run's end entry names it."""
+        fd = self._fd
+        assert fd is not None
+        following = self._continued_as(fd) if self._run == run - 1 else None
+        if following is None:
+            raise StorageError(
+                kind="log",
+                store=self.label,
+                operation="open",
+                detail=(
+                    f"{run_path(self.path, run)} is empty, and run {run - 1} did "
+                    "not end by continuing as new: it is not a run of this job"
+                ),
+            )
+        return following
 
     async def release(self) -> None:
         fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)  # closing the descriptor drops the flock
+        lock_fd, self._lock_fd = self._lock_fd, None
+        if fd is not None and fd != lock_fd:
+            os.close(fd)
+        if lock_fd is not None:
+            os.close(lock_fd)  # closing the descriptor drops the flock
+
+    async def continue_log(
+        self,
+        entries: Sequence[bytes],
+        first: bytes,
+        /,
+        *,
+        inbox_done: Sequence[int] = (),
+    ) -> None:
+        """End the current run with ``entries`` (the last one names the next
+        run), then begin the next run's file with its job entry ``first``."""
+        await self.append(entries)
+        self._begin_next(first)
+
+    def _begin_next(self, first: bytes) -> None:
+        self._switch(self._run + 1, first)
+
+    async def run_count(self) -> int:
+        """How many runs the chain holds (0: no log yet)."""
+        run = current_run(self.path)
+        if run == 0 and not _has_entries(self.path):
+            return 0
+        return run + 1
 
     async def read(self) -> AsyncIterator[tuple[int, bytes]]:
+        held = self._lock_fd is not None
+        async for item in self.read_run(self._run if held else current_run(self.path)):
+            yield item
+
+    async def read_run(self, run: int) -> AsyncIterator[tuple[int, bytes]]:
+        """The entries of run ``run`` (0: the file the storage was opened with)."""
         try:
-            f = open(self.path, "rb")  # noqa: SIM115 - closed in finally, across yields
+            f = open(run_path(self.path, run), "rb")  # noqa: SIM115 - closed in finally
         except FileNotFoundError:
             return
         except OSError as exc:
@@ -193,10 +320,60 @@ class FileLogStorage:
             os.ftruncate(fd, self._end)
         except OSError:
             self._fd = None
+            if fd == self._lock_fd:
+                self._lock_fd = None
             os.close(fd)
 
     def __repr__(self) -> str:
         return f"<FileLogStorage {self.label} durability={self.durability}>"
+
+
+def run_path(path: Path, run: int) -> Path:
+    """The file of run ``run`` of the job whose log is ``path``: ``path`` itself
+    for run 0, then ``log.1.jsonl``, ``log.2.jsonl``... (``log.1`` for ``log``)."""
+    if run == 0:
+        return path
+    return path.with_name(f"{_stem(path)}.{run}{path.suffix}")
+
+
+def _stem(path: Path) -> str:
+    return path.name[: len(path.name) - len(path.suffix)] if path.suffix else path.name
+
+
+def current_run(path: Path) -> int:
+    """The highest run of ``path``'s chain that has a file (0: none but ``path``)."""
+    pattern = re.compile(rf"{re.escape(_stem(path))}\.([0-9]+){re.escape(path.suffix)}")
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return 0
+    runs = [int(m.group(1)) for n in names if (m := pattern.fullmatch(n))]
+    return max(runs, default=0)
+
+
+def _has_entries(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _last_line(fd: int, end: int) -> bytes | None:
+    """The last line of the first ``end`` bytes (which end with a newline)."""
+    if end == 0:
+        return None
+    pos = end - 1  # the newline
+    chunks: list[bytes] = []
+    while pos > 0:
+        step = min(pos, 64 * 1024)
+        block = os.pread(fd, step, pos - step)
+        nl = block.rfind(b"\n")
+        if nl >= 0:
+            chunks.append(block[nl + 1 :])
+            break
+        chunks.append(block)
+        pos -= step
+    return b"".join(reversed(chunks))
 
 
 def _write_all(fd: int, data: bytes, sync: bool) -> None:

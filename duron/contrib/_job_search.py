@@ -49,7 +49,7 @@ __all__ = [
 
 JOB_COLUMNS = (
     "id, function, args, status, result, error, created, updated, lease_owner, "
-    "lease_expires, epoch, cancel_requested, forked_from, wake_at"
+    "lease_expires, epoch, cancel_requested, forked_from, wake_at, parent_id"
 )
 """The columns of a job row, in the order every read of one selects them."""
 
@@ -159,7 +159,9 @@ def _where(f: JobFilter, d: Dialect) -> tuple[list[str], list[Any]]:
         if moment is not None:
             parts.append(f"{column} {op} {d.mark}")
             params.append(d.time(moment))
-    # A filter on a job's parent goes here, once the jobs table records one.
+    if f.parent is not None:
+        parts.append(f"parent_id = {d.mark}")
+        params.append(f.parent)
     return parts, params
 
 
@@ -241,6 +243,7 @@ class JobSearch(ABC):
         created_before: datetime | None = None,
         updated_after: datetime | None = None,
         updated_before: datetime | None = None,
+        parent: str | None = None,
         newest_first: bool = False,
         limit: int | None = None,
         cursor: str | None = None,
@@ -259,6 +262,7 @@ class JobSearch(ABC):
             updated_after: Only jobs whose status or owner last changed after
                 this time.
             updated_before: Only jobs last changed before this time.
+            parent: Only the child jobs this job started (``ctx.start_job``).
             newest_first: Newest first (default: oldest first).
             limit: At most this many jobs (default: every one).
             cursor: Start after the position a previous page's ``next_cursor``
@@ -281,6 +285,7 @@ class JobSearch(ABC):
             created_before=created_before,
             updated_after=updated_after,
             updated_before=updated_before,
+            parent=parent,
         )
         where = page(newest_first=newest_first, limit=limit, cursor=cursor)
         sql, params = list_sql(JOB_COLUMNS, which, where, self._dialect)
@@ -310,6 +315,7 @@ class JobSearch(ABC):
         created_before: datetime | None = None,
         updated_after: datetime | None = None,
         updated_before: datetime | None = None,
+        parent: str | None = None,
     ) -> dict[JobStatus, int]:
         """How many jobs the filters keep, per status.
 
@@ -331,6 +337,7 @@ class JobSearch(ABC):
             created_before=created_before,
             updated_after=updated_after,
             updated_before=updated_before,
+            parent=parent,
         )
         sql, params = count_sql(which, self._dialect)
         counted = dict(await self._query(sql, params, "count"))

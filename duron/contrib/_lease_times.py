@@ -51,5 +51,7 @@ class LeaseTimes:
     def keep_only(self, job_ids: Iterable[str]) -> None:
         """Forget every lease but these (the ones still held)."""
         keep = set(job_ids)
-        for job_id in [j for j in self._at if j not in keep]:
-            self._at.pop(job_id, None)
+        # list(): one copy under the GIL, while host tasks may add to the dict.
+        for job_id in list(self._at):
+            if job_id not in keep:
+                self._at.pop(job_id, None)

@@ -32,6 +32,8 @@ class MemoryLogStorage:
         self.limits: LogLimits = checked_limits(limits)
         self._entries: list[bytes] = list(entries)
         self._held = False
+        # The logs of the runs before the current one (a job that continued as new).
+        self.previous_runs: list[list[bytes]] = []
 
     async def acquire(self) -> None:
         if self._held:
@@ -65,6 +67,35 @@ class MemoryLogStorage:
         self._entries.extend([bytes(memoryview(e)) for e in entries])
         return True
 
+    async def continue_log(
+        self,
+        entries: Sequence[bytes],
+        first: bytes,
+        /,
+        *,
+        inbox_done: Sequence[int] = (),
+    ) -> None:
+        """End the current run with ``entries`` and begin the next one with its
+        job entry ``first`` (one step: nothing else runs in between)."""
+        self.append_nowait(entries)
+        self.previous_runs.append(self._entries)
+        self._entries = [bytes(first)]
+
+    async def run_count(self) -> int:
+        """How many runs the chain holds (0: an empty log)."""
+        return len(self.previous_runs) + (1 if self._entries else 0)
+
+    async def read_run(self, run: int) -> AsyncIterator[tuple[int, bytes]]:
+        """The entries of run ``run`` (0: the first)."""
+        runs = self.previous_runs
+        entries = runs[run] if 0 <= run < len(runs) else None
+        if entries is None:
+            if run != len(runs):
+                return
+            entries = self._entries
+        for i, entry in enumerate(entries):
+            yield i, entry
+
     @property
     def raw(self) -> list[bytes]:
         """The stored entries, as encoded bytes (a copy)."""
@@ -78,4 +109,5 @@ class MemoryLogStorage:
         ]
 
     def __repr__(self) -> str:
-        return f"<MemoryLogStorage {self.label} entries={len(self._entries)}>"
+        runs = f" run={len(self.previous_runs)}" if self.previous_runs else ""
+        return f"<MemoryLogStorage {self.label}{runs} entries={len(self._entries)}>"

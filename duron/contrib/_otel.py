@@ -435,7 +435,7 @@ class _Run:
         self.over = True
         t = self.t
         end = time.time_ns()
-        job_ended = status in ("completed", "failed", "cancelled")
+        job_ended = status in ("completed", "failed", "cancelled", "continued")
         if job_ended:  # the end entry is written: what it cancelled never runs again
             for span, name, start in self.effects.values():
                 self._finish(span, end, ("stopped", name, start, False), None)

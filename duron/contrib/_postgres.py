@@ -38,9 +38,10 @@ from duron.contrib._job_search import PostgresDialect
 from duron.contrib._postgres_engine import Engine
 from duron.contrib._postgres_inbox import PostgresInbox
 from duron.contrib._postgres_log import PostgresLog
-from duron.contrib._postgres_schema import SCHEMA_VERSION, Schema, migrate
+from duron.contrib._postgres_schema import SCHEMA_VERSION, Schema, channel, migrate
 from duron.contrib._sqlstore import (
     DEFAULT_LEASE,
+    DESCENDANTS,
     JOB_COLUMNS,
     TERMINAL_SQL,
     WAKE,
@@ -251,17 +252,24 @@ class PostgresStore(PostgresInbox, SQLStore):
     # -- the statements ---------------------------------------------------------------
 
     async def _add(
-        self, job_id: str, entry: JobStarted, raw: str, args: str
+        self,
+        job_id: str,
+        entry: JobStarted,
+        raw: str,
+        args: str,
+        parent: tuple[str, str] | None = None,
     ) -> tuple[bool, str | None]:
         q = self._q
+        parent_id, future = parent if parent is not None else (None, None)
 
         async def run(conn: AsyncConnection[Any]) -> tuple[bool, str | None]:
             cur = await conn.execute(
-                f"WITH j AS (INSERT INTO {q}.jobs (id, function, args, status) "
-                "VALUES (%s, %s, %s, 'pending') ON CONFLICT (id) DO NOTHING "
+                f"WITH j AS (INSERT INTO {q}.jobs (id, function, args, status, "
+                "parent_id, parent_future) "
+                "VALUES (%s, %s, %s, 'pending', %s, %s) ON CONFLICT (id) DO NOTHING "
                 f"RETURNING id) INSERT INTO {q}.entries (job_id, seq, epoch, entry) "
                 "SELECT id, 0, 0, %s FROM j RETURNING job_id",
-                (job_id, entry.fn, args, raw),
+                (job_id, entry.fn, args, parent_id, future, raw),
                 prepare=True,
             )
             if await cur.fetchone() is not None:
@@ -297,15 +305,36 @@ class PostgresStore(PostgresInbox, SQLStore):
 
         return await self._engine.call(run, op=op, retry=True)
 
-    async def _cancel(self, job_id: str) -> bool:
+    async def _cancel(self, job_id: str, children: bool) -> bool:
         q = self._q
         error = cancelled_before_start(job_id)
 
         async def run(conn: AsyncConnection[Any]) -> bool:
             async with conn.transaction():
+                if children:
+                    # Rows locked as a child's end locks them (the child, then
+                    # its parent, by the trigger): deepest first, the job last.
+                    await conn.execute(
+                        f"WITH RECURSIVE tree(id, depth) AS (SELECT id, 1 FROM "
+                        f"{q}.jobs WHERE parent_id = %s UNION SELECT j.id, "
+                        f"tree.depth + 1 FROM {q}.jobs AS j JOIN tree ON "
+                        "j.parent_id = tree.id) "
+                        f"SELECT j.id FROM {q}.jobs AS j JOIN tree USING (id) "
+                        "ORDER BY tree.depth DESC, j.id FOR UPDATE OF j",
+                        (job_id,),
+                    )
                 status, owner, live = await self._lease_state(conn, job_id)
                 if status in TERMINAL:
                     return False
+                if children:
+                    cur = await conn.execute(
+                        DESCENDANTS.format(t=f"{q}.jobs", m="%s")
+                        + f"SELECT id FROM {q}.jobs WHERE id IN (SELECT id FROM tree) "
+                        + f"AND status NOT IN {TERMINAL_SQL}",
+                        (job_id,),
+                    )
+                    for (child,) in await cur.fetchall():
+                        await self._request_cancel(conn, child)
                 cur = await conn.execute(
                     f"SELECT 1 FROM {q}.entries WHERE job_id = %s AND seq > 0 LIMIT 1",
                     (job_id,),
@@ -318,14 +347,25 @@ class PostgresStore(PostgresInbox, SQLStore):
                         (error, job_id),
                     )
                 else:
-                    await conn.execute(
-                        f"UPDATE {q}.jobs SET cancel_requested = true, "
-                        f"updated = now(), {WAKE} WHERE id = %s",
-                        (job_id,),
-                    )
+                    await self._request_cancel(conn, job_id)
                 return True
 
         return await self._engine.call(run, op="cancel", signal=WORK | DONE, job=job_id)
+
+    async def _request_cancel(self, conn: AsyncConnection[Any], job_id: str) -> None:
+        """Mark the job asked to cancel, and put the request in its inbox: its
+        run, on a worker or the seed way, records it once and delivers it."""
+        q = self._q
+        await conn.execute(
+            f"WITH n AS (UPDATE {q}.jobs SET inbox_seq = inbox_seq + 1, "
+            f"cancel_requested = true, updated = now(), {WAKE} WHERE id = %s "
+            f"RETURNING inbox_seq) INSERT INTO {q}.inbox (job_id, seq, kind, "
+            "target) SELECT %s, inbox_seq, 'cancel', '' FROM n",
+            (job_id, job_id),
+        )
+        await conn.execute(
+            "SELECT pg_notify(%s, %s)", (channel(self._engine.schema.name), job_id)
+        )
 
     async def _lease_state(
         self, conn: AsyncConnection[Any], job_id: str
@@ -378,7 +418,7 @@ class PostgresStore(PostgresInbox, SQLStore):
                     raise JobNotFoundError(job=job_id, store=self.label)
                 cur = await conn.execute(
                     f"SELECT seq, entry FROM {q}.entries WHERE job_id = %s "
-                    "ORDER BY seq",
+                    "AND seq >= 0 ORDER BY seq",
                     (job_id,),
                 )
                 rows = await cur.fetchall()
@@ -427,7 +467,8 @@ class PostgresStore(PostgresInbox, SQLStore):
     async def _log_sizes(self, job_ids: list[str]) -> list[_Row]:
         sql = (
             "SELECT job_id, count(*), sum(octet_length(entry)) "
-            f"FROM {self._q}.entries WHERE job_id = ANY(%s) GROUP BY job_id"
+            f"FROM {self._q}.entries WHERE job_id = ANY(%s) AND seq >= 0 "
+            "GROUP BY job_id"
         )
 
         async def run(conn: AsyncConnection[Any]) -> list[_Row]:
@@ -435,6 +476,38 @@ class PostgresStore(PostgresInbox, SQLStore):
             return await cur.fetchall()
 
         return await self._engine.call(run, op="list", retry=True)
+
+    async def _archive_tops(self, job_ids: list[str]) -> list[tuple[str, int]]:
+        q = self._q
+
+        async def run(conn: AsyncConnection[Any]) -> list[tuple[str, int]]:
+            out = []
+            for job_id in job_ids:  # each one a step down the primary key
+                cur = await conn.execute(
+                    f"SELECT max(seq) FROM {q}.entries WHERE job_id = %s AND seq < 0",
+                    (job_id,),
+                )
+                row = await cur.fetchone()
+                if row is not None and row[0] is not None:
+                    out.append((job_id, int(row[0])))
+            return out
+
+        return await self._engine.call(run, op="read", retry=True)
+
+    async def _read_span(
+        self, job_id: str, start: int, stop: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        q = self._q
+
+        async def run(conn: AsyncConnection[Any]) -> list[tuple[int, bytes]]:
+            cur = await conn.execute(
+                f"SELECT seq, entry FROM {q}.entries WHERE job_id = %s "
+                "AND seq >= %s AND seq < %s ORDER BY seq LIMIT %s",
+                (job_id, start, stop, limit),
+            )
+            return [(seq, text.encode()) for seq, text in await cur.fetchall()]
+
+        return await self._engine.call(run, op="read", job=job_id, retry=True)
 
     async def _exists(self, job_id: str) -> bool:
         q = self._q

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from duron._errors import JobNotFoundError
 from duron._inbox import Sending, entry_patterns, refusal
+from duron.contrib._postgres_schema import channel
 from duron.contrib._sqlstore import WAKE
 from duron.contrib._wakeups import INBOX, WORK
 
@@ -33,12 +34,6 @@ __all__ = ["InputListener", "PostgresInbox", "channel"]
 _log = logging.getLogger("duron")
 
 _RETRY = 1.0  # seconds before listening again after the connection broke
-
-
-def channel(schema: str) -> str:
-    """The notification channel of a store's schema (a quoted identifier's text,
-    at most 63 bytes as PostgreSQL keeps them)."""
-    return f"duron_inbox:{schema}"[:63]
 
 
 class PostgresInbox:
@@ -89,7 +84,7 @@ class PostgresInbox:
             raise JobNotFoundError(job=job_id, store=self.label)
         started, done = entry_patterns(op_id)
         cur = await conn.execute(
-            f"SELECT seq, entry FROM {q}.entries WHERE job_id = %s "
+            f"SELECT seq, entry FROM {q}.entries WHERE job_id = %s AND seq >= 0 "
             "AND (entry LIKE %s OR entry LIKE %s) ORDER BY seq",
             (job_id, started, done),
         )

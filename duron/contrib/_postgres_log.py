@@ -15,7 +15,7 @@ import anyio
 
 from duron._errors import LeaseLostError, LogLockedError
 from duron.contrib._postgres_engine import AppendRequest, read_lost_detail
-from duron.contrib._sqllog import SQLLog
+from duron.contrib._sqllog import SQLLog, archived_runs, archived_seq, lost_detail
 from duron.contrib._wakeups import DONE, WORK, host_caller
 
 if TYPE_CHECKING:
@@ -200,6 +200,66 @@ class PostgresLog(SQLLog["PostgresStore"]):
         await self._access.engine.call(
             run, op="release", signal=WORK, job=job_id, retry=True
         )
+
+    async def _continue(
+        self,
+        epoch: int,
+        start: int,
+        entries: Sequence[bytes],
+        first: bytes,
+        inbox_done: list[int],
+    ) -> None:
+        job_id, owner, q = self.job_id, self.store.owner, self._access.q
+        rows = [(job_id, start + i, epoch, e.decode()) for i, e in enumerate(entries)]
+
+        async def run(conn: AsyncConnection[Any]) -> None:
+            async with conn.transaction():
+                cur = await conn.execute(
+                    f"SELECT 1 FROM {q}.jobs WHERE id = %s AND lease_owner = %s "
+                    "AND epoch = %s FOR UPDATE",
+                    (job_id, owner, epoch),
+                )
+                if await cur.fetchone() is None:
+                    cur = await conn.execute(
+                        f"SELECT lease_owner, epoch, status FROM {q}.jobs "
+                        "WHERE id = %s",
+                        (job_id,),
+                    )
+                    raise LeaseLostError(
+                        job=job_id, detail=lost_detail(await cur.fetchone(), epoch)
+                    )
+                async with conn.cursor() as c:
+                    await c.executemany(
+                        f"INSERT INTO {q}.entries (job_id, seq, epoch, entry) "
+                        "VALUES (%s, %s, %s, %s)",
+                        rows,
+                    )
+                cur = await conn.execute(
+                    f"SELECT max(seq) FROM {q}.entries WHERE job_id = %s AND seq < 0",
+                    (job_id,),
+                )
+                top = await cur.fetchone()
+                shift = archived_seq(archived_runs(None if top is None else top[0]))
+                await conn.execute(
+                    f"UPDATE {q}.entries SET seq = seq + %s "
+                    "WHERE job_id = %s AND seq >= 0",
+                    (shift, job_id),
+                )
+                await conn.execute(
+                    f"INSERT INTO {q}.entries (job_id, seq, epoch, entry) "
+                    "VALUES (%s, 0, %s, %s)",
+                    (job_id, epoch, first.decode()),
+                )
+                if inbox_done:
+                    await conn.execute(
+                        f"DELETE FROM {q}.inbox WHERE job_id = %s AND seq = ANY(%s)",
+                        (job_id, inbox_done),
+                    )
+                await conn.execute(
+                    f"UPDATE {q}.jobs SET updated = now() WHERE id = %s", (job_id,)
+                )
+
+        await self._access.engine.call(run, op="append", job=job_id)
 
     async def _write(
         self,

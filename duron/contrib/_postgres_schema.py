@@ -20,13 +20,15 @@ if TYPE_CHECKING:
 __all__ = [
     "SCHEMA_VERSION",
     "Schema",
+    "channel",
     "check_schema",
     "current_version",
     "migrate",
     "missing_schema",
+    "statements",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema version this Duron writes; ``migrate()`` brings a database up to it."""
 
 # Each migration takes the schema from version N-1 to N; ``{s}`` is the quoted schema.
@@ -84,6 +86,48 @@ ALTER TABLE {s}.jobs ADD CONSTRAINT jobs_status_check CHECK (status IN
     ('pending', 'running', 'suspended', 'completed', 'failed', 'cancelled'));
 CREATE INDEX jobs_waking ON {s}.jobs (wake_at) WHERE status = 'suspended';
 """,
+    # Child jobs: the job that started one, and the future there that its end
+    # completes, through the parent's inbox, in the transaction that ends it.
+    # Cancel requests now travel through the inbox: pending ones move there.
+    4: """
+UPDATE {s}.jobs SET inbox_seq = inbox_seq + 1
+    WHERE cancel_requested AND status NOT IN ('completed', 'failed', 'cancelled');
+INSERT INTO {s}.inbox (job_id, seq, kind, target)
+    SELECT id, inbox_seq, 'cancel', '' FROM {s}.jobs
+    WHERE cancel_requested AND status NOT IN ('completed', 'failed', 'cancelled');
+ALTER TABLE {s}.jobs ADD COLUMN parent_id text;
+ALTER TABLE {s}.jobs ADD COLUMN parent_future text;
+CREATE INDEX jobs_parent ON {s}.jobs (parent_id) WHERE parent_id IS NOT NULL;
+CREATE FUNCTION {s}.child_ended() RETURNS trigger LANGUAGE plpgsql AS $f$
+DECLARE
+    n bigint;
+    message text := 'child job ' || NEW.id || ' was cancelled';
+BEGIN
+    UPDATE {s}.jobs SET inbox_seq = inbox_seq + 1,
+        status = CASE status WHEN 'suspended' THEN 'pending' ELSE status END,
+        wake_at = CASE status WHEN 'suspended' THEN NULL ELSE wake_at END
+        WHERE id = NEW.parent_id RETURNING inbox_seq INTO n;
+    IF n IS NOT NULL THEN
+        INSERT INTO {s}.inbox (job_id, seq, kind, target, data, error)
+        VALUES (NEW.parent_id, n, 'future', NEW.parent_future,
+            CASE NEW.status WHEN 'completed' THEN NEW.result END,
+            CASE NEW.status
+                WHEN 'completed' THEN NULL
+                WHEN 'cancelled' THEN json_build_object(
+                    'type', 'duron._errors.JobCancelledError',
+                    'message', message, 'args', json_build_array(message))::text
+                ELSE NEW.error END);
+        PERFORM pg_notify(TG_ARGV[0], NEW.parent_id);
+    END IF;
+    RETURN NULL;
+END
+$f$;
+CREATE TRIGGER jobs_child_ended AFTER UPDATE OF status ON {s}.jobs
+    FOR EACH ROW WHEN (NEW.parent_id IS NOT NULL
+        AND NEW.status IN ('completed', 'failed', 'cancelled')
+        AND OLD.status NOT IN ('completed', 'failed', 'cancelled'))
+    EXECUTE FUNCTION {s}.child_ended('{notify}');
+""",
 }
 
 
@@ -99,6 +143,27 @@ _INDEXES = {
     "jobs_runnable_function": "jobs (function, created, id) "
     "WHERE status IN ('pending', 'running')",
 }
+
+
+def channel(schema: str) -> str:
+    """The notification channel of a store's schema (a quoted identifier's text,
+    at most 63 bytes as PostgreSQL keeps them): input stored for a job."""
+    return f"duron_inbox:{schema}"[:63]
+
+
+def statements(script: str) -> list[str]:
+    """The statements of a migration script: split at ``;``, except inside a
+    ``$f$``-quoted function body."""
+    out: list[str] = []
+    current: list[str] = []
+    for part in script.split(";"):
+        current.append(part)
+        if "".join(current).count("$f$") % 2 == 0:  # not inside a body
+            statement = ";".join(current).strip()
+            if statement:
+                out.append(statement)
+            current = []
+    return out
 
 
 @dataclass(frozen=True)
@@ -181,9 +246,9 @@ async def migrate(conn: AsyncConnection[Any], label: str, schema: Schema) -> lis
                 f"this Duron knows up to {SCHEMA_VERSION}): upgrade duron",
             )
         for v in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in _MIGRATIONS[v].format(s=schema.q).split(";"):
-                if statement.strip():
-                    await conn.execute(statement)
+            script = _MIGRATIONS[v].format(s=schema.q, notify=channel(schema.name))
+            for statement in statements(script):
+                await conn.execute(statement)
             await conn.execute(
                 f"INSERT INTO {schema.q}.schema_version (version) VALUES (%s)", (v,)
             )

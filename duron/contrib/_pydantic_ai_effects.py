@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic_ai.durable_exec import (
@@ -211,8 +211,15 @@ class _BoundOperation:
 class EffectBackend(DurableOperationBackend[None]):
     """pydantic-ai's backend seam for Duron: binds every operation to effects."""
 
-    def __init__(self, agent_name: str) -> None:
+    def __init__(
+        self,
+        agent_name: str,
+        policies: Mapping[str, tuple[duron.RetryPolicy | None, float | None]]
+        | None = None,
+    ) -> None:
         self.agent_name = agent_name
+        # role ("model", "tool") -> (retry policy, per-attempt timeout)
+        self._policies = dict(policies or {})
         self._effects: dict[tuple[str, Callable[..., Any]], Callable[..., Any]] = {}
 
     def bind(self, operation: DurableOperation[Any, Any, Any]) -> Any:
@@ -238,10 +245,10 @@ class EffectBackend(DurableOperationBackend[None]):
         key = (name, body)
         fn = self._effects.get(key)
         if fn is None:
-            # Seam for effect policies: once `@duron.effect` takes `retry=` and
-            # `timeout=`, pass the policy of `role` ("model" for model requests,
-            # "tool" for tool calls) here.
-            fn = self._effects[key] = duron.effect(name=name)(_copy(body))
+            retry, timeout = self._policies.get(role, (None, None))
+            fn = self._effects[key] = duron.effect(
+                name=name, retry=retry, timeout=timeout
+            )(_copy(body))
         return fn
 
 

@@ -40,6 +40,7 @@ from duron.contrib._sqlite_engine import Engine
 from duron.contrib._sqlite_log import SQLiteLog
 from duron.contrib._sqlstore import (
     DEFAULT_LEASE,
+    DESCENDANTS,
     JOB_COLUMNS,
     TERMINAL_SQL,
     WAKE,
@@ -160,8 +161,15 @@ class SQLiteStore(SQLStore):
         return timestamp(value)
 
     async def _add(
-        self, job_id: str, entry: JobStarted, raw: str, args: str
+        self,
+        job_id: str,
+        entry: JobStarted,
+        raw: str,
+        args: str,
+        parent: tuple[str, str] | None = None,
     ) -> tuple[bool, str | None]:
+        parent_id, future = parent if parent is not None else (None, None)
+
         def run(conn: sqlite3.Connection) -> tuple[bool, str | None]:
             if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone():
                 first = conn.execute(
@@ -170,9 +178,9 @@ class SQLiteStore(SQLStore):
                 return False, first[0] if first else None
             now = time.time()
             conn.execute(
-                "INSERT INTO jobs (id, function, args, status, created, updated) "
-                "VALUES (?, ?, ?, 'pending', ?, ?)",
-                (job_id, entry.fn, args, now, now),
+                "INSERT INTO jobs (id, function, args, status, created, updated, "
+                "parent_id, parent_future) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)",
+                (job_id, entry.fn, args, now, now, parent_id, future),
             )
             conn.execute(
                 "INSERT INTO entries (job_id, seq, entry) VALUES (?, 0, ?)",
@@ -196,12 +204,21 @@ class SQLiteStore(SQLStore):
 
         return await self._engine.call(run, op=op, write=False)
 
-    async def _cancel(self, job_id: str) -> bool:
+    async def _cancel(self, job_id: str, children: bool) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
             now = time.time()
             status, owner, live = self._lease_state(conn, job_id, now)
             if status in TERMINAL:
                 return False
+            if children:
+                tree = conn.execute(
+                    DESCENDANTS.format(t="jobs", m="?")
+                    + "SELECT id FROM jobs WHERE id IN (SELECT id FROM tree) "
+                    + f"AND status NOT IN {TERMINAL_SQL}",
+                    (job_id,),
+                ).fetchall()
+                for (child,) in tree:
+                    _request_cancel(conn, child, now)
             ran = conn.execute(
                 "SELECT 1 FROM entries WHERE job_id = ? AND seq > 0 LIMIT 1", (job_id,)
             ).fetchone()
@@ -213,14 +230,12 @@ class SQLiteStore(SQLStore):
                     (cancelled_before_start(job_id), now, job_id),
                 )
             else:
-                conn.execute(
-                    "UPDATE jobs SET cancel_requested = 1, updated = ?, " + WAKE + " "
-                    "WHERE id = ?",
-                    (now, job_id),
-                )
+                _request_cancel(conn, job_id, now)
             return True
 
-        return await self._engine.call(run, op="cancel", signal=WORK | DONE, job=job_id)
+        return await self._engine.call(
+            run, op="cancel", signal=WORK | DONE | INBOX, job=job_id
+        )
 
     def _lease_state(
         self, conn: sqlite3.Connection, job_id: str, now: float
@@ -261,7 +276,7 @@ class SQLiteStore(SQLStore):
                 raise fork_taken(new_id, job_id, at)
             cur = conn.execute(
                 "SELECT seq, CAST(entry AS BLOB) FROM entries WHERE job_id = ? "
-                "ORDER BY seq",
+                "AND seq >= 0 ORDER BY seq",
                 (job_id,),
             )
             first, prefix = fork_copy(cur, job_id, at)
@@ -301,13 +316,39 @@ class SQLiteStore(SQLStore):
         marks = ", ".join("?" * len(job_ids))
         sql = (
             "SELECT job_id, count(*), sum(length(CAST(entry AS BLOB))) FROM entries "
-            f"WHERE job_id IN ({marks}) GROUP BY job_id"
+            f"WHERE job_id IN ({marks}) AND seq >= 0 GROUP BY job_id"
         )
 
         def run(conn: sqlite3.Connection) -> list[_Row]:
             return conn.execute(sql, job_ids).fetchall()
 
         return await self._engine.call(run, op="list", write=False)
+
+    async def _archive_tops(self, job_ids: list[str]) -> list[tuple[str, int]]:
+        def run(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+            out = []
+            for job_id in job_ids:  # each one a step down the primary key
+                (top,) = conn.execute(
+                    "SELECT max(seq) FROM entries WHERE job_id = ? AND seq < 0",
+                    (job_id,),
+                ).fetchone()
+                if top is not None:
+                    out.append((job_id, int(top)))
+            return out
+
+        return await self._engine.call(run, op="read", write=False)
+
+    async def _read_span(
+        self, job_id: str, start: int, stop: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        def run(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            return conn.execute(
+                "SELECT seq, CAST(entry AS BLOB) FROM entries "
+                "WHERE job_id = ? AND seq >= ? AND seq < ? ORDER BY seq LIMIT ?",
+                (job_id, start, stop, limit),
+            ).fetchall()
+
+        return await self._engine.call(run, op="read", write=False, job=job_id)
 
     async def _exists(self, job_id: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
@@ -426,7 +467,7 @@ class SQLiteStore(SQLStore):
             raise JobNotFoundError(job=job_id, store=self.label)
         started, done = entry_patterns(op_id)
         entries = conn.execute(
-            "SELECT seq, entry FROM entries WHERE job_id = ? "
+            "SELECT seq, entry FROM entries WHERE job_id = ? AND seq >= 0 "
             "AND (entry LIKE ? OR entry LIKE ?) ORDER BY seq",
             (job_id, started, done),
         ).fetchall()
@@ -487,3 +528,18 @@ class SQLiteStore(SQLStore):
             return seq
 
         return await self._engine.call(run, op="send", signal=INBOX | WORK, job=job_id)
+
+
+def _request_cancel(conn: sqlite3.Connection, job_id: str, now: float) -> None:
+    """Mark the job asked to cancel, and put the request in its inbox: its run,
+    on a worker or the seed way, records it once and delivers it."""
+    (seq,) = conn.execute(
+        "UPDATE jobs SET inbox_seq = inbox_seq + 1, cancel_requested = 1, "
+        "updated = ?, " + WAKE + " WHERE id = ? RETURNING inbox_seq",
+        (now, job_id),
+    ).fetchone()
+    conn.execute(
+        "INSERT INTO inbox (job_id, seq, kind, target, data, error, created) "
+        "VALUES (?, ?, 'cancel', '', NULL, NULL, ?)",
+        (job_id, seq, now),
+    )

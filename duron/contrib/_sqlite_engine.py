@@ -51,7 +51,7 @@ _R = TypeVar("_R")
 _log = logging.getLogger("duron")
 
 APPLICATION_ID = 0x4475726E  # "Durn": marks the file as a Duron store
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 INBOX_POLL = 0.01
 """Seconds between two looks for other processes' commits while input is awaited."""
@@ -119,6 +119,41 @@ CREATE TABLE IF NOT EXISTS inbox (
 ALTER TABLE jobs ADD COLUMN wake_at REAL;
 CREATE INDEX IF NOT EXISTS jobs_waking ON jobs (wake_at) WHERE status = 'suspended';
 """,
+    # Child jobs: the job that started one, and the future there that its end
+    # completes, through the parent's inbox, in the transaction that ends it.
+    # Cancel requests now travel through the inbox: pending ones move there.
+    4: """
+UPDATE jobs SET inbox_seq = inbox_seq + 1
+    WHERE cancel_requested = 1 AND status NOT IN ('completed', 'failed', 'cancelled');
+INSERT INTO inbox (job_id, seq, kind, target, data, error, created)
+    SELECT id, inbox_seq, 'cancel', '', NULL, NULL, updated FROM jobs
+    WHERE cancel_requested = 1 AND status NOT IN ('completed', 'failed', 'cancelled');
+ALTER TABLE jobs ADD COLUMN parent_id TEXT;
+ALTER TABLE jobs ADD COLUMN parent_future TEXT;
+CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent_id) WHERE parent_id IS NOT NULL;
+CREATE TRIGGER IF NOT EXISTS jobs_child_ended AFTER UPDATE OF status ON jobs
+WHEN NEW.parent_id IS NOT NULL
+    AND NEW.status IN ('completed', 'failed', 'cancelled')
+    AND OLD.status NOT IN ('completed', 'failed', 'cancelled')
+BEGIN
+    UPDATE jobs SET inbox_seq = inbox_seq + 1,
+        status = CASE status WHEN 'suspended' THEN 'pending' ELSE status END,
+        wake_at = CASE status WHEN 'suspended' THEN NULL ELSE wake_at END
+        WHERE id = NEW.parent_id;
+    INSERT INTO inbox (job_id, seq, kind, target, data, error, created)
+        SELECT NEW.parent_id, inbox_seq, 'future', NEW.parent_future,
+            CASE NEW.status WHEN 'completed' THEN NEW.result END,
+            CASE NEW.status
+                WHEN 'completed' THEN NULL
+                WHEN 'cancelled' THEN json_object(
+                    'type', 'duron._errors.JobCancelledError',
+                    'message', 'child job ' || NEW.id || ' was cancelled',
+                    'args', json_array('child job ' || NEW.id || ' was cancelled'))
+                ELSE NEW.error END,
+            (julianday('now') - 2440587.5) * 86400.0
+        FROM jobs WHERE id = NEW.parent_id;
+END;
+""",
 }
 
 
@@ -181,6 +216,7 @@ class _Look:
     """What the DB thread last saw of the inboxes of the jobs waiting for input."""
 
     version: int | None = None  # PRAGMA data_version
+    commits: int = 0  # this connection's own write commits (data_version skips them)
     queried: set[str] = field(default_factory=set)  # the jobs it looked at
     newest: dict[str, int] = field(default_factory=dict)  # job -> newest item
 
@@ -380,8 +416,14 @@ class Engine:
         try:
             version = int(conn.execute("PRAGMA data_version").fetchone()[0])
             jobs = self._watchers.inbox_jobs()
-            if version == look.version and look.queried.issuperset(jobs):
+            commits = self.stats.transactions
+            if (
+                version == look.version
+                and commits == look.commits
+                and look.queried.issuperset(jobs)
+            ):
                 return
+            look.commits = commits
             rows = conn.execute(
                 "SELECT job_id, max(seq) FROM inbox WHERE job_id IN "
                 "(SELECT value FROM json_each(?)) GROUP BY job_id",
@@ -640,7 +682,12 @@ _POKE = "poke"  # queued to wake the thread without a request
 def _apply_migrations(conn: sqlite3.Connection, version: int) -> None:
     """Apply the migrations after ``version`` (inside the caller's transaction)."""
     for v in range(version + 1, SCHEMA_VERSION + 1):
-        for statement in _MIGRATIONS[v].split(";"):
-            if statement.strip():
-                conn.execute(statement)
+        statement = ""
+        for part in _MIGRATIONS[v].split(";"):
+            statement += part + ";"
+            # A trigger's body holds ";" too: run whole statements only.
+            if sqlite3.complete_statement(statement):
+                if statement.strip(" \n;"):
+                    conn.execute(statement)
+                statement = ""
         conn.execute(f"PRAGMA user_version = {v}")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from duron._errors import LeaseLostError, LogLockedError
-from duron.contrib._sqllog import SQLLog, lost_detail
+from duron.contrib._sqllog import SQLLog, archived_runs, archived_seq, lost_detail
 from duron.contrib._wakeups import DONE, WORK
 
 if TYPE_CHECKING:
@@ -157,6 +157,46 @@ class SQLiteLog(SQLLog["SQLiteStore"]):
             )
 
         await self._access.engine.call(run, op="release", signal=WORK, job=job_id)
+
+    async def _continue(
+        self,
+        epoch: int,
+        start: int,
+        entries: Sequence[bytes],
+        first: bytes,
+        inbox_done: list[int],
+    ) -> None:
+        job_id, owner = self.job_id, self.store.owner
+        rows = [
+            (job_id, start + i, e.decode(), job_id, owner, epoch)
+            for i, e in enumerate(entries)
+        ]
+
+        def run(conn: sqlite3.Connection) -> None:
+            inserted = conn.executemany(_INSERT, rows).rowcount
+            if inserted != len(rows):
+                raise LeaseLostError(job=job_id, detail=_lost(conn, job_id, epoch))
+            (top,) = conn.execute(
+                "SELECT max(seq) FROM entries WHERE job_id = ? AND seq < 0", (job_id,)
+            ).fetchone()
+            shift = archived_seq(archived_runs(top))
+            conn.execute(
+                "UPDATE entries SET seq = seq + ? WHERE job_id = ? AND seq >= 0",
+                (shift, job_id),
+            )
+            conn.execute(
+                "INSERT INTO entries (job_id, seq, entry) VALUES (?, 0, ?)",
+                (job_id, first.decode()),
+            )
+            conn.executemany(
+                "DELETE FROM inbox WHERE job_id = ? AND seq = ?",
+                [(job_id, seq) for seq in inbox_done],
+            )
+            conn.execute(
+                "UPDATE jobs SET updated = ? WHERE id = ?", (time.time(), job_id)
+            )
+
+        await self._access.engine.call(run, op="append", job=job_id)
 
     async def _write(
         self,

@@ -8,6 +8,13 @@ of the log records the job's function and arguments on its row, an ``end`` entry
 its outcome, in that same transaction. :class:`SQLLog` holds that protocol; each
 store supplies the statements.
 
+A job that continues as new keeps the same job id: in the transaction that
+writes its run's end entry (which names the next run), the run's entries move
+below sequence number 0 (:func:`archived_seq`: run ``r`` of the chain at
+``ARCHIVE_BASE + r * RUN_SPAN + i``) and the next run's job entry is written at
+0, so the current run is always the entries numbered from 0, as before, and the
+runs before it stay readable in order. One transaction: the switch is atomic.
+
 The log also offers the job's inbox to the run (``inbox_fetch``, ``inbox_mark``,
 ``inbox_wait``: see :mod:`duron._inbox_feed`), so that input sent through the
 store reaches the job however it runs: on a worker or ``fn.invoke(store.log(id))``.
@@ -44,7 +51,34 @@ if TYPE_CHECKING:
     from duron._limits import LogLimits
     from duron.contrib._sqlstore import LogAccess, SQLStore
 
-__all__ = ["INBOX_BATCH", "Ending", "SQLLog", "Started", "Suspension", "lost_detail"]
+__all__ = [
+    "ARCHIVE_BASE",
+    "INBOX_BATCH",
+    "RUN_SPAN",
+    "Ending",
+    "SQLLog",
+    "Started",
+    "Suspension",
+    "archived_runs",
+    "archived_seq",
+    "lost_detail",
+]
+
+ARCHIVE_BASE = -(2**62)
+"""Sequence number of the first entry of a job's first run once it continued as new."""
+RUN_SPAN = 2**32
+"""Sequence numbers each archived run of a chain spans (its entries at most)."""
+
+
+def archived_seq(run: int) -> int:
+    """The sequence number of the first entry of archived run ``run``."""
+    return ARCHIVE_BASE + run * RUN_SPAN
+
+
+def archived_runs(top: int | None) -> int:
+    """How many archived runs a job has, given its highest negative ``seq``."""
+    return 0 if top is None else (int(top) - ARCHIVE_BASE) // RUN_SPAN + 1
+
 
 INBOX_BATCH = 256
 """Inbox items a run takes at a time."""
@@ -120,8 +154,9 @@ class SQLLog(ABC, Generic[_S]):
         self._epoch: int | None = None
         self._next_seq = 0
         self._inbox_seen = 0  # the last inbox item a fetch returned
-        # (wake time, entries written) when the run chose to suspend the job
-        self._suspend: tuple[float | None, int] | None = None
+        # (wake time, entries written, last inbox item taken) when the run
+        # chose to suspend the job
+        self._suspend: tuple[float | None, int, int] | None = None
 
     async def acquire(self) -> None:
         access = self._access
@@ -164,7 +199,9 @@ class SQLLog(ABC, Generic[_S]):
         suspension = None
         if suspend is not None and suspend[1] == self._next_seq:
             # Nothing was written since the job was found waiting: it still is.
-            suspension = Suspension(suspend[0], self._inbox_seen)
+            # Input fetched after the decision may not be recorded yet: only
+            # what the run had taken then counts as seen.
+            suspension = Suspension(suspend[0], suspend[2])
         try:
             await self._unlease(epoch, wrote=self._next_seq > 0, suspension=suspension)
         except StoreUnavailableError as exc:
@@ -185,7 +222,7 @@ class SQLLog(ABC, Generic[_S]):
         ``until`` (seconds since the epoch; ``None``: no timer), input for it, or
         a cancel request. If anything is written before the release, the job
         was not waiting after all, and is released as usual (pending)."""
-        self._suspend = (until, self._next_seq)
+        self._suspend = (until, self._next_seq, self._inbox_seen)
 
     def lease_fresh(self) -> bool:
         """Whether this writer surely still holds the job's lease for a while
@@ -245,6 +282,38 @@ class SQLLog(ABC, Generic[_S]):
             )
         await self._write(epoch, start, entries, started, ending)
         self._next_seq = start + len(entries)
+
+    # -- a chain of runs --------------------------------------------------------------
+
+    async def continue_log(
+        self,
+        entries: Sequence[bytes],
+        first: bytes,
+        /,
+        *,
+        inbox_done: Sequence[int] = (),
+    ) -> None:
+        """End the current run with ``entries`` (the last one names the next
+        run), keep it as the chain's latest archived run, and begin the next run
+        with its job entry ``first``: one transaction, under this writer's lease."""
+        epoch = self._epoch
+        if epoch is None:
+            raise StorageError(
+                kind="log",
+                store=self.job_id,
+                operation="append",
+                detail="not open for writing (acquire() first)",
+            )
+        await self._continue(epoch, self._next_seq, entries, first, list(inbox_done))
+        self._next_seq = 1
+
+    async def run_count(self) -> int:
+        """How many runs the job's chain holds (0: no entries yet)."""
+        return await self.store.run_count(self.job_id)
+
+    def read_run(self, run: int) -> AsyncIterator[tuple[int, bytes]]:
+        """The entries of run ``run`` of the job's chain (0: the first)."""
+        return self.store.read_run(self.job_id, run)
 
     # -- the job's inbox --------------------------------------------------------------
 
@@ -312,6 +381,21 @@ class SQLLog(ABC, Generic[_S]):
         """Give the lease of ``epoch`` back and remove the row of a log opened but
         never written. A running job becomes pending; with ``suspension``,
         suspended, unless input it has not taken or a cancel request waits."""
+
+    @abstractmethod
+    async def _continue(
+        self,
+        epoch: int,
+        start: int,
+        entries: Sequence[bytes],
+        first: bytes,
+        inbox_done: list[int],
+    ) -> None:
+        """In one transaction, if the job's epoch is still ``epoch`` (else raise
+        :class:`~duron.LeaseLostError`): write ``entries`` from ``start`` on, move
+        the current run's entries to the next archived run's numbers
+        (:func:`archived_seq`), write ``first`` at 0 and delete the inbox items
+        ``inbox_done``."""
 
     @abstractmethod
     async def _write(

@@ -56,6 +56,7 @@ from duron._recorded_errors import error_info, rebuild
 from duron._resubmit import check_resubmit
 from duron.contrib._job_search import JOB_COLUMNS, JobSearch
 from duron.contrib._sqlinbox import StoreInbox
+from duron.contrib._sqllog import archived_runs, archived_seq
 from duron.contrib._wakeups import DONE, WORK, Watchers
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_LEASE",
+    "DESCENDANTS",
     "JOB_COLUMNS",
     "READ_CHUNK",
     "TERMINAL_SQL",
@@ -122,6 +124,13 @@ def new_owner() -> str:
     """A lease owner id for a new store object: ``host:pid:nonce``."""
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
 
+
+DESCENDANTS = (
+    "WITH RECURSIVE tree(id) AS (SELECT id FROM {t} WHERE parent_id = {m} "
+    "UNION SELECT j.id FROM {t} AS j JOIN tree ON j.parent_id = tree.id) "
+)
+"""SQL naming a job's descendants (``tree``); format ``t`` (the jobs table) and
+``m`` (the parameter mark)."""
 
 WAKE = (
     "status = CASE status WHEN 'suspended' THEN 'pending' ELSE status END, "
@@ -261,6 +270,29 @@ class SQLStore(JobSearch, StoreInbox, ABC):
             check_resubmit(fn, sub.job_id, sub.entry, first)
         return sub.job_id
 
+    async def start_child(
+        self,
+        fn: DurableFn[..., Any],
+        job_id: str,
+        entry: JobStarted,
+        *,
+        parent: str,
+        future: str,
+    ) -> None:
+        """Add the child job ``job_id`` of ``parent`` (what ``ctx.start_job``
+        does, from inside an effect): its end completes the parent's future
+        ``future``. Idempotent like :meth:`submit`.
+
+        Raises:
+            DuplicateJobError: ``job_id`` names a job with another call.
+        """
+        raw = encode_entry(entry).decode()
+        added, first = await self._add(
+            job_id, entry, raw, orjson.dumps(entry.args).decode(), (parent, future)
+        )
+        if not added:
+            check_resubmit(fn, job_id, entry, first)
+
     async def get(self, job_id: str) -> JobInfo:
         """The job's row.
 
@@ -289,7 +321,38 @@ class SQLStore(JobSearch, StoreInbox, ABC):
         if not wanted:
             return {}
         rows = await self._log_sizes(wanted)
-        return {str(job): LogSize(int(n), int(size)) for job, n, size in rows}
+        tops = dict(await self._archive_tops(wanted))
+        return {
+            str(job): LogSize(int(n), int(size), archived_runs(tops.get(job)) + 1)
+            for job, n, size in rows
+        }
+
+    async def run_count(self, job_id: str) -> int:
+        """How many runs the job's chain holds: 1 unless it continued as new (0:
+        no entries yet)."""
+        top = dict(await self._archive_tops([job_id])).get(job_id)
+        if top is not None:
+            return archived_runs(top) + 1
+        return 1 if await self._read_span(job_id, 0, 1, 1) else 0
+
+    async def read_run(self, job_id: str, run: int) -> AsyncIterator[tuple[int, bytes]]:
+        """The entries of run ``run`` of the job's chain (0: the first), as
+        ``(seq, entry)``: the current run's numbered from 0, an archived one's
+        as archived (nothing for a run the chain does not hold)."""
+        runs = await self.run_count(job_id)
+        if not 0 <= run < runs:
+            return
+        if run == runs - 1:
+            start, stop = 0, 2**63 - 1
+        else:
+            start, stop = archived_seq(run), archived_seq(run + 1)
+        while True:
+            rows = await self._read_span(job_id, start, stop, READ_CHUNK)
+            for row in rows:
+                yield row
+            if len(rows) < READ_CHUNK:
+                return
+            start = rows[-1][0] + 1
 
     @overload
     async def result(
@@ -345,7 +408,7 @@ class SQLStore(JobSearch, StoreInbox, ABC):
             await self._engine.wait_signal(DONE, wait, job_id)
             delay = min(delay * 2, 1.0)
 
-    async def cancel(self, job_id: str) -> bool:
+    async def cancel(self, job_id: str, *, children: bool = True) -> bool:
         """Ask for the job to be cancelled.
 
         A job that never ran is cancelled at once. Otherwise the worker running
@@ -354,13 +417,19 @@ class SQLStore(JobSearch, StoreInbox, ABC):
         it lets the cancellation end it, the job ends ``cancelled`` and
         :meth:`result` raises :class:`~duron.JobCancelledError`.
 
+        Args:
+            job_id: The job.
+            children: Also ask every unfinished job it started with
+                ``ctx.start_job`` (and theirs, all the way down) to cancel;
+                ``False`` leaves them running.
+
         Returns:
             ``False`` if the job had already ended, else ``True``.
 
         Raises:
             JobNotFoundError: No such job.
         """
-        return await self._cancel(job_id)
+        return await self._cancel(job_id, children)
 
     async def requeue(self, job_id: str) -> None:
         """Make a job runnable again that a worker failed without its log ending.
@@ -531,9 +600,15 @@ class SQLStore(JobSearch, StoreInbox, ABC):
 
     @abstractmethod
     async def _add(
-        self, job_id: str, entry: JobStarted, raw: str, args: str
+        self,
+        job_id: str,
+        entry: JobStarted,
+        raw: str,
+        args: str,
+        parent: tuple[str, str] | None = None,
     ) -> tuple[bool, str | None]:
-        """Insert a pending job whose log is its job entry ``raw``: ``(True,
+        """Insert a pending job whose log is its job entry ``raw`` (a child of
+        ``parent``: its job id and the future its end completes): ``(True,
         None)``; or, when the id is taken, ``(False, its log's first entry)``
         (``None`` for an empty log) for :func:`~duron._resubmit.check_resubmit`."""
 
@@ -542,7 +617,7 @@ class SQLStore(JobSearch, StoreInbox, ABC):
         """The job's :data:`JOB_COLUMNS`."""
 
     @abstractmethod
-    async def _cancel(self, job_id: str) -> bool:
+    async def _cancel(self, job_id: str, children: bool) -> bool:
         """:meth:`cancel` in one transaction."""
 
     @abstractmethod
@@ -560,6 +635,17 @@ class SQLStore(JobSearch, StoreInbox, ABC):
 
     @abstractmethod
     async def _exists(self, job_id: str) -> bool: ...
+
+    @abstractmethod
+    async def _archive_tops(self, job_ids: list[str]) -> list[tuple[str, int]]:
+        """``(job_id, highest seq below 0)`` of each of these jobs that
+        continued as new."""
+
+    @abstractmethod
+    async def _read_span(
+        self, job_id: str, start: int, stop: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` entries numbered ``start <= seq < stop``, by seq."""
 
     @abstractmethod
     async def _log_sizes(self, job_ids: list[str]) -> list[tuple[Any, ...]]:

@@ -97,6 +97,13 @@ class DuronDurability(BaseDurabilityCapability[Any]):
             stable: it is part of every recorded operation's name.
         models: Other models the run may switch to, by id (pydantic-ai's
             ``models=``: a run's model is rebuilt from its id inside the effect).
+        model_retry: How a failed model request is tried again
+            (:class:`~duron.RetryPolicy`; default: not retried). Each attempt is
+            recorded; a replay takes the recorded path without waiting.
+        model_timeout: Seconds one model request may take before it is
+            cancelled and counts as a failed attempt.
+        tool_retry: The same for tool calls.
+        tool_timeout: The same for tool calls.
     """
 
     engine_spec: ClassVar[DurabilityEngineSpec] = DurabilityEngineSpec(
@@ -114,13 +121,24 @@ class DuronDurability(BaseDurabilityCapability[Any]):
     )
 
     def __init__(
-        self, *, name: str | None = None, models: Mapping[str, Model] | None = None
+        self,
+        *,
+        name: str | None = None,
+        models: Mapping[str, Model] | None = None,
+        model_retry: duron.RetryPolicy | None = None,
+        model_timeout: float | None = None,
+        tool_retry: duron.RetryPolicy | None = None,
+        tool_timeout: float | None = None,
     ) -> None:
         super().__init__(name=name, models=models)
+        self._policies = {
+            "model": (model_retry, model_timeout),
+            "tool": (tool_retry, tool_timeout),
+        }
         self._backend: EffectBackend | None = None
 
     def _bind_to_agent(self, agent: AbstractAgent[Any, Any]) -> None:
-        self._backend = EffectBackend(self.name)
+        self._backend = EffectBackend(self.name, self._policies)
         super()._bind_to_agent(agent)
 
     def get_durable_operation_backend(self) -> EffectBackend:
