@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import anyio
 import orjson
@@ -298,6 +299,7 @@ def store_url(tmp_path: Path) -> str:
         await store.submit(ui_jobs.order.options(job_id="order-1"), "order-1", 3)
         await store.submit(ui_jobs.order.options(job_id="order-2"), "order-2", 2)
         await store.submit(ui_jobs.broken.options(job_id="broken-1"), "bad input")
+        await store.submit(ui_jobs.family.options(job_id="family-1"), 2)
         async with duron.Worker(
             store, ui_jobs.FUNCTIONS, poll_interval=0.05, suspend_after=0
         ) as w:
@@ -318,8 +320,11 @@ async def store_client(store_url: str) -> AsyncIterator[ASGIClient]:
 
 @pytest.mark.anyio
 async def test_store_list_counts_and_filters(store_client: ASGIClient) -> None:
+    text = (await store_client.get("/?id=o")).text + (
+        await store_client.get("/?id=b")
+    ).text
+    assert re.findall(r'data-job="([^"]+)"', text) == ["order-2", "order-1", "broken-1"]
     text = (await store_client.get("/")).text
-    assert re.findall(r'data-job="([^"]+)"', text) == ["broken-1", "order-2", "order-1"]
     counts = dict(
         re.findall(r'data-status="(\w+)" href="[^"]*">\w+ <b>(\d+)</b>', text)
     )
@@ -327,7 +332,7 @@ async def test_store_list_counts_and_filters(store_client: ASGIClient) -> None:
         "pending": "0",
         "running": "0",
         "suspended": "1",
-        "completed": "1",
+        "completed": "4",  # order-1, family-1 and its two children
         "failed": "1",
         "cancelled": "0",
     }
@@ -357,6 +362,18 @@ async def test_store_job_pages(store_client: ASGIClient) -> None:
     partial = (await store_client.get("/job?id=order-2&partial=1")).text
     assert partial.startswith("<h1>job <span id=job-id>order-2</span>")
     assert "<html" not in partial
+
+
+@pytest.mark.anyio
+async def test_parent_and_children_link_each_other(store_client: ASGIClient) -> None:
+    page = (await store_client.get("/job?id=family-1")).text
+    children = re.search(r"<span id=children>(.*?)</span>", page)
+    assert children is not None
+    ids = re.findall(r'<a href="/job\?id=([^"]+)">', children[1])
+    assert len(ids) == 2
+    child = (await store_client.get("/job", params={"id": unquote(ids[0])})).text
+    assert '<a id=parent href="/job?id=family-1">family-1</a>' in child
+    assert '<h2>result</h2><details class=payload data-key="result" open>' in child
 
 
 @pytest.mark.anyio

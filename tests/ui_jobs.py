@@ -60,7 +60,20 @@ async def stepper(ctx: duron.Context, steps: int) -> int:
     return total
 
 
-FUNCTIONS: list[duron.DurableFn[..., Any]] = [order, broken, stepper]
+@duron.durable
+async def part(ctx: duron.Context, n: int) -> int:
+    await ctx.run(charge, n)
+    return n
+
+
+@duron.durable
+async def family(ctx: duron.Context, parts: int) -> int:
+    """Starts one child job per part and adds up their results."""
+    children = [await ctx.start_job(part, i) for i in range(parts)]
+    return sum(await asyncio.gather(*children))
+
+
+FUNCTIONS: list[duron.DurableFn[..., Any]] = [order, broken, stepper, part, family]
 
 
 async def serve(db: str) -> None:
