@@ -1,4 +1,5 @@
-"""The ``duron`` command line: ``duron inspect``, ``duron verify``, ``duron jobs``.
+"""The ``duron`` command line: ``duron inspect``, ``duron verify``, ``duron jobs``,
+``duron db``, ``duron ui``.
 
 Each subcommand lives in its own module with a ``register(subparsers)`` function that
 adds its parser and sets ``func`` (``(args) -> int`` exit code) as the default.
@@ -16,7 +17,7 @@ __all__ = ["main"]
 
 # Subcommand modules, imported lazily so that ``duron --help`` stays fast and an
 # optional driver is only imported by the command that needs it.
-_COMMANDS = ("inspect", "verify", "jobs", "schedules", "db")
+_COMMANDS = ("inspect", "verify", "jobs", "schedules", "db", "ui")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -230,24 +230,32 @@ class Timeline:
         return [self.ops[k] for k in sorted(self.ops)]
 
 
-async def read_timeline(storage: LogStorage, run: int | None = None) -> Timeline:
+async def read_timeline(
+    storage: LogStorage, run: int | None = None, *, into: Timeline | None = None
+) -> Timeline:
     """Read a whole log into a :class:`Timeline`; damage stops the reading and is kept.
 
     Args:
         storage: The log.
         run: For a job that continued as new, the run to read (default: its
             current run, the one ``storage.read()`` yields).
+        into: A timeline of the same run of this log read before (undamaged):
+            only the entries appended since are decoded and added to it, a log
+            only grows.
 
     Raises:
         StorageError: The log cannot be read at all.
         UsageError: ``run`` is given for a storage that keeps no chain of runs.
     """
-    tl = Timeline(storage.label)
+    run_count = getattr(storage, "run_count", None)
+    runs = max(1, await run_count()) if run_count is not None else 1
+    # A job that continued as new since is read again from its new run's start.
+    same = into is not None and into.damage is None and into.runs == runs
+    tl = into if same and into is not None else Timeline(storage.label)
+    tl.runs = runs
+    skip = tl.entries
     label = storage.label
     ops = tl.ops
-    run_count = getattr(storage, "run_count", None)
-    if run_count is not None:
-        tl.runs = max(1, await run_count())
     if run is None:
         records = storage.read()
     elif run_count is None:
@@ -262,6 +270,9 @@ async def read_timeline(storage: LogStorage, run: int | None = None) -> Timeline
         records = storage.read_run(run)  # type: ignore[attr-defined]
     try:
         async for offset, raw in records:
+            if skip:
+                skip -= 1
+                continue
             try:
                 entry = decode_entry(raw, job=label, offset=offset)
             except CorruptLogError as err:

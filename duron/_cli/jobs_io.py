@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from duron._jobstore import JobStore
 
-__all__ = ["register_io"]
+__all__ = ["add_imports", "register_io"]
 
 _T = TypeVar("_T")
 
@@ -127,7 +127,7 @@ def _command(
     @functools.wraps(fn)
     def run(args: argparse.Namespace) -> int:
         try:
-            _imports(args.imports)
+            add_imports(args.imports)
             return fn(args)
         except DuronError as exc:
             print(f"duron jobs: error: {redact(str(exc))}", file=sys.stderr)
@@ -136,7 +136,7 @@ def _command(
     return run
 
 
-def _imports(modules: list[str]) -> None:
+def add_imports(modules: list[str]) -> None:
     """The current directory on the path (as ``python -m`` has it), then import
     the modules the user named."""
     here = os.getcwd()
