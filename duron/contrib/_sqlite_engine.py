@@ -608,8 +608,13 @@ class Engine:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
+            # No write lock (another process holds it): the writes fail; the
+            # reads of the batch still run, as they would have alone.
             for req in batch:
-                req.error = self._error(exc, req.op, req.job)
+                if req.write:
+                    req.error = self._error(exc, req.op, req.job)
+                else:
+                    self._run(conn, req, savepoint=False)
             self._report(batch, self._error(exc, "renew leases"))
             return
         # One write alone needs no savepoint: if it is refused, the whole
