@@ -71,6 +71,8 @@ _REFUSED: dict[Any, tuple[str, str, str]] = {
 }
 if hasattr(os, "getrandom"):
     _REFUSED[os.getrandom] = ("os.getrandom()", _DIFFERS, _RANDOM_BYTES)
+if hasattr(_thread, "start_joinable_thread"):  # how threading starts one on 3.13+
+    _REFUSED[_thread.start_joinable_thread] = _REFUSED[_thread.start_new_thread]
 
 # uuid.uuid1 reads the clock in C (libuuid) where it can: refused at its call.
 _UUID1 = uuid.uuid1.__code__
